@@ -1,1 +1,59 @@
-//! placeholder
+//! What every hedwig tier shares.
+//!
+//! Layout:
+//! - [`wire`]: the mailman → postoffice HTTP protocol (compatible with the original Python
+//!   hedwig): the `fqdn`/`key`/`email` submission and the JSON answers.
+//! - [`key`]: host keys, `hex(HMAC-SHA256(secret, lowercase(fqdn)))`, checked in constant time.
+//! - [`job`]: the body of a beanstalkd job: the envelope and history as one JSON line, then the
+//!   message bytes untouched.
+//! - [`address`]: RFC 5321 / RFC 6531 mailbox syntax (UTF-8 local parts, IDN domains).
+//! - [`config`]: YAML files with `HEDWIG_…` environment overrides, byte sizes, secrets from files.
+//! - [`logging`]: one tracing setup for all binaries.
+//!
+//! Nothing here does network I/O.
+
+pub mod address;
+pub mod config;
+pub mod job;
+pub mod key;
+pub mod logging;
+pub mod wire;
+
+/// The beanstalkd tube that postoffice puts new messages into and workers reserve from.
+pub const TUBE_OUTBOUND: &str = "hedwig";
+/// The beanstalkd tube that holds permanently failed recipients for operators to inspect.
+pub const TUBE_FAILED: &str = "hedwig-failed";
+
+/// A new queue id: 12 hex digits of milliseconds since the epoch, then 12 random hex digits.
+///
+/// Sorts by time, and is unique enough that two postoffices never collide in practice
+/// (48 random bits per millisecond).
+pub fn new_queue_id() -> String {
+    use rand::Rng;
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let random: u64 = rand::thread_rng().gen::<u64>() & 0xFFFF_FFFF_FFFF;
+    format!("{millis:012X}{random:012X}")
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn queue_ids_are_unique_and_sortable() {
+        let a = super::new_queue_id();
+        let b = super::new_queue_id();
+        assert_eq!(a.len(), 24);
+        assert_ne!(a, b);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+}

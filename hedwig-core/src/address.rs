@@ -1,0 +1,234 @@
+//! Mailbox syntax: RFC 5321 §4.1.2 with the RFC 6531 (SMTPUTF8) extensions.
+//!
+//! A mailbox is `local-part@domain`. The local part is a dot-string of atext (UTF-8 allowed) or a
+//! quoted string; the domain is a host name whose labels may be U-labels (IDN, checked and
+//! converted with the `idna` crate) or an address literal `[192.0.2.1]` / `[IPv6:2001:db8::1]`.
+//! This module checks syntax only; whether the domain exists is the worker's business.
+
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// Why an address is not a valid mailbox.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("{address:?} is not a valid mailbox: {why}")]
+pub struct AddressError {
+    pub address: String,
+    pub why: &'static str,
+}
+
+/// A syntactically valid mailbox.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Mailbox {
+    /// The local part as written (quotes kept).
+    pub local: String,
+    /// The domain as written (U-labels kept), or the address literal with brackets.
+    pub domain: String,
+    /// The domain in A-labels, lowercase (`xn--...`), for DNS; the literal for literals.
+    pub ascii_domain: String,
+}
+
+impl Mailbox {
+    /// Parses `local@domain`; one pair of surrounding angle brackets is tolerated.
+    pub fn parse(address: &str) -> Result<Mailbox, AddressError> {
+        let err = |why| AddressError {
+            address: address.to_string(),
+            why,
+        };
+        let addr = address.trim();
+        let addr = addr
+            .strip_prefix('<')
+            .and_then(|a| a.strip_suffix('>'))
+            .unwrap_or(addr);
+        if addr.is_empty() {
+            return Err(err("it is empty"));
+        }
+        // RFC 5321 §4.5.3.1.3: a path is at most 256 octets including the brackets.
+        if addr.len() > 254 {
+            return Err(err("it is longer than 254 octets"));
+        }
+        let at = addr.rfind('@').ok_or_else(|| err("it has no '@'"))?;
+        let (local, domain) = (&addr[..at], &addr[at + 1..]);
+        check_local(local).map_err(err)?;
+        let ascii_domain = check_domain(domain).map_err(err)?;
+        Ok(Mailbox {
+            local: local.to_string(),
+            domain: domain.to_string(),
+            ascii_domain,
+        })
+    }
+
+    /// Whether delivering this address needs the SMTPUTF8 extension (a non-ASCII local part;
+    /// a non-ASCII domain can travel as A-labels).
+    pub fn needs_smtputf8(&self) -> bool {
+        !self.local.is_ascii()
+    }
+}
+
+impl fmt::Display for Mailbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.local, self.domain)
+    }
+}
+
+/// Checks a reverse-path: the null sender (empty, or `<>`) or a mailbox.
+pub fn parse_reverse_path(address: &str) -> Result<Option<Mailbox>, AddressError> {
+    match address.trim() {
+        "" | "<>" => Ok(None),
+        other => Mailbox::parse(other).map(Some),
+    }
+}
+
+// RFC 5322 §3.2.3 atext, plus any non-ASCII character (RFC 6531 §3.3 UTF8-non-ascii).
+fn is_atext(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii()
+}
+
+fn check_local(local: &str) -> Result<(), &'static str> {
+    if local.is_empty() {
+        return Err("the local part is empty");
+    }
+    // RFC 5321 §4.5.3.1.1: 64 octets.
+    if local.len() > 64 {
+        return Err("the local part is longer than 64 octets");
+    }
+    if let Some(inner) = local.strip_prefix('"') {
+        let inner = inner
+            .strip_suffix('"')
+            .ok_or("the quoted local part is not closed")?;
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                // quoted-pairSMTP = "\" %d32-126
+                '\\' => match chars.next() {
+                    Some(q) if (' '..='~').contains(&q) => {}
+                    _ => return Err("a backslash in the quoted local part escapes nothing valid"),
+                },
+                // qtextSMTP = %d32-33 / %d35-91 / %d93-126, plus UTF8-non-ascii
+                '"' => return Err("an unescaped '\"' inside the quoted local part"),
+                c if (' '..='~').contains(&c) || !c.is_ascii() => {}
+                _ => return Err("a control character in the local part"),
+            }
+        }
+        return Ok(());
+    }
+    for atom in local.split('.') {
+        if atom.is_empty() {
+            return Err("the local part has an empty atom (leading, trailing or double '.')");
+        }
+        if !atom.chars().all(is_atext) {
+            return Err("the local part has a character that needs quoting");
+        }
+    }
+    Ok(())
+}
+
+fn check_domain(domain: &str) -> Result<String, &'static str> {
+    if domain.is_empty() {
+        return Err("the domain is empty");
+    }
+    if let Some(literal) = domain.strip_prefix('[') {
+        let literal = literal
+            .strip_suffix(']')
+            .ok_or("the address literal is not closed")?;
+        let ok = match literal.get(..5) {
+            Some(tag) if tag.eq_ignore_ascii_case("IPv6:") => {
+                literal[5..].parse::<Ipv6Addr>().is_ok()
+            }
+            _ => literal.parse::<Ipv4Addr>().is_ok(),
+        };
+        return if ok {
+            Ok(domain.to_string())
+        } else {
+            Err("the address literal is not an IPv4 or IPv6 address")
+        };
+    }
+    let ascii = idna::domain_to_ascii_strict(domain.trim_end_matches('.'))
+        .map_err(|_| "the domain is not a valid (internationalized) host name")?;
+    if ascii.is_empty() || ascii.len() > 253 {
+        return Err("the domain is empty or longer than 253 octets");
+    }
+    for label in ascii.split('.') {
+        // RFC 5321 §4.1.2 sub-domain = Let-dig [Ldh-str]
+        if label.is_empty()
+            || label.len() > 63
+            || label.starts_with('-')
+            || label.ends_with('-')
+            || !label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err("the domain has an invalid label");
+        }
+    }
+    Ok(ascii)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_mailboxes() {
+        for ok in [
+            "user@example.com",
+            "<user@example.com>",
+            "first.last+tag@sub.example.co.uk",
+            "\"john doe\"@example.com",
+            "\"a\\\"b\"@example.com",
+            "!#$%&'*+-/=?^_`{|}~@example.com",
+            "user@[192.0.2.1]",
+            "user@[IPv6:2001:db8::1]",
+            "josé@example.com",
+            "用户@例子.广告",
+            "user@bücher.de",
+        ] {
+            assert!(
+                Mailbox::parse(ok).is_ok(),
+                "{ok} rejected: {:?}",
+                Mailbox::parse(ok)
+            );
+        }
+        let m = Mailbox::parse("josé@Bücher.DE").unwrap();
+        assert_eq!(m.ascii_domain, "xn--bcher-kva.de");
+        assert!(m.needs_smtputf8());
+        assert!(!Mailbox::parse("a@bücher.de").unwrap().needs_smtputf8());
+    }
+
+    #[test]
+    fn invalid_mailboxes() {
+        let long_local = format!("{}@example.com", "a".repeat(65));
+        let long = format!("a@{}.com", "b.".repeat(130));
+        for bad in [
+            "",
+            "plain",
+            "@example.com",
+            "user@",
+            "a..b@example.com",
+            ".a@example.com",
+            "a.@example.com",
+            "a b@example.com",
+            "a(b)@example.com",
+            "\"unclosed@example.com",
+            "\"a\"b\"@example.com",
+            "user@-example.com",
+            "user@exa mple.com",
+            "user@example..com",
+            "user@[300.1.1.1]",
+            "user@[IPv6:zz::1]",
+            "a\u{0}b@example.com",
+            "user@exa_mple.com",
+            &long_local,
+            &long,
+        ] {
+            assert!(Mailbox::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn reverse_path() {
+        assert_eq!(parse_reverse_path(""), Ok(None));
+        assert_eq!(parse_reverse_path("<>"), Ok(None));
+        assert!(parse_reverse_path("a@b.example").unwrap().is_some());
+        assert!(parse_reverse_path("nope").is_err());
+    }
+}

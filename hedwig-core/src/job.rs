@@ -1,0 +1,210 @@
+//! The body of a beanstalkd job.
+//!
+//! One line of JSON ([`Envelope`]: queue id, sending host, envelope, history), a `\n`, then the
+//! message bytes exactly as received (CRLF, 8-bit, NUL and all). Compact JSON never contains a
+//! raw newline, so the first `\n` ends the header; the message needs no escaping and costs no
+//! base64 overhead, and `peek` output stays readable for an operator.
+//!
+//! The same format serves the outbound tube (a message to deliver), the failed tube (the
+//! recipients that failed for good, with [`Failure`] set) and bounces (`kind: bounce`).
+
+use serde::{Deserialize, Serialize};
+
+/// Format version written by this build. Readers accept any version they know.
+pub const VERSION: u32 = 1;
+
+/// Why a job body cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("job body has no header line")]
+    NoHeader,
+    #[error("job header is not valid JSON: {0}")]
+    Header(#[source] serde_json::Error),
+    #[error("job format version {0} is newer than this build understands")]
+    Version(u32),
+}
+
+/// What kind of message a job carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A message a host submitted.
+    #[default]
+    Message,
+    /// A delivery status notification made by a worker. A bounce never bounces.
+    Bounce,
+}
+
+/// One delivery attempt for some recipients, appended by the worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// Unix seconds.
+    pub at: u64,
+    pub recipients: Vec<String>,
+    /// `delivered`, `deferred` or `bounced`.
+    pub status: String,
+    /// The SMTP reply code, when a server answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<u16>,
+    /// The enhanced status code (RFC 3463), e.g. `4.7.1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dsn: Option<String>,
+    /// The remote server's full answer, or a local explanation (DNS, timeout, TLS).
+    pub response: String,
+    /// `mx.example.com[192.0.2.1]:25`, when a server was reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<String>,
+}
+
+/// A permanent failure, set on jobs in the failed tube.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// Unix seconds.
+    pub at: u64,
+    /// Short machine-readable reason: `rejected`, `expired`, `no-mx`, `null-mx`, `smtputf8`, ...
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dsn: Option<String>,
+    pub response: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<String>,
+}
+
+/// The envelope and bookkeeping of a queued message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub v: u32,
+    /// Assigned by the post office; follows the message through every tier's logs.
+    pub queue_id: String,
+    /// The message id made by the sending mailman, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    /// The sending host's fqdn (lowercase).
+    pub host: String,
+    /// The address the post office saw the post come from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<String>,
+    /// Unix seconds when the post office queued the message.
+    pub received_at: u64,
+    /// Envelope sender; empty is the null sender.
+    pub mail_from: String,
+    /// The recipients still to deliver (or, in the failed tube, the ones that failed).
+    pub rcpt_to: Vec<String>,
+    #[serde(default)]
+    pub kind: Kind,
+    /// Delivery attempts so far, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<Attempt>,
+    /// Set in the failed tube.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+}
+
+impl Envelope {
+    /// A fresh envelope for a message the post office just accepted.
+    pub fn new(
+        queue_id: String,
+        host: String,
+        mail_from: String,
+        rcpt_to: Vec<String>,
+    ) -> Envelope {
+        Envelope {
+            v: VERSION,
+            queue_id,
+            message_id: None,
+            host,
+            client_ip: None,
+            received_at: crate::unix_now(),
+            mail_from,
+            rcpt_to,
+            kind: Kind::Message,
+            history: Vec::new(),
+            failure: None,
+        }
+    }
+}
+
+/// A queued message: envelope plus the message bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub envelope: Envelope,
+    pub message: Vec<u8>,
+}
+
+impl Job {
+    /// The job body to put into beanstalkd.
+    pub fn encode(&self) -> Vec<u8> {
+        encode_parts(&self.envelope, &self.message)
+    }
+
+    /// Reads a job body.
+    pub fn decode(body: &[u8]) -> Result<Job, JobError> {
+        let (envelope, message) = decode_parts(body)?;
+        Ok(Job {
+            envelope,
+            message: message.to_vec(),
+        })
+    }
+}
+
+/// Encodes without owning the message (the post office's hot path).
+pub fn encode_parts(envelope: &Envelope, message: &[u8]) -> Vec<u8> {
+    let mut body = serde_json::to_vec(envelope)
+        .unwrap_or_else(|_| unreachable!("Envelope serializes to JSON"));
+    body.reserve(message.len() + 1);
+    body.push(b'\n');
+    body.extend_from_slice(message);
+    body
+}
+
+/// Decodes without copying the message.
+pub fn decode_parts(body: &[u8]) -> Result<(Envelope, &[u8]), JobError> {
+    let split = body
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or(JobError::NoHeader)?;
+    let envelope: Envelope = serde_json::from_slice(&body[..split]).map_err(JobError::Header)?;
+    if envelope.v > VERSION {
+        return Err(JobError::Version(envelope.v));
+    }
+    Ok((envelope, &body[split + 1..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_keeps_bytes_exact() {
+        let message = b"Subject: \xff\xfe\r\n\r\nline\nbare lf\r\n\x00end\r\n.\r\n".to_vec();
+        let mut envelope = Envelope::new(
+            "Q1".into(),
+            "web1.example.com".into(),
+            "a@example.com".into(),
+            vec!["b@example.org".into(), "\u{e9}@example.org".into()],
+        );
+        envelope.message_id = Some("m\n1".into());
+        let job = Job { envelope, message };
+        let body = job.encode();
+        assert_eq!(
+            body.iter().position(|&b| b == b'\n'),
+            body.len().checked_sub(job.message.len() + 1)
+        );
+        assert_eq!(Job::decode(&body).unwrap(), job);
+    }
+
+    #[test]
+    fn bad_bodies_are_errors() {
+        assert!(matches!(
+            Job::decode(b"no newline"),
+            Err(JobError::NoHeader)
+        ));
+        assert!(matches!(Job::decode(b"{]\nmsg"), Err(JobError::Header(_))));
+        let future =
+            br#"{"v":99,"queue_id":"q","host":"h","received_at":0,"mail_from":"","rcpt_to":[]}
+msg"#;
+        assert!(matches!(Job::decode(future), Err(JobError::Version(99))));
+    }
+}

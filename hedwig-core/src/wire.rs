@@ -1,0 +1,307 @@
+//! The mailman → postoffice protocol, compatible with the original hedwig.
+//!
+//! `POST /` with `application/x-www-form-urlencoded` fields `fqdn`, `key` (alias `secret`),
+//! `email` (a JSON document, see [`Email`]) and an optional `id` (a message id made by the sender
+//! so that a repeated post is answered with the first queue id instead of being queued twice).
+//! A JSON body with the same fields is accepted too; there `email` may be an object or a string
+//! holding the JSON.
+//!
+//! Extension over the original: message bytes that are not valid UTF-8 (an 8-bit body in
+//! Latin-1, say) cannot travel in a JSON string, so a sender puts them base64-encoded in
+//! `data_b64` instead of `data`. Old clients never need it.
+
+use base64::Engine as _;
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Why a submission cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("field {0:?} is missing")]
+    MissingField(&'static str),
+    #[error("field \"email\" is not valid JSON: {0}")]
+    EmailJson(#[source] serde_json::Error),
+    #[error("the form body is malformed: {0}")]
+    Form(String),
+    #[error("the JSON body is malformed: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("email has neither \"data\" nor \"data_b64\"")]
+    NoData,
+    #[error("email has both \"data\" and \"data_b64\"")]
+    BothData,
+    #[error("\"data_b64\" is not valid base64: {0}")]
+    Base64(#[source] base64::DecodeError),
+}
+
+/// The `email` field: the SMTP envelope and the RFC 5322 message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Email {
+    /// Envelope sender; empty is the null sender `<>`.
+    #[serde(alias = "from", default)]
+    pub mailfrom: String,
+    /// Envelope recipients. Old clients may send a single string.
+    #[serde(alias = "to", deserialize_with = "one_or_many", default)]
+    pub rcpttos: Vec<String>,
+    /// The message, when it is valid UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    /// The message, base64 (standard alphabet), when it is not valid UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_b64: Option<String>,
+}
+
+impl Email {
+    /// An email carrying `message` in whichever field keeps its bytes exact.
+    pub fn new(mailfrom: String, rcpttos: Vec<String>, message: Vec<u8>) -> Self {
+        let (data, data_b64) = match String::from_utf8(message) {
+            Ok(text) => (Some(text), None),
+            Err(err) => (
+                None,
+                Some(base64::engine::general_purpose::STANDARD.encode(err.into_bytes())),
+            ),
+        };
+        Email {
+            mailfrom,
+            rcpttos,
+            data,
+            data_b64,
+        }
+    }
+
+    /// The message bytes, exactly as the sender had them.
+    pub fn into_message(self) -> Result<Vec<u8>, WireError> {
+        match (self.data, self.data_b64) {
+            (Some(text), None) => Ok(text.into_bytes()),
+            (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+                .decode(b64.as_bytes())
+                .map_err(WireError::Base64),
+            (None, None) => Err(WireError::NoData),
+            (Some(_), Some(_)) => Err(WireError::BothData),
+        }
+    }
+}
+
+fn one_or_many<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(de)? {
+        OneOrMany::One(s) if s.is_empty() => Vec::new(),
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+/// One submission as the post office reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submission {
+    pub fqdn: String,
+    pub key: String,
+    pub email: Email,
+    /// The sender's message id, if it made one (mailman does).
+    pub id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct FormFields {
+    fqdn: Option<String>,
+    #[serde(alias = "secret")]
+    key: Option<String>,
+    email: Option<String>,
+    id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct JsonFields {
+    fqdn: Option<String>,
+    #[serde(alias = "secret")]
+    key: Option<String>,
+    email: Option<serde_json::Value>,
+    id: Option<String>,
+}
+
+impl Submission {
+    /// Reads an `application/x-www-form-urlencoded` body.
+    pub fn from_form(body: &[u8]) -> Result<Self, WireError> {
+        let fields: FormFields =
+            serde_urlencoded_from_bytes(body).map_err(|e| WireError::Form(e.to_string()))?;
+        let email = fields.email.ok_or(WireError::MissingField("email"))?;
+        let email: Email = serde_json::from_str(&email).map_err(WireError::EmailJson)?;
+        Self::assemble(fields.fqdn, fields.key, email, fields.id)
+    }
+
+    /// Reads an `application/json` body.
+    pub fn from_json(body: &[u8]) -> Result<Self, WireError> {
+        let fields: JsonFields = serde_json::from_slice(body).map_err(WireError::Json)?;
+        let email = match fields.email.ok_or(WireError::MissingField("email"))? {
+            serde_json::Value::String(s) => serde_json::from_str(&s),
+            other => serde_json::from_value(other),
+        }
+        .map_err(WireError::EmailJson)?;
+        Self::assemble(fields.fqdn, fields.key, email, fields.id)
+    }
+
+    fn assemble(
+        fqdn: Option<String>,
+        key: Option<String>,
+        email: Email,
+        id: Option<String>,
+    ) -> Result<Self, WireError> {
+        Ok(Submission {
+            fqdn: fqdn.ok_or(WireError::MissingField("fqdn"))?,
+            key: key.ok_or(WireError::MissingField("key"))?,
+            email,
+            id: id.filter(|id| !id.is_empty()),
+        })
+    }
+
+    /// The form fields a sender posts, in order.
+    pub fn to_form(&self) -> Vec<(&'static str, String)> {
+        let mut form = vec![
+            ("fqdn", self.fqdn.clone()),
+            ("key", self.key.clone()),
+            (
+                "email",
+                serde_json::to_string(&self.email)
+                    .unwrap_or_else(|_| unreachable!("Email has only strings")),
+            ),
+        ];
+        if let Some(id) = &self.id {
+            form.push(("id", id.clone()));
+        }
+        form
+    }
+}
+
+/// Form decoding without pulling axum into the library: `serde_urlencoded` semantics via
+/// `form_urlencoded` pairs, last value wins.
+fn serde_urlencoded_from_bytes<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    let mut map = serde_json::Map::new();
+    for (k, v) in form_urlencoded::parse(body) {
+        map.insert(k.into_owned(), serde_json::Value::String(v.into_owned()));
+    }
+    serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| e.to_string())
+}
+
+/// The body of a 200 answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    /// The queue id (the first one, for a repeated message id).
+    pub id: String,
+    /// True when this post repeated a message id already queued: nothing new was queued.
+    #[serde(default)]
+    pub duplicate: bool,
+}
+
+/// The body of every non-200 answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejected {
+    pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(pairs: &[(&str, &str)]) -> Vec<u8> {
+        form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish()
+            .into_bytes()
+    }
+
+    #[test]
+    fn old_hedwig_form_with_aliases() {
+        let body = form(&[
+            ("fqdn", "web1.example.com"),
+            ("secret", "abc"),
+            (
+                "email",
+                r#"{"from": "a@example.com", "to": ["b@example.org"], "data": "Subject: x\r\n\r\nhi\r\n"}"#,
+            ),
+        ]);
+        let s = Submission::from_form(&body).unwrap();
+        assert_eq!(s.fqdn, "web1.example.com");
+        assert_eq!(s.key, "abc");
+        assert_eq!(s.email.mailfrom, "a@example.com");
+        assert_eq!(s.email.rcpttos, vec!["b@example.org"]);
+        assert_eq!(s.id, None);
+        assert_eq!(
+            s.email.into_message().unwrap(),
+            b"Subject: x\r\n\r\nhi\r\n".to_vec()
+        );
+    }
+
+    #[test]
+    fn single_string_recipient_and_json_body() {
+        let body = br#"{"fqdn":"h.example","key":"k","id":"m1","email":{"mailfrom":"","rcpttos":"x@y.z","data":"d"}}"#;
+        let s = Submission::from_json(body).unwrap();
+        assert_eq!(s.email.rcpttos, vec!["x@y.z"]);
+        assert_eq!(s.email.mailfrom, "");
+        assert_eq!(s.id.as_deref(), Some("m1"));
+        // email as a JSON string inside JSON, as a form-minded client might send
+        let body = br#"{"fqdn":"h","key":"k","email":"{\"mailfrom\":\"a@b.c\",\"rcpttos\":[],\"data\":\"d\"}"}"#;
+        assert!(Submission::from_json(body)
+            .unwrap()
+            .email
+            .rcpttos
+            .is_empty());
+    }
+
+    #[test]
+    fn eight_bit_roundtrip_through_the_form() {
+        let message = b"Subject: caf\xe9\r\n\r\nLatin-1 \xe9 and UTF-8 \xc3\xa9 \x00\r\n".to_vec();
+        let sub = Submission {
+            fqdn: "h.example".into(),
+            key: "k".into(),
+            email: Email::new("a@b.c".into(), vec!["d@e.f".into()], message.clone()),
+            id: Some("mid".into()),
+        };
+        assert!(sub.email.data.is_none());
+        let body = form(
+            &sub.to_form()
+                .iter()
+                .map(|(k, v)| (*k, v.as_str()))
+                .collect::<Vec<_>>(),
+        );
+        let back = Submission::from_form(&body).unwrap();
+        assert_eq!(back.id.as_deref(), Some("mid"));
+        assert_eq!(back.email.into_message().unwrap(), message);
+        let utf8 = Email::new(String::new(), vec![], "h\u{e9}".as_bytes().to_vec());
+        assert_eq!(utf8.data.as_deref(), Some("h\u{e9}"));
+    }
+
+    #[test]
+    fn malformed_inputs_are_typed_errors() {
+        assert!(matches!(
+            Submission::from_form(&form(&[("fqdn", "h"), ("key", "k")])),
+            Err(WireError::MissingField("email"))
+        ));
+        assert!(matches!(
+            Submission::from_form(&form(&[("fqdn", "h"), ("key", "k"), ("email", "{nope")])),
+            Err(WireError::EmailJson(_))
+        ));
+        assert!(matches!(
+            Submission::from_form(&form(&[("key", "k"), ("email", r#"{"data":"x"}"#)])),
+            Err(WireError::MissingField("fqdn"))
+        ));
+        assert!(matches!(
+            Submission::from_json(b"{"),
+            Err(WireError::Json(_))
+        ));
+        assert!(matches!(
+            Submission::from_json(b"[1,2]"),
+            Err(WireError::Json(_))
+        ));
+        let e: Email = serde_json::from_str(r#"{"mailfrom":"a@b"}"#).unwrap();
+        assert!(matches!(e.into_message(), Err(WireError::NoData)));
+        let e: Email = serde_json::from_str(r#"{"data":"a","data_b64":"YQ=="}"#).unwrap();
+        assert!(matches!(e.into_message(), Err(WireError::BothData)));
+        let e: Email = serde_json::from_str(r#"{"data_b64":"!!"}"#).unwrap();
+        assert!(matches!(e.into_message(), Err(WireError::Base64(_))));
+        // invalid UTF-8 in a form field is replaced, never a panic
+        assert!(Submission::from_form(b"fqdn=%FF%FE&key=k&email=%7B%7D").is_ok());
+    }
+}
