@@ -1,0 +1,1 @@
+//! Message composition: DKIM signing, RFC 3464 bounces, trace headers.
