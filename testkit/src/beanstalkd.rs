@@ -94,7 +94,11 @@ impl Beanstalkd {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(self.addr).is_err() {
-            assert!(Instant::now() < deadline, "beanstalkd did not listen on {}", self.addr);
+            assert!(
+                Instant::now() < deadline,
+                "beanstalkd did not listen on {}",
+                self.addr
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }

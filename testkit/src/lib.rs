@@ -1,10 +1,22 @@
 //! Real servers for hedwig's tests.
 //!
-//! Tests talk to the real thing wherever it can run on this machine: a `beanstalkd` process
-//! started on a free loopback port (see [`beanstalkd`]). Everything here listens on
-//! 127.0.0.0/8 only and is torn down when its handle is dropped.
+//! Tests talk to the real thing wherever it can run on this machine. Everything here listens
+//! on 127.0.0.0/8 only and is torn down when its handle is dropped.
+//!
+//! | module | what it runs |
+//! | --- | --- |
+//! | [`beanstalkd`] | a `beanstalkd` process on a free loopback port, with a binlog |
+//! | [`dns`] | an authoritative DNS server (UDP + TCP) answering from an in-memory [`Zone`], plus a hickory resolver pointed at it |
+//! | [`smtp`] | a scriptable SMTP receiver: extensions, replies per phase and recipient, drops and stalls, STARTTLS; it records what it accepted |
+//! | [`tls`] | a self-signed certificate made at start (rcgen), for the SMTP receiver's STARTTLS |
+//! | [`net`] | free loopback ports |
 
 pub mod beanstalkd;
+pub mod dns;
 pub mod net;
+pub mod smtp;
+pub mod tls;
 
 pub use beanstalkd::Beanstalkd;
+pub use dns::{DnsServer, Zone};
+pub use smtp::{Behaviour, Extension, Phase, Received, SmtpReceiver};

@@ -1,0 +1,151 @@
+//! The post office's configuration: one struct, loaded once, passed down.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hedwig_core::config::{read_secret, ByteSize};
+use serde::{Deserialize, Serialize};
+
+/// Everything `postoffice` reads from its YAML file and `HEDWIG_…` variables.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// beanstalkd `host:port`.
+    pub beanstalkd: String,
+    /// Tube that new messages go to (workers reserve from it).
+    pub tube: String,
+    /// Connections kept open to beanstalkd.
+    pub pool_size: usize,
+    /// The secret host keys derive from (`keygen secret` makes one).
+    pub secret: Option<String>,
+    /// A file holding the secret; wins over `secret`.
+    pub secret_file: Option<PathBuf>,
+    /// Secrets still accepted during a rotation (keys derived from them keep working).
+    pub previous_secrets: Vec<String>,
+    /// Largest message accepted (the message bytes, not the HTTP body).
+    pub max_message_size: ByteSize,
+    /// Hosts whose keys are no longer accepted (403).
+    pub revoked: Vec<String>,
+    /// Policy for every host without an entry in `hosts`.
+    pub default_policy: HostPolicy,
+    /// Per-host policy by fqdn; replaces `default_policy` for that host.
+    pub hosts: HashMap<String, HostPolicy>,
+    /// How long a sender's message id is remembered to answer a repeat with the first queue id.
+    #[serde(with = "humantime_serde")]
+    pub duplicate_window: Duration,
+    /// Most message ids remembered at once (oldest forgotten first).
+    pub duplicate_capacity: usize,
+    /// beanstalkd priority of new jobs (lower is more urgent).
+    pub job_priority: u32,
+    /// beanstalkd time-to-run of new jobs; workers touch jobs that take longer.
+    #[serde(with = "humantime_serde")]
+    pub job_ttr: Duration,
+    /// Time allowed to receive one request body.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Requests handled at once; more wait in the accept queue.
+    pub max_concurrent_requests: usize,
+    /// How long to wait for beanstalkd at start-up before giving up.
+    #[serde(with = "humantime_serde")]
+    pub startup_wait: Duration,
+    /// Longest wait for in-flight requests after SIGTERM.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+/// What a sending host may do.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostPolicy {
+    /// Sender domains this host may use (`example.com` also allows `sub.example.com` only when
+    /// written `*.example.com`). Empty: any domain.
+    pub allowed_sender_domains: Vec<String>,
+    /// Messages per minute; 0 = unlimited.
+    pub rate_per_minute: u32,
+    /// Messages allowed in a burst above the steady rate (default: the per-minute rate).
+    pub rate_burst: Option<u32>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8025)),
+            beanstalkd: "127.0.0.1:11300".into(),
+            tube: hedwig_core::TUBE_OUTBOUND.into(),
+            pool_size: 32,
+            secret: None,
+            secret_file: None,
+            previous_secrets: Vec::new(),
+            max_message_size: ByteSize(25_000_000),
+            revoked: Vec::new(),
+            default_policy: HostPolicy::default(),
+            hosts: HashMap::new(),
+            duplicate_window: Duration::from_secs(24 * 3600),
+            duplicate_capacity: 1_000_000,
+            job_priority: 1024,
+            job_ttr: Duration::from_secs(300),
+            request_timeout: Duration::from_secs(60),
+            max_concurrent_requests: 1024,
+            startup_wait: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Bytes a job needs beyond the message: the envelope line (queue id, host, up to a few hundred
+/// recipients of up to 256 octets each).
+pub const JOB_OVERHEAD: u64 = 128 * 1024;
+
+/// The checked secrets: current first, then previous ones.
+#[derive(Debug, Clone)]
+pub struct Secrets(pub Vec<String>);
+
+impl Config {
+    /// Checks what can be checked without the network; every problem, one per entry.
+    pub fn validate(&self) -> Result<Secrets, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut secrets = Vec::new();
+        match read_secret(self.secret.as_deref(), self.secret_file.as_deref()) {
+            Ok(Some(s)) => match hedwig_core::key::check_secret(&s) {
+                Ok(s) => secrets.push(s.to_string()),
+                Err(e) => problems.push(format!("secret: {e}")),
+            },
+            Ok(None) => problems.push(
+                "secret: not set (set `secret_file`, `secret`, or HEDWIG_SECRET_FILE; `keygen secret` makes one)"
+                    .into(),
+            ),
+            Err(e) => problems.push(format!("secret_file: {e}")),
+        }
+        for (i, s) in self.previous_secrets.iter().enumerate() {
+            match hedwig_core::key::check_secret(s) {
+                Ok(s) => secrets.push(s.to_string()),
+                Err(e) => problems.push(format!("previous_secrets[{i}]: {e}")),
+            }
+        }
+        for host in self.revoked.iter().chain(self.hosts.keys()) {
+            if let Err(e) = hedwig_core::key::normalize_fqdn(host) {
+                problems.push(format!("revoked/hosts: {e}"));
+            }
+        }
+        if self.max_message_size.0 == 0 {
+            problems.push("max_message_size: must be more than 0".into());
+        }
+        if self.pool_size == 0 || self.max_concurrent_requests == 0 {
+            problems.push("pool_size and max_concurrent_requests must be at least 1".into());
+        }
+        if problems.is_empty() {
+            Ok(Secrets(secrets))
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The policy for `fqdn` (already lowercase).
+    pub fn policy(&self, fqdn: &str) -> &HostPolicy {
+        self.hosts.get(fqdn).unwrap_or(&self.default_policy)
+    }
+}

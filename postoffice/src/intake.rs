@@ -1,0 +1,232 @@
+//! `POST /`: the hedwig wire protocol (DESIGN.md). Checks the host's key, the envelope, the size
+//! and the host's policy, then queues the message and answers 200 only after beanstalkd
+//! acknowledged the put.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, StatusCode};
+use beanstalk::Error as QueueError;
+use hedwig_core::address::{parse_reverse_path, Mailbox};
+use hedwig_core::job::{encode_parts, Envelope};
+use hedwig_core::wire::{Accepted, Submission};
+
+use crate::dedupe::Claim;
+use crate::error::Reject;
+use crate::policy::Refusal;
+use crate::state::AppState;
+
+/// Most recipients in one post.
+pub const MAX_RECIPIENTS: usize = 1000;
+
+/// Reads a submission from a form or JSON body.
+pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Submission, Reject> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
+    let parsed = if is_json {
+        Submission::from_json(body)
+    } else {
+        Submission::from_form(body)
+    };
+    parsed.map_err(|e| Reject::bad_request(e.to_string()))
+}
+
+/// Handles one post end to end.
+pub async fn submit(
+    state: &AppState,
+    peer: Option<SocketAddr>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Accepted, Reject> {
+    let body = crate::body::read(
+        headers,
+        body,
+        state.body_limit,
+        state.config.request_timeout,
+        &state.large_bodies,
+    )
+    .await?;
+    let submission = parse(headers, &body.bytes)?;
+    drop(body);
+    let fqdn = hedwig_core::key::normalize_fqdn(&submission.fqdn)
+        .map_err(|e| Reject::bad_request(format!("fqdn: {e}")))?;
+    if !state
+        .secrets
+        .0
+        .iter()
+        .any(|secret| hedwig_core::key::verify_key(secret, &fqdn, &submission.key))
+    {
+        return Err(Reject::unauthorized());
+    }
+
+    let email = submission.email;
+    let sender = parse_reverse_path(&email.mailfrom)
+        .map_err(|e| Reject::bad_request(format!("mailfrom: {e}")))?;
+    if email.rcpttos.is_empty() {
+        return Err(Reject::bad_request("no recipients"));
+    }
+    if email.rcpttos.len() > MAX_RECIPIENTS {
+        return Err(Reject::bad_request(format!(
+            "{} recipients; at most {MAX_RECIPIENTS} per message",
+            email.rcpttos.len()
+        )));
+    }
+    let mut recipients = Vec::with_capacity(email.rcpttos.len());
+    for rcpt in &email.rcpttos {
+        let mailbox =
+            Mailbox::parse(rcpt).map_err(|e| Reject::bad_request(format!("rcpttos: {e}")))?;
+        recipients.push(mailbox.to_string());
+    }
+    let mail_from = sender.as_ref().map(|m| m.to_string()).unwrap_or_default();
+    let message = email
+        .into_message()
+        .map_err(|e| Reject::bad_request(e.to_string()))?;
+    if message.len() as u64 > state.config.max_message_size.0 {
+        return Err(Reject::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "message is {} bytes; the limit is {}",
+                message.len(),
+                state.config.max_message_size.0
+            ),
+        ));
+    }
+
+    state
+        .policies
+        .admit(&fqdn, sender.as_ref().map(|m| m.ascii_domain.as_str()))
+        .map_err(|refusal| match refusal {
+            Refusal::Revoked => Reject::new(StatusCode::FORBIDDEN, "host revoked"),
+            Refusal::SenderDomain(domain) => Reject::new(
+                StatusCode::FORBIDDEN,
+                format!("sender domain {domain} is not allowed for this host"),
+            ),
+            Refusal::RateLimited => Reject::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate limit exceeded for this host; retry later",
+            ),
+        })?;
+
+    let pending = match &submission.id {
+        Some(id) => match state.dedupe.claim(&fqdn, id).await {
+            Claim::Seen(queue_id) => {
+                state.metrics.duplicates.inc();
+                tracing::info!(
+                    queue_id = %queue_id, host = %fqdn, message_id = %id,
+                    outcome = "duplicate", "repeat of a queued message id; not queued again"
+                );
+                return Ok(Accepted {
+                    id: queue_id,
+                    duplicate: true,
+                });
+            }
+            Claim::New(pending) => Some(pending),
+        },
+        None => None,
+    };
+
+    let mut envelope = Envelope::new(hedwig_core::new_queue_id(), fqdn, mail_from, recipients);
+    envelope.message_id = submission.id;
+    envelope.client_ip = peer.map(|p| p.ip().to_string());
+    let job = encode_parts(&envelope, &message);
+    let started = Instant::now();
+    let put = state
+        .pool
+        .put(
+            &job,
+            state.config.job_priority,
+            Duration::ZERO,
+            state.config.job_ttr,
+        )
+        .await;
+    state
+        .metrics
+        .queue_seconds
+        .observe(started.elapsed().as_secs_f64());
+    match put {
+        Ok(job_id) => {
+            if let Some(pending) = pending {
+                pending.complete(&envelope.queue_id);
+            }
+            state.metrics.queued(&envelope.host, message.len());
+            tracing::info!(
+                queue_id = %envelope.queue_id,
+                message_id = envelope.message_id.as_deref().unwrap_or("-"),
+                host = %envelope.host,
+                client = envelope.client_ip.as_deref().unwrap_or("-"),
+                from = %envelope.mail_from,
+                to = %envelope.rcpt_to.join(","),
+                size = message.len(),
+                job = job_id,
+                outcome = "queued",
+                "message queued"
+            );
+            Ok(Accepted {
+                id: envelope.queue_id,
+                duplicate: false,
+            })
+        }
+        Err(err) => {
+            if let QueueError::Buried(job_id) = err {
+                // The server kept the job but buried it (out of memory). Take it back so that
+                // the sender's retry does not deliver it twice.
+                if let Ok(mut client) = state.pool.get().await {
+                    let _ = client.delete(job_id).await;
+                }
+            }
+            tracing::error!(
+                queue_id = %envelope.queue_id, host = %envelope.host, error = %err,
+                outcome = "unavailable", "beanstalkd did not take the message"
+            );
+            if matches!(err, QueueError::JobTooBig) {
+                return Err(Reject::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "message larger than the queue's job size limit",
+                ));
+            }
+            Err(Reject::unavailable())
+        }
+    }
+}
+
+/// `POST /check`: whether `fqdn` + `key` would be accepted (mailman asks at start-up).
+pub async fn check(state: &AppState, headers: &HeaderMap, body: Body) -> Result<String, Reject> {
+    let body = crate::body::read(
+        headers,
+        body,
+        64 * 1024,
+        state.config.request_timeout,
+        &state.large_bodies,
+    )
+    .await?;
+    #[derive(serde::Deserialize)]
+    struct Fields {
+        fqdn: String,
+        #[serde(alias = "secret")]
+        key: String,
+    }
+    let fields: Fields = serde_urlencoded::from_bytes(&body.bytes)
+        .or_else(|_| serde_json::from_slice(&body.bytes))
+        .map_err(|_| Reject::bad_request("expected fields fqdn and key"))?;
+    let fqdn = hedwig_core::key::normalize_fqdn(&fields.fqdn)
+        .map_err(|e| Reject::bad_request(format!("fqdn: {e}")))?;
+    if !state
+        .secrets
+        .0
+        .iter()
+        .any(|s| hedwig_core::key::verify_key(s, &fqdn, &fields.key))
+    {
+        return Err(Reject::unauthorized());
+    }
+    if state.policies.is_revoked(&fqdn) {
+        return Err(Reject::new(StatusCode::FORBIDDEN, "host revoked"));
+    }
+    Ok(fqdn)
+}

@@ -1,0 +1,87 @@
+//! The post office: HTTP intake of the hedwig wire protocol into beanstalkd.
+//!
+//! Layout:
+//! - [`config`]: the one config struct and its validation.
+//! - [`app`]: the axum router (`POST /`, `POST /check`, `GET /health`, `GET /metrics`).
+//! - [`intake`]: the submission handler: key check, envelope syntax, size, policy, enqueue.
+//! - [`body`]: bounded, timed body reading.
+//! - [`policy`]: revocation, allowed sender domains, per-host rate limits.
+//! - [`dedupe`]: the duplicate message-id window.
+//! - [`metrics`]: Prometheus counters.
+//! - [`queue`]: the start-up check of beanstalkd (reachable, `max-job-size` large enough).
+//!
+//! [`serve`] runs the server until the shutdown token is cancelled, then finishes in-flight
+//! requests.
+
+pub mod app;
+pub mod body;
+pub mod config;
+pub mod dedupe;
+pub mod error;
+pub mod intake;
+pub mod metrics;
+pub mod policy;
+pub mod queue;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+/// Why the post office could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("configuration:\n{}", .0.join("\n"))]
+    Config(Vec<String>),
+    #[error(transparent)]
+    Queue(#[from] queue::QueueCheckError),
+    #[error("cannot serve HTTP: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Validates the config, checks beanstalkd, and serves on `listener` until `shutdown`.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
+    let secrets = config.validate().map_err(StartError::Config)?;
+    let max_job_size = queue::wait_and_check(&config).await?;
+    let pool = queue::pool(&config)?;
+    let state = Arc::new(state::AppState::new(config, secrets, pool));
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        listen = %addr, beanstalkd = %state.config.beanstalkd, tube = %state.config.tube,
+        max_message_size = state.config.max_message_size.0, max_job_size,
+        "postoffice started"
+    );
+    let router = app::app(state.clone());
+    let drain = {
+        let state = state.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            state.draining.store(true, Ordering::Relaxed);
+            tracing::info!("shutting down: finishing in-flight requests");
+        }
+    };
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(drain);
+    let grace = state.config.shutdown_timeout;
+    tokio::select! {
+        result = server => result?,
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!("in-flight requests did not finish within {grace:?}; exiting");
+        }
+    }
+    tracing::info!("postoffice stopped");
+    Ok(())
+}
