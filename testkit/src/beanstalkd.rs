@@ -1,6 +1,7 @@
 //! A real `beanstalkd` (Debian package) on a free loopback port, with its binlog in a
 //! temporary directory so that a restart keeps the queued jobs.
 
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -19,6 +20,7 @@ pub struct Beanstalkd {
     max_job_size: usize,
     binlog: tempfile::TempDir,
     child: Option<Child>,
+    started_once: bool,
 }
 
 impl Beanstalkd {
@@ -37,6 +39,7 @@ impl Beanstalkd {
             max_job_size,
             binlog,
             child: None,
+            started_once: false,
         };
         server.spawn();
         server
@@ -76,32 +79,63 @@ impl Beanstalkd {
         self.child.is_some()
     }
 
+    /// Starts the process and waits until it answers the protocol. A port that another
+    /// process grabbed in the meantime (the `free_port` race) makes the first start pick a new
+    /// port; a restart keeps its port and retries.
     fn spawn(&mut self) {
-        let child = Command::new(binary())
-            .arg("-l")
-            .arg(self.addr.ip().to_string())
-            .arg("-p")
-            .arg(self.addr.port().to_string())
-            .arg("-b")
-            .arg(self.binlog.path())
-            .arg("-z")
-            .arg(self.max_job_size.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start beanstalkd (apt-get install beanstalkd)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(self.addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "beanstalkd did not listen on {}",
-                self.addr
-            );
-            std::thread::sleep(Duration::from_millis(10));
+        let first_start = self.child.is_none() && !self.started_once;
+        for attempt in 0..10 {
+            if first_start && attempt > 0 {
+                self.addr = crate::net::free_addr();
+            }
+            let mut child = Command::new(binary())
+                .arg("-l")
+                .arg(self.addr.ip().to_string())
+                .arg("-p")
+                .arg(self.addr.port().to_string())
+                .arg("-b")
+                .arg(self.binlog.path())
+                .arg("-z")
+                .arg(self.max_job_size.to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start beanstalkd (apt-get install beanstalkd)");
+            if wait_ready(self.addr, &mut child) {
+                self.child = Some(child);
+                self.started_once = true;
+                return;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(50));
         }
+        panic!("beanstalkd did not come up on {}", self.addr);
     }
+}
+
+/// Whether our child answers `list-tube-used` with `USING default` within 5 s.
+fn wait_ready(addr: SocketAddr, child: &mut Child) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false; // exited: the port was taken
+        }
+        if let Ok(mut stream) = TcpStream::connect(addr) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+            let mut reply = [0u8; 64];
+            if stream.write_all(b"list-tube-used\r\n").is_ok() {
+                if let Ok(n) = stream.read(&mut reply) {
+                    if reply[..n].starts_with(b"USING default") {
+                        return true;
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
 }
 
 impl Drop for Beanstalkd {
