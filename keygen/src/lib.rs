@@ -1,10 +1,22 @@
-//! Provisioning: host keys for mailman hosts and new post office secrets.
+//! Provisioning: host keys for mailman hosts, post office secrets, DKIM keys and the DNS
+//! records the post office's mail needs.
 //!
 //! `keygen <fqdn>` derives a host's key from the post office secret (see
 //! [`hedwig_core::key`]) and prints a ready-to-paste mailman config; `keygen secret` makes a new
 //! random 256-bit secret. The logic lives here so that tests call it without a process.
+//!
+//! - [`dkim`]: `keygen dkim`, a new DKIM key pair plus the record and config to go with it.
+//! - [`dns_check`]: `keygen dns`, checks MX, SPF, DKIM, PTR and DMARC of sending domains.
+//! - [`zone`]: records formatted as zone-file lines.
+
+pub mod dkim;
+pub mod dns_check;
+mod error;
+pub mod zone;
 
 use std::fmt::Write as _;
+
+pub use error::Error;
 
 use rand::RngCore;
 
@@ -37,6 +49,22 @@ pub fn host_config(secret: &str, fqdn: &str, postoffice_url: &str) -> Result<Str
     Ok(out)
 }
 
+/// A domain as DNS holds it: A-labels, lowercase, no trailing dot, at least two labels.
+pub fn normalize_domain(domain: &str) -> Result<String, Error> {
+    let invalid = |why: String| Error::InvalidDomain {
+        domain: domain.to_string(),
+        why,
+    };
+    let trimmed = domain.trim().trim_end_matches('.');
+    let ascii =
+        idna::domain_to_ascii(trimmed).map_err(|_| invalid("not a valid domain name".into()))?;
+    let ascii = hedwig_core::key::normalize_fqdn(&ascii).map_err(|e| invalid(e.to_string()))?;
+    if !ascii.contains('.') {
+        return Err(invalid("not a fully qualified domain name".into()));
+    }
+    Ok(ascii)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,5 +91,17 @@ mod tests {
         assert!(text.contains("  - http://po:8025/"));
         assert!(host_config("short", "h.example", "u").is_err());
         assert!(host_config(&secret, "bad host", "u").is_err());
+    }
+
+    #[test]
+    fn domains_are_normalized() {
+        assert_eq!(normalize_domain("Example.COM.").unwrap(), "example.com");
+        assert_eq!(
+            normalize_domain("bücher.example").unwrap(),
+            "xn--bcher-kva.example"
+        );
+        for bad in ["", "localhost", "a..b", "a b.com", "-x.com"] {
+            assert!(normalize_domain(bad).is_err(), "{bad}");
+        }
     }
 }
