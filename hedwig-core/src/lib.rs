@@ -14,6 +14,7 @@
 
 pub mod address;
 pub mod config;
+pub mod hold;
 pub mod job;
 pub mod key;
 pub mod logging;

@@ -13,7 +13,8 @@ const SECRET: &str = "bench-secret-0123456789abcdef0123";
 const HOST: &str = "bench.example.com";
 
 fn message(size: usize) -> String {
-    let mut m = String::from("From: app@example.com\r\nTo: u@example.org\r\nSubject: bench\r\n\r\n");
+    let mut m =
+        String::from("From: app@example.com\r\nTo: u@example.org\r\nSubject: bench\r\n\r\n");
     while m.len() < size {
         m.push_str("The quick brown fox jumps over the lazy dog, again and again and again.\r\n");
     }
@@ -45,7 +46,8 @@ async fn closed_loop(url: &str, body: Arc<String>, total: usize, concurrency: us
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
-        let (client, body, next, url) = (client.clone(), body.clone(), next.clone(), url.to_string());
+        let (client, body, next, url) =
+            (client.clone(), body.clone(), next.clone(), url.to_string());
         tasks.spawn(async move {
             let mut lat = Vec::new();
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
@@ -116,7 +118,8 @@ async fn open_loop(url: &str, body: Arc<String>, rate: u32, seconds: u32) {
 
 #[tokio::main]
 async fn main() {
-    let binary = std::env::var("POSTOFFICE_BIN").unwrap_or_else(|_| "target/release/postoffice".into());
+    let binary =
+        std::env::var("POSTOFFICE_BIN").unwrap_or_else(|_| "target/release/postoffice".into());
     let beanstalkd = hedwig_testkit::Beanstalkd::start();
     let listen = hedwig_testkit::net::free_addr();
     let mut server = Command::new(&binary)
@@ -130,16 +133,27 @@ async fn main() {
     let url = format!("http://{listen}/");
     let client = reqwest::Client::new();
     for _ in 0..100 {
-        if client.get(format!("{url}health")).send().await.is_ok_and(|r| r.status() == 200) {
+        if client
+            .get(format!("{url}health"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    println!("postoffice intake benchmark ({} cores; beanstalkd with binlog on this machine)",
-        std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!(
+        "postoffice intake benchmark ({} cores; beanstalkd with binlog on this machine)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     for (size, total) in [(4 * 1024, 30_000), (100 * 1024, 3_000)] {
         let body = Arc::new(form(size));
-        println!("{} KB messages ({} byte request bodies):", size / 1024, body.len());
+        println!(
+            "{} KB messages ({} byte request bodies):",
+            size / 1024,
+            body.len()
+        );
         closed_loop(&url, body.clone(), total / 10, 64).await; // warm-up
         closed_loop(&url, body.clone(), total, 64).await;
         open_loop(&url, body, 1000, 5).await;

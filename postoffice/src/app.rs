@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
@@ -64,23 +63,29 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         )
             .into_response();
     }
-    let probe = async {
-        let mut client = state.pool.get().await?;
-        client.list_tube_used().await
-    };
-    match tokio::time::timeout(Duration::from_secs(2), probe).await {
-        Ok(Ok(_)) => Json(serde_json::json!({ "status": "ok" })).into_response(),
-        Ok(Err(e)) => unhealthy(e.to_string()),
-        Err(_) => unhealthy("beanstalkd did not answer within 2s".into()),
+    // Healthy while at least one beanstalkd answers: puts fail over to it.
+    let probes = state.queue.probe().await;
+    let up = probes.iter().filter(|(_, r)| r.is_ok()).count();
+    let servers: serde_json::Map<String, serde_json::Value> = probes
+        .into_iter()
+        .map(|(addr, r)| (addr, r.err().unwrap_or_else(|| "ok".into()).into()))
+        .collect();
+    if up > 0 {
+        Json(serde_json::json!({ "status": "ok", "beanstalkd": servers })).into_response()
+    } else {
+        let error = servers
+            .values()
+            .filter_map(|v| v.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({
+                "status": "queue unavailable", "error": error, "beanstalkd": servers
+            })),
+        )
+            .into_response()
     }
-}
-
-fn unhealthy(why: String) -> Response {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        Json(serde_json::json!({ "status": "queue unavailable", "error": why })),
-    )
-        .into_response()
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {

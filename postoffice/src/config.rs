@@ -14,7 +14,10 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// HTTP listen address.
     pub listen: SocketAddr,
-    /// beanstalkd `host:port`.
+    /// beanstalkd servers, `host:port` each: a YAML list, or one string with commas
+    /// (`HEDWIG_BEANSTALKD=a:11300,b:11300`). Each host's mail goes to one server chosen by a
+    /// hash of the host name, and to the next one while that one is down.
+    #[serde(deserialize_with = "deserialize_servers")]
     pub beanstalkd: String,
     /// Tube that new messages go to (workers reserve from it).
     pub tube: String,
@@ -134,6 +137,18 @@ impl Config {
         if self.max_message_size.0 == 0 {
             problems.push("max_message_size: must be more than 0".into());
         }
+        let servers = self.servers();
+        if servers.is_empty() {
+            problems.push("beanstalkd: no server given".into());
+        }
+        for addr in &servers {
+            if addr
+                .rsplit_once(':')
+                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+            {
+                problems.push(format!("beanstalkd: {addr:?} is not host:port"));
+            }
+        }
         if self.pool_size == 0 || self.max_concurrent_requests == 0 {
             problems.push("pool_size and max_concurrent_requests must be at least 1".into());
         }
@@ -144,8 +159,82 @@ impl Config {
         }
     }
 
+    /// The beanstalkd servers, in configured order.
+    pub fn servers(&self) -> Vec<String> {
+        parse_servers(&self.beanstalkd)
+    }
+
     /// The policy for `fqdn` (already lowercase).
     pub fn policy(&self, fqdn: &str) -> &HostPolicy {
         self.hosts.get(fqdn).unwrap_or(&self.default_policy)
+    }
+}
+
+/// `a:11300, b:11300` -> `["a:11300", "b:11300"]`.
+pub fn parse_servers(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `beanstalkd` from one string (comma-separated) or a YAML list, kept as one
+/// comma-separated string so that `Config { beanstalkd: url, .. }` stays simple.
+fn deserialize_servers<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Raw::deserialize(d)? {
+        Raw::One(s) => s,
+        Raw::Many(list) => list.join(","),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(yaml: Option<&str>, env: &[(&str, &str)]) -> Config {
+        let file = yaml.map(|y| {
+            let f = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(f.path(), y).unwrap();
+            f
+        });
+        hedwig_core::config::load_from_env(
+            file.as_ref().map(|f| f.path()),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn beanstalkd_accepts_a_string_a_comma_list_and_a_yaml_list() {
+        assert_eq!(load(None, &[]).servers(), ["127.0.0.1:11300"]);
+        let c = load(None, &[("HEDWIG_BEANSTALKD", "a:11300, b:11301")]);
+        assert_eq!(c.servers(), ["a:11300", "b:11301"]);
+        let c = load(Some("beanstalkd: q:1\n"), &[]);
+        assert_eq!(c.servers(), ["q:1"]);
+        let c = load(Some("beanstalkd:\n  - a:1\n  - b:2\n"), &[]);
+        assert_eq!(c.servers(), ["a:1", "b:2"]);
+        assert_eq!(c.beanstalkd, "a:1,b:2");
+    }
+
+    #[test]
+    fn bad_server_addresses_are_reported() {
+        let c = Config {
+            beanstalkd: "nohost,ok:1".into(),
+            secret: Some("x".repeat(40)),
+            ..Config::default()
+        };
+        let problems = c.validate().unwrap_err();
+        assert!(
+            problems.iter().any(|p| p.contains("nohost")),
+            "{problems:?}"
+        );
+        assert!(!problems.iter().any(|p| p.contains("ok:1")), "{problems:?}");
     }
 }

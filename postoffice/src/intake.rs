@@ -3,7 +3,7 @@
 //! acknowledged the put.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -15,6 +15,7 @@ use hedwig_core::wire::{Accepted, Submission};
 use crate::dedupe::Claim;
 use crate::error::Reject;
 use crate::policy::Refusal;
+use crate::queue::Target;
 use crate::state::AppState;
 
 /// Most recipients in one post.
@@ -137,12 +138,18 @@ pub async fn submit(
     envelope.client_ip = peer.map(|p| p.ip().to_string());
     let job = encode_parts(&envelope, &message);
     let started = Instant::now();
+    let target = if state.holds.is_held(&envelope.host).await {
+        Target::Held
+    } else {
+        Target::Outbound
+    };
     let put = state
-        .pool
+        .queue
         .put(
+            &envelope.host,
+            target,
             &job,
             state.config.job_priority,
-            Duration::ZERO,
             state.config.job_ttr,
         )
         .await;
@@ -151,7 +158,7 @@ pub async fn submit(
         .queue_seconds
         .observe(started.elapsed().as_secs_f64());
     match put {
-        Ok(job_id) => {
+        Ok(placed) => {
             if let Some(pending) = pending {
                 pending.complete(&envelope.queue_id);
             }
@@ -164,8 +171,9 @@ pub async fn submit(
                 from = %envelope.mail_from,
                 to = %envelope.rcpt_to.join(","),
                 size = message.len(),
-                job = job_id,
-                outcome = "queued",
+                job = placed.job_id,
+                beanstalkd = %placed.server,
+                outcome = if target == Target::Held { "held" } else { "queued" },
                 "message queued"
             );
             Ok(Accepted {
@@ -174,18 +182,12 @@ pub async fn submit(
             })
         }
         Err(err) => {
-            if let QueueError::Buried(job_id) = err {
-                // The server kept the job but buried it (out of memory). Take it back so that
-                // the sender's retry does not deliver it twice.
-                if let Ok(mut client) = state.pool.get().await {
-                    let _ = client.delete(job_id).await;
-                }
-            }
+            // A buried put was already taken back by `Queue::put`.
             tracing::error!(
                 queue_id = %envelope.queue_id, host = %envelope.host, error = %err,
                 outcome = "unavailable", "beanstalkd did not take the message"
             );
-            if matches!(err, QueueError::JobTooBig) {
+            if matches!(err.source, QueueError::JobTooBig) {
                 return Err(Reject::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "message larger than the queue's job size limit",

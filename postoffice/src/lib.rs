@@ -8,16 +8,21 @@
 //! - [`policy`]: revocation, allowed sender domains, per-host rate limits.
 //! - [`dedupe`]: the duplicate message-id window.
 //! - [`metrics`]: Prometheus counters.
-//! - [`queue`]: the start-up check of beanstalkd (reachable, `max-job-size` large enough).
+//! - [`queue`]: the beanstalkd servers: choice by sending host, failover, start-up check.
+//! - [`holds`]: the hold list in beanstalkd and the intake's cache of it.
+//! - [`admin`]: the queue administration subcommands (`stats`, `failed`, `requeue`, `show`,
+//!   `purge`, `hold`, `release`).
 //!
 //! [`serve`] runs the server until the shutdown token is cancelled, then finishes in-flight
 //! requests.
 
+pub mod admin;
 pub mod app;
 pub mod body;
 pub mod config;
 pub mod dedupe;
 pub mod error;
+pub mod holds;
 pub mod intake;
 pub mod metrics;
 pub mod policy;
@@ -52,8 +57,8 @@ pub async fn serve(
 ) -> Result<(), StartError> {
     let secrets = config.validate().map_err(StartError::Config)?;
     let max_job_size = queue::wait_and_check(&config).await?;
-    let pool = queue::pool(&config)?;
-    let state = Arc::new(state::AppState::new(config, secrets, pool));
+    let queue = queue::Queue::new(&config)?;
+    let state = Arc::new(state::AppState::new(config, secrets, queue));
     let addr = listener.local_addr()?;
     tracing::info!(
         listen = %addr, beanstalkd = %state.config.beanstalkd, tube = %state.config.tube,

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use postoffice::admin;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -34,6 +35,63 @@ enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Queue counts per tube, oldest message age, per sending host counts.
+    Stats {
+        #[command(flatten)]
+        admin: AdminOpts,
+        #[command(flatten)]
+        args: admin::stats::StatsArgs,
+    },
+    /// List failed recipients (queue id, host, sender, recipient, code, response, time).
+    Failed {
+        #[command(flatten)]
+        admin: AdminOpts,
+        #[command(flatten)]
+        args: admin::failed::FailedArgs,
+    },
+    /// Put failed recipients back for delivery (filters as for `failed`).
+    Requeue {
+        #[command(flatten)]
+        admin: AdminOpts,
+        #[command(flatten)]
+        args: admin::requeue::RequeueArgs,
+    },
+    /// Show one message's envelope, headers and history by queue id.
+    Show {
+        #[command(flatten)]
+        admin: AdminOpts,
+        #[command(flatten)]
+        args: admin::show::ShowArgs,
+    },
+    /// Delete failed records for good (filters as for `failed`); asks unless --yes.
+    Purge {
+        #[command(flatten)]
+        admin: AdminOpts,
+        #[command(flatten)]
+        args: admin::purge::PurgeArgs,
+    },
+    /// Stop delivering a sending host's mail (kept in tube hedwig-held); no host: list.
+    Hold {
+        #[command(flatten)]
+        admin: AdminOpts,
+        #[command(flatten)]
+        args: admin::hold::HoldArgs,
+    },
+    /// Resume delivery of a held host: its held mail goes back to the outbound tube.
+    Release {
+        #[command(flatten)]
+        admin: AdminOpts,
+        #[command(flatten)]
+        args: admin::hold::ReleaseArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct AdminOpts {
+    /// beanstalkd server(s) to act on, host:port (repeatable or comma-separated); default:
+    /// `beanstalkd` from the config.
+    #[arg(long = "beanstalkd", value_name = "HOST:PORT")]
+    beanstalkd: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -70,8 +128,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::CheckConfig => {
             let mut problems = config.validate().err().unwrap_or_default();
-            if let Err(e) = postoffice::queue::check(&config).await {
-                problems.push(format!("beanstalkd: {e}"));
+            for (_, result) in postoffice::queue::check_all(&config).await {
+                if let Err(e) = result {
+                    problems.push(format!("beanstalkd: {e}"));
+                }
             }
             if problems.is_empty() {
                 println!(
@@ -96,7 +156,79 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             });
             health_check(&url).await
         }
+        Command::Stats { admin, args } => {
+            let report = admin::stats::run(&target(&config, &admin), &args).await;
+            let failed = report.servers.iter().any(|s| s.error.is_some());
+            print!("{}", report.render(args.json));
+            Ok(outcome(!failed))
+        }
+        Command::Failed { admin, args } => {
+            let report =
+                admin::failed::run(&target(&config, &admin), &args.filter, args.limit).await;
+            print!("{}", report.render(args.json));
+            Ok(problems(&report.problems))
+        }
+        Command::Requeue { admin, args } => {
+            let report = admin::requeue::run(&target(&config, &admin), &args).await;
+            print!("{}", report.render(args.json));
+            Ok(problems(&report.problems))
+        }
+        Command::Show { admin, args } => {
+            let report = admin::show::run(&target(&config, &admin), &args).await;
+            print!("{}", report.render(args.json));
+            let code = problems(&report.problems);
+            Ok(if report.found.is_empty() {
+                ExitCode::FAILURE
+            } else {
+                code
+            })
+        }
+        Command::Purge { admin, args } => {
+            use std::io::IsTerminal;
+            let mut prompt = |rows: &[admin::failed::Row]| {
+                eprint!("{}", admin::failed::render_rows(rows));
+                eprint!("delete these {} failed recipients? [y/N] ", rows.len());
+                let mut answer = String::new();
+                std::io::stdin().read_line(&mut answer).is_ok()
+                    && matches!(answer.trim(), "y" | "Y" | "yes")
+            };
+            let ask: Option<admin::purge::Ask> =
+                std::io::stdin().is_terminal().then_some(&mut prompt);
+            let report = admin::purge::run(&target(&config, &admin), &args, ask).await?;
+            print!("{}", report.render(args.json));
+            Ok(problems(&report.problems))
+        }
+        Command::Hold { admin, args } => {
+            let report = admin::hold::hold(&target(&config, &admin), &args).await?;
+            print!("{}", report.render(args.json));
+            Ok(problems(&report.problems))
+        }
+        Command::Release { admin, args } => {
+            let report = admin::hold::release(&target(&config, &admin), &args).await?;
+            print!("{}", report.render(args.json));
+            Ok(problems(&report.problems))
+        }
     }
+}
+
+fn target(config: &postoffice::Config, opts: &AdminOpts) -> admin::Target {
+    admin::Target::new(config, &opts.beanstalkd)
+}
+
+fn outcome(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Prints problems to stderr; failure when there are any.
+fn problems(list: &[String]) -> ExitCode {
+    for p in list {
+        eprintln!("postoffice: {p}");
+    }
+    outcome(list.is_empty())
 }
 
 /// A minimal HTTP/1.0 GET, so that container images need no curl.

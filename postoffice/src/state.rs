@@ -3,13 +3,14 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use beanstalk::Pool;
 use tokio::sync::Semaphore;
 
 use crate::config::{Config, Secrets};
 use crate::dedupe::Dedupe;
+use crate::holds::HoldCache;
 use crate::metrics::Metrics;
 use crate::policy::Policies;
+use crate::queue::Queue;
 
 /// Large request bodies held in memory at once (see [`crate::body`]).
 pub const LARGE_BODIES: usize = 16;
@@ -19,7 +20,9 @@ pub struct AppState {
     pub secrets: Secrets,
     pub policies: Policies,
     pub dedupe: Dedupe,
-    pub pool: Pool,
+    pub queue: Queue,
+    /// Which hosts are held (their mail goes to the held tube).
+    pub holds: HoldCache,
     pub metrics: Metrics,
     /// Largest HTTP body: the message limit, with room for form and JSON escaping.
     pub body_limit: usize,
@@ -29,7 +32,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: Config, secrets: Secrets, pool: Pool) -> AppState {
+    pub fn new(config: Config, secrets: Secrets, queue: Queue) -> AppState {
         // Form encoding of JSON-escaped text can triple a message (a CRLF becomes `%5Cr%5Cn`).
         let body_limit = config
             .max_message_size
@@ -40,7 +43,8 @@ impl AppState {
             policies: Policies::new(&config),
             dedupe: Dedupe::new(config.duplicate_window, config.duplicate_capacity),
             secrets,
-            pool,
+            holds: HoldCache::new(queue.addrs()),
+            queue,
             metrics: Metrics::default(),
             body_limit,
             large_bodies: Arc::new(Semaphore::new(LARGE_BODIES)),

@@ -119,3 +119,109 @@ impl PostOffice {
 pub fn email(to: &[&str], data: &str) -> serde_json::Value {
     serde_json::json!({"mailfrom": "app@example.com", "rcpttos": to, "data": data})
 }
+
+/// A failed record as the worker writes it.
+pub fn failed_record(
+    queue_id: &str,
+    host: &str,
+    rcpts: &[&str],
+    code: u16,
+    dsn: &str,
+    at: u64,
+) -> Job {
+    use hedwig_core::job::{Attempt, Envelope, Failure};
+    let mut envelope = Envelope::new(
+        queue_id.into(),
+        host.into(),
+        "app@example.com".into(),
+        rcpts.iter().map(|s| s.to_string()).collect(),
+    );
+    envelope.history.push(Attempt {
+        at,
+        recipients: envelope.rcpt_to.clone(),
+        status: "bounced".into(),
+        code: Some(code),
+        dsn: Some(dsn.into()),
+        response: format!("{code} {dsn} rejected by policy"),
+        relay: Some("mx.example.org[127.0.0.9]:25".into()),
+    });
+    envelope.failure = Some(Failure {
+        at,
+        reason: "rejected".into(),
+        code: Some(code),
+        dsn: Some(dsn.into()),
+        response: format!("{code} {dsn} rejected by policy"),
+        relay: Some("mx.example.org[127.0.0.9]:25".into()),
+    });
+    Job {
+        envelope,
+        message: format!(
+            "Subject: test {queue_id}\r\nFrom: app@example.com\r\n\r\nbody of {queue_id}\r\n"
+        )
+        .into_bytes(),
+    }
+}
+
+/// Puts `job` into `tube` on the beanstalkd at `url`.
+pub async fn put(url: &str, tube: &str, job: &Job) -> u64 {
+    let mut client = beanstalk::Client::connect(url.to_owned()).await.unwrap();
+    client.use_tube(tube).await.unwrap();
+    client
+        .put(
+            &job.encode(),
+            1024,
+            Duration::ZERO,
+            Duration::from_secs(600),
+        )
+        .await
+        .unwrap()
+}
+
+/// Every job now ready in `tube` (reserved, then released untouched), sorted by queue id.
+pub async fn jobs_in(url: &str, tube: &str) -> Vec<Job> {
+    let mut client = beanstalk::Client::connect(url.to_owned()).await.unwrap();
+    client.watch(tube).await.unwrap();
+    client.ignore("default").await.unwrap();
+    let mut jobs = Vec::new();
+    let mut ids = Vec::new();
+    for _ in 0..10_000 {
+        match client.reserve_with_timeout(Duration::ZERO).await {
+            Ok(job) => {
+                jobs.push(Job::decode(&job.body).unwrap());
+                ids.push(job.id);
+            }
+            Err(beanstalk::Error::TimedOut) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    for id in ids {
+        client.release(id, 0, Duration::ZERO).await.unwrap();
+    }
+    jobs.sort_by(|a, b| a.envelope.queue_id.cmp(&b.envelope.queue_id));
+    jobs
+}
+
+/// Runs the real `postoffice` binary; returns (exit success, stdout, stderr).
+pub fn admin(args: &[&str]) -> (bool, String, String) {
+    admin_env(args, None)
+}
+
+/// [`admin`] with `HEDWIG_BEANSTALKD` set to `beanstalkd`.
+pub fn admin_env(args: &[&str], beanstalkd: Option<&str>) -> (bool, String, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_postoffice"));
+    command.env_remove("HEDWIG_BEANSTALKD");
+    if let Some(servers) = beanstalkd {
+        command.env("HEDWIG_BEANSTALKD", servers);
+    }
+    let out = command
+        .args(args)
+        .env_remove("HEDWIG_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,171 @@
+//! Queue administration: the `postoffice` subcommands an operator runs against a live system.
+//!
+//! One file per command: [`stats`], [`failed`], [`requeue`], [`show`], [`purge`], [`hold`]
+//! (`hold` and `release`). Shared pieces: [`filter`] (which failed records a command acts
+//! on) and [`scan`] (reading tubes without disturbing the workers).
+//!
+//! Every command acts on every configured beanstalkd server. Each returns its report as a
+//! value and renders it as text or JSON; the binary only prints.
+//!
+//! How the failed tube is read while workers run: workers never watch it, so an admin
+//! connection `watch`es it, `ignore`s `default`, and `reserve-with-timeout 0` until
+//! `TIMED_OUT` (at most `--limit` jobs), acts on what it reserved, then `release`s what it
+//! keeps (priority and delay 0). If the admin process dies, beanstalkd releases the jobs it
+//! held when their time-to-run ends (the worker puts failed records with its `job_ttr`,
+//! 10 minutes by default): nothing is lost, they are only invisible to other admin commands
+//! until then.
+
+pub mod failed;
+pub mod filter;
+pub mod hold;
+pub mod purge;
+pub mod requeue;
+pub mod scan;
+pub mod show;
+pub mod stats;
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use beanstalk::Client;
+
+use crate::config::Config;
+
+/// Why an admin command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("beanstalkd at {addr}: {source}")]
+    Queue {
+        addr: String,
+        #[source]
+        source: beanstalk::Error,
+    },
+    #[error("hold list at {addr}: {source}")]
+    Holds {
+        addr: String,
+        #[source]
+        source: crate::holds::HoldsError,
+    },
+    #[error("refusing to delete without confirmation: stdin is not a terminal; pass --yes")]
+    NeedsConfirmation,
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// What every admin command needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The beanstalkd servers, `host:port` each.
+    pub servers: Vec<String>,
+    /// The outbound tube.
+    pub tube: String,
+    /// Priority and time-to-run of jobs put back for delivery.
+    pub priority: u32,
+    pub ttr: Duration,
+}
+
+impl Target {
+    /// From the server's config; `servers` (from `--beanstalkd`) replaces the configured list
+    /// when not empty.
+    pub fn new(config: &Config, servers: &[String]) -> Target {
+        let servers = if servers.is_empty() {
+            config.servers()
+        } else {
+            servers
+                .iter()
+                .flat_map(|s| crate::config::parse_servers(s))
+                .collect()
+        };
+        Target {
+            servers,
+            tube: config.tube.clone(),
+            priority: config.job_priority,
+            ttr: config.job_ttr,
+        }
+    }
+}
+
+/// Connects to one server with admin timeouts.
+pub async fn connect(addr: &str) -> Result<Client, AdminError> {
+    let config = beanstalk::Config {
+        connect_timeout: Duration::from_secs(5),
+        io_timeout: Some(Duration::from_secs(30)),
+        ..beanstalk::Config::default()
+    };
+    Client::connect_with(addr, config)
+        .await
+        .map_err(|source| AdminError::Queue {
+            addr: addr.to_owned(),
+            source,
+        })
+}
+
+/// Wraps a beanstalk error with the server it came from.
+pub(crate) fn at(addr: &str) -> impl Fn(beanstalk::Error) -> AdminError + '_ {
+    move |source| AdminError::Queue {
+        addr: addr.to_owned(),
+        source,
+    }
+}
+
+/// RFC 3339 UTC, seconds.
+pub fn format_time(unix: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix)).to_string()
+}
+
+/// The message's header section: everything up to the first empty line, at most `max` bytes.
+pub fn headers(message: &[u8], max: usize) -> String {
+    let end = [&b"\r\n\r\n"[..], b"\n\n"]
+        .iter()
+        .filter_map(|sep| {
+            message
+                .windows(sep.len())
+                .position(|w| w == *sep)
+                .map(|p| p + sep.len() / 2)
+        })
+        .min()
+        .unwrap_or(message.len());
+    let head = &message[..end.min(max)];
+    String::from_utf8_lossy(head).replace("\r\n", "\n")
+}
+
+/// Text for one cell of a table: one line, at most `max` characters.
+pub(crate) fn cell(text: &str, max: usize) -> String {
+    let line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if line.chars().count() > max {
+        let mut cut: String = line.chars().take(max.saturating_sub(1)).collect();
+        cut.push('…');
+        cut
+    } else {
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_section_ends_at_the_blank_line() {
+        assert_eq!(
+            headers(b"Subject: a\r\nFrom: b\r\n\r\nbody\r\n\r\nmore", 1000),
+            "Subject: a\nFrom: b\n"
+        );
+        assert_eq!(headers(b"Subject: a\n\nbody", 1000), "Subject: a\n");
+        assert_eq!(headers(b"Subject: no body", 1000), "Subject: no body");
+        assert_eq!(headers(b"Subject: long\r\n\r\n", 4), "Subj");
+    }
+
+    #[test]
+    fn cells_are_one_bounded_line() {
+        assert_eq!(cell("550 5.7.1\r\nblocked", 100), "550 5.7.1  blocked");
+        assert_eq!(cell("abcdef", 4), "abc…");
+    }
+
+    #[test]
+    fn time_is_rfc3339() {
+        assert_eq!(format_time(0), "1970-01-01T00:00:00Z");
+    }
+}
