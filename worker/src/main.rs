@@ -1,1 +1,82 @@
-fn main() {}
+//! `worker`: the hedwig delivery worker binary (see the library for everything it does).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+/// hedwig delivery worker: beanstalkd → MX → recipients' mail servers.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// YAML config file; every key can also be set as HEDWIG_<KEY>.
+    #[arg(long, short, env = "HEDWIG_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Deliver mail until SIGTERM/SIGINT (the default).
+    Run,
+    /// Check the config, DKIM keys and beanstalkd; print what is wrong and exit 1.
+    CheckConfig,
+    /// GET this worker's /health (for Docker's HEALTHCHECK); exit 1 unless it answers 200.
+    HealthCheck,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    hedwig_core::logging::init();
+    let config = worker::config::load(cli.config.as_deref()).context("loading the config")?;
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => {
+            let shutdown = CancellationToken::new();
+            let signal = shutdown.clone();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                tracing::info!("shutdown requested");
+                signal.cancel();
+            });
+            worker::run(config, shutdown).await.context("worker")?;
+        }
+        Command::CheckConfig => {
+            let problems = worker::check(&config).await;
+            if !problems.is_empty() {
+                for p in &problems {
+                    eprintln!("{p}");
+                }
+                bail!("{} problem(s) found", problems.len());
+            }
+            println!("config ok");
+        }
+        Command::HealthCheck => {
+            let addr = config
+                .http_listen
+                .parse()
+                .with_context(|| format!("http_listen {:?}", config.http_listen))?;
+            if let Err(e) = worker::http::health_check(addr).await {
+                bail!("unhealthy: {e}");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,435 @@
+//! The worker's configuration: one serde struct, loaded once by [`load`] and passed down.
+//!
+//! Every key has a default (so an empty file is valid) and an environment override
+//! `HEDWIG_<KEY>` (nested keys joined with `__`). [`Config::check`] finds what the types cannot
+//! (unparsable nexthops, an empty hostname); [`crate::check`] adds the checks that need I/O.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::route::Nexthop;
+
+/// Everything the worker reads from its config file and environment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// beanstalkd `host:port`, or a list: the delivery tasks are spread over the servers.
+    #[serde(deserialize_with = "one_or_many")]
+    pub beanstalkd: Vec<String>,
+    /// How many deliveries run at once in this process (each with its own beanstalkd
+    /// connection).
+    pub concurrency: usize,
+    /// The name sent in EHLO. Must match the PTR of the sending IP address.
+    pub hostname: String,
+    /// DNS servers as `ip:port` (or `ip`, port 53). Empty: the system's resolv.conf.
+    pub nameservers: Vec<String>,
+    /// The port of remote MX hosts.
+    pub smtp_port: u16,
+    /// Try IPv6 addresses of an MX (before its IPv4 addresses).
+    pub ipv6: bool,
+    pub timeouts: Timeouts,
+    pub retry: Retry,
+    /// Send RFC 3464 bounces to the envelope sender on permanent failure.
+    pub bounces: bool,
+    pub return_path: ReturnPath,
+    /// Send all mail through this host: `host`, `host:port` (MX lookup of host) or
+    /// `[host]:port` (no MX lookup).
+    pub relayhost: Option<String>,
+    /// Per recipient domain: a nexthop like `relayhost`, or `capture` (write to the Maildir).
+    pub transports: BTreeMap<String, String>,
+    pub tls: Tls,
+    /// Write every message into this Maildir instead of delivering it.
+    pub capture_maildir: Option<PathBuf>,
+    /// `ip:port` of the /health and /metrics endpoint; empty disables it.
+    pub http_listen: String,
+    /// Time-to-run of the jobs this worker puts (retries, failed records, bounces).
+    #[serde(with = "humantime_serde")]
+    pub job_ttr: Duration,
+    /// How long a stopping worker lets in-flight deliveries finish before handing them back.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Largest message the worker will try (larger ones fail permanently); 0 = no limit.
+    pub max_message_size: hedwig_core::config::ByteSize,
+    /// DKIM keys (see `hedwig_message::dkim::DkimConfig`).
+    pub dkim: hedwig_message::dkim::DkimConfig,
+    /// Per-destination caps, slow-down and connection reuse.
+    pub limits: crate::destination::Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            beanstalkd: vec!["127.0.0.1:11300".into()],
+            concurrency: 32,
+            hostname: String::new(),
+            nameservers: Vec::new(),
+            smtp_port: 25,
+            ipv6: true,
+            timeouts: Timeouts::default(),
+            retry: Retry::default(),
+            bounces: true,
+            return_path: ReturnPath::default(),
+            relayhost: None,
+            transports: BTreeMap::new(),
+            tls: Tls::default(),
+            capture_maildir: None,
+            http_listen: "127.0.0.1:8026".into(),
+            job_ttr: Duration::from_secs(600),
+            shutdown_grace: Duration::from_secs(30),
+            max_message_size: hedwig_core::config::ByteSize(0),
+            dkim: hedwig_message::dkim::DkimConfig::default(),
+            limits: crate::destination::Limits::default(),
+        }
+    }
+}
+
+/// RFC 5321 §4.5.3.2 timeouts, one per phase (defaults are the RFC's minimums).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    #[serde(with = "humantime_serde")]
+    pub connect: Duration,
+    /// §4.5.3.2.1: initial 220 message.
+    #[serde(with = "humantime_serde")]
+    pub greeting: Duration,
+    /// EHLO, STARTTLS, RSET, QUIT (not in the RFC; Postfix uses 300 s).
+    #[serde(with = "humantime_serde")]
+    pub helo: Duration,
+    /// §4.5.3.2.2.
+    #[serde(with = "humantime_serde")]
+    pub mail: Duration,
+    /// §4.5.3.2.3.
+    #[serde(with = "humantime_serde")]
+    pub rcpt: Duration,
+    /// §4.5.3.2.4: the 354 after DATA.
+    #[serde(with = "humantime_serde")]
+    pub data_init: Duration,
+    /// §4.5.3.2.5: each write of the message.
+    #[serde(with = "humantime_serde")]
+    pub data_block: Duration,
+    /// §4.5.3.2.6: the reply to the final dot.
+    #[serde(with = "humantime_serde")]
+    pub data_done: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        let m = |n: u64| Duration::from_secs(60 * n);
+        Timeouts {
+            connect: Duration::from_secs(30),
+            greeting: m(5),
+            helo: m(5),
+            mail: m(5),
+            rcpt: m(5),
+            data_init: m(2),
+            data_block: m(3),
+            data_done: m(10),
+        }
+    }
+}
+
+/// When temporary failures are retried, and when they give up.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retry {
+    /// Delay before the first retry.
+    #[serde(with = "humantime_serde")]
+    pub first: Duration,
+    /// Longest delay between two attempts.
+    #[serde(with = "humantime_serde")]
+    pub max_delay: Duration,
+    /// How long after it was queued a message may still be retried; then it bounces.
+    #[serde(with = "humantime_serde")]
+    pub max_lifetime: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            first: Duration::from_secs(300),
+            max_delay: Duration::from_secs(4 * 3600),
+            max_lifetime: Duration::from_secs(5 * 86400),
+        }
+    }
+}
+
+/// A fixed envelope sender (MAIL FROM) replacing the one the host gave.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReturnPath {
+    /// For every host without its own entry.
+    pub default: Option<String>,
+    /// Per sending host fqdn (lowercase).
+    pub hosts: BTreeMap<String, String>,
+}
+
+impl ReturnPath {
+    /// The MAIL FROM to use for a message from `host` whose envelope sender is `mail_from`.
+    /// The null sender is never replaced (bounces stay bounces).
+    pub fn apply<'a>(&'a self, host: &str, mail_from: &'a str) -> &'a str {
+        if mail_from.is_empty() {
+            return mail_from;
+        }
+        self.hosts
+            .get(&host.to_ascii_lowercase())
+            .or(self.default.as_ref())
+            .map(String::as_str)
+            .unwrap_or(mail_from)
+    }
+}
+
+/// STARTTLS policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Use STARTTLS when offered, without verifying the certificate (what MTAs do).
+    #[default]
+    Opportunistic,
+    /// Never use TLS.
+    None,
+    /// Require STARTTLS and a certificate valid for the MX host name; defer otherwise.
+    Required,
+}
+
+/// TLS settings: a default mode and per-domain overrides.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    pub default: TlsMode,
+    /// Per recipient domain (lowercase, A-labels).
+    pub domains: BTreeMap<String, TlsMode>,
+    /// Extra trust anchors (PEM) for `required`, added to the built-in web PKI roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Tls {
+    /// The mode for a recipient domain.
+    pub fn mode(&self, domain: &str) -> TlsMode {
+        self.domains.get(domain).copied().unwrap_or(self.default)
+    }
+}
+
+impl Config {
+    /// Problems the types cannot catch, one line each (empty when fine).
+    pub fn check(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        if self.beanstalkd.is_empty() {
+            errors.push("beanstalkd: at least one host:port is needed".into());
+        }
+        if self.concurrency == 0 {
+            errors.push("concurrency: must be at least 1".into());
+        }
+        if self.concurrency < self.beanstalkd.len() {
+            errors.push(format!(
+                "concurrency: {} tasks cannot serve {} beanstalkd servers",
+                self.concurrency,
+                self.beanstalkd.len()
+            ));
+        }
+        if self.hostname.trim().is_empty() && self.capture_maildir.is_none() {
+            errors.push(
+                "hostname: must be set to the name the sending IP's PTR points at (sent in EHLO)"
+                    .into(),
+            );
+        }
+        for ns in &self.nameservers {
+            if let Err(e) = parse_nameserver(ns) {
+                errors.push(format!("nameservers: {e}"));
+            }
+        }
+        if let Some(relay) = &self.relayhost {
+            if let Err(e) = Nexthop::parse(relay, self.smtp_port) {
+                errors.push(format!("relayhost: {e}"));
+            }
+        }
+        for (domain, value) in &self.transports {
+            if value == "capture" {
+                if self.capture_maildir.is_none() {
+                    errors.push(format!(
+                        "transports.{domain}: capture needs capture_maildir to be set"
+                    ));
+                }
+            } else if let Err(e) = Nexthop::parse(value, self.smtp_port) {
+                errors.push(format!("transports.{domain}: {e}"));
+            }
+        }
+        for (key, path) in self
+            .return_path
+            .default
+            .iter()
+            .map(|p| ("default".to_string(), p))
+            .chain(
+                self.return_path
+                    .hosts
+                    .iter()
+                    .map(|(h, p)| (format!("hosts.{h}"), p)),
+            )
+        {
+            if let Err(e) = hedwig_core::address::Mailbox::parse(path) {
+                errors.push(format!("return_path.{key}: {e}"));
+            }
+        }
+        if !self.http_listen.is_empty() && self.http_listen.parse::<SocketAddr>().is_err() {
+            errors.push(format!(
+                "http_listen: {:?} is not ip:port",
+                self.http_listen
+            ));
+        }
+        if self.retry.first.is_zero() {
+            errors.push("retry.first: must be more than 0s".into());
+        }
+        errors
+    }
+
+    /// The EHLO name (the configured hostname, or `localhost` in capture-only setups).
+    pub fn ehlo_name(&self) -> &str {
+        match self.hostname.trim() {
+            "" => "localhost",
+            name => name,
+        }
+    }
+}
+
+/// Loads the config from `path` (optional) and the environment.
+pub fn load(path: Option<&Path>) -> Result<Config, hedwig_core::config::ConfigError> {
+    hedwig_core::config::load(path)
+}
+
+/// `ip:port` or `ip` (port 53).
+pub fn parse_nameserver(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    s.parse::<std::net::IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .map_err(|_| format!("{s:?} is not ip or ip:port"))
+}
+
+/// A string (`"a:1"`, or `"a:1, b:2"` from the environment) or a list of strings.
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Raw::deserialize(d)? {
+        Raw::One(s) => s
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        Raw::Many(v) => v,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hedwig_core::config::load_from_env;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn file_and_env_layers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.yaml");
+        std::fs::write(
+            &path,
+            "hostname: mail.example.com\nretry:\n  first: 2s\n  max_lifetime: 1m\n\
+             transports:\n  example.org: \"[10.0.0.1]:2525\"\n\
+             tls:\n  domains:\n    bank.example: required\n",
+        )
+        .unwrap();
+        let c: Config = load_from_env(
+            Some(&path),
+            env(&[
+                ("HEDWIG_BEANSTALKD", "10.1.1.1:11300"),
+                ("HEDWIG_CONCURRENCY", "4"),
+                ("HEDWIG_TIMEOUTS__RCPT", "7s"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.beanstalkd, ["10.1.1.1:11300"]);
+        assert_eq!(c.concurrency, 4);
+        assert_eq!(c.timeouts.rcpt, Duration::from_secs(7));
+        assert_eq!(c.timeouts.mail, Duration::from_secs(300));
+        assert_eq!(c.retry.first, Duration::from_secs(2));
+        assert_eq!(c.retry.max_lifetime, Duration::from_secs(60));
+        assert_eq!(c.tls.mode("bank.example"), TlsMode::Required);
+        assert_eq!(c.tls.mode("other.example"), TlsMode::Opportunistic);
+        assert!(c.check().is_empty(), "{:?}", c.check());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.yaml");
+        for (yaml, key) in [
+            ("hostnam: x\n", "hostnam"),
+            ("timeouts:\n  rcpt: soon\n", "rcpt"),
+        ] {
+            std::fs::write(&path, yaml).unwrap();
+            let err = load_from_env::<Config, _>(Some(&path), env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn check_finds_semantic_errors() {
+        let c = Config {
+            relayhost: Some("[unclosed:25".into()),
+            return_path: ReturnPath {
+                default: Some("not an address".into()),
+                hosts: Default::default(),
+            },
+            nameservers: vec!["not-an-ip".into()],
+            transports: [("a.example".to_string(), "capture".to_string())].into(),
+            concurrency: 0,
+            ..Config::default()
+        };
+        let errors = c.check().join("\n");
+        for key in [
+            "hostname",
+            "relayhost",
+            "nameservers",
+            "transports.a.example",
+            "concurrency",
+        ] {
+            assert!(errors.contains(key), "{key} missing in {errors}");
+        }
+    }
+
+    #[test]
+    fn return_path_overrides() {
+        let rp = ReturnPath {
+            default: Some("bounces@relay.example".into()),
+            hosts: [("web1.example".to_string(), "web1@relay.example".to_string())].into(),
+        };
+        assert_eq!(rp.apply("WEB1.example", "a@b"), "web1@relay.example");
+        assert_eq!(rp.apply("web2.example", "a@b"), "bounces@relay.example");
+        assert_eq!(rp.apply("web2.example", ""), "");
+        assert_eq!(ReturnPath::default().apply("h", "a@b"), "a@b");
+    }
+
+    #[test]
+    fn nameservers_with_and_without_port() {
+        assert_eq!(
+            parse_nameserver("127.0.0.1:5353").unwrap().to_string(),
+            "127.0.0.1:5353"
+        );
+        assert_eq!(parse_nameserver("::1").unwrap().port(), 53);
+        assert!(parse_nameserver("dns.example").is_err());
+    }
+}

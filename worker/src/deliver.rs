@@ -1,0 +1,605 @@
+//! Delivering one message to the recipients of one domain: route, connect, talk SMTP.
+//!
+//! The route comes from the config (capture, per-domain transport, relayhost) or from the
+//! domain's MX records ([`crate::route`]). Hosts are tried best first; every address of a
+//! host is tried before the next host (IPv6 before IPv4). A failed connect moves to the next
+//! address; a refusing greeting (4xx/5xx), a connection that breaks before MAIL, or a TLS
+//! requirement that cannot be met moves to the next host. Once a transaction has started its
+//! result stands for this attempt. When no host takes the mail, the recipients get the most
+//! telling error: a temporary one if any occurred (so a DNS or network hiccup on one MX never
+//! turns into a bounce), else the last permanent one.
+//!
+//! Not here: retries and bounces ([`crate::plan`]), DKIM (the caller signs once per message).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use hedwig_core::address::Mailbox;
+use tokio::net::TcpStream;
+
+use crate::config::{Config, TlsMode};
+use crate::destination::{Busy, Destination, Destinations, PoolKey};
+use crate::error::{Error, Phase};
+use crate::metrics::{Counter, Metrics};
+use crate::plan::{Outcome, Status};
+use crate::route::{Dns, MxHost, Nexthop};
+use crate::smtp::session::{RcptResults, Session, Transaction};
+use crate::smtp::tls::{server_name, TlsClients};
+
+/// How the mail for a domain leaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Into the capture Maildir.
+    Capture,
+    /// Over SMTP to a nexthop.
+    Smtp(Nexthop),
+}
+
+/// Everything a delivery needs, shared by all tasks.
+#[derive(Debug)]
+pub struct Deliverer {
+    pub config: Arc<Config>,
+    pub dests: Destinations,
+    pub dns: Dns,
+    pub tls: TlsClients,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Why a connection could not be opened, and where to go next.
+enum Try {
+    /// Try the next address of this host.
+    NextAddr(Error),
+    /// Try the next host.
+    NextHost(Error),
+    /// TLS handshake failed in opportunistic mode: try this address again in plaintext.
+    Plaintext(Error),
+}
+
+impl Deliverer {
+    /// The route for recipients at `domain` (A-labels, lowercase).
+    pub fn route(&self, domain: &str) -> Route {
+        let c = &self.config;
+        if c.capture_maildir.is_some() {
+            return Route::Capture;
+        }
+        let port = c.smtp_port;
+        if let Some(t) = c.transports.get(domain) {
+            if t == "capture" {
+                return Route::Capture;
+            }
+            if let Ok(hop) = Nexthop::parse(t, port) {
+                return Route::Smtp(hop);
+            }
+        }
+        if let Some(relay) = &c.relayhost {
+            if let Ok(hop) = Nexthop::parse(relay, port) {
+                return Route::Smtp(hop);
+            }
+        }
+        // RFC 5321 §4.1.3: an address literal is the host itself.
+        if let Some(literal) = domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
+            let ip = literal.strip_prefix("IPv6:").unwrap_or(literal);
+            return Route::Smtp(Nexthop::Direct {
+                host: ip.to_string(),
+                port,
+            });
+        }
+        Route::Smtp(Nexthop::Mx {
+            host: domain.to_string(),
+            port,
+        })
+    }
+
+    /// Delivers `message` to `rcpts` (all at `domain`), one outcome per recipient, in order.
+    pub async fn deliver_domain(
+        &self,
+        domain: &str,
+        mail_from: &str,
+        rcpts: &[String],
+        message: &[u8],
+    ) -> Vec<(String, Outcome)> {
+        let started = Instant::now();
+        let outcomes = match self.route(domain) {
+            Route::Capture => self.capture(mail_from, rcpts, message),
+            Route::Smtp(hop) => {
+                let wire: Vec<String> = rcpts.iter().map(|r| wire_address(r)).collect();
+                let from = wire_address(mail_from);
+                let by_wire = self.smtp(domain, hop, &from, &wire, message).await;
+                // Back to the addresses as queued, which the plan and the logs use.
+                by_wire
+                    .into_iter()
+                    .map(|(w, o)| {
+                        let original = wire
+                            .iter()
+                            .position(|x| *x == w)
+                            .map(|i| rcpts[i].clone())
+                            .unwrap_or(w);
+                        (original, o)
+                    })
+                    .collect()
+            }
+        };
+        self.metrics.latency(started.elapsed());
+        for (_, o) in &outcomes {
+            self.metrics.delivery(o.status, domain);
+        }
+        outcomes
+    }
+
+    fn capture(&self, mail_from: &str, rcpts: &[String], message: &[u8]) -> Vec<(String, Outcome)> {
+        let Some(dir) = &self.config.capture_maildir else {
+            let e = Error::Local("capture transport without capture_maildir".into());
+            return all(rcpts, &e, None);
+        };
+        let relay = Some(format!("maildir:{}", dir.display()));
+        match crate::capture::deliver(dir, mail_from, rcpts, message) {
+            Ok(path) => {
+                let reply = crate::smtp::reply::Reply::from_text(&format!(
+                    "250 2.0.0 captured as {}",
+                    path.file_name()
+                        .map(|f| f.to_string_lossy())
+                        .unwrap_or_default()
+                ));
+                rcpts
+                    .iter()
+                    .map(|r| (r.clone(), Outcome::delivered(&reply, relay.clone())))
+                    .collect()
+            }
+            Err(e) => all(rcpts, &Error::Local(format!("capture: {e}")), relay),
+        }
+    }
+
+    async fn smtp(
+        &self,
+        domain: &str,
+        hop: Nexthop,
+        mail_from: &str,
+        rcpts: &[String],
+        message: &[u8],
+    ) -> Vec<(String, Outcome)> {
+        let limit = self.config.max_message_size.as_usize();
+        if limit > 0 && message.len() > limit {
+            let e = Error::TooBig {
+                size: message.len(),
+                limit,
+                by: "this relay (max_message_size)".into(),
+            };
+            return all(rcpts, &e, None);
+        }
+        let (hosts, port) = match hop {
+            Nexthop::Direct { host, port } => (
+                vec![MxHost {
+                    name: host,
+                    preference: 0,
+                }],
+                port,
+            ),
+            Nexthop::Mx { host, port } => match self.dns.mx(&host).await {
+                Ok(hosts) => (hosts, port),
+                Err(e) => {
+                    self.metrics.incr(Counter::DnsFailure);
+                    return all(rcpts, &e, None);
+                }
+            },
+        };
+        let mode = self.config.tls.mode(domain);
+        let tx = Transaction {
+            mail_from,
+            rcpt_to: rcpts,
+            message,
+        };
+        let limits = self.dests.limits();
+        let mut temporary: Option<(Error, Option<String>)> = None;
+        let mut permanent: Option<(Error, Option<String>)> = None;
+        let mut note = |e: Error, relay: Option<String>| {
+            if e.is_permanent() {
+                permanent = Some((e, relay));
+            } else {
+                temporary = Some((e, relay));
+            }
+        };
+        'hosts: for host in &hosts {
+            let dest = self.dests.get(domain, &host.name);
+            let throttled = |why, retry_after| Error::Throttled {
+                destination: dest.name.clone(),
+                why,
+                retry_after,
+            };
+            if let Some(left) = dest.cooling() {
+                note(
+                    throttled("cooling down after it asked us to slow down", left),
+                    None,
+                );
+                continue;
+            }
+            if let Err(Busy(wait)) = dest.take_token() {
+                if wait > MAX_RATE_WAIT {
+                    note(throttled("messages per minute reached", wait), None);
+                    continue;
+                }
+                tokio::time::sleep(wait).await;
+            }
+            let _slot = match dest.slot(limits.wait).await {
+                Ok(slot) => slot,
+                Err(Busy(wait)) => {
+                    note(throttled("all connection slots busy", wait), None);
+                    continue;
+                }
+            };
+            let addrs = match self.dns.addresses(&host.name).await {
+                Ok(addrs) => addrs,
+                Err(e) => {
+                    self.metrics.incr(Counter::DnsFailure);
+                    note(e, None);
+                    continue;
+                }
+            };
+            for ip in addrs {
+                let relay = format!("{}[{}]:{}", host.name, ip, port);
+                let key = PoolKey {
+                    host: host.name.clone(),
+                    addr: SocketAddr::new(ip, port),
+                    tls: mode,
+                };
+                // An open connection to the same place first; a stale one is dropped.
+                while let Some(idle) = self.dests.take_idle(&key) {
+                    match self.transact(idle.session, &tx, true).await {
+                        Sent::Done(results, session) => {
+                            if let Some(session) = session {
+                                self.dests
+                                    .put_idle(key, session, idle.sent + 1, &dest.limit);
+                            }
+                            return self.finish(results, &relay, &dest);
+                        }
+                        Sent::Stale(e) => {
+                            tracing::debug!(%relay, "reused connection unusable: {e}")
+                        }
+                    }
+                }
+                let mut tls = mode;
+                loop {
+                    match self.open(&host.name, ip, port, tls).await {
+                        Ok(session) => match self.transact(session, &tx, false).await {
+                            Sent::Done(results, session) => {
+                                if let Some(session) = session {
+                                    self.dests.put_idle(key, session, 1, &dest.limit);
+                                }
+                                return self.finish(results, &relay, &dest);
+                            }
+                            Sent::Stale(e) => {
+                                note(e, Some(relay.clone()));
+                                break;
+                            }
+                        },
+                        Err(Try::NextAddr(e)) => {
+                            note(e, Some(relay.clone()));
+                            break;
+                        }
+                        Err(Try::NextHost(e)) => {
+                            if e.is_slow_down() {
+                                dest.cool_down(limits.cooldown);
+                            }
+                            note(e, Some(relay.clone()));
+                            continue 'hosts;
+                        }
+                        Err(Try::Plaintext(e)) => {
+                            tracing::info!(%relay, "{e}; retrying without TLS");
+                            tls = TlsMode::None;
+                        }
+                    }
+                }
+            }
+        }
+        let (error, relay) = temporary.or(permanent).unwrap_or_else(|| {
+            (
+                Error::NoMailHost {
+                    domain: domain.to_string(),
+                    detail: "no mail host to try".into(),
+                },
+                None,
+            )
+        });
+        all(rcpts, &error, relay)
+    }
+
+    /// Connects, reads the greeting, says EHLO and does STARTTLS as `mode` asks.
+    async fn open(
+        &self,
+        host: &str,
+        ip: IpAddr,
+        port: u16,
+        mode: TlsMode,
+    ) -> Result<Session<TcpStream>, Try> {
+        let timeouts = &self.config.timeouts;
+        let addr = SocketAddr::new(ip, port);
+        let stream = match tokio::time::timeout(timeouts.connect, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(source)) => {
+                return Err(Try::NextAddr(Error::Connect {
+                    addr: addr.to_string(),
+                    source,
+                }))
+            }
+            Err(_) => {
+                return Err(Try::NextAddr(Error::Timeout {
+                    phase: Phase::Connect,
+                    after: timeouts.connect,
+                }))
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let mut session = Session::new(stream, timeouts.clone());
+        session.greeting().await.map_err(Try::NextHost)?;
+        let name = self.config.ehlo_name();
+        session.ehlo(name).await.map_err(Try::NextHost)?;
+        match (mode, session.caps.starttls) {
+            (TlsMode::None, _) | (TlsMode::Opportunistic, false) => {}
+            (TlsMode::Required, false) => {
+                return Err(Try::NextHost(Error::Tls(format!(
+                    "{host} does not offer STARTTLS"
+                ))))
+            }
+            (TlsMode::Opportunistic, true) | (TlsMode::Required, true) => {
+                let connector = if mode == TlsMode::Required {
+                    &self.tls.verified
+                } else {
+                    &self.tls.opportunistic
+                };
+                if let Err(e) = session.starttls(connector, server_name(host, ip)).await {
+                    return Err(match (mode, &e) {
+                        (TlsMode::Opportunistic, Error::Tls(_)) => Try::Plaintext(e),
+                        _ => Try::NextHost(e),
+                    });
+                }
+                session.ehlo(name).await.map_err(Try::NextHost)?;
+            }
+        }
+        self.metrics.incr(if session.tls {
+            Counter::TlsUsed
+        } else {
+            Counter::TlsNotUsed
+        });
+        Ok(session)
+    }
+
+    /// One transaction; gives the session back when it can carry another message.
+    async fn transact(
+        &self,
+        mut session: Session<TcpStream>,
+        tx: &Transaction<'_>,
+        reused: bool,
+    ) -> Sent {
+        match session.send(tx).await {
+            Ok(results) => {
+                // 421 means the server is closing the connection (RFC 5321 §3.8).
+                let closing = results.iter().any(
+                    |(_, r)| matches!(r, Err(Error::Rejected { reply, .. }) if reply.code == 421),
+                );
+                if closing {
+                    return Sent::Done(results, None);
+                }
+                Sent::Done(results, Some(session))
+            }
+            Err(e) if reused && is_stale(&e) => Sent::Stale(e),
+            Err(e) => {
+                // Nothing was accepted: the error applies to every recipient.
+                let results = tx
+                    .rcpt_to
+                    .iter()
+                    .map(|r| (r.clone(), Err(clone_error(&e))))
+                    .collect();
+                // The session may be out of step (pipelined replies left unread): drop it.
+                drop(session);
+                Sent::Done(results, None)
+            }
+        }
+    }
+
+    /// Per-recipient outcomes; a "slow down" answer cools the destination and sets the
+    /// retry floor.
+    fn finish(
+        &self,
+        results: RcptResults,
+        relay: &str,
+        dest: &Destination,
+    ) -> Vec<(String, Outcome)> {
+        let cooldown = self.dests.limits().cooldown;
+        let slow = results
+            .iter()
+            .any(|(_, r)| r.as_ref().is_err_and(Error::is_slow_down));
+        if slow {
+            dest.cool_down(cooldown);
+        }
+        results
+            .into_iter()
+            .map(|(rcpt, result)| {
+                let outcome = match result {
+                    Ok(reply) => Outcome::delivered(&reply, Some(relay.to_string())),
+                    Err(e) => {
+                        let mut o = Outcome::failed(&e, Some(relay.to_string()));
+                        if e.is_slow_down() {
+                            o.retry_after = Some(cooldown);
+                        }
+                        o
+                    }
+                };
+                (rcpt, outcome)
+            })
+            .collect()
+    }
+}
+
+/// Longest wait for a per-minute token inside a delivery; longer means defer.
+const MAX_RATE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Result of one transaction attempt.
+enum Sent {
+    /// Per-recipient results, and the session if it can be reused.
+    Done(RcptResults, Option<Session<TcpStream>>),
+    /// A reused connection turned out dead or closing before MAIL was answered: use a new one.
+    Stale(Error),
+}
+
+/// Whether a reused connection failed in a way that says nothing about the message.
+fn is_stale(e: &Error) -> bool {
+    match e {
+        Error::Closed(Phase::Mail)
+        | Error::Io {
+            phase: Phase::Mail, ..
+        } => true,
+        Error::Rejected {
+            phase: Phase::Mail,
+            reply,
+        } => reply.code == 421,
+        _ => false,
+    }
+}
+
+/// The same outcome for every recipient.
+fn all(rcpts: &[String], error: &Error, relay: Option<String>) -> Vec<(String, Outcome)> {
+    let outcome = Outcome::failed(error, relay);
+    rcpts.iter().map(|r| (r.clone(), outcome.clone())).collect()
+}
+
+/// `Error` holds `io::Error`s and cannot derive `Clone`; copy it by kind and text.
+fn clone_error(e: &Error) -> Error {
+    match e {
+        Error::Rejected { phase, reply } => Error::Rejected {
+            phase: *phase,
+            reply: reply.clone(),
+        },
+        Error::Connect { addr, source } => Error::Connect {
+            addr: addr.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        Error::Io { phase, source } => Error::Io {
+            phase: *phase,
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        Error::Timeout { phase, after } => Error::Timeout {
+            phase: *phase,
+            after: *after,
+        },
+        Error::Closed(p) => Error::Closed(*p),
+        Error::Protocol { phase, detail } => Error::Protocol {
+            phase: *phase,
+            detail: detail.clone(),
+        },
+        Error::DnsTemporary { name, detail } => Error::DnsTemporary {
+            name: name.clone(),
+            detail: detail.clone(),
+        },
+        Error::NoSuchDomain(d) => Error::NoSuchDomain(d.clone()),
+        Error::NullMx(d) => Error::NullMx(d.clone()),
+        Error::NoMailHost { domain, detail } => Error::NoMailHost {
+            domain: domain.clone(),
+            detail: detail.clone(),
+        },
+        Error::Tls(s) => Error::Tls(s.clone()),
+        Error::NeedsSmtpUtf8(s) => Error::NeedsSmtpUtf8(s.clone()),
+        Error::TooBig { size, limit, by } => Error::TooBig {
+            size: *size,
+            limit: *limit,
+            by: by.clone(),
+        },
+        Error::BadAddress(s) => Error::BadAddress(s.clone()),
+        Error::Expired(s) => Error::Expired(s.clone()),
+        Error::Local(s) => Error::Local(s.clone()),
+        Error::Throttled {
+            destination,
+            why,
+            retry_after,
+        } => Error::Throttled {
+            destination: destination.clone(),
+            why,
+            retry_after: *retry_after,
+        },
+    }
+}
+
+/// A recipient domain (A-labels, lowercase) and its recipients.
+pub type DomainGroup = (String, Vec<String>);
+
+/// Recipients grouped by domain (A-labels, lowercase), in first-seen order, duplicates
+/// dropped; invalid addresses come back separately as permanent failures.
+pub fn group_by_domain(rcpts: &[String]) -> (Vec<DomainGroup>, Vec<(String, Outcome)>) {
+    let mut groups: Vec<DomainGroup> = Vec::new();
+    let mut bad = Vec::new();
+    for rcpt in rcpts {
+        match Mailbox::parse(rcpt) {
+            Ok(mailbox) => {
+                let domain = mailbox.ascii_domain.to_ascii_lowercase();
+                match groups.iter_mut().find(|(d, _)| *d == domain) {
+                    Some((_, list)) if list.contains(rcpt) => {}
+                    Some((_, list)) => list.push(rcpt.clone()),
+                    None => groups.push((domain, vec![rcpt.clone()])),
+                }
+            }
+            Err(e) => bad.push((
+                rcpt.clone(),
+                Outcome::failed(&Error::BadAddress(e.to_string()), None),
+            )),
+        }
+    }
+    (groups, bad)
+}
+
+/// The address as it goes on the wire: a non-ASCII domain as A-labels when the local part is
+/// ASCII (so it needs no SMTPUTF8); otherwise unchanged.
+pub fn wire_address(address: &str) -> String {
+    match Mailbox::parse(address) {
+        Ok(m) if !m.needs_smtputf8() => format!("{}@{}", m.local, m.ascii_domain),
+        _ => address.to_string(),
+    }
+}
+
+/// Whether an outcome counts as a success for logs.
+pub fn is_delivered(o: &Outcome) -> bool {
+    o.status == Status::Delivered
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grouping_by_domain() {
+        let rcpts: Vec<String> = [
+            "a@X.example",
+            "b@x.example",
+            "a@X.example",
+            "c@y.example",
+            "bad",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let (groups, bad) = group_by_domain(&rcpts);
+        assert_eq!(groups.len(), 2);
+        assert_eq!(
+            groups[0],
+            (
+                "x.example".to_string(),
+                vec!["a@X.example".to_string(), "b@x.example".to_string()]
+            )
+        );
+        assert_eq!(groups[1].0, "y.example");
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].1.status, Status::Bounced);
+        assert_eq!(bad[0].1.reason, "bad-address");
+    }
+
+    #[test]
+    fn wire_addresses() {
+        assert_eq!(
+            wire_address("a@b\u{fc}cher.example"),
+            "a@xn--bcher-kva.example"
+        );
+        assert_eq!(
+            wire_address("j\u{f6}rg@b\u{fc}cher.example"),
+            "j\u{f6}rg@b\u{fc}cher.example"
+        );
+        assert_eq!(wire_address(""), "");
+    }
+}

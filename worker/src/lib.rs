@@ -1,0 +1,202 @@
+//! The hedwig delivery worker: takes jobs from beanstalkd and delivers them to the
+//! recipients' mail servers.
+//!
+//! Layout:
+//! - [`config`]: the config struct, defaults, semantic checks.
+//! - [`plan`]: what becomes of a job after an attempt (retry with backoff, failed record,
+//!   bounce): pure decisions, no I/O.
+//! - [`error`]: every delivery failure, and the one `is_permanent` classification.
+//! - [`route`]: nexthops (relayhost, transports) and MX resolution with hickory.
+//! - [`smtp`]: the SMTP client: reply parsing, the session over any stream, STARTTLS.
+//! - [`deliver`]: one message to one domain: hosts, addresses, sessions, per-recipient outcomes.
+//! - [`destination`]: per-destination caps, slow-down after 421, idle connections for reuse.
+//! - [`capture`]: the Maildir "transport" for staging.
+//! - [`queue`]: the beanstalkd loop: reserve, touch, deliver, record, delete.
+//! - [`metrics`], [`http`]: `/metrics` and `/health`.
+//!
+//! [`run`] starts it all in-process (the binary and the end-to-end tests use it); [`check`]
+//! is `worker check-config`.
+
+pub mod capture;
+pub mod config;
+pub mod deliver;
+pub mod destination;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod plan;
+pub mod queue;
+pub mod route;
+pub mod smtp;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+/// Why the worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The config has problems (one per line).
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Dkim(#[from] hedwig_message::Error),
+    #[error("http_listen {addr}: {source}")]
+    Http {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Everything built from the config once, before the tasks start.
+pub struct Parts {
+    pub worker: Arc<queue::Worker>,
+    pub http: Arc<http::HttpState>,
+}
+
+/// Builds the resolver, TLS configs, DKIM signer and metrics from `config`.
+pub fn build(config: Config) -> Result<Parts, RunError> {
+    let problems = config.check();
+    if !problems.is_empty() {
+        return Err(RunError::Config(problems.join("\n")));
+    }
+    let nameservers: Vec<SocketAddr> = config
+        .nameservers
+        .iter()
+        .filter_map(|ns| config::parse_nameserver(ns).ok())
+        .collect();
+    let dns_timeout = config.timeouts.connect.min(Duration::from_secs(10));
+    let dns = route::Dns::new(&nameservers, dns_timeout, config.ipv6).map_err(RunError::Config)?;
+    let tls =
+        smtp::tls::TlsClients::new(config.tls.ca_file.as_deref()).map_err(RunError::Config)?;
+    let signer = if config.dkim.keys.is_empty() {
+        None
+    } else {
+        Some(Arc::new(hedwig_message::dkim::Signer::new(&config.dkim)?))
+    };
+    let metrics = Arc::new(metrics::Metrics::default());
+    let config = Arc::new(config);
+    let deliverer = Arc::new(deliver::Deliverer {
+        dests: destination::Destinations::new(config.limits.clone()),
+        config: config.clone(),
+        dns,
+        tls,
+        metrics: metrics.clone(),
+    });
+    Ok(Parts {
+        worker: Arc::new(queue::Worker {
+            config,
+            deliverer,
+            signer,
+            metrics: metrics.clone(),
+        }),
+        http: Arc::new(http::HttpState {
+            metrics,
+            draining: Default::default(),
+        }),
+    })
+}
+
+/// Runs the worker until `shutdown` is cancelled, then drains: stops reserving, lets
+/// in-flight deliveries finish within `shutdown_grace` (or hands their jobs back), answers
+/// `/health` with 503 meanwhile.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    let concurrency = config.concurrency;
+    let listen = config.http_listen.clone();
+    let parts = build(config)?;
+    let http_stop = CancellationToken::new();
+    let http_task = if listen.is_empty() {
+        None
+    } else {
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .map_err(|source| RunError::Http {
+                addr: listen.clone(),
+                source,
+            })?;
+        let router = http::app(parts.http.clone());
+        let stop = http_stop.clone();
+        Some(tokio::spawn(async move {
+            let serve = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::error!("http server: {e}");
+            }
+        }))
+    };
+    tracing::info!(
+        concurrency,
+        beanstalkd = ?parts.worker.config.beanstalkd,
+        "worker started"
+    );
+    let draining = {
+        let http = parts.http.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            http.draining.store(true, Ordering::Relaxed);
+        })
+    };
+    let reaper_stop = CancellationToken::new();
+    let reaper = {
+        let deliverer = parts.worker.deliverer.clone();
+        let stop = reaper_stop.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => deliverer.dests.reap(false),
+                    _ = stop.cancelled() => break,
+                }
+            }
+            deliverer.dests.reap(true);
+        })
+    };
+    queue::run_tasks(parts.worker.clone(), concurrency, shutdown).await;
+    reaper_stop.cancel();
+    let _ = reaper.await;
+    let _ = draining.await;
+    http_stop.cancel();
+    if let Some(task) = http_task {
+        let _ = task.await;
+    }
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+/// `worker check-config`: every problem found, one per line (empty when all is well):
+/// config semantics, DKIM keys, the TLS CA file, the capture Maildir, beanstalkd reachability.
+pub async fn check(config: &Config) -> Vec<String> {
+    let mut problems = config.check();
+    if !config.dkim.keys.is_empty() {
+        if let Err(e) = hedwig_message::dkim::Signer::new(&config.dkim) {
+            problems.push(format!("dkim: {e}"));
+        }
+    }
+    if let Err(e) = smtp::tls::TlsClients::new(config.tls.ca_file.as_deref()) {
+        problems.push(e);
+    }
+    if let Some(dir) = &config.capture_maildir {
+        let probe = capture::deliver(dir, "", &[], b"");
+        match probe {
+            Ok(path) => {
+                let _ = std::fs::remove_file(path);
+            }
+            Err(e) => problems.push(format!("capture_maildir {}: {e}", dir.display())),
+        }
+    }
+    for addr in &config.beanstalkd {
+        let connect = beanstalk::Client::connect(addr.clone());
+        match tokio::time::timeout(Duration::from_secs(5), connect).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => problems.push(format!("beanstalkd {addr}: {e}")),
+            Err(_) => problems.push(format!("beanstalkd {addr}: no answer within 5s")),
+        }
+    }
+    problems
+}

@@ -1,0 +1,362 @@
+//! The queue loop: reserve a job, deliver it, record the outcome, then delete it.
+//!
+//! Each of the `concurrency` tasks owns two beanstalkd connections: one reserves from
+//! [`TUBE_OUTBOUND`] (a reserved job belongs to the connection that reserved it, so touch and
+//! delete go through it too), one puts (retries, failed records, bounces). While a delivery
+//! runs, the job is touched at half its TTR, so a slow server does not make beanstalkd hand the
+//! job to another worker. The job is deleted only after everything its [`Plan`] asks for was
+//! put; if a put fails the job is left reserved and comes back after its TTR (a retry, never a
+//! loss).
+//!
+//! The duplicate window: a worker killed after the remote server's 250 but before the delete
+//! sends that message again when the job comes back. SMTP has no way to close it (RFC 1047).
+//!
+//! One log line per recipient per attempt, in the style of Postfix:
+//! `Q1: to=<a@example.com>, relay=mx[192.0.2.1]:25, delay=1.2, dsn=2.0.0, status=sent (250 ok)`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use beanstalk::Client;
+use hedwig_core::job::Job;
+use hedwig_core::{unix_now, TUBE_FAILED, TUBE_OUTBOUND};
+use hedwig_message::dkim::Signer;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::deliver::{group_by_domain, Deliverer};
+use crate::metrics::{Counter, Metrics};
+use crate::plan::{plan, Outcome, Plan, Status};
+
+/// Priority of the jobs this worker puts (beanstalkd's usual default).
+const PRIORITY: u32 = 1024;
+/// How long one `reserve-with-timeout` waits before checking for shutdown.
+const RESERVE_WAIT: Duration = Duration::from_secs(1);
+
+/// What every delivery task shares.
+pub struct Worker {
+    pub config: Arc<Config>,
+    pub deliverer: Arc<Deliverer>,
+    pub signer: Option<Arc<Signer>>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Worker {
+    /// One delivery task: runs until `shutdown`, then finishes (or, after the grace period,
+    /// hands back) its job.
+    pub async fn task(self: Arc<Self>, n: usize, shutdown: CancellationToken) {
+        // With several beanstalkd servers, tasks are spread over them round-robin; a job's
+        // retries, failed records and bounces go back to the server it came from.
+        let servers = &self.config.beanstalkd;
+        let addr = servers
+            .get(n % servers.len().max(1))
+            .cloned()
+            .unwrap_or_default();
+        let mut backoff = Duration::from_millis(200);
+        while !shutdown.is_cancelled() {
+            let clients = tokio::select! {
+                c = connect(&addr) => c,
+                _ = shutdown.cancelled() => break,
+            };
+            let (mut reserver, mut putter) = match clients {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(task = n, "beanstalkd {addr}: {e}; retrying in {backoff:?}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(200);
+            while !shutdown.is_cancelled() {
+                let reserved = tokio::select! {
+                    r = reserver.reserve_with_timeout(RESERVE_WAIT) => r,
+                    _ = shutdown.cancelled() => break,
+                };
+                match reserved {
+                    Ok(job) => {
+                        self.process(&mut reserver, &mut putter, job, &shutdown)
+                            .await
+                    }
+                    Err(beanstalk::Error::TimedOut) => {}
+                    Err(beanstalk::Error::DeadlineSoon) => {
+                        tokio::time::sleep(Duration::from_millis(100)).await
+                    }
+                    Err(e) if e.is_connection_error() => {
+                        tracing::warn!(task = n, "beanstalkd reserve: {e}");
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = shutdown.cancelled() => break,
+                        }
+                    }
+                    Err(e) => tracing::warn!(task = n, "beanstalkd reserve: {e}"),
+                }
+            }
+        }
+    }
+
+    async fn process(
+        &self,
+        reserver: &mut Client,
+        putter: &mut Client,
+        reserved: beanstalk::Job,
+        shutdown: &CancellationToken,
+    ) {
+        let id = reserved.id;
+        let job = match Job::decode(&reserved.body) {
+            Ok(job) => job,
+            Err(e) => {
+                // Not ours to fix: keep it buried for an operator, never lose it.
+                tracing::error!(job = id, "undecodable job buried: {e}");
+                self.metrics.incr(Counter::BadJob);
+                if let Err(e) = reserver.bury(id, PRIORITY).await {
+                    tracing::error!(job = id, "bury failed: {e}");
+                }
+                return;
+            }
+        };
+        let attempt = self.attempt(&job);
+        let Some(outcomes) = self.touching(reserver, id, attempt, shutdown).await else {
+            tracing::info!(queue_id = %job.envelope.queue_id, "shutting down: job handed back");
+            if let Err(e) = reserver.release(id, PRIORITY, Duration::ZERO).await {
+                tracing::warn!(job = id, "release failed (it returns after its TTR): {e}");
+            }
+            return;
+        };
+        let now = unix_now();
+        let env = &job.envelope;
+        let return_path = self.config.return_path.apply(&env.host, &env.mail_from);
+        let plan = plan(
+            &job,
+            &outcomes,
+            now,
+            &self.config.retry,
+            self.config.bounces,
+            return_path,
+        );
+        log_attempt(&job, &plan, now);
+        match self.record(putter, &job, &plan, now).await {
+            Ok(()) => {
+                if let Err(e) = reserver.delete(id).await {
+                    tracing::error!(job = id, queue_id = %env.queue_id, "delete failed, the job will be delivered again: {e}");
+                }
+            }
+            Err(e) => tracing::error!(
+                job = id,
+                queue_id = %env.queue_id,
+                "recording the outcome failed, the job stays reserved and comes back after its TTR: {e}"
+            ),
+        }
+    }
+
+    /// Delivers every recipient of `job`, one domain at a time in parallel.
+    pub async fn attempt(&self, job: &Job) -> Vec<(String, Outcome)> {
+        let env = &job.envelope;
+        let mail_from = self
+            .config
+            .return_path
+            .apply(&env.host, &env.mail_from)
+            .to_string();
+        let signed;
+        let message: &[u8] = match &self.signer {
+            Some(signer) => match signer.sign_message(&job.message, unix_now()) {
+                Ok(s) => {
+                    signed = s;
+                    &signed
+                }
+                Err(e) => {
+                    tracing::error!(queue_id = %env.queue_id, "DKIM signing failed, sending unsigned: {e}");
+                    &job.message
+                }
+            },
+            None => &job.message,
+        };
+        // The sender goes into a command line: never send one that is not a valid path
+        // (a CR or LF in it would inject SMTP commands).
+        if let Err(e) = hedwig_core::address::parse_reverse_path(&mail_from) {
+            let error = crate::error::Error::BadAddress(format!("sender: {e}"));
+            let outcome = Outcome::failed(&error, None);
+            return env
+                .rcpt_to
+                .iter()
+                .map(|r| (r.clone(), outcome.clone()))
+                .collect();
+        }
+        let (groups, mut outcomes) = group_by_domain(&env.rcpt_to);
+        let deliveries = groups.iter().map(|(domain, rcpts)| {
+            self.deliverer
+                .deliver_domain(domain, &mail_from, rcpts, message)
+        });
+        for result in futures_util::future::join_all(deliveries).await {
+            outcomes.extend(result);
+        }
+        outcomes
+    }
+
+    /// Runs `attempt`, touching job `id` so its TTR does not run out. `None` when shutdown
+    /// came and the grace period passed before the attempt finished.
+    async fn touching<F>(
+        &self,
+        reserver: &mut Client,
+        id: u64,
+        attempt: F,
+        shutdown: &CancellationToken,
+    ) -> Option<Vec<(String, Outcome)>>
+    where
+        F: std::future::Future<Output = Vec<(String, Outcome)>>,
+    {
+        let mut attempt = std::pin::pin!(attempt);
+        let mut next_touch = tokio::time::Instant::now() + Duration::from_millis(500);
+        let mut every: Option<Duration> = None;
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let give_up = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                outcomes = &mut attempt => return Some(outcomes),
+                _ = tokio::time::sleep_until(next_touch) => {
+                    let interval = match every {
+                        Some(i) => i,
+                        None => {
+                            let ttr = reserver
+                                .stats_job(id)
+                                .await
+                                .ok()
+                                .and_then(|s| s.get_u64("ttr"))
+                                .unwrap_or(60);
+                            let i = Duration::from_millis(ttr.saturating_mul(1000) / 2)
+                                .max(Duration::from_millis(500));
+                            every = Some(i);
+                            i
+                        }
+                    };
+                    if let Err(e) = reserver.touch(id).await {
+                        tracing::warn!(job = id, "touch failed: {e}");
+                    }
+                    next_touch = tokio::time::Instant::now() + interval;
+                }
+                _ = shutdown.cancelled(), if deadline.is_none() => {
+                    deadline = Some(tokio::time::Instant::now() + self.config.shutdown_grace);
+                }
+                _ = give_up => return None,
+            }
+        }
+    }
+
+    /// Puts what the plan asks for: the retry, the failed records, the bounce.
+    async fn record(
+        &self,
+        putter: &mut Client,
+        job: &Job,
+        plan: &Plan,
+        now: u64,
+    ) -> Result<(), beanstalk::Error> {
+        let ttr = self.config.job_ttr;
+        if let Some((again, delay)) = &plan.retry {
+            put(putter, TUBE_OUTBOUND, &again.encode(), *delay, ttr).await?;
+            self.metrics.incr(Counter::Retry);
+        }
+        for failed in &plan.failed {
+            put(putter, TUBE_FAILED, &failed.encode(), Duration::ZERO, ttr).await?;
+            self.metrics.incr(Counter::Failed);
+        }
+        if !plan.bounce.is_empty() {
+            match self.bounce(job, plan, now) {
+                Ok(bounce) => {
+                    put(putter, TUBE_OUTBOUND, &bounce.encode(), Duration::ZERO, ttr).await?;
+                    self.metrics.incr(Counter::Bounce);
+                    tracing::info!(
+                        queue_id = %job.envelope.queue_id,
+                        "{}: sender non-delivery notification: {}",
+                        job.envelope.queue_id,
+                        bounce.envelope.queue_id
+                    );
+                }
+                // The failed-tube record holds everything; a bounce that cannot be built
+                // must not keep the job in the queue.
+                Err(e) => tracing::error!(queue_id = %job.envelope.queue_id, "no bounce: {e}"),
+            }
+        }
+        Ok(())
+    }
+
+    fn bounce(&self, job: &Job, plan: &Plan, now: u64) -> Result<Job, hedwig_message::Error> {
+        // The bounce goes where the remote servers' bounces go: the effective return path.
+        let mut original = job.envelope.clone();
+        original.mail_from = plan.bounce_to.clone();
+        let params = hedwig_message::dsn::Params {
+            hostname: self.config.ehlo_name(),
+            from: None,
+            original: &original,
+            message: &job.message,
+            failed: &plan.bounce,
+            now,
+        };
+        hedwig_message::dsn::bounce_job(&params, hedwig_core::new_queue_id())
+    }
+}
+
+async fn connect(addr: &str) -> Result<(Client, Client), beanstalk::Error> {
+    let mut reserver = Client::connect(addr).await?;
+    reserver.watch(TUBE_OUTBOUND).await?;
+    reserver.ignore("default").await?;
+    let mut putter = Client::connect(addr).await?;
+    putter.use_tube(TUBE_OUTBOUND).await?;
+    Ok((reserver, putter))
+}
+
+async fn put(
+    client: &mut Client,
+    tube: &str,
+    body: &[u8],
+    delay: Duration,
+    ttr: Duration,
+) -> Result<u64, beanstalk::Error> {
+    if client.used_tube() != tube {
+        client.use_tube(tube).await?;
+    }
+    client.put(body, PRIORITY, delay, ttr).await
+}
+
+/// One Postfix-style line per recipient.
+fn log_attempt(job: &Job, plan: &Plan, now: u64) {
+    let env = &job.envelope;
+    let delay = now.saturating_sub(env.received_at);
+    for (rcpt, o) in &plan.finals {
+        let status = match o.status {
+            Status::Delivered => "sent",
+            Status::Deferred => "deferred",
+            Status::Bounced => "bounced",
+        };
+        tracing::info!(
+            target: "hedwig::delivery",
+            "{}: to=<{}>, relay={}, delay={}, dsn={}, status={} ({})",
+            env.queue_id,
+            rcpt,
+            o.relay.as_deref().unwrap_or("none"),
+            delay,
+            o.dsn,
+            status,
+            o.response
+        );
+    }
+}
+
+/// Runs `n` delivery tasks until `shutdown`.
+pub async fn run_tasks(worker: Arc<Worker>, n: usize, shutdown: CancellationToken) {
+    let tracker = tokio_util::task::TaskTracker::new();
+    for i in 0..n {
+        tracker.spawn(worker.clone().task(i, shutdown.clone()));
+    }
+    tracker.close();
+    let started = Instant::now();
+    tracker.wait().await;
+    tracing::debug!("delivery tasks stopped after {:?}", started.elapsed());
+}
