@@ -70,13 +70,19 @@ where
     // Values are parsed the way figment's Env provider parses them ("5" is a number,
     // "[a, b]" a list); the snapshot is explicit so tests need not touch the process env.
     for (key, value) in vars {
-        let value: figment::value::Value = value
-            .parse()
-            .unwrap_or_else(|_| figment::value::Value::from(value.clone()));
+        // Lists and maps ("[a, b]", "{k: v}") are parsed; scalars stay strings so that a key
+        // of digits keeps its leading zeros, and `extract_lossy` turns "5" or "true" into a
+        // number or bool only where the field is one.
+        let value = match value.parse::<figment::value::Value>() {
+            Ok(parsed @ (figment::value::Value::Array(..) | figment::value::Value::Dict(..))) => {
+                parsed
+            }
+            _ => figment::value::Value::from(value),
+        };
         figment = figment.merge(Serialized::global(&key.replace("__", "."), value));
     }
     figment
-        .extract()
+        .extract_lossy()
         .map_err(|err| ConfigError::Invalid(err.into_iter().map(|e| describe(&e)).collect()))
 }
 
@@ -198,6 +204,7 @@ mod tests {
         max_size: ByteSize,
         hosts: Vec<String>,
         limits: Limits,
+        key: String,
     }
 
     #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -220,6 +227,7 @@ mod tests {
                 max_size: ByteSize(25_000_000),
                 hosts: vec![],
                 limits: Limits::default(),
+                key: String::new(),
             }
         }
     }
@@ -242,6 +250,7 @@ mod tests {
                 ("HEDWIG_LISTEN", "0.0.0.0:80"),
                 ("HEDWIG_LIMITS__PER_MINUTE", "5"),
                 ("HEDWIG_SECRET", "ignored: not a key of Sample"),
+                ("HEDWIG_KEY", "000123"),
                 ("OTHER", "x"),
             ]),
         )
@@ -251,6 +260,7 @@ mod tests {
         assert_eq!(c.max_size, ByteSize(10 << 20));
         assert_eq!(c.hosts, vec!["a", "b"]);
         assert_eq!(c.limits.per_minute, 5);
+        assert_eq!(c.key, "000123", "digits stay a string");
         let d: Sample = load_from_env(None, env(&[])).unwrap();
         assert_eq!(d, Sample::default());
     }

@@ -1,1 +1,143 @@
-fn main() {}
+//! `mailman`: loads the config, sets up logging, and runs (or checks) the edge SMTP listener.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "hedwig mailman: local SMTP listener that forwards to the postoffice"
+)]
+struct Cli {
+    /// YAML config file; every key can also be set as HEDWIG_<KEY>.
+    #[arg(long, short, env = "HEDWIG_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the SMTP listener (the default).
+    Run,
+    /// Check the configuration and the key against the postoffice; exit 1 on any problem.
+    CheckConfig,
+    /// GET this mailman's /health; exit 0 when healthy (for Docker HEALTHCHECK).
+    HealthCheck,
+}
+
+fn load(path: Option<&std::path::Path>) -> anyhow::Result<mailman::Settings> {
+    let config: mailman::Config = hedwig_core::config::load(path).context("config")?;
+    config
+        .check()
+        .map_err(|errors| anyhow::anyhow!("config:\n  {}", errors.join("\n  ")))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    hedwig_core::logging::init();
+    let cli = Cli::parse();
+    let result = match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run(cli.config).await,
+        Command::CheckConfig => check_config(cli.config).await,
+        Command::HealthCheck => health_check(cli.config).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("mailman: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let settings = load(path.as_deref())?;
+    let shutdown = CancellationToken::new();
+    let running = mailman::start(settings, shutdown.clone())
+        .await
+        .context("start")?;
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        shutdown.cancel();
+    });
+    running.wait().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn check_config(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let settings = match load(path.as_deref()) {
+        Ok(s) => s,
+        Err(err) => {
+            println!("{err:#}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    println!("config: ok ({settings:?})");
+    let poster = mailman::forward::Poster::new(
+        settings.postoffice.clone(),
+        settings.fqdn.clone(),
+        settings.key.clone(),
+        Duration::from_secs(5),
+    )?;
+    match poster.check_key(Duration::from_secs(10)).await {
+        Ok(true) => {
+            println!("key: the postoffice accepts the key for {}", settings.fqdn);
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(false) => {
+            println!(
+                "key: the postoffice REFUSES the key for {} (401): check fqdn and key",
+                settings.fqdn
+            );
+            Ok(ExitCode::FAILURE)
+        }
+        Err(why) => {
+            println!("key: cannot check against the postoffice: {why}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn health_check(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let settings = load(path.as_deref())?;
+    let mut addr = settings
+        .http_listen
+        .context("http_listen is disabled: nothing to check")?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let response = reqwest::Client::new()
+        .get(format!("http://{addr}/health"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .with_context(|| format!("GET http://{addr}/health"))?;
+    let ok = response.status().is_success();
+    println!("{}", response.text().await.unwrap_or_default());
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,470 @@
+//! mailman's configuration: one struct, loaded once (YAML + `HEDWIG_…` variables, see
+//! [`hedwig_core::config`]), checked into [`Settings`] with every problem reported at once.
+//!
+//! The keys of the original hedwig mailman still work: `nest` (the postoffice URL), `secret`
+//! (the key), `listen: {host, port}` and `fqdn`.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hedwig_core::config::{read_secret, ByteSize};
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Everything `mailman` reads from its YAML file and `HEDWIG_…` variables.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// SMTP listen addresses (`host:port`). The old form `{host, port}` is read too.
+    #[serde(deserialize_with = "listen_compat")]
+    pub listen: Vec<String>,
+    /// Client networks allowed to send; everyone else gets `554` at connect.
+    #[serde(deserialize_with = "one_or_many")]
+    pub allowed_networks: Vec<IpNet>,
+    /// This host's fully qualified name: sent to the postoffice, used in the greeting and the
+    /// `Received:` header.
+    pub fqdn: String,
+    /// This host's key (from `keygen <fqdn>`).
+    pub key: Option<String>,
+    /// A file holding the key; wins over `key`.
+    pub key_file: Option<PathBuf>,
+    /// Postoffice URLs, tried in order.
+    #[serde(deserialize_with = "one_or_many")]
+    pub postoffice: Vec<String>,
+    /// Old hedwig: the postoffice URL (used when `postoffice` is empty).
+    pub nest: Option<String>,
+    /// Old hedwig: the key (used when `key` and `key_file` are unset).
+    pub secret: Option<String>,
+    /// Directory of the local spool (must be on persistent storage).
+    pub spool_dir: PathBuf,
+    /// Total size of spooled messages above which new messages get `452 4.3.1`.
+    pub spool_max: ByteSize,
+    /// Largest message accepted, in octets.
+    pub max_message_size: ByteSize,
+    /// Most recipients per message.
+    pub max_recipients: usize,
+    /// Most SMTP connections at once; more get `421` and are closed.
+    pub max_connections: usize,
+    /// Longest wait for the next command.
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    /// Longest wait for the next chunk of the message in DATA.
+    #[serde(with = "humantime_serde")]
+    pub data_timeout: Duration,
+    /// How long a client waits for the postoffice's answer before getting "250 queued locally".
+    #[serde(with = "humantime_serde")]
+    pub forward_deadline: Duration,
+    /// Time allowed for one HTTP post (connect + answer) by the background forwarder.
+    #[serde(with = "humantime_serde")]
+    pub forward_timeout: Duration,
+    /// First retry delay of a spooled message; doubles on each failure...
+    #[serde(with = "humantime_serde")]
+    pub retry_min: Duration,
+    /// ...up to this.
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// On SIGTERM, how long open sessions may take to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// Address of the `/health` and `/metrics` HTTP endpoint; empty to disable.
+    pub http_listen: String,
+    /// PEM certificate chain for STARTTLS (optional).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for STARTTLS.
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: vec!["127.0.0.1:2525".into()],
+            allowed_networks: ["127.0.0.0/8", "::1/128", "172.16.0.0/12"]
+                .iter()
+                .filter_map(|n| n.parse().ok())
+                .collect(),
+            fqdn: String::new(),
+            key: None,
+            key_file: None,
+            postoffice: Vec::new(),
+            nest: None,
+            secret: None,
+            spool_dir: PathBuf::from("/var/spool/mailman"),
+            spool_max: ByteSize(1_000_000_000),
+            max_message_size: ByteSize(25_000_000),
+            max_recipients: 100,
+            max_connections: 100,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(300),
+            forward_deadline: Duration::from_secs(5),
+            forward_timeout: Duration::from_secs(60),
+            retry_min: Duration::from_secs(5),
+            retry_max: Duration::from_secs(600),
+            shutdown_timeout: Duration::from_secs(30),
+            http_listen: "127.0.0.1:9125".into(),
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+fn one_or_many<'de, D, T>(de: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany<T> {
+        Many(Vec<T>),
+        One(T),
+    }
+    Ok(match OneOrMany::deserialize(de)? {
+        OneOrMany::Many(v) => v,
+        OneOrMany::One(t) => vec![t],
+    })
+}
+
+/// `listen` as a list, one string, or the old `{host, port}` map.
+fn listen_compat<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Old {
+        host: String,
+        port: u16,
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Listen {
+        Many(Vec<String>),
+        One(String),
+        Old(Old),
+    }
+    Ok(match Listen::deserialize(de)? {
+        Listen::Many(v) => v,
+        Listen::One(s) => vec![s],
+        Listen::Old(Old { host, port }) if host.contains(':') => vec![format!("[{host}]:{port}")],
+        Listen::Old(Old { host, port }) => vec![format!("{host}:{port}")],
+    })
+}
+
+/// A checked configuration, ready to run; the fields mean what the [`Config`] keys of the same
+/// name mean, with the old aliases resolved and files read.
+#[derive(Clone)]
+pub struct Settings {
+    pub listen: Vec<SocketAddr>,
+    pub allowed_networks: Vec<IpNet>,
+    /// Normalised (lowercase, no trailing dot).
+    pub fqdn: String,
+    pub key: String,
+    pub postoffice: Vec<reqwest::Url>,
+    pub spool_dir: PathBuf,
+    pub spool_max: u64,
+    pub max_message_size: usize,
+    pub max_recipients: usize,
+    pub max_connections: usize,
+    pub command_timeout: Duration,
+    pub data_timeout: Duration,
+    pub forward_deadline: Duration,
+    pub forward_timeout: Duration,
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+    pub shutdown_timeout: Duration,
+    pub http_listen: Option<SocketAddr>,
+    /// Present when STARTTLS is offered.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field("fqdn", &self.fqdn)
+            .field("postoffice", &self.postoffice)
+            .field("spool_dir", &self.spool_dir)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Settings {
+    /// Whether `ip` may send.
+    pub fn allowed(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        self.allowed_networks.iter().any(|net| net.contains(&ip))
+    }
+}
+
+fn resolve_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    s.to_socket_addrs()
+        .map_err(|e| e.to_string())?
+        .next()
+        .ok_or_else(|| "resolves to no address".to_string())
+}
+
+impl Config {
+    /// Checks everything and returns the settings, or every problem found, one per entry,
+    /// each naming its key.
+    pub fn check(&self) -> Result<Settings, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut listen = Vec::new();
+        if self.listen.is_empty() {
+            errors.push("listen: at least one address is needed".to_string());
+        }
+        for l in &self.listen {
+            match resolve_addr(l) {
+                Ok(a) => listen.push(a),
+                Err(e) => errors.push(format!("listen: {l:?} is not host:port ({e})")),
+            }
+        }
+        let fqdn = match hedwig_core::key::normalize_fqdn(&self.fqdn) {
+            Ok(f) => f,
+            Err(e) => {
+                errors.push(format!("fqdn: {e}"));
+                String::new()
+            }
+        };
+        let key = match read_secret(
+            self.key.as_deref().or(self.secret.as_deref()),
+            self.key_file.as_deref(),
+        ) {
+            Ok(Some(k)) => k,
+            Ok(None) => {
+                errors.push("key: no key given (key, key_file, or the old secret)".to_string());
+                String::new()
+            }
+            Err(e) => {
+                errors.push(format!("key_file: {e}"));
+                String::new()
+            }
+        };
+        let mut urls: Vec<&str> = self.postoffice.iter().map(String::as_str).collect();
+        if urls.is_empty() {
+            urls.extend(self.nest.as_deref());
+        }
+        if urls.is_empty() {
+            errors.push("postoffice: no URL given (postoffice, or the old nest)".to_string());
+        }
+        let mut postoffice = Vec::new();
+        for u in urls {
+            match reqwest::Url::parse(u) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") => postoffice.push(url),
+                Ok(_) => errors.push(format!("postoffice: {u:?} is not an http(s) URL")),
+                Err(e) => errors.push(format!("postoffice: {u:?}: {e}")),
+            }
+        }
+        if self.allowed_networks.is_empty() {
+            errors.push("allowed_networks: empty, nobody could send".to_string());
+        }
+        let http_listen = if self.http_listen.trim().is_empty() {
+            None
+        } else {
+            match resolve_addr(&self.http_listen) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    errors.push(format!("http_listen: {:?}: {e}", self.http_listen));
+                    None
+                }
+            }
+        };
+        for (name, value) in [
+            ("max_recipients", self.max_recipients),
+            ("max_connections", self.max_connections),
+        ] {
+            if value == 0 {
+                errors.push(format!("{name}: must be at least 1"));
+            }
+        }
+        if self.max_message_size.0 == 0 {
+            errors.push("max_message_size: must be more than 0".into());
+        }
+        if self.spool_max.0 < self.max_message_size.0 {
+            errors.push(format!(
+                "spool_max: {} is smaller than max_message_size ({})",
+                self.spool_max, self.max_message_size
+            ));
+        }
+        if self.retry_min.is_zero() || self.retry_max < self.retry_min {
+            errors.push("retry_min/retry_max: need 0 < retry_min <= retry_max".into());
+        }
+        for (name, value) in [
+            ("command_timeout", self.command_timeout),
+            ("data_timeout", self.data_timeout),
+            ("forward_deadline", self.forward_deadline),
+            ("forward_timeout", self.forward_timeout),
+        ] {
+            if value.is_zero() {
+                errors.push(format!("{name}: must be more than 0"));
+            }
+        }
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => match crate::tls::server_config(cert, key) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    errors.push(format!("tls_cert/tls_key: {e}"));
+                    None
+                }
+            },
+            _ => {
+                errors.push("tls_cert/tls_key: give both or neither".into());
+                None
+            }
+        };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Settings {
+            listen,
+            allowed_networks: self.allowed_networks.clone(),
+            fqdn,
+            key,
+            postoffice,
+            spool_dir: self.spool_dir.clone(),
+            spool_max: self.spool_max.0,
+            max_message_size: self.max_message_size.as_usize(),
+            max_recipients: self.max_recipients,
+            max_connections: self.max_connections,
+            command_timeout: self.command_timeout,
+            data_timeout: self.data_timeout,
+            forward_deadline: self.forward_deadline,
+            forward_timeout: self.forward_timeout,
+            retry_min: self.retry_min,
+            retry_max: self.retry_max,
+            shutdown_timeout: self.shutdown_timeout,
+            http_listen,
+            tls,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hedwig_core::config::load_from_env;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn old_hedwig_config_file_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mailman.yaml");
+        std::fs::write(
+            &path,
+            "nest: http://po.example:8025/\nsecret: abc123\nfqdn: Web1.Example.com.\n\
+listen:\n  host: 127.0.0.2\n  port: 25\n",
+        )
+        .unwrap();
+        let c: Config = load_from_env(Some(&path), env(&[])).unwrap();
+        let s = c.check().unwrap();
+        assert_eq!(
+            s.listen,
+            vec!["127.0.0.2:25".parse::<SocketAddr>().unwrap()]
+        );
+        assert_eq!(s.key, "abc123");
+        assert_eq!(s.fqdn, "web1.example.com");
+        assert_eq!(s.postoffice[0].as_str(), "http://po.example:8025/");
+    }
+
+    #[test]
+    fn env_overrides_and_lists() {
+        let c: Config = load_from_env(
+            None,
+            env(&[
+                ("HEDWIG_FQDN", "h.example"),
+                ("HEDWIG_KEY", "k"),
+                ("HEDWIG_POSTOFFICE", "[http://a:1, http://b:2]"),
+                ("HEDWIG_LISTEN", "127.0.0.3:2525"),
+                ("HEDWIG_ALLOWED_NETWORKS", "10.0.0.0/8"),
+                ("HEDWIG_FORWARD_DEADLINE", "2s"),
+                ("HEDWIG_SPOOL_MAX", "100MB"),
+            ]),
+        )
+        .unwrap();
+        let s = c.check().unwrap();
+        assert_eq!(s.postoffice.len(), 2);
+        assert_eq!(s.listen[0].port(), 2525);
+        assert_eq!(s.forward_deadline, Duration::from_secs(2));
+        assert_eq!(s.spool_max, 100_000_000);
+        assert!(s.allowed("10.1.2.3".parse().unwrap()));
+        assert!(!s.allowed("127.0.0.1".parse().unwrap()));
+        assert!(s.tls.is_none());
+    }
+
+    #[test]
+    fn defaults_allow_loopback_and_docker_only() {
+        let s = Config {
+            fqdn: "h.example".into(),
+            key: Some("k".into()),
+            postoffice: vec!["http://127.0.0.1:8025".into()],
+            ..Config::default()
+        }
+        .check()
+        .unwrap();
+        for ip in ["127.0.0.1", "::1", "172.17.0.5", "::ffff:172.17.0.5"] {
+            assert!(s.allowed(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["8.8.8.8", "192.168.1.1", "172.32.0.1", "2001:db8::1"] {
+            assert!(!s.allowed(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let c = Config {
+            listen: vec!["nonsense".into()],
+            postoffice: vec!["ftp://x".into()],
+            max_recipients: 0,
+            spool_max: ByteSize(10),
+            tls_cert: Some("/nonexistent".into()),
+            ..Config::default()
+        };
+        let errors = c.check().unwrap_err();
+        let text = errors.join("\n");
+        for key in [
+            "listen",
+            "fqdn",
+            "key",
+            "postoffice",
+            "max_recipients",
+            "spool_max",
+            "tls_cert",
+        ] {
+            assert!(text.contains(key), "{key} missing in:\n{text}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "fqdn: a\nlisen: x\n").unwrap();
+        let err = load_from_env::<Config, _>(Some(&path), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn key_file_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("key");
+        std::fs::write(&f, "fromfile\n").unwrap();
+        let s = Config {
+            fqdn: "h.example".into(),
+            key: Some("inline".into()),
+            key_file: Some(f),
+            nest: Some("http://127.0.0.1:1/".into()),
+            ..Config::default()
+        }
+        .check()
+        .unwrap();
+        assert_eq!(s.key, "fromfile");
+    }
+}

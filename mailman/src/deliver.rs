@@ -1,0 +1,234 @@
+//! What happens to a message after the final `.`: spool it, offer it to the postoffice while
+//! the client waits (up to `forward_deadline`), and pick the reply.
+//!
+//! Every message gets one log line here with its message id, client, sender, recipients, size
+//! and outcome (`forwarded`, `rejected`, `spooled`, `refused`).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::config::Settings;
+use crate::forward::{Poster, RetryReason, Verdict};
+use crate::metrics::Metrics;
+use crate::smtp::reply::{self, Reply};
+use crate::smtp::Message;
+use crate::spool::{Spool, SpoolError, SpoolHeader};
+
+/// What every session and the forwarder share.
+pub struct Core {
+    pub settings: Settings,
+    pub spool: Spool,
+    pub poster: Poster,
+    pub metrics: Metrics,
+    /// Messages for the background forwarder, with the number of attempts so far.
+    pub retry: mpsc::UnboundedSender<(SpoolHeader, u32)>,
+    /// Signalled when a post succeeds: the forwarder then retries what it holds without
+    /// waiting out each message's backoff.
+    pub postoffice_up: tokio::sync::Notify,
+}
+
+/// The current time as an RFC 5322 date-time (`Mon, 23 Nov 2026 04:00:00 +0000`).
+pub fn rfc5322_now() -> String {
+    let http = httpdate::fmt_http_date(std::time::SystemTime::now());
+    match http.strip_suffix(" GMT") {
+        Some(head) => format!("{head} +0000"),
+        None => http,
+    }
+}
+
+/// Spools `message`, tries the postoffice, and returns the reply for the client.
+pub async fn deliver(core: &Arc<Core>, message: Message) -> Reply {
+    let id = hedwig_core::new_queue_id();
+    let received = message.received_header(&core.settings.fqdn, &id, &rfc5322_now());
+    let size = received.len() + message.body.len();
+    let header = SpoolHeader {
+        v: 1,
+        id: id.clone(),
+        mail_from: message.mail_from,
+        rcpt_to: message.rcpt_to,
+        client: message.client.to_string(),
+        received_at: hedwig_core::unix_now(),
+        size: size as u64,
+    };
+    let to = header.rcpt_to.join(",");
+    let log = |outcome: &str, detail: &str, queue_id: &str| {
+        tracing::info!(
+            message_id = %id,
+            client = %header.client,
+            from = %header.mail_from,
+            to = %to,
+            size,
+            outcome,
+            queue_id,
+            detail,
+            "message"
+        );
+    };
+    match core
+        .spool
+        .store(&header, &[received.as_bytes(), &message.body])
+        .await
+    {
+        Ok(()) => {}
+        Err(SpoolError::Full { used, max }) => {
+            core.metrics
+                .messages_refused
+                .fetch_add(1, Ordering::Relaxed);
+            log(
+                "refused",
+                &format!("spool full ({used} of {max} bytes)"),
+                "",
+            );
+            return reply::spool_full();
+        }
+        Err(err) => {
+            core.metrics
+                .messages_refused
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::error!(%err, message_id = %id, "cannot spool a message");
+            log("refused", "spool error", "");
+            return reply::local_error();
+        }
+    }
+    let mut bytes = received.into_bytes();
+    bytes.extend_from_slice(&message.body);
+    drop(message.body);
+
+    let post = {
+        let core = core.clone();
+        let header = header.clone();
+        tokio::spawn(async move {
+            core.poster
+                .post(
+                    &header.id,
+                    &header.mail_from,
+                    &header.rcpt_to,
+                    bytes,
+                    core.settings.forward_timeout,
+                )
+                .await
+        })
+    };
+    let mut post = post;
+    match tokio::time::timeout(core.settings.forward_deadline, &mut post).await {
+        Ok(Ok(Verdict::Accepted {
+            queue_id,
+            duplicate,
+        })) => {
+            core.spool.remove(&id);
+            core.postoffice_up.notify_one();
+            core.metrics
+                .messages_forwarded_inline
+                .fetch_add(1, Ordering::Relaxed);
+            core.metrics.wrong_key.store(false, Ordering::Relaxed);
+            log(
+                "forwarded",
+                if duplicate { "duplicate" } else { "" },
+                &queue_id,
+            );
+            reply::queued(&id, &queue_id)
+        }
+        Ok(Ok(Verdict::Rejected { status, reason })) => {
+            core.spool.remove(&id);
+            core.metrics
+                .messages_rejected
+                .fetch_add(1, Ordering::Relaxed);
+            log("rejected", &format!("{status} {reason}"), "");
+            reply::rejected(status, &reason)
+        }
+        Ok(Ok(Verdict::Retry(reason))) => {
+            note_failure(core, &reason);
+            core.metrics
+                .messages_spooled
+                .fetch_add(1, Ordering::Relaxed);
+            log("spooled", &reason.to_string(), "");
+            let _ = core.retry.send((header, 1));
+            reply::queued_locally(&id)
+        }
+        Ok(Err(join)) => {
+            tracing::error!(%join, message_id = %id, "post task failed");
+            core.metrics
+                .messages_spooled
+                .fetch_add(1, Ordering::Relaxed);
+            log("spooled", "post task failed", "");
+            let _ = core.retry.send((header, 1));
+            reply::queued_locally(&id)
+        }
+        Err(_deadline) => {
+            // The post goes on; its answer is settled like a background attempt's.
+            core.metrics
+                .messages_spooled
+                .fetch_add(1, Ordering::Relaxed);
+            log("spooled", "postoffice slower than forward_deadline", "");
+            let core = core.clone();
+            tokio::spawn(async move {
+                let verdict = match post.await {
+                    Ok(v) => v,
+                    Err(e) => Verdict::Retry(RetryReason::Unexpected(0, e.to_string())),
+                };
+                settle_later(&core, header, 1, verdict);
+            });
+            reply::queued_locally(&id)
+        }
+    }
+}
+
+/// Counts a failed post; a wrong key is logged as an error every time.
+pub fn note_failure(core: &Core, reason: &RetryReason) {
+    core.metrics.forward_failed(reason);
+    if *reason == RetryReason::WrongKey {
+        core.metrics.wrong_key.store(true, Ordering::Relaxed);
+        tracing::error!(fqdn = %core.settings.fqdn, "{reason}");
+    }
+}
+
+/// Acts on the answer to a post made after the client was told `250`.
+pub fn settle_later(core: &Core, header: SpoolHeader, attempts: u32, verdict: Verdict) {
+    let id = &header.id;
+    match verdict {
+        Verdict::Accepted {
+            queue_id,
+            duplicate,
+        } => {
+            core.spool.remove(id);
+            core.metrics.wrong_key.store(false, Ordering::Relaxed);
+            core.metrics
+                .messages_forwarded_later
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                message_id = %id,
+                from = %header.mail_from,
+                to = %header.rcpt_to.join(","),
+                size = header.size,
+                outcome = "forwarded",
+                queue_id = %queue_id,
+                duplicate,
+                attempts,
+                "spooled message forwarded"
+            );
+        }
+        Verdict::Rejected { status, reason } => {
+            // The client was told 250 already; keep the message for an operator.
+            core.spool.set_aside(id);
+            core.metrics
+                .messages_set_aside
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                message_id = %id,
+                from = %header.mail_from,
+                to = %header.rcpt_to.join(","),
+                outcome = "set-aside",
+                status,
+                reason = %reason,
+                "postoffice refused a spooled message for good; moved to rejected/"
+            );
+        }
+        Verdict::Retry(reason) => {
+            note_failure(core, &reason);
+            tracing::warn!(message_id = %id, attempts, %reason, "forward failed, will retry");
+            let _ = core.retry.send((header, attempts));
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! mailman: the edge SMTP listener that spools every message to disk and forwards it to the
+//! postoffice over HTTP.
+//!
+//! Layout:
+//! - [`smtp`]: the SMTP session state machine, DATA receiver and replies; no I/O.
+//! - [`server`]: the tokio listener and the byte-moving loop around a session.
+//! - [`deliver`]: after the final `.`: spool, post while the client waits, pick the reply.
+//! - [`spool`]: the on-disk spool with group commit of fsyncs.
+//! - [`forward`]: the HTTP post to the postoffice, failover, and what each answer means.
+//! - [`forwarder`]: background retries with backoff, across restarts.
+//! - [`http`]: `/health` and `/metrics`.
+//! - [`metrics`], [`config`], [`tls`].
+//!
+//! [`start`] binds everything and returns the bound addresses; [`Running::wait`] returns after
+//! the shutdown token is cancelled and sessions have finished (or `shutdown_timeout` passed).
+
+pub mod config;
+pub mod deliver;
+pub mod forward;
+pub mod forwarder;
+pub mod http;
+pub mod metrics;
+pub mod server;
+pub mod smtp;
+pub mod spool;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::{Config, Settings};
+
+/// Why mailman could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Spool(#[from] spool::SpoolError),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// A started mailman.
+pub struct Running {
+    /// The SMTP listen addresses, as bound (port 0 resolved).
+    pub smtp_addrs: Vec<SocketAddr>,
+    /// The `/health` + `/metrics` address, as bound.
+    pub http_addr: Option<SocketAddr>,
+    /// Shared state (metrics, spool), for tests and the binary.
+    pub core: Arc<deliver::Core>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Waits until shutdown has finished.
+    pub async fn wait(self) {
+        let _ = self.done.await;
+    }
+}
+
+/// Opens the spool, binds the listeners and starts serving. Returns once everything listens.
+pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Running, Error> {
+    let (spool, left) = spool::Spool::open(&settings.spool_dir, settings.spool_max)?;
+    let poster = forward::Poster::new(
+        settings.postoffice.clone(),
+        settings.fqdn.clone(),
+        settings.key.clone(),
+        settings.forward_deadline.min(Duration::from_secs(10)),
+    )?;
+    let mut listeners = Vec::new();
+    for addr in &settings.listen {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: *addr,
+                source,
+            })?;
+        listeners.push(l);
+    }
+    let http_listener = match settings.http_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::Bind { addr, source })?,
+        ),
+        None => None,
+    };
+    let smtp_addrs = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
+    let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
+
+    let (retry_tx, retry_rx) = tokio::sync::mpsc::unbounded_channel();
+    let core = Arc::new(deliver::Core {
+        settings,
+        spool,
+        poster,
+        metrics: metrics::Metrics::default(),
+        retry: retry_tx,
+        postoffice_up: tokio::sync::Notify::new(),
+    });
+    let waiting = Arc::new(forwarder::Waiting::default());
+    let background = CancellationToken::new();
+    let forwarder = tokio::spawn(forwarder::run(
+        core.clone(),
+        waiting.clone(),
+        left,
+        retry_rx,
+        background.clone(),
+    ));
+    {
+        let core = core.clone();
+        tokio::spawn(async move { check_key_at_start(&core).await });
+    }
+    let http_task = http_listener.map(|l| {
+        let app = http::app(http::HttpState {
+            core: core.clone(),
+            waiting,
+        });
+        let stop = background.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(l, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+        })
+    });
+    let tracker = TaskTracker::new();
+    let limit = Arc::new(Semaphore::new(core.settings.max_connections));
+    let mut accepts = Vec::new();
+    for l in listeners {
+        accepts.push(tokio::spawn(server::accept_loop(
+            core.clone(),
+            l,
+            limit.clone(),
+            tracker.clone(),
+            shutdown.clone(),
+        )));
+    }
+    tracing::info!(
+        listen = ?smtp_addrs,
+        http = ?http_addr,
+        postoffice = ?core.settings.postoffice.iter().map(|u| u.as_str()).collect::<Vec<_>>(),
+        fqdn = %core.settings.fqdn,
+        "mailman started"
+    );
+    let done = {
+        let core = core.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            core.metrics.draining.store(true, Ordering::Relaxed);
+            tracing::info!("shutting down: no new connections, finishing open sessions");
+            for a in accepts {
+                let _ = a.await;
+            }
+            tracker.close();
+            if tokio::time::timeout(core.settings.shutdown_timeout, tracker.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!("sessions still open after shutdown_timeout; closing them");
+            }
+            background.cancel();
+            let _ = forwarder.await;
+            if let Some(h) = http_task {
+                let _ = h.await;
+            }
+            tracing::info!(
+                spooled_bytes = core.spool.used(),
+                "mailman stopped; spooled messages stay for the next start"
+            );
+        })
+    };
+    Ok(Running {
+        smtp_addrs,
+        http_addr,
+        core,
+        done,
+    })
+}
+
+/// Starts mailman and runs until `shutdown` is cancelled and everything has stopped.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), Error> {
+    start(settings, shutdown).await?.wait().await;
+    Ok(())
+}
+
+async fn check_key_at_start(core: &deliver::Core) {
+    match core.poster.check_key(Duration::from_secs(10)).await {
+        Ok(true) => tracing::info!("postoffice accepts our key"),
+        Ok(false) => {
+            core.metrics.wrong_key.store(true, Ordering::Relaxed);
+            tracing::error!(
+                fqdn = %core.settings.fqdn,
+                "the postoffice REFUSES our key (401): fix fqdn/key; messages are spooled until then"
+            );
+        }
+        Err(why) => tracing::warn!(%why, "cannot check the key against the postoffice now"),
+    }
+}

@@ -1,0 +1,14 @@
+//! SMTP, server side, without I/O: the session state machine, the DATA receiver and replies.
+//!
+//! Command lines are parsed by `smtp-proto`; framing, limits, sequencing and the DATA phase are
+//! here. The tokio side ([`crate::server`]) only moves bytes and applies timeouts.
+
+pub mod data;
+pub mod reply;
+pub mod session;
+
+pub use reply::Reply;
+pub use session::{Action, Message, Session, SessionConfig, MAX_COMMAND_LINE};
+
+#[cfg(test)]
+mod tests;

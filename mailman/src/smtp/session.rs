@@ -1,0 +1,496 @@
+//! The server side of one SMTP session, as a state machine with no I/O.
+//!
+//! The caller pushes received bytes in with [`Session::receive`] and asks [`Session::next`] what
+//! to do: write a reply, read more, hand over a finished message, start TLS, or close. Replies
+//! to pipelined commands come one by one; the caller writes them out when it has to read again
+//! (RFC 2920 §3.1: a server may hold replies until its input is drained). After a
+//! [`Action::Message`] the caller decides the fate of the message and passes the reply to
+//! [`Session::message_done`].
+//!
+//! Limits live here: the command line length, the number of recipients, the message size
+//! (early from `SIZE=` and while receiving), and a maximum number of bad commands. Buffered input
+//! is bounded by the line limit plus whatever the caller pushed since its last read.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+use hedwig_core::address::{parse_reverse_path, Mailbox};
+use smtp_proto::{Request, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8};
+
+use super::data::{DataProgress, DataReceiver};
+use super::reply::{multiline, reply, Reply};
+
+/// RFC 5321 §4.5.3.1.4 allows 512 octets per command line; SMTPUTF8 addresses and parameters
+/// make real commands longer, so mailman takes up to the text-line limit of 1,000 (§4.5.3.1.6).
+pub const MAX_COMMAND_LINE: usize = 1000;
+
+/// Settings a session needs, shared by all sessions of a listener.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// This host's name, in the greeting, EHLO reply and `Received:` header.
+    pub hostname: String,
+    /// Largest message accepted, in octets (after dot-unstuffing).
+    pub max_message_size: usize,
+    /// Most recipients per message.
+    pub max_recipients: usize,
+    /// Whether STARTTLS is offered.
+    pub starttls: bool,
+    /// Bad commands after which the session is closed.
+    pub max_errors: usize,
+}
+
+/// What the caller should do next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Write this reply to the client.
+    Reply(Reply),
+    /// All input is used up: flush replies and read more.
+    NeedMore,
+    /// A complete message: store it, then call [`Session::message_done`] with the reply.
+    Message(Message),
+    /// The `220` for STARTTLS was the last reply: flush it and start the TLS handshake, then
+    /// call [`Session::tls_started`].
+    StartTls,
+    /// Flush replies and close the connection.
+    Close,
+}
+
+/// A received message and its envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The reverse-path; empty for the null sender.
+    pub mail_from: String,
+    /// The forward-paths, in the order given.
+    pub rcpt_to: Vec<String>,
+    /// The message as received, unstuffed, every line ending in CRLF; no `Received:` yet.
+    pub body: Vec<u8>,
+    /// The HELO/EHLO name.
+    pub helo: String,
+    /// EHLO (rather than HELO) was used.
+    pub esmtp: bool,
+    /// The session was under TLS.
+    pub tls: bool,
+    /// `SMTPUTF8` was given on MAIL FROM.
+    pub smtputf8: bool,
+    /// The client's address.
+    pub client: IpAddr,
+}
+
+impl Message {
+    /// The `Received:` trace header (RFC 5321 §4.4) to put in front of the body.
+    ///
+    /// `date` is an RFC 5322 date-time; it is passed in so the header is repeatable in tests.
+    pub fn received_header(&self, hostname: &str, id: &str, date: &str) -> String {
+        // RFC 3848 / RFC 6531 §4.3 "with" protocol types.
+        let protocol = match (self.smtputf8, self.esmtp, self.tls) {
+            (true, _, false) => "UTF8SMTP",
+            (true, _, true) => "UTF8SMTPS",
+            (false, true, false) => "ESMTP",
+            (false, true, true) => "ESMTPS",
+            (false, false, false) => "SMTP",
+            (false, false, true) => "SMTPS",
+        };
+        let literal = match self.client {
+            IpAddr::V4(ip) => format!("[{ip}]"),
+            IpAddr::V6(ip) => format!("[IPv6:{ip}]"),
+        };
+        let helo = sanitize_helo(&self.helo);
+        // Name the recipient only when there is one: more would disclose Bcc recipients.
+        let for_clause = match self.rcpt_to.as_slice() {
+            [one] => format!("\r\n\tfor <{one}>"),
+            _ => String::new(),
+        };
+        format!(
+            "Received: from {helo} ({literal})\r\n\tby {hostname} (mailman) with {protocol} id {id}{for_clause};\r\n\t{date}\r\n"
+        )
+    }
+}
+
+/// The HELO name as it may appear in a header: printable, no spaces or parentheses.
+fn sanitize_helo(helo: &str) -> String {
+    helo.chars()
+        .map(|c| {
+            if c.is_control() || c.is_whitespace() || c == '(' || c == ')' {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+#[derive(Debug)]
+struct Transaction {
+    mail_from: String,
+    rcpt_to: Vec<String>,
+    smtputf8: bool,
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// Reading command lines.
+    Command,
+    /// A command line was too long: dropping input up to the next LF.
+    DiscardLine,
+    /// Reading the message after `354`.
+    Data(DataReceiver),
+    /// A message was handed over; waiting for [`Session::message_done`].
+    AwaitingOutcome,
+    /// Waiting for the TLS handshake.
+    AwaitingTls,
+    /// Closed: nothing more will be read.
+    Closed,
+}
+
+/// One SMTP session.
+#[derive(Debug)]
+pub struct Session {
+    config: SessionConfig,
+    client: IpAddr,
+    tls: bool,
+    phase: Phase,
+    input: Vec<u8>,
+    helo: Option<(String, bool)>,
+    transaction: Option<Transaction>,
+    errors: usize,
+}
+
+impl Session {
+    /// A session for a client at `client`.
+    pub fn new(config: SessionConfig, client: IpAddr) -> Self {
+        Session {
+            config,
+            client,
+            tls: false,
+            phase: Phase::Command,
+            input: Vec::new(),
+            helo: None,
+            transaction: None,
+            errors: 0,
+        }
+    }
+
+    /// The `220` greeting.
+    pub fn greeting(&self) -> Reply {
+        reply(220, &format!("{} ESMTP mailman", self.config.hostname))
+    }
+
+    /// Whether the session is receiving a message (the caller applies the DATA timeout).
+    pub fn in_data(&self) -> bool {
+        matches!(self.phase, Phase::Data(_))
+    }
+
+    /// Whether a transaction (MAIL FROM given) is open.
+    pub fn in_transaction(&self) -> bool {
+        self.transaction.is_some() || self.in_data()
+    }
+
+    /// Adds received bytes. Call it after [`Action::NeedMore`].
+    pub fn receive(&mut self, bytes: &[u8]) {
+        if !matches!(self.phase, Phase::Closed) {
+            self.input.extend_from_slice(bytes);
+        }
+    }
+
+    /// Records the outcome of the message handed over with [`Action::Message`]; `reply` is
+    /// written next.
+    pub fn message_done(&mut self, reply: Reply) -> Action {
+        if matches!(self.phase, Phase::AwaitingOutcome) {
+            self.phase = Phase::Command;
+        }
+        Action::Reply(reply)
+    }
+
+    /// The TLS handshake succeeded: the session starts over (RFC 3207 §4.2), forgetting the
+    /// HELO name and anything the client said before.
+    pub fn tls_started(&mut self) {
+        self.tls = true;
+        self.helo = None;
+        self.transaction = None;
+        self.input.clear();
+        self.phase = Phase::Command;
+    }
+
+    /// What to do next.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Action {
+        loop {
+            match &mut self.phase {
+                Phase::Closed => return Action::Close,
+                Phase::AwaitingOutcome => return Action::NeedMore,
+                Phase::AwaitingTls => return Action::StartTls,
+                Phase::DiscardLine => match memchr::memchr(b'\n', &self.input) {
+                    Some(pos) => {
+                        self.input.drain(..=pos);
+                        self.phase = Phase::Command;
+                    }
+                    None => {
+                        self.input.clear();
+                        return Action::NeedMore;
+                    }
+                },
+                Phase::Data(receiver) => match receiver.push(&self.input) {
+                    DataProgress::More => {
+                        self.input.clear();
+                        return Action::NeedMore;
+                    }
+                    DataProgress::Done(used) => {
+                        self.input.drain(..used);
+                        return self.end_of_data();
+                    }
+                },
+                Phase::Command => {
+                    // A TLS ClientHello (handshake record 0x16, version 3.x) on the plain port
+                    // never holds a newline we could answer; say why and close.
+                    if self.input.starts_with(&[0x16, 0x03]) {
+                        return self.close(reply(
+                            421,
+                            "4.7.0 TLS handshake on a plain SMTP port; use STARTTLS",
+                        ));
+                    }
+                    let Some(pos) = memchr::memchr(b'\n', &self.input) else {
+                        if self.input.len() >= MAX_COMMAND_LINE {
+                            self.input.clear();
+                            self.phase = Phase::DiscardLine;
+                            return self.error(500, "5.5.2 line too long");
+                        }
+                        return Action::NeedMore;
+                    };
+                    let line: Vec<u8> = self.input.drain(..=pos).collect();
+                    if line.len() > MAX_COMMAND_LINE {
+                        return self.error(500, "5.5.2 line too long");
+                    }
+                    return self.command(&line);
+                }
+            }
+        }
+    }
+
+    fn close(&mut self, last: Reply) -> Action {
+        self.phase = Phase::Closed;
+        self.input = Vec::new();
+        self.transaction = None;
+        Action::Reply(last)
+    }
+
+    /// A bad command: counts towards the limit, closing the session when it is reached.
+    fn error(&mut self, code: u16, text: &str) -> Action {
+        self.errors += 1;
+        if self.errors >= self.config.max_errors {
+            return self.close(reply(
+                421,
+                &format!("4.7.0 {} too many errors, closing", self.config.hostname),
+            ));
+        }
+        Action::Reply(reply(code, text))
+    }
+
+    fn command(&mut self, line: &[u8]) -> Action {
+        if line.contains(&0) {
+            return self.error(500, "5.5.2 NUL byte in command");
+        }
+        if std::str::from_utf8(line).is_err() {
+            return self.error(500, "5.5.2 command is not valid UTF-8");
+        }
+        let request = match Request::parse(&mut line.iter()) {
+            Ok(request) => request,
+            Err(err) => return self.parse_error(err),
+        };
+        match request {
+            Request::Ehlo { host } => self.hello(host, true),
+            Request::Helo { host } => self.hello(host, false),
+            Request::Mail { from } => self.mail(from),
+            Request::Rcpt { to } => self.rcpt(to),
+            Request::Data => self.data(),
+            Request::Rset => {
+                self.transaction = None;
+                Action::Reply(reply(250, "2.0.0 Ok"))
+            }
+            Request::Noop { .. } => Action::Reply(reply(250, "2.0.0 Ok")),
+            // RFC 5321 §3.5.3: 252 when the server will not verify but will accept the mail.
+            Request::Vrfy { .. } => Action::Reply(reply(
+                252,
+                "2.5.0 Cannot VRFY user, but will accept message and attempt delivery",
+            )),
+            Request::Help { .. } => Action::Reply(reply(
+                214,
+                "2.0.0 mailman: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS",
+            )),
+            Request::Quit => self.close(reply(
+                221,
+                &format!("2.0.0 {} closing connection", self.config.hostname),
+            )),
+            Request::StartTls => self.starttls(),
+            Request::Expn { .. } => self.error(502, "5.5.1 EXPN is not implemented"),
+            Request::Bdat { .. } => {
+                // Without CHUNKING advertised the chunk cannot be skipped reliably; close.
+                self.close(reply(
+                    421,
+                    "4.5.1 BDAT is not supported here (CHUNKING is not offered), closing",
+                ))
+            }
+            other => self.error(502, &format!("5.5.1 {} is not implemented", other.name())),
+        }
+    }
+
+    fn parse_error(&mut self, err: smtp_proto::Error) -> Action {
+        use smtp_proto::Error as E;
+        match err {
+            E::UnknownCommand => self.error(500, "5.5.1 unrecognized command"),
+            E::InvalidSenderAddress => self.error(501, "5.1.7 bad sender address syntax"),
+            E::InvalidRecipientAddress => self.error(501, "5.1.3 bad recipient address syntax"),
+            E::SyntaxError { syntax } => self.error(501, &format!("5.5.4 syntax: {syntax}")),
+            E::InvalidParameter { param } => {
+                self.error(501, &format!("5.5.4 invalid parameter {param}"))
+            }
+            E::UnsupportedParameter { param } => {
+                self.error(555, &format!("5.5.4 unsupported parameter {param}"))
+            }
+            E::NeedsMoreData { .. } | E::ResponseTooLong | E::InvalidResponse { .. } => {
+                self.error(500, "5.5.2 syntax error")
+            }
+        }
+    }
+
+    fn hello(&mut self, host: Cow<'_, str>, esmtp: bool) -> Action {
+        self.transaction = None;
+        self.helo = Some((host.into_owned(), esmtp));
+        let name = &self.config.hostname;
+        if !esmtp {
+            return Action::Reply(reply(250, name));
+        }
+        let mut lines = vec![
+            format!("{name} Hello {}", self.client),
+            "PIPELINING".to_string(),
+            "8BITMIME".to_string(),
+            format!("SIZE {}", self.config.max_message_size),
+            "ENHANCEDSTATUSCODES".to_string(),
+            "SMTPUTF8".to_string(),
+        ];
+        if self.config.starttls && !self.tls {
+            lines.push("STARTTLS".to_string());
+        }
+        lines.push("HELP".to_string());
+        Action::Reply(multiline(250, &lines))
+    }
+
+    fn starttls(&mut self) -> Action {
+        if self.tls {
+            return self.error(503, "5.5.1 TLS already active");
+        }
+        if !self.config.starttls {
+            return self.error(502, "5.5.1 STARTTLS is not offered");
+        }
+        if self.in_transaction() {
+            return self.error(503, "5.5.1 STARTTLS in the middle of a transaction");
+        }
+        // RFC 3207 §4.2 and CVE-2011-0411: anything pipelined after STARTTLS is dropped, never
+        // read as if it came over TLS.
+        self.input.clear();
+        self.phase = Phase::AwaitingTls;
+        Action::Reply(reply(220, "2.0.0 Ready to start TLS"))
+    }
+
+    fn mail(&mut self, from: smtp_proto::MailFrom<Cow<'_, str>>) -> Action {
+        if self.helo.is_none() {
+            return self.error(503, "5.5.1 send EHLO or HELO first");
+        }
+        if self.transaction.is_some() {
+            return self.error(503, "5.5.1 nested MAIL command");
+        }
+        if from.flags & MAIL_BODY_BINARYMIME != 0 {
+            return self.error(555, "5.5.4 BODY=BINARYMIME is not supported");
+        }
+        if from.size > self.config.max_message_size {
+            return Action::Reply(reply(
+                552,
+                &format!(
+                    "5.3.4 message size exceeds the limit of {} octets",
+                    self.config.max_message_size
+                ),
+            ));
+        }
+        let smtputf8 = from.flags & MAIL_SMTPUTF8 != 0;
+        let address = from.address.trim();
+        match parse_reverse_path(address) {
+            Err(err) => self.error(501, &format!("5.1.7 {err}")),
+            Ok(Some(mailbox)) if mailbox.needs_smtputf8() && !smtputf8 => self.error(
+                553,
+                "5.6.7 a non-ASCII address needs the SMTPUTF8 parameter",
+            ),
+            Ok(_) => {
+                self.transaction = Some(Transaction {
+                    mail_from: address.to_string(),
+                    rcpt_to: Vec::new(),
+                    smtputf8,
+                });
+                Action::Reply(reply(250, "2.1.0 Ok"))
+            }
+        }
+    }
+
+    fn rcpt(&mut self, to: smtp_proto::RcptTo<Cow<'_, str>>) -> Action {
+        let max = self.config.max_recipients;
+        let Some(tx) = &mut self.transaction else {
+            return self.error(503, "5.5.1 need MAIL before RCPT");
+        };
+        let address = to.address.trim();
+        let mailbox = match Mailbox::parse(address) {
+            Ok(mailbox) => mailbox,
+            Err(err) => return self.error(501, &format!("5.1.3 {err}")),
+        };
+        if mailbox.needs_smtputf8() && !tx.smtputf8 {
+            return self.error(553, "5.6.7 a non-ASCII address needs SMTPUTF8 on MAIL FROM");
+        }
+        if tx.rcpt_to.len() >= max {
+            // RFC 5321 §4.5.3.1.10: 452 for too many recipients, the client sends the rest later.
+            return Action::Reply(reply(452, "4.5.3 too many recipients"));
+        }
+        tx.rcpt_to.push(address.to_string());
+        Action::Reply(reply(250, "2.1.5 Ok"))
+    }
+
+    fn data(&mut self) -> Action {
+        match &self.transaction {
+            None => self.error(503, "5.5.1 need MAIL and RCPT before DATA"),
+            Some(tx) if tx.rcpt_to.is_empty() => {
+                // RFC 2920 §3.1: with pipelining, DATA after failed RCPTs gets 554.
+                self.error(554, "5.5.1 no valid recipients")
+            }
+            Some(_) => {
+                self.phase = Phase::Data(DataReceiver::new(self.config.max_message_size));
+                Action::Reply(reply(354, "End data with <CR><LF>.<CR><LF>"))
+            }
+        }
+    }
+
+    fn end_of_data(&mut self) -> Action {
+        let phase = std::mem::replace(&mut self.phase, Phase::Command);
+        let tx = self.transaction.take();
+        let (Phase::Data(receiver), Some(tx)) = (phase, tx) else {
+            return self.close(reply(421, "4.3.0 internal state error, closing"));
+        };
+        let size = receiver.size();
+        let Some(body) = receiver.into_body() else {
+            return Action::Reply(reply(
+                552,
+                &format!(
+                    "5.3.4 message of {size} octets exceeds the limit of {}",
+                    self.config.max_message_size
+                ),
+            ));
+        };
+        let (helo, esmtp) = self.helo.clone().unwrap_or_default();
+        self.phase = Phase::AwaitingOutcome;
+        Action::Message(Message {
+            mail_from: tx.mail_from,
+            rcpt_to: tx.rcpt_to,
+            body,
+            helo,
+            esmtp,
+            tls: self.tls,
+            smtputf8: tx.smtputf8,
+            client: self.client,
+        })
+    }
+}

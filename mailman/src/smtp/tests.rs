@@ -1,0 +1,366 @@
+//! Byte-level tests of the session: whole transcripts, and the same input split at every
+//! position must give the same replies and messages.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use super::reply::reply;
+use super::*;
+
+const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(172, 17, 0, 5));
+
+fn config() -> SessionConfig {
+    SessionConfig {
+        hostname: "mx.test".into(),
+        max_message_size: 1000,
+        max_recipients: 3,
+        starttls: false,
+        max_errors: 10,
+    }
+}
+
+#[derive(Debug, Default, PartialEq)]
+struct Transcript {
+    replies: Vec<String>,
+    messages: Vec<Message>,
+    closed: bool,
+    tls: bool,
+}
+
+impl Transcript {
+    fn codes(&self) -> Vec<u16> {
+        self.replies
+            .iter()
+            .map(|r| r[..3].parse().unwrap())
+            .collect()
+    }
+}
+
+/// Feeds `chunks` one after another, answering every message with `250 queued`.
+fn drive_with(session: &mut Session, chunks: &[&[u8]]) -> Transcript {
+    let mut t = Transcript::default();
+    for chunk in chunks {
+        session.receive(chunk);
+        // bounded: every action consumes input or ends the loop
+        for _ in 0..100_000 {
+            match session.next() {
+                Action::Reply(r) => t.replies.push(r),
+                Action::NeedMore => break,
+                Action::Message(m) => {
+                    t.messages.push(m);
+                    match session.message_done(reply(250, "2.0.0 queued")) {
+                        Action::Reply(r) => t.replies.push(r),
+                        other => panic!("{other:?}"),
+                    }
+                }
+                Action::StartTls => {
+                    t.tls = true;
+                    session.tls_started();
+                }
+                Action::Close => {
+                    t.closed = true;
+                    return t;
+                }
+            }
+        }
+    }
+    t
+}
+
+fn drive(config: SessionConfig, chunks: &[&[u8]]) -> Transcript {
+    drive_with(&mut Session::new(config, CLIENT), chunks)
+}
+
+/// The transcript of `input` is the same whole, cut in two anywhere, and byte by byte.
+fn same_at_every_split(config: SessionConfig, input: &[u8]) -> Transcript {
+    let whole = drive(config.clone(), &[input]);
+    for cut in 0..=input.len() {
+        let split = drive(config.clone(), &[&input[..cut], &input[cut..]]);
+        assert_eq!(split, whole, "input cut at {cut}");
+    }
+    let bytes: Vec<&[u8]> = input.chunks(1).collect();
+    assert_eq!(drive(config, &bytes), whole, "byte by byte");
+    whole
+}
+
+const PIPELINED: &[u8] =
+    b"EHLO client.test\r\nMAIL FROM:<a@example.com> SIZE=100 BODY=8BITMIME\r\n\
+RCPT TO:<b@example.org>\r\nRCPT TO:<c@example.net>\r\nDATA\r\n\
+Subject: hi\r\n\r\n..dot\r\nbody \xe9\r\n.\r\nQUIT\r\n";
+
+#[test]
+fn pipelined_transaction_split_everywhere() {
+    let t = same_at_every_split(config(), PIPELINED);
+    assert_eq!(t.codes(), vec![250, 250, 250, 250, 354, 250, 221]);
+    assert!(t.closed);
+    let ehlo = &t.replies[0];
+    for ext in [
+        "PIPELINING",
+        "8BITMIME",
+        "SIZE 1000",
+        "ENHANCEDSTATUSCODES",
+        "SMTPUTF8",
+    ] {
+        assert!(ehlo.contains(&format!("250-{ext}\r\n")), "{ehlo}");
+    }
+    assert!(!ehlo.contains("STARTTLS"));
+    assert_eq!(t.messages.len(), 1);
+    let m = &t.messages[0];
+    assert_eq!(m.mail_from, "a@example.com");
+    assert_eq!(m.rcpt_to, vec!["b@example.org", "c@example.net"]);
+    assert_eq!(m.body, b"Subject: hi\r\n\r\n.dot\r\nbody \xe9\r\n");
+    assert_eq!(m.helo, "client.test");
+    assert!(m.esmtp && !m.tls && !m.smtputf8);
+    assert_eq!(m.client, CLIENT);
+}
+
+#[test]
+fn two_messages_and_rset_in_one_session_split_everywhere() {
+    let input = b"HELO c\r\nMAIL FROM:<>\r\nRCPT TO:<x@y.test>\r\nRSET\r\nMAIL FROM:<s@y.test>\r\n\
+RCPT TO:<x@y.test>\r\nDATA\r\nA\r\n.\r\nMAIL FROM:<s@y.test>\r\nRCPT TO:<z@y.test>\r\nDATA\r\nB\n.\nNOOP\r\n";
+    let t = same_at_every_split(config(), input);
+    assert_eq!(
+        t.codes(),
+        vec![250, 250, 250, 250, 250, 250, 354, 250, 250, 250, 354, 250, 250]
+    );
+    assert_eq!(t.replies[0], "250 mx.test\r\n");
+    assert_eq!(t.messages.len(), 2);
+    assert_eq!(t.messages[0].body, b"A\r\n");
+    assert_eq!(t.messages[1].body, b"B\r\n");
+    assert_eq!(t.messages[1].rcpt_to, vec!["z@y.test"]);
+    assert!(!t.messages[0].esmtp);
+    assert!(!t.closed);
+}
+
+#[test]
+fn null_sender_is_accepted() {
+    let t = drive(
+        config(),
+        &[b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<x@y.test>\r\nDATA\r\nx\r\n.\r\n"],
+    );
+    assert_eq!(t.codes(), vec![250, 250, 250, 354, 250]);
+    assert_eq!(t.messages[0].mail_from, "");
+}
+
+#[test]
+fn bad_sequences() {
+    let t = drive(
+        config(),
+        &[b"MAIL FROM:<a@b.test>\r\nEHLO c\r\nRCPT TO:<x@y.test>\r\nDATA\r\nMAIL FROM:<a@b.test>\r\n\
+DATA\r\nMAIL FROM:<a@b.test>\r\nQUIT\r\n"],
+    );
+    // MAIL before EHLO, RCPT before MAIL, DATA before MAIL, DATA without RCPT, nested MAIL
+    assert_eq!(t.codes(), vec![503, 250, 503, 503, 250, 554, 503, 221]);
+    assert!(t.replies[0].starts_with("503 5.5.1"));
+    assert!(t.replies[2].starts_with("503 5.5.1"));
+    assert!(t.messages.is_empty());
+}
+
+#[test]
+fn simple_commands() {
+    let t = drive(
+        config(),
+        &[b"NOOP\r\nVRFY root\r\nHELP\r\nEXPN list\r\nBOGUS\r\nRSET\r\nquit\r\n"],
+    );
+    assert_eq!(t.codes(), vec![250, 252, 214, 502, 500, 250, 221]);
+}
+
+#[test]
+fn syntax_errors_are_501() {
+    let t = drive(
+        config(),
+        &[b"EHLO\r\nEHLO c\r\nMAIL FROM:a@b.test\r\nMAIL FROM:<not an address>\r\nMAIL FROM:<a@b.test>\r\n\
+RCPT TO:<>\r\nRCPT TO:<nodomain>\r\nRCPT TO:<x@-bad-.test>\r\n"],
+    );
+    assert_eq!(t.codes(), vec![501, 250, 501, 501, 250, 501, 501, 501]);
+}
+
+#[test]
+fn recipient_limit_is_452_and_bounded() {
+    let mut input = b"EHLO c\r\nMAIL FROM:<a@b.test>\r\n".to_vec();
+    for i in 0..10_000 {
+        input.extend_from_slice(format!("RCPT TO:<r{i}@y.test>\r\n").as_bytes());
+    }
+    input.extend_from_slice(b"DATA\r\nx\r\n.\r\n");
+    let t = drive(config(), &input.chunks(4096).collect::<Vec<_>>());
+    let codes = t.codes();
+    assert_eq!(codes.len(), 2 + 10_000 + 2);
+    assert_eq!(&codes[2..5], &[250, 250, 250]);
+    assert!(codes[5..10_002].iter().all(|&c| c == 452));
+    assert!(t.replies[5].starts_with("452 4.5.3"));
+    assert_eq!(t.messages[0].rcpt_to.len(), 3);
+}
+
+#[test]
+fn size_limits() {
+    // refused early from SIZE=
+    let t = drive(config(), &[b"EHLO c\r\nMAIL FROM:<a@b.test> SIZE=1001\r\n"]);
+    assert_eq!(t.codes(), vec![250, 552]);
+    assert!(t.replies[1].starts_with("552 5.3.4"));
+    // limit + 1 octets: refused after the data, session stays usable
+    let mut input = b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nDATA\r\n".to_vec();
+    input.extend_from_slice(&[b'x'; 999]);
+    input.extend_from_slice(b"\r\n.\r\nNOOP\r\n");
+    let t = drive(config(), &[&input]);
+    assert_eq!(t.codes(), vec![250, 250, 250, 354, 552, 250]);
+    assert!(t.messages.is_empty());
+    // exactly at the limit: accepted
+    let mut input = b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nDATA\r\n".to_vec();
+    input.extend_from_slice(&[b'x'; 998]);
+    input.extend_from_slice(b"\r\n.\r\n");
+    let t = drive(config(), &[&input]);
+    assert_eq!(t.codes(), vec![250, 250, 250, 354, 250]);
+    assert_eq!(t.messages[0].body.len(), 1000);
+}
+
+#[test]
+fn long_command_line_is_refused_and_the_session_recovers() {
+    let mut session = Session::new(config(), CLIENT);
+    let big = vec![b'A'; 64 * 1024];
+    let mut replies = Vec::new();
+    // a 1 MB line in 64 KiB reads: one 500, then the rest is dropped as it comes
+    for _ in 0..16 {
+        let t = drive_with(&mut session, &[&big]);
+        replies.extend(t.replies);
+    }
+    let t = drive_with(&mut session, &[b"\r\nNOOP\r\n"]);
+    replies.extend(t.replies);
+    assert_eq!(replies.len(), 2, "{replies:?}");
+    assert!(replies[0].starts_with("500 5.5.2"));
+    assert!(replies[1].starts_with("250"));
+    // a line of exactly the limit is read; one octet more is not
+    let mut line = b"NOOP ".to_vec();
+    line.resize(MAX_COMMAND_LINE - 2, b'x');
+    line.extend_from_slice(b"\r\n");
+    assert_eq!(drive(config(), &[&line]).codes(), vec![250]);
+    line.insert(5, b'x');
+    assert_eq!(drive(config(), &[&line]).codes(), vec![500]);
+}
+
+#[test]
+fn nul_and_invalid_utf8_in_commands() {
+    let t = drive(
+        config(),
+        &[b"EHLO c\0x\r\nMAIL FROM:<\xff\xfe@b.test>\r\nEHLO c\r\n"],
+    );
+    assert_eq!(t.codes(), vec![500, 500, 250]);
+    assert!(t.replies[0].contains("NUL"));
+    assert!(t.replies[1].contains("UTF-8"));
+}
+
+#[test]
+fn too_many_errors_close_the_session() {
+    let garbage: Vec<u8> = (0..50)
+        .flat_map(|_| b"GET / HTTP/1.0\r\n".to_vec())
+        .collect();
+    let t = drive(config(), &[&garbage]);
+    assert!(t.closed);
+    assert_eq!(t.replies.len(), 10);
+    assert!(t.replies[9].starts_with("421 4.7.0"));
+}
+
+#[test]
+fn tls_client_hello_on_plain_port() {
+    let hello = [
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
+    let t = drive(config(), &[&hello]);
+    assert!(t.closed);
+    assert_eq!(t.codes(), vec![421]);
+}
+
+#[test]
+fn starttls_drops_pipelined_input_and_resets() {
+    let cfg = SessionConfig {
+        starttls: true,
+        ..config()
+    };
+    let t = drive(
+        cfg.clone(),
+        &[
+            b"EHLO c\r\nSTARTTLS\r\nMAIL FROM:<injected@b.test>\r\n",
+            b"MAIL FROM:<a@b.test>\r\nEHLO c\r\n",
+        ],
+    );
+    assert!(t.tls);
+    assert!(t.replies[0].contains("250-STARTTLS\r\n"));
+    // 220, then (after TLS) MAIL before EHLO is 503: the injected one was never read,
+    // and EHLO no longer offers STARTTLS
+    assert_eq!(t.codes(), vec![250, 220, 503, 250]);
+    assert!(!t.replies[3].contains("STARTTLS"));
+    // not offered
+    assert_eq!(drive(config(), &[b"STARTTLS\r\n"]).codes(), vec![502]);
+}
+
+#[test]
+fn smtputf8_addresses() {
+    let input =
+        "EHLO c\r\nMAIL FROM:<jösé@exämple.test>\r\nMAIL FROM:<jösé@exämple.test> SMTPUTF8\r\n\
+RCPT TO:<用户@例子.test>\r\nDATA\r\nSubject: ünïcödé\r\n\r\n日本語\r\n.\r\n";
+    let t = same_at_every_split(config(), input.as_bytes());
+    assert_eq!(t.codes(), vec![250, 553, 250, 250, 354, 250]);
+    let m = &t.messages[0];
+    assert!(m.smtputf8);
+    assert_eq!(m.mail_from, "jösé@exämple.test");
+    assert_eq!(m.rcpt_to, vec!["用户@例子.test"]);
+    assert_eq!(m.body, "Subject: ünïcödé\r\n\r\n日本語\r\n".as_bytes());
+    // a non-ASCII recipient in a transaction without SMTPUTF8
+    let t = drive(
+        config(),
+        &["EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<用户@例子.test>\r\n".as_bytes()],
+    );
+    assert_eq!(t.codes(), vec![250, 250, 553]);
+}
+
+#[test]
+fn binarymime_and_bdat_are_refused() {
+    let t = drive(
+        config(),
+        &[b"EHLO c\r\nMAIL FROM:<a@b.test> BODY=BINARYMIME\r\nBDAT 10 LAST\r\n0123456789"],
+    );
+    assert_eq!(t.codes(), vec![250, 555, 421]);
+    assert!(t.closed);
+}
+
+#[test]
+fn received_header() {
+    let t = drive(
+        config(),
+        &[b"EHLO we(b)\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nDATA\r\nx\r\n.\r\n"],
+    );
+    let m = &t.messages[0];
+    assert_eq!(
+        m.received_header("mx.test", "ID1", "Mon, 23 Nov 2026 04:00:00 +0000"),
+        "Received: from we_b_ ([172.17.0.5])\r\n\tby mx.test (mailman) with ESMTP id ID1\r\n\
+\tfor <x@y.test>;\r\n\tMon, 23 Nov 2026 04:00:00 +0000\r\n"
+    );
+    let mut two = m.clone();
+    two.rcpt_to.push("z@y.test".into());
+    two.client = "::1".parse().unwrap();
+    two.esmtp = false;
+    let h = two.received_header("mx.test", "ID2", "D");
+    assert!(!h.contains("for <"), "{h}");
+    assert!(
+        h.contains("([IPv6:::1])") && h.contains("with SMTP id ID2"),
+        "{h}"
+    );
+}
+
+#[test]
+fn bare_lf_commands_work() {
+    let t = drive(
+        config(),
+        &[b"EHLO c\nMAIL FROM:<a@b.test>\nRCPT TO:<x@y.test>\nDATA\nhello\n.\nQUIT\n"],
+    );
+    assert_eq!(t.codes(), vec![250, 250, 250, 354, 250, 221]);
+    assert_eq!(t.messages[0].body, b"hello\r\n");
+}
+
+#[test]
+fn disconnect_mid_data_yields_no_message() {
+    let t = drive(
+        config(),
+        &[b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nDATA\r\npartial\r\n"],
+    );
+    assert_eq!(t.codes(), vec![250, 250, 250, 354]);
+    assert!(t.messages.is_empty());
+}

@@ -1,0 +1,440 @@
+//! The local spool: every message is on disk, fsynced, before the client hears `250`.
+//!
+//! One file per message, `<message id>.msg`, in one directory: a JSON header line
+//! ([`SpoolHeader`]), `\n`, then the message bytes (with the `Received:` header). A file is
+//! written as `<id>.tmp`, fsynced, renamed to `.msg`, and the directory fsynced.
+//!
+//! Group commit: sessions write their `.tmp` files concurrently and queue them with the one
+//! committer task, which takes every file queued so far as a batch, fsyncs them, renames them
+//! and fsyncs the directory once for the whole batch. Under load one batch carries many
+//! sessions' messages, so the cost of a disk flush is shared. Leftover `.tmp` files (a crash
+//! before the commit; nobody was told `250`) are deleted at start.
+//!
+//! Recycling: creating and deleting an inode per message costs more kernel time than the
+//! fsync on ext4, so a forwarded message's file is renamed to `<id>.free` (small files only, up
+//! to [`FREE_POOL`] of them) and a later message is written over it, then renamed to
+//! `<id>.msg`. A `.free` file is never read as a message; its old bytes are overwritten and
+//! the file cut to the new length before the fsync.
+//!
+//! Messages that the postoffice refused for good after the client was told `250` are moved to
+//! `rejected/` for an operator; they do not count towards the cap.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+/// Why the spool could not take or give a message.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("the spool is full ({used} of {max} bytes used)")]
+    Full { used: u64, max: u64 },
+    #[error("spool I/O on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("spool file {path} is damaged: {why}")]
+    Damaged { path: PathBuf, why: String },
+    #[error("the spool committer has stopped")]
+    Stopped,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The envelope of a spooled message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpoolHeader {
+    /// Format version.
+    pub v: u32,
+    /// mailman's message id, sent to the postoffice as `id`.
+    pub id: String,
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    /// The client's address.
+    pub client: String,
+    /// Unix seconds when the message was received.
+    pub received_at: u64,
+    /// Length of the message bytes after the header line (detects a truncated file).
+    pub size: u64,
+}
+
+/// A message read back from the spool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spooled {
+    pub header: SpoolHeader,
+    pub message: Vec<u8>,
+}
+
+struct Commit {
+    file: File,
+    tmp: PathBuf,
+    dest: PathBuf,
+    done: oneshot::Sender<Result<(), SpoolError>>,
+}
+
+/// Files kept for reuse at most.
+pub const FREE_POOL: usize = 512;
+/// Files larger than this are deleted rather than reused.
+const FREE_MAX_LEN: u64 = 256 * 1024;
+
+/// The spool directory and its committer.
+pub struct Spool {
+    dir: PathBuf,
+    max: u64,
+    used: Arc<AtomicU64>,
+    commits: mpsc::UnboundedSender<Commit>,
+    free: std::sync::Mutex<Vec<PathBuf>>,
+}
+
+impl Spool {
+    /// Opens (creating) the spool in `dir`, deletes leftover `.tmp` files and starts the
+    /// committer. Returns the spool and the headers of the messages already in it, oldest first.
+    /// Must be called inside a tokio runtime.
+    pub fn open(dir: &Path, max: u64) -> Result<(Spool, Vec<SpoolHeader>), SpoolError> {
+        std::fs::create_dir_all(dir.join("rejected")).map_err(io_err(dir))?;
+        let mut found = Vec::new();
+        let mut free = Vec::new();
+        let mut used = 0u64;
+        for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
+            let entry = entry.map_err(io_err(dir))?;
+            let path = entry.path();
+            match path.extension().and_then(|e| e.to_str()) {
+                Some("free") if free.len() < FREE_POOL => free.push(path),
+                Some("free") | Some("tmp") => {
+                    tracing::info!(path = %path.display(), "removing an uncommitted spool file");
+                    std::fs::remove_file(&path).map_err(io_err(&path))?;
+                }
+                Some("msg") => match read_file(&path) {
+                    Ok(spooled) => {
+                        used += entry.metadata().map(|m| m.len()).unwrap_or(0);
+                        found.push(spooled.header);
+                    }
+                    Err(err) => {
+                        // Never delete what might be someone's mail: set it aside.
+                        tracing::error!(%err, "moving a damaged spool file aside");
+                        let aside = path.with_extension("damaged");
+                        std::fs::rename(&path, &aside).map_err(io_err(&path))?;
+                    }
+                },
+                _ => {}
+            }
+        }
+        found.sort_by(|a, b| (a.received_at, &a.id).cmp(&(b.received_at, &b.id)));
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(committer(dir.to_path_buf(), rx));
+        Ok((
+            Spool {
+                dir: dir.to_path_buf(),
+                max,
+                used: Arc::new(AtomicU64::new(used)),
+                commits: tx,
+                free: std::sync::Mutex::new(free),
+            },
+            found,
+        ))
+    }
+
+    fn path(&self, id: &str, ext: &str) -> PathBuf {
+        self.dir.join(format!("{id}.{ext}"))
+    }
+
+    /// Bytes of the spooled messages.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Stores a message durably: when this returns `Ok`, the message survives a crash.
+    /// `parts` are written one after the other as the message bytes.
+    pub async fn store(&self, header: &SpoolHeader, parts: &[&[u8]]) -> Result<(), SpoolError> {
+        let mut line = serde_json::to_vec(header).map_err(|e| SpoolError::Damaged {
+            path: self.path(&header.id, "tmp"),
+            why: e.to_string(),
+        })?;
+        line.push(b'\n');
+        let total = line.len() as u64 + parts.iter().map(|p| p.len() as u64).sum::<u64>();
+        // Reserve the space first so concurrent sessions cannot overshoot the cap together.
+        let before = self.used.fetch_add(total, Ordering::Relaxed);
+        if before + total > self.max {
+            self.used.fetch_sub(total, Ordering::Relaxed);
+            return Err(SpoolError::Full {
+                used: before,
+                max: self.max,
+            });
+        }
+        let recycled = self.free.lock().ok().and_then(|mut f| f.pop());
+        let tmp = recycled.unwrap_or_else(|| self.path(&header.id, "tmp"));
+        let result = self
+            .write_and_commit(&tmp, &self.path(&header.id, "msg"), line, parts, total)
+            .await;
+        if result.is_err() {
+            self.used.fetch_sub(total, Ordering::Relaxed);
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    async fn write_and_commit(
+        &self,
+        tmp: &Path,
+        dest: &Path,
+        line: Vec<u8>,
+        parts: &[&[u8]],
+        total: u64,
+    ) -> Result<(), SpoolError> {
+        // Written inline (a page-cache copy); the flush is the committer's. A recycled file is
+        // overwritten from the start and cut to the new length.
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(tmp)
+            .map_err(io_err(tmp))?;
+        file.write_all(&line).map_err(io_err(tmp))?;
+        for part in parts {
+            file.write_all(part).map_err(io_err(tmp))?;
+        }
+        file.set_len(total).map_err(io_err(tmp))?;
+        let (done, wait) = oneshot::channel();
+        self.commits
+            .send(Commit {
+                file,
+                tmp: tmp.to_path_buf(),
+                dest: dest.to_path_buf(),
+                done,
+            })
+            .map_err(|_| SpoolError::Stopped)?;
+        wait.await.map_err(|_| SpoolError::Stopped)?
+    }
+
+    /// Reads a spooled message.
+    pub fn load(&self, id: &str) -> Result<Spooled, SpoolError> {
+        read_file(&self.path(id, "msg"))
+    }
+
+    /// Deletes a message once the postoffice holds it (or refused it while the client waited).
+    /// Small files are kept as `.free` for the next message.
+    pub fn remove(&self, id: &str) {
+        let path = self.path(id, "msg");
+        let len = match std::fs::metadata(&path) {
+            Ok(m) => m.len(),
+            Err(err) => {
+                tracing::error!(%err, path = %path.display(), "cannot remove spool file");
+                return;
+            }
+        };
+        let recycle = len <= FREE_MAX_LEN
+            && self
+                .free
+                .lock()
+                .map(|f| f.len() < FREE_POOL)
+                .unwrap_or(false);
+        let result = if recycle {
+            // Named after the message it held: unique, never clashes with a pooled file.
+            let free = self.path(id, "free");
+            std::fs::rename(&path, &free).map(|_| {
+                if let Ok(mut f) = self.free.lock() {
+                    f.push(free);
+                }
+            })
+        } else {
+            std::fs::remove_file(&path)
+        };
+        match result {
+            Ok(()) => {
+                self.used.fetch_sub(len, Ordering::Relaxed);
+            }
+            Err(err) => tracing::error!(%err, path = %path.display(), "cannot remove spool file"),
+        }
+    }
+
+    /// Moves a message the postoffice refused for good (after the client was told `250`) to
+    /// `rejected/` for an operator.
+    pub fn set_aside(&self, id: &str) {
+        let path = self.path(id, "msg");
+        let to = self.dir.join("rejected").join(format!("{id}.msg"));
+        match std::fs::metadata(&path).and_then(|m| std::fs::rename(&path, &to).map(|_| m.len())) {
+            Ok(len) => {
+                self.used.fetch_sub(len, Ordering::Relaxed);
+            }
+            Err(err) => tracing::error!(%err, path = %path.display(), "cannot move spool file"),
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Result<Spooled, SpoolError> {
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    let damaged = |why: String| SpoolError::Damaged {
+        path: path.to_path_buf(),
+        why,
+    };
+    let nl = memchr::memchr(b'\n', &bytes).ok_or_else(|| damaged("no header line".into()))?;
+    let header: SpoolHeader =
+        serde_json::from_slice(&bytes[..nl]).map_err(|e| damaged(e.to_string()))?;
+    let message = bytes[nl + 1..].to_vec();
+    if message.len() as u64 != header.size {
+        return Err(damaged(format!(
+            "{} message bytes, the header says {}",
+            message.len(),
+            header.size
+        )));
+    }
+    Ok(Spooled { header, message })
+}
+
+/// Takes every queued file as one batch: fsync the files concurrently (the filesystem journal
+/// then commits them together), rename each, and fsync the directory once for the batch.
+async fn committer(dir: PathBuf, mut rx: mpsc::UnboundedReceiver<Commit>) {
+    let mut batch = Vec::new();
+    while rx.recv_many(&mut batch, 1024).await > 0 {
+        let mut syncs = tokio::task::JoinSet::new();
+        for commit in batch.drain(..) {
+            syncs.spawn_blocking(move || {
+                let result = commit
+                    .file
+                    .sync_data()
+                    .and_then(|_| std::fs::rename(&commit.tmp, &commit.dest))
+                    .map_err(io_err(&commit.tmp));
+                (commit.done, result)
+            });
+        }
+        let mut renamed = Vec::new();
+        while let Some(joined) = syncs.join_next().await {
+            match joined {
+                Ok((done, Ok(()))) => renamed.push(done),
+                Ok((done, Err(err))) => {
+                    let _ = done.send(Err(err));
+                }
+                // The sender was dropped with the task: that session sees `Stopped`.
+                Err(err) => tracing::error!(%err, "spool fsync task failed"),
+            }
+        }
+        if renamed.is_empty() {
+            continue;
+        }
+        // One directory fsync makes every rename of the batch durable.
+        let d = dir.clone();
+        let dir_sync =
+            tokio::task::spawn_blocking(move || File::open(&d).and_then(|f| f.sync_all()))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        for done in renamed {
+            let _ = done.send(match &dir_sync {
+                Ok(()) => Ok(()),
+                Err(e) => Err(SpoolError::Io {
+                    path: dir.clone(),
+                    source: std::io::Error::new(e.kind(), e.to_string()),
+                }),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(id: &str, size: usize, at: u64) -> SpoolHeader {
+        SpoolHeader {
+            v: 1,
+            id: id.into(),
+            mail_from: "a@b.test".into(),
+            rcpt_to: vec!["c@d.test".into()],
+            client: "127.0.0.1".into(),
+            received_at: at,
+            size: size as u64,
+        }
+    }
+
+    #[tokio::test]
+    async fn store_load_remove_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, found) = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert!(found.is_empty());
+        let msg = b"Received: x\r\n\r\nbody \xe9\r\n";
+        spool
+            .store(&header("B", msg.len(), 2), &[&msg[..13], &msg[13..]])
+            .await
+            .unwrap();
+        spool.store(&header("A", 3, 1), &[b"abc"]).await.unwrap();
+        assert!(spool.used() > 0);
+        let back = spool.load("B").unwrap();
+        assert_eq!(back.message, msg);
+        assert_eq!(back.header.id, "B");
+        // leftovers: a tmp file is removed, a damaged file set aside
+        std::fs::write(dir.path().join("C.tmp"), b"partial").unwrap();
+        std::fs::write(dir.path().join("D.msg"), b"{\"v\":1}\nx").unwrap();
+        drop(spool);
+        let (spool, found) = Spool::open(dir.path(), 1 << 20).unwrap();
+        let ids: Vec<_> = found.iter().map(|h| h.id.as_str()).collect();
+        assert_eq!(ids, vec!["A", "B"], "oldest first");
+        assert!(!dir.path().join("C.tmp").exists());
+        assert!(dir.path().join("D.damaged").exists());
+        let used = spool.used();
+        spool.remove("A");
+        assert!(spool.used() < used);
+        // A's file is kept for reuse, and a shorter message written over it reads back exactly
+        assert!(dir.path().join("A.free").exists());
+        spool.store(&header("E", 1, 3), &[b"e"]).await.unwrap();
+        assert!(!dir.path().join("A.free").exists());
+        assert_eq!(spool.load("E").unwrap().message, b"e");
+        spool.remove("E");
+        spool.set_aside("B");
+        assert_eq!(spool.used(), 0);
+        assert!(dir.path().join("rejected/B.msg").exists());
+        assert!(spool.load("A").is_err());
+    }
+
+    #[tokio::test]
+    async fn cap_is_enforced_and_concurrent_stores_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path(), 20_000).unwrap();
+        let spool = Arc::new(spool);
+        let body = vec![b'x'; 1000];
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let spool = spool.clone();
+            let body = body.clone();
+            tasks.push(tokio::spawn(async move {
+                spool
+                    .store(&header(&format!("M{i:02}"), body.len(), 1), &[&body])
+                    .await
+            }));
+        }
+        let mut ok = 0;
+        let mut full = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(()) => ok += 1,
+                Err(SpoolError::Full { .. }) => full += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        // each file is ~1,130 bytes: 17 fit in 20,000
+        assert_eq!(ok + full, 40);
+        assert!((15..=18).contains(&ok), "{ok}");
+        assert!(spool.used() <= 20_000);
+        let files = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .and_then(|x| x.to_str())
+                    == Some("msg")
+            })
+            .count();
+        assert_eq!(files, ok);
+    }
+}
