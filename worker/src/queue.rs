@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use beanstalk::Client;
+use hedwig_core::hold::{HoldList, CACHE_FOR, TUBE_HELD, TUBE_HOLDS};
 use hedwig_core::job::Job;
 use hedwig_core::{unix_now, TUBE_FAILED, TUBE_OUTBOUND};
 use hedwig_message::dkim::Signer;
@@ -71,6 +72,7 @@ impl Worker {
                 }
             };
             backoff = Duration::from_millis(200);
+            let mut holds = Holds::default();
             while !shutdown.is_cancelled() {
                 let reserved = tokio::select! {
                     r = reserver.reserve_with_timeout(RESERVE_WAIT) => r,
@@ -78,7 +80,7 @@ impl Worker {
                 };
                 match reserved {
                     Ok(job) => {
-                        self.process(&mut reserver, &mut putter, job, &shutdown)
+                        self.process(&mut reserver, &mut putter, &mut holds, job, &shutdown)
                             .await
                     }
                     Err(beanstalk::Error::TimedOut) => {}
@@ -102,6 +104,7 @@ impl Worker {
         &self,
         reserver: &mut Client,
         putter: &mut Client,
+        holds: &mut Holds,
         reserved: beanstalk::Job,
         shutdown: &CancellationToken,
     ) {
@@ -118,6 +121,10 @@ impl Worker {
                 return;
             }
         };
+        if holds.is_held(putter, &job.envelope.host).await {
+            self.hold(reserver, putter, &job, &reserved).await;
+            return;
+        }
         let attempt = self.attempt(&job);
         let Some(outcomes) = self.touching(reserver, id, attempt, shutdown).await else {
             tracing::info!(queue_id = %job.envelope.queue_id, "shutting down: job handed back");
@@ -152,6 +159,43 @@ impl Worker {
         }
     }
 
+    /// Moves the job of a held host into the held tube untouched (put first, then delete: a
+    /// crash in between leaves it in both, never in neither). `postoffice release HOST` moves
+    /// it back.
+    async fn hold(
+        &self,
+        reserver: &mut Client,
+        putter: &mut Client,
+        job: &Job,
+        reserved: &beanstalk::Job,
+    ) {
+        let env = &job.envelope;
+        match put(
+            putter,
+            TUBE_HELD,
+            &reserved.body,
+            Duration::ZERO,
+            self.config.job_ttr,
+        )
+        .await
+        {
+            Ok(_) => {
+                tracing::info!(
+                    queue_id = %env.queue_id, host = %env.host, from = %env.mail_from,
+                    to = %env.rcpt_to.join(","), outcome = "held",
+                    "{}: host {} is held; message moved to {TUBE_HELD}", env.queue_id, env.host
+                );
+                if let Err(e) = reserver.delete(reserved.id).await {
+                    tracing::error!(job = reserved.id, queue_id = %env.queue_id, "delete after hold failed: {e}");
+                }
+            }
+            Err(e) => tracing::error!(
+                job = reserved.id, queue_id = %env.queue_id,
+                "moving a held host's job failed, it comes back after its TTR: {e}"
+            ),
+        }
+    }
+
     /// Delivers every recipient of `job`, one domain at a time in parallel.
     pub async fn attempt(&self, job: &Job) -> Vec<(String, Outcome)> {
         let env = &job.envelope;
@@ -162,16 +206,28 @@ impl Worker {
             .to_string();
         let signed;
         let message: &[u8] = match &self.signer {
-            Some(signer) => match signer.sign_message(&job.message, unix_now()) {
-                Ok(s) => {
-                    signed = s;
-                    &signed
+            Some(signer) => {
+                // An RSA signature is about a millisecond of CPU: keep it off the threads that
+                // drive every other delivery's timeouts.
+                let (signer, original) = (signer.clone(), job.message.clone());
+                let result =
+                    tokio::task::spawn_blocking(move || signer.sign_message(&original, unix_now()))
+                        .await;
+                match result {
+                    Ok(Ok(s)) => {
+                        signed = s;
+                        &signed
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!(queue_id = %env.queue_id, "DKIM signing failed, sending unsigned: {e}");
+                        &job.message
+                    }
+                    Err(e) => {
+                        tracing::error!(queue_id = %env.queue_id, "DKIM signing task failed, sending unsigned: {e}");
+                        &job.message
+                    }
                 }
-                Err(e) => {
-                    tracing::error!(queue_id = %env.queue_id, "DKIM signing failed, sending unsigned: {e}");
-                    &job.message
-                }
-            },
+            }
             None => &job.message,
         };
         // The sender goes into a command line: never send one that is not a valid path
@@ -303,6 +359,42 @@ impl Worker {
     }
 }
 
+/// A task's copy of the hold list of its beanstalkd, re-read at most every [`CACHE_FOR`].
+#[derive(Default)]
+struct Holds {
+    read_at: Option<Instant>,
+    list: HoldList,
+}
+
+impl Holds {
+    /// Whether `host` is held. A failed read keeps the last list (never delivers a held
+    /// host's mail because beanstalkd hiccuped, and never stalls delivery either).
+    async fn is_held(&mut self, putter: &mut Client, host: &str) -> bool {
+        if self.read_at.is_none_or(|at| at.elapsed() >= CACHE_FOR) {
+            self.read_at = Some(Instant::now());
+            match read_holds(putter).await {
+                Ok(list) => self.list = list,
+                Err(e) => tracing::warn!("cannot read the hold list, using the last one: {e}"),
+            }
+        }
+        self.list.is_held(host)
+    }
+}
+
+async fn read_holds(putter: &mut Client) -> Result<HoldList, String> {
+    if putter.used_tube() != TUBE_HOLDS {
+        putter
+            .use_tube(TUBE_HOLDS)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    match putter.peek_buried().await {
+        Ok(job) => HoldList::decode(&job.body).map_err(|e| e.to_string()),
+        Err(beanstalk::Error::NotFound) => Ok(HoldList::new()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 async fn connect(addr: &str) -> Result<(Client, Client), beanstalk::Error> {
     let mut reserver = Client::connect(addr).await?;
     reserver.watch(TUBE_OUTBOUND).await?;
@@ -337,6 +429,12 @@ fn log_attempt(job: &Job, plan: &Plan, now: u64) {
         };
         tracing::info!(
             target: "hedwig::delivery",
+            queue_id = %env.queue_id,
+            message_id = env.message_id.as_deref().unwrap_or("-"),
+            host = %env.host,
+            from = %env.mail_from,
+            to = %rcpt,
+            outcome = status,
             "{}: to=<{}>, relay={}, delay={}, dsn={}, status={} ({})",
             env.queue_id,
             rcpt,
