@@ -27,11 +27,7 @@ Hallo, wer ist da? — 👻\r\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_recipient_bounces_to_the_sender() {
-    let stack = Stack::start_with(
-        NET,
-        Behaviour::new().rcpt("nobody@rcpt.e2e.test", REJECT),
-    )
-    .await;
+    let stack = Stack::start_with(NET, Behaviour::new().rcpt("nobody@rcpt.e2e.test", REJECT)).await;
     clients::msmtp(
         &stack,
         &["--", "alice@rcpt.e2e.test", "nobody@rcpt.e2e.test"],
@@ -67,7 +63,11 @@ async fn a_rejected_recipient_bounces_to_the_sender() {
 
     // Nothing more is on its way: exactly one copy each, and one record in the failed tube.
     stack.wait_settled(WAIT).await;
-    assert_eq!(stack.rcpt_mx.received().len(), 1, "alice got it exactly once");
+    assert_eq!(
+        stack.rcpt_mx.received().len(),
+        1,
+        "alice got it exactly once"
+    );
     assert_eq!(stack.sender_mx.received().len(), 1, "exactly one bounce");
     assert_eq!(stack.jobs_in(hedwig_core::TUBE_FAILED).await, 1);
     stack.stop().await;

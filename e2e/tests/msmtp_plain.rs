@@ -6,6 +6,8 @@
 
 mod common;
 
+use hedwig_testkit::dns::RecordType;
+
 use common::{check, clients, Net, Stack, CLIENT_HELO, RELAY_HOSTNAME, SENDER, WAIT};
 
 const NET: Net = Net(61);
@@ -36,6 +38,12 @@ async fn msmtp_plain_arrives_signed_and_traced() {
     assert_eq!(delivered.mail_from, SENDER);
     assert_eq!(delivered.rcpt_to, ["alice@rcpt.e2e.test"]);
     assert_eq!(delivered.helo, RELAY_HOSTNAME);
+    // RFC 6152: an 8-bit body is announced to a server that offers 8BITMIME.
+    assert!(
+        delivered.mail_params.contains("BODY=8BITMIME"),
+        "MAIL FROM parameters {:?}",
+        delivered.mail_params
+    );
     let parts = check::split(&delivered.data);
     check::assert_bytes_eq(parts.message, MESSAGE.as_bytes(), "the message msmtp sent");
     check::assert_received(
@@ -44,7 +52,12 @@ async fn msmtp_plain_arrives_signed_and_traced() {
         stack.client_ip(),
         Some("alice@rcpt.e2e.test"),
     );
-    assert_eq!(parts.dkim_signatures.len(), 2, "{:?}", parts.dkim_signatures);
+    assert_eq!(
+        parts.dkim_signatures.len(),
+        2,
+        "{:?}",
+        parts.dkim_signatures
+    );
     check::assert_dkim_passes(&stack.dns, &delivered.data).await;
 
     // The verifier is not a rubber stamp: one changed body byte fails both signatures.
@@ -53,6 +66,15 @@ async fn msmtp_plain_arrives_signed_and_traced() {
     assert_ne!(tampered, text);
     let (passed, lines) = check::verify_dkim(&stack.dns, tampered.as_bytes()).await;
     assert!(!passed, "a tampered body must fail: {lines:?}");
+
+    // The worker found the MX through the test DNS (nothing else knows 127.0.61.2).
+    let asked = stack.dns.queries();
+    assert!(
+        asked
+            .iter()
+            .any(|(name, kind)| name == "rcpt.e2e.test." && *kind == RecordType::MX),
+        "no MX query for rcpt.e2e.test: {asked:?}"
+    );
 
     stack.wait_settled(WAIT).await;
     assert_eq!(stack.rcpt_mx.received().len(), 1, "delivered exactly once");

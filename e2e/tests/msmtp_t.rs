@@ -46,7 +46,11 @@ async fn msmtp_t_takes_recipients_from_the_headers() {
     rcpts.sort();
     assert_eq!(
         rcpts,
-        ["alice@rcpt.e2e.test", "bob@rcpt.e2e.test", "carol@rcpt.e2e.test"]
+        [
+            "alice@rcpt.e2e.test",
+            "bob@rcpt.e2e.test",
+            "carol@rcpt.e2e.test"
+        ]
     );
     assert_eq!(delivered.helo, RELAY_HOSTNAME);
     let parts = check::split(&delivered.data);

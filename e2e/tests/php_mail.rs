@@ -9,6 +9,8 @@
 
 mod common;
 
+use std::net::{IpAddr, SocketAddr};
+
 use common::clients::PhpMail;
 use common::{check, clients, Net, Stack, CLIENT_HELO, RELAY_HOSTNAME, SENDER, WAIT};
 
@@ -30,6 +32,22 @@ Message-ID: <php-mail-1@sender.e2e.test>\r\n\
 MIME-Version: 1.0\r\n\
 Content-Type: text/plain; charset=utf-8\r\n\
 Content-Transfer-Encoding: 8bit";
+
+/// The control: with nothing listening where `sendmail_path` points, msmtp fails and `mail()`
+/// returns false, so the `true` above means mailman took the message.
+#[tokio::test]
+async fn php_mail_returns_false_when_mailman_is_unreachable() {
+    let ip = NET.ip(10);
+    let closed = SocketAddr::from((ip, hedwig_testkit::net::free_port(ip)));
+    let options = clients::msmtp_options_to(closed, IpAddr::V4(NET.client()));
+    let mail = PhpMail {
+        to: TO,
+        subject: SUBJECT,
+        body: BODY,
+        headers: HEADERS,
+    };
+    assert!(!clients::php_mail_via(&options, &mail).await);
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn php_mail_returns_true_and_the_mail_arrives() {

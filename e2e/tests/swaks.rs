@@ -28,7 +28,9 @@ async fn swaks_to_two_domains() {
     // swaks ends the data with `CRLF . CRLF` itself: data that already ends with a line end
     // would get an extra empty line. Given MESSAGE without its last CRLF, it sends exactly
     // MESSAGE.
-    let data = MESSAGE.strip_suffix(b"\r\n").expect("MESSAGE ends with CRLF");
+    let data = MESSAGE
+        .strip_suffix(b"\r\n")
+        .expect("MESSAGE ends with CRLF");
     let out = clients::swaks(
         &stack,
         &["alice@rcpt.e2e.test", "postmaster@sender.e2e.test"],
@@ -42,7 +44,9 @@ async fn swaks_to_two_domains() {
         .position(|l| *l == " -> .")
         .unwrap_or_else(|| panic!("no final dot in the transcript:\n{transcript}"));
     assert!(
-        lines.get(dot + 1).is_some_and(|l| l.starts_with("<-  250 ")),
+        lines
+            .get(dot + 1)
+            .is_some_and(|l| l.starts_with("<-  250 ")),
         "mailman answers the final dot with 250:\n{transcript}"
     );
 
@@ -64,6 +68,10 @@ async fn swaks_to_two_domains() {
 
     stack.wait_settled(WAIT).await;
     assert_eq!(stack.rcpt_mx.received().len(), 1, "delivered exactly once");
-    assert_eq!(stack.sender_mx.received().len(), 1, "delivered exactly once");
+    assert_eq!(
+        stack.sender_mx.received().len(),
+        1,
+        "delivered exactly once"
+    );
     stack.stop().await;
 }

@@ -28,8 +28,7 @@ pub struct Delivered<'a> {
 /// the final CRLF), and the rest; `None` when `data` does not start with that field.
 fn take_field<'a>(data: &'a [u8], name: &str) -> Option<(String, &'a [u8])> {
     let prefix = format!("{name}:");
-    if data.len() < prefix.len() || !data[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
-    {
+    if data.len() < prefix.len() || !data[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes()) {
         return None;
     }
     let mut from = 0;
@@ -86,7 +85,9 @@ pub fn assert_bytes_eq(got: &[u8], want: &[u8], what: &str) {
 /// mailman's fqdn, has an id, a `for` clause when (and only when) there was one recipient,
 /// and a date that parses; mail-parser must read it as a Received field with those parts.
 pub fn assert_received(received: &str, helo: &str, client: IpAddr, single_rcpt: Option<&str>) {
-    let head = format!("Received: from {helo} ([{client}])\r\n\tby {MAILMAN_FQDN} (mailman) with ESMTP id ");
+    let head = format!(
+        "Received: from {helo} ([{client}])\r\n\tby {MAILMAN_FQDN} (mailman) with ESMTP id "
+    );
     assert!(
         received.starts_with(&head),
         "mailman's Received: {received:?} does not start with {head:?}"
@@ -97,7 +98,10 @@ pub fn assert_received(received: &str, helo: &str, client: IpAddr, single_rcpt: 
         .unwrap_or_else(|| panic!("no end of the id in {received:?}"));
     let id = &after_id[..id_end];
     assert!(
-        !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'),
+        !id.is_empty()
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'),
         "id {id:?} in {received:?}"
     );
     let tail = &after_id[id_end..];
@@ -106,15 +110,15 @@ pub fn assert_received(received: &str, helo: &str, client: IpAddr, single_rcpt: 
         None => tail.strip_prefix(";\r\n\t"),
     }
     .unwrap_or_else(|| panic!("unexpected tail {tail:?} of {received:?} (for {single_rcpt:?})"));
-    let date = date
-        .strip_suffix("\r\n")
-        .expect("the field ends with CRLF");
+    let date = date.strip_suffix("\r\n").expect("the field ends with CRLF");
     // An independent reading of the whole field.
     let field = format!("{received}\r\n");
     let parsed = MessageParser::default()
         .parse(field.as_bytes())
         .expect("the Received field parses");
-    let trace = parsed.received().expect("mail-parser sees a Received field");
+    let trace = parsed
+        .received()
+        .expect("mail-parser sees a Received field");
     let by = trace.by.as_ref().map(|h| h.to_string());
     assert_eq!(by.as_deref(), Some(MAILMAN_FQDN), "by in {received:?}");
     let from = trace.from.as_ref().map(|h| h.to_string());
@@ -176,16 +180,13 @@ pub async fn assert_dkim_passes(dns: &DnsServer, message: &[u8]) {
 
 /// Waits (bounded) for exactly `n` messages at `receiver` and returns them.
 pub async fn wait_for(receiver: &SmtpReceiver, n: usize, what: &str) -> Vec<Received> {
-    let got = receiver
-        .wait_for(n, WAIT)
-        .await
-        .unwrap_or_else(|| {
-            panic!(
-                "{what}: {n} message(s) not received within {WAIT:?}; got {}; commands: {:?}",
-                receiver.received().len(),
-                receiver.commands()
-            )
-        });
+    let got = receiver.wait_for(n, WAIT).await.unwrap_or_else(|| {
+        panic!(
+            "{what}: {n} message(s) not received within {WAIT:?}; got {}; commands: {:?}",
+            receiver.received().len(),
+            receiver.commands()
+        )
+    });
     assert_eq!(got.len(), n, "{what}: more messages than expected");
     got
 }
@@ -248,7 +249,9 @@ pub fn assert_dsn(data: &[u8], rejected: &str, status: &str, reply: &str, accept
             .lines()
             .find_map(|l| {
                 let (k, v) = l.split_once(':')?;
-                k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+                k.trim()
+                    .eq_ignore_ascii_case(name)
+                    .then(|| v.trim().to_string())
             })
             .unwrap_or_else(|| panic!("no {name}: in {group:?}"))
     };

@@ -4,6 +4,7 @@
 //! Every client connects from the scenario's client address (`127.0.<net>.9`) so that mailman's
 //! `Received:` field can be checked for it, says [`CLIENT_HELO`], and uses no TLS or AUTH.
 
+use std::net::{IpAddr, SocketAddr};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
@@ -22,7 +23,10 @@ pub async fn run(program: &str, args: &[String], stdin: &[u8]) -> Output {
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {program} (apt-get install it): {e}"));
     let mut input = child.stdin.take().expect("stdin is piped");
-    input.write_all(stdin).await.expect("write the client's stdin");
+    input
+        .write_all(stdin)
+        .await
+        .expect("write the client's stdin");
     drop(input);
     let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
         .await
@@ -38,14 +42,19 @@ pub async fn run(program: &str, args: &[String], stdin: &[u8]) -> Output {
     out
 }
 
-/// msmtp's options to send through the stack's mailman as [`SENDER`], with no config file,
-/// otherwise msmtp's defaults (it adds From:, Date: and Message-ID: only when missing).
+/// msmtp's options to send through the stack's mailman as [`SENDER`].
 pub fn msmtp_options(stack: &Stack) -> Vec<String> {
+    msmtp_options_to(stack.mailman_addr(), stack.client_ip())
+}
+
+/// msmtp's options to send to `server` from `source` as [`SENDER`], with no config file,
+/// otherwise msmtp's defaults (it adds From:, Date: and Message-ID: only when missing).
+pub fn msmtp_options_to(server: SocketAddr, source: IpAddr) -> Vec<String> {
     vec![
         "--file=/dev/null".into(),
-        format!("--host={}", stack.mailman_addr().ip()),
-        format!("--port={}", stack.mailman_addr().port()),
-        format!("--source-ip={}", stack.client_ip()),
+        format!("--host={}", server.ip()),
+        format!("--port={}", server.port()),
+        format!("--source-ip={source}"),
         format!("--domain={CLIENT_HELO}"),
         format!("--from={SENDER}"),
         "--auth=off".into(),
@@ -72,7 +81,12 @@ pub struct PhpMail<'a> {
 /// (the line the deploy docs give for php.ini, with the test's host and port), and returns
 /// what `mail()` returned.
 pub async fn php_mail(stack: &Stack, mail: &PhpMail<'_>) -> bool {
-    let sendmail = format!("/usr/bin/msmtp -t {}", msmtp_options(stack).join(" "));
+    php_mail_via(&msmtp_options(stack), mail).await
+}
+
+/// PHP's `mail()` with `sendmail_path = /usr/bin/msmtp -t <msmtp_options>`.
+pub async fn php_mail_via(msmtp_options: &[String], mail: &PhpMail<'_>) -> bool {
+    let sendmail = format!("/usr/bin/msmtp -t {}", msmtp_options.join(" "));
     // The arguments travel as JSON on stdin: no shell quoting of the body.
     let script = r#"$p = json_decode(file_get_contents("php://stdin"), true);
 $ok = mail($p["to"], $p["subject"], $p["body"], $p["headers"]);
