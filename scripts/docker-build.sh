@@ -48,5 +48,5 @@ fi
 
 start=$SECONDS
 tar --null -T "$list" --transform 's|^target/release/|.prebuilt/|' -c \
-    | docker build -f deploy/Dockerfile -t "$tag" "${args[@]}" "${extra[@]}" -
+    | docker build --force-rm -f deploy/Dockerfile -t "$tag" "${args[@]}" "${extra[@]}" -
 echo "[docker-build] $tag built in $((SECONDS - start))s" >&2

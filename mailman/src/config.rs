@@ -245,7 +245,14 @@ impl Config {
                 String::new()
             }
         };
-        let mut urls: Vec<&str> = self.postoffice.iter().map(String::as_str).collect();
+        // `HEDWIG_POSTOFFICE=http://a/,http://b/` is a list too (a URL has no bare comma).
+        let mut urls: Vec<&str> = self
+            .postoffice
+            .iter()
+            .flat_map(|u| u.split(','))
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect();
         if urls.is_empty() {
             urls.extend(self.nest.as_deref());
         }
@@ -398,6 +405,23 @@ listen:\n  host: 127.0.0.2\n  port: 25\n",
         assert_eq!(s.listen[0].port(), 2525);
         assert_eq!(s.forward_deadline, Duration::from_secs(2));
         assert_eq!(s.spool_max, 100_000_000);
+        let c: Config = load_from_env(
+            None,
+            env(&[
+                ("HEDWIG_FQDN", "h.example"),
+                ("HEDWIG_KEY", "k"),
+                ("HEDWIG_POSTOFFICE", "http://a:1/, http://b:2/"),
+            ]),
+        )
+        .unwrap();
+        let urls: Vec<String> = c
+            .check()
+            .unwrap()
+            .postoffice
+            .iter()
+            .map(|u| u.to_string())
+            .collect();
+        assert_eq!(urls, ["http://a:1/", "http://b:2/"]);
         assert!(s.allowed("10.1.2.3".parse().unwrap()));
         assert!(!s.allowed("127.0.0.1".parse().unwrap()));
         assert!(s.tls.is_none());

@@ -120,10 +120,17 @@ async fn check_config(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 }
 
 async fn health_check(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let settings = load(path.as_deref())?;
-    let mut addr = settings
+    // Only the HTTP address matters here: a health check must not fail because, say, the
+    // key file is readable only by the running process.
+    let config: mailman::Config = hedwig_core::config::load(path.as_deref()).context("config")?;
+    if config.http_listen.trim().is_empty() {
+        anyhow::bail!("http_listen is disabled: nothing to check");
+    }
+    let mut addr: std::net::SocketAddr = config
         .http_listen
-        .context("http_listen is disabled: nothing to check")?;
+        .trim()
+        .parse()
+        .with_context(|| format!("http_listen {:?} is not ip:port", config.http_listen))?;
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }

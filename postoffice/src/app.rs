@@ -35,6 +35,8 @@ async fn submit(State(state): State<Arc<AppState>>, request: Request) -> Respons
         Err(reject) => {
             tracing::warn!(
                 client = %peer.map(|p| p.ip().to_string()).unwrap_or_default(),
+                host = reject.host.as_deref().unwrap_or("-"),
+                message_id = reject.message_id.as_deref().unwrap_or("-"),
                 status = reject.status.as_u16(),
                 reason = %reject.message,
                 outcome = "rejected",

@@ -13,6 +13,10 @@ use hedwig_core::wire::Rejected;
 pub struct Reject {
     pub status: StatusCode,
     pub message: String,
+    /// The host the request claimed to be (for the log; not proof of anything).
+    pub host: Option<String>,
+    /// The sender's message id, when it sent one.
+    pub message_id: Option<String>,
 }
 
 impl Reject {
@@ -20,7 +24,16 @@ impl Reject {
         Reject {
             status,
             message: message.into(),
+            host: None,
+            message_id: None,
         }
+    }
+
+    /// Adds what the request claimed, for the log line.
+    pub fn about(mut self, host: String, message_id: Option<String>) -> Reject {
+        self.host = Some(host);
+        self.message_id = message_id;
+        self
     }
 
     pub fn bad_request(message: impl Into<String>) -> Reject {

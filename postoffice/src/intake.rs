@@ -56,6 +56,18 @@ pub async fn submit(
     .await?;
     let submission = parse(headers, &body.bytes)?;
     drop(body);
+    // From here on a refusal names the claimed host and message id in the log.
+    let (claimed, message_id) = (submission.fqdn.clone(), submission.id.clone());
+    queue_submission(state, peer, submission)
+        .await
+        .map_err(|reject| reject.about(claimed, message_id))
+}
+
+async fn queue_submission(
+    state: &AppState,
+    peer: Option<SocketAddr>,
+    submission: Submission,
+) -> Result<Accepted, Reject> {
     let fqdn = hedwig_core::key::normalize_fqdn(&submission.fqdn)
         .map_err(|e| Reject::bad_request(format!("fqdn: {e}")))?;
     if !state
