@@ -7,7 +7,8 @@
 # Usage: scripts/docker-build.sh [--prebuilt] [--tag IMAGE] [-- DOCKER_BUILD_ARGS...]
 #   --prebuilt   ship target/release/{mailman,postoffice,worker,keygen} as built on this
 #                (bookworm) host instead of compiling in the image: for quick iterations;
-#                run `cargo build --release -p ...` first. HEDWIG_BINS narrows the list.
+#                run `cargo build --release -p ...` first. HEDWIG_BINS narrows the list;
+#                HEDWIG_PREBUILT_FROM=target/debug ships the test build (CI does).
 #   --tag IMAGE  default hedwig:latest
 set -euo pipefail
 
@@ -26,6 +27,8 @@ while [ $# -gt 0 ]; do
     shift
 done
 bins="${HEDWIG_BINS:-mailman postoffice worker keygen}"
+from="${HEDWIG_PREBUILT_FROM:-target/release}"
+from="${from%/}"
 
 scripts/base-images.sh
 
@@ -36,17 +39,17 @@ git ls-files -z --cached --others --exclude-standard \
 args=(--build-arg "HEDWIG_BINS=$bins")
 if [ "$prebuilt" = 1 ]; then
     for b in $bins; do
-        if [ ! -x "target/release/$b" ]; then
-            echo "target/release/$b missing: cargo build --release -p $b first" >&2
+        if [ ! -x "$from/$b" ]; then
+            echo "$from/$b missing: cargo build --release -p $b first" >&2
             exit 1
         fi
-        printf '%s\0' "target/release/$b" >>"$list"
+        printf '%s\0' "$from/$b" >>"$list"
     done
     # Renamed in the context so that a .dockerignore excluding target/ cannot drop them.
     args+=(--build-arg PREBUILT=.prebuilt)
 fi
 
 start=$SECONDS
-tar --null -T "$list" --transform 's|^target/release/|.prebuilt/|' -c \
+tar --null -T "$list" --transform "s|^$from/|.prebuilt/|" -c \
     | docker build --force-rm -f deploy/Dockerfile -t "$tag" "${args[@]}" "${extra[@]}" -
 echo "[docker-build] $tag built in $((SECONDS - start))s" >&2
