@@ -1,15 +1,25 @@
 #!/usr/bin/env bash
 # Smoke test of deploy/: the images build here (no registry), run as non-root, mailman
 # carries its port-25 capability, and the postoffice compose stack comes up healthy and
-# queues a message durably in beanstalkd (binlog on its volume survives a restart).
+# queues a message in beanstalkd. Then the whole chain: msmtp and PHP mail() in an app
+# container -> mailman (on the gateway of a test network) -> postoffice -> beanstalkd ->
+# workers, which look up the recipient domain's MX in a DNS server container (dnsmasq)
+# and deliver over SMTP to a receiving server container (smtp-sink), where each message
+# must arrive exactly once, DKIM-signed, with mailman's Received: header; also one sent
+# while postoffice is stopped (mailman spools it). With SMOKE_WORKERS=0: the job survives
+# a beanstalkd restart (binlog volume) instead.
 #
 # Usage: scripts/deploy-smoke.sh [--prebuilt] [--no-build]
-#   --prebuilt   image from target/release binaries (see scripts/docker-build.sh)
-#   --no-build   use the hedwig:latest image as it is
+#   --prebuilt   image from target/release binaries (see scripts/docker-build.sh;
+#                HEDWIG_PREBUILT_FROM=target/debug ships the debug build instead)
+#   --no-build   use the images as they are: hedwig:latest, hedwig-beanstalkd:latest,
+#                hedwig-app:latest, hedwig-smoke-net:latest (deploy/test)
 # Environment: SMOKE_WORKERS (default 2): worker containers to start.
 #
-# Everything runs on the compose project's own network; the stack and its volumes are
-# removed at the end (also on failure). Nothing is sent outside the containers.
+# Everything runs on networks this script creates (the compose project's own, internal,
+# and the app network, internal); the stack, its volumes and the networks are removed at
+# the end (also on failure). Nothing is sent outside the host: the DNS container forwards
+# nothing and knows only the test domain.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -26,8 +36,11 @@ workers="${SMOKE_WORKERS:-2}"
 image=hedwig:latest
 project="hedwigsmoke$$"
 tmp="$(mktemp -d)"
-# The deploy file as users run it, plus: an internal network (no way out of the host)
-# and workers in capture mode (they write to a Maildir instead of delivering).
+# The deploy file as users run it, plus: an internal network (no way out of the host),
+# a receiving SMTP server `receiver` (smtp-sink, one file per message in /var/mail/sink)
+# and a DNS server `dns` (dnsmasq: MX of example.net is mx.example.net, whose A record is
+# the receiver's address; nothing else, nothing forwarded), both from deploy/test; the
+# workers ask that DNS server (its address is known only once it runs: SMOKE_NAMESERVER).
 # postoffice also joins an ordinary network, only so that its port can be published on
 # 127.0.0.1 for mailman (Docker publishes no port of an internal network).
 cat >"$tmp/smoke.override.yml" <<'EOF'
@@ -37,7 +50,14 @@ services:
     networks: [default, edge]
   worker:
     environment:
-      HEDWIG_CAPTURE_MAILDIR: /var/lib/hedwig/capture
+      HEDWIG_NAMESERVERS: "[${SMOKE_NAMESERVER:-127.0.0.1:53}]"
+  receiver:
+    image: hedwig-smoke-net:latest
+    command: [smoke-sink]
+  dns:
+    image: hedwig-smoke-net:latest
+    command: [smoke-dns, mx.example.net, receiver, example.net]
+    depends_on: [receiver]
 networks:
   default:
     internal: true
@@ -81,6 +101,7 @@ if [ "$build" = 1 ]; then
     step "beanstalkd and app images"
     docker build -q --force-rm -t hedwig-beanstalkd:latest deploy/beanstalkd >/dev/null
     docker build -q --force-rm -f deploy/app/Dockerfile -t hedwig-app:latest deploy >/dev/null
+    docker build -q --force-rm -t hedwig-smoke-net:latest deploy/test >/dev/null
 fi
 
 step "image"
@@ -107,7 +128,18 @@ HEDWIG_PUBLISH="127.0.0.1:$(shuf -i 20000-60000 -n 1)"
 export HEDWIG_PUBLISH
 check "compose file valid" "${compose[@]}" config -q
 t=$SECONDS
-"${compose[@]}" up -d --no-build --scale worker="$workers" >"$tmp/up.log" 2>&1 \
+# First the receiver and the DNS server, whose address the workers need.
+"${compose[@]}" up -d --no-build receiver dns >"$tmp/up.log" 2>&1 \
+    || { cat "$tmp/up.log"; exit 1; }
+# address of the first container of a service on the project's network
+address() {
+    docker inspect -f "{{(index .NetworkSettings.Networks \"${project}_default\").IPAddress}}" \
+        "$("${compose[@]}" ps -q "$1" | head -1)"
+}
+SMOKE_NAMESERVER="$(address dns):53"
+export SMOKE_NAMESERVER
+echo "DNS server at $SMOKE_NAMESERVER, receiver (mx.example.net) at $(address receiver)"
+"${compose[@]}" up -d --no-build --scale worker="$workers" >>"$tmp/up.log" 2>&1 \
     || { cat "$tmp/up.log"; exit 1; }
 
 # health STATE of the first container of a service
@@ -159,23 +191,58 @@ stat() {
 }
 check "beanstalkd holds the job" test "$(stat total-jobs)" -ge 1 2>/dev/null
 if [ "$workers" -gt 0 ]; then
-    # every captured message, from all worker containers
-    captured() {
-        local c
-        for c in $("${compose[@]}" ps -q worker); do
-            docker exec "$c" bash -c 'cat /var/lib/hedwig/capture/new/* 2>/dev/null' || true
-        done | tr -d '\r'
+    # The receiver's files (smtp-sink's dump: X-Client-Addr, X-Helo-Args, X-Mail-Args,
+    # X-Rcpt-Args, then the message as received) whose header has "Subject: $1".
+    received_files() {
+        docker exec "$("${compose[@]}" ps -q receiver)" bash -c '
+            for f in /var/mail/sink/*; do
+                [ -f "$f" ] && tr -d "\r" <"$f" | sed "/^\$/q" | grep -qx -- "Subject: $1" && echo "$f"
+            done' _ "$1" 2>/dev/null || true
     }
-    wait_captured() {
+    # the header of the (first) received message with Subject $1
+    received() {
+        local f
+        f="$(received_files "$1" | head -1)"
+        [ -z "$f" ] || docker exec "$("${compose[@]}" ps -q receiver)" cat "$f" | tr -d '\r' | sed -n '1,/^$/p'
+    }
+    wait_received() {
         for _ in $(seq 1 30); do
-            captured | grep -q "^Subject: $1\$" && return 0
+            [ -n "$(received_files "$1")" ] && return 0
             sleep 1
         done
         return 1
     }
-    check "a worker captured the message" wait_captured smoke
-    check "captured message is DKIM-signed" has '^DKIM-Signature:.*d=example.org' "$(captured)"
-    captured | sed -n '1,/^$/p' | sed 's/^/  | /'
+    # the worker containers' addresses on the project network, one a line
+    worker_addresses() {
+        local c
+        for c in $("${compose[@]}" ps -q worker); do
+            docker inspect -f "{{(index .NetworkSettings.Networks \"${project}_default\").IPAddress}}" "$c"
+        done
+    }
+    # $1 subject, $2 recipient, $3 "mailman" if it came through mailman: arrived over SMTP
+    # from a worker container, for $2, DKIM-signed, with mailman's Received: header once.
+    check_delivered() {
+        local h client
+        if ! wait_received "$1"; then
+            fail "'$1' arrived at the receiver (MX of example.net) within 30s"
+            return 0
+        fi
+        ok "'$1' arrived at the receiver (MX of example.net)"
+        h="$(received "$1")"
+        client="$(printf '%s\n' "$h" | sed -n 's/^X-Client-Addr: //p')"
+        check "'$1': sent by a worker container ($client)" grep -qxF -- "${client:-none}" <(worker_addresses)
+        check "'$1': envelope recipient <$2>" has "^X-Rcpt-Args: <$2>\$" "$h"
+        check "'$1': EHLO $HEDWIG_HOSTNAME" has "^X-Helo-Args: $HEDWIG_HOSTNAME\$" "$h"
+        check "'$1': DKIM-Signature d=example.org" has '^DKIM-Signature:.*d=example.org' "$h"
+        if [ "${3:-}" = mailman ]; then
+            check "'$1': mailman's Received: header (by $fqdn), once" \
+                test "$(printf '%s\n' "$h" | grep -c "^[[:space:]]*by $fqdn (mailman) ")" = 1
+        fi
+    }
+    check_delivered smoke b@example.net
+    dns_asked() { "${compose[@]}" logs dns 2>/dev/null | grep -q 'query\[MX\] example.net from '; }
+    check "a worker asked the DNS container for the MX of example.net" dns_asked
+    received smoke | sed 's/^/  | /' || true
 
     step "mailman on the gateway of an app network; msmtp and PHP mail() from a container"
     docker network create --internal "$app_net" >/dev/null
@@ -208,12 +275,8 @@ if [ "$workers" -gt 0 ]; then
         "printf 'From: m@example.org\nTo: c@example.net\nSubject: msmtp smoke\n\nhello from msmtp\n' | msmtp -t"
     check "PHP mail() through mailman" app \
         "php -r 'exit(mail(\"d@example.net\", \"php smoke\", \"hello from php\", \"From: p@example.org\") ? 0 : 1);'"
-    check "the msmtp message reached a worker" wait_captured "msmtp smoke"
-    check "the PHP message reached a worker" wait_captured "php smoke"
-    # Only mailman's Received: header names the sending host in the msmtp message.
-    check "mailman's Received: header in the msmtp message" has "$fqdn" \
-        "$(captured | awk '/^Return-Path:/ { keep = 0 } /^Subject: msmtp smoke/ { keep = 1 } { buf = buf $0 "\n" }
-            /^$/ { if (keep) { print buf; exit } buf = "" }')"
+    check_delivered "msmtp smoke" c@example.net mailman
+    check_delivered "php smoke" d@example.net mailman
 
     step "postoffice down: mailman spools; postoffice back: the message arrives"
     "${compose[@]}" stop postoffice >/dev/null 2>&1
@@ -224,11 +287,24 @@ if [ "$workers" -gt 0 ]; then
     "${compose[@]}" start postoffice >/dev/null 2>&1
     wait_healthy postoffice >/dev/null || true
     # mailman retries with backoff (retry_min 5s, doubling): allow a minute.
-    wait_captured_long() { wait_captured "$1" || wait_captured "$1"; }
-    check "the spooled message arrived after postoffice came back" wait_captured_long "spooled smoke"
+    wait_received_long() { wait_received "$1" || wait_received "$1"; }
+    check "the spooled message arrived after postoffice came back" wait_received_long "spooled smoke"
+    check_delivered "spooled smoke" e@example.net mailman
+
+    step "each message arrived exactly once"
+    sleep 3 # a duplicate delivery would be on its way by now
+    for s in smoke "msmtp smoke" "php smoke" "spooled smoke"; do
+        check "'$s' exactly once" test "$(received_files "$s" | wc -l)" = 1
+    done
+    check "nothing else arrived" test "$(docker exec "$("${compose[@]}" ps -q receiver)" \
+        find /var/mail/sink -type f | wc -l)" = 4
 
     if [ "$failures" -gt 0 ]; then
-        echo "-- subjects captured:"; captured | grep '^Subject:' | sed 's/^/  | /'
+        echo "-- subjects received:"
+        docker exec "$("${compose[@]}" ps -q receiver)" bash -c \
+            'cat /var/mail/sink/* 2>/dev/null' | tr -d '\r' | grep '^Subject:' | sed 's/^/  | /' || true
+        echo "-- worker log:"; "${compose[@]}" logs --tail 30 worker | sed 's/^/  | /'
+        echo "-- DNS log:"; "${compose[@]}" logs --tail 20 dns | sed 's/^/  | /'
         echo "-- mailman log:"; "${mailman_compose[@]}" logs --tail 30 mailman | sed 's/^/  | /'
         echo "-- postoffice log:"; "${compose[@]}" logs --tail 15 postoffice | sed 's/^/  | /'
     fi
@@ -243,7 +319,15 @@ fi
 
 step "down"
 "${compose[@]}" down -v --remove-orphans >/dev/null 2>&1
-check "no containers left" test -z "$(docker ps -aq --filter "label=com.docker.compose.project=$project"; \
-    docker ps -aq --filter "label=com.docker.compose.project=$mailman_project")"
+leftovers() {
+    local p
+    for p in "$project" "$mailman_project"; do
+        docker ps -aq --filter "label=com.docker.compose.project=$p"
+        docker network ls -q --filter "label=com.docker.compose.project=$p"
+        docker volume ls -q --filter "label=com.docker.compose.project=$p"
+    done
+    docker network ls -q --filter "name=^${app_net}\$"
+}
+check "no containers, networks or volumes left" test -z "$(leftovers)"
 echo "$passes passed, $failures failed"
 [ "$failures" = 0 ]
