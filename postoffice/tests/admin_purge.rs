@@ -100,3 +100,39 @@ async fn purge_asks_and_a_no_keeps_everything() {
     assert!(report.confirmed);
     assert!(jobs_in(&b.url(), TUBE_FAILED).await.is_empty());
 }
+
+#[tokio::test]
+async fn purge_older_than_keeps_recent_records() {
+    let b = hedwig_testkit::Beanstalkd::start();
+    let url = b.url();
+    let now = hedwig_core::unix_now();
+    let old = failed_record(
+        "OLD",
+        "web1.example.com",
+        &["a@example.org"],
+        550,
+        "5.1.1",
+        now - 40 * 86400,
+    );
+    let recent = failed_record(
+        "NEW",
+        "web1.example.com",
+        &["b@example.org"],
+        550,
+        "5.1.1",
+        now - 3600,
+    );
+    put(&url, TUBE_FAILED, &old).await;
+    put(&url, TUBE_FAILED, &recent).await;
+    let (ok, out, err) = admin(&[
+        "purge",
+        "--beanstalkd",
+        &url,
+        "--older-than",
+        "30d",
+        "--yes",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("1 failed recipients deleted"), "{out}");
+    assert_eq!(jobs_in(&url, TUBE_FAILED).await, [recent]);
+}

@@ -1,5 +1,5 @@
 //! Which failed records (and which of their recipients) a command acts on: `--code`,
-//! `--domain`, `--host`, `--since`, `--id`. Options of one kind are alternatives (any may
+//! `--domain`, `--host`, `--since`, `--older-than`, `--id`. Options of one kind are alternatives (any may
 //! match); different kinds must all match. No options: everything.
 
 use std::str::FromStr;
@@ -23,6 +23,9 @@ pub struct Filter {
     /// Only records that failed within this long (`30m`, `1d`, `2weeks`).
     #[arg(long, value_name = "AGE", value_parser = humantime::parse_duration)]
     pub since: Option<Duration>,
+    /// Only records that failed longer ago than this (`7d`: clean out old failures).
+    #[arg(long, value_name = "AGE", value_parser = humantime::parse_duration)]
+    pub older_than: Option<Duration>,
     /// Queue id; repeatable.
     #[arg(long = "id", value_name = "QUEUE_ID")]
     pub ids: Vec<String>,
@@ -133,9 +136,14 @@ impl Filter {
         if !self.ids.is_empty() && !self.ids.iter().any(|id| id == &envelope.queue_id) {
             return false;
         }
+        let at = failure.map_or(envelope.received_at, |f| f.at);
         if let Some(since) = self.since {
-            let at = failure.map_or(envelope.received_at, |f| f.at);
             if at.saturating_add(since.as_secs()) < now {
+                return false;
+            }
+        }
+        if let Some(older) = self.older_than {
+            if at.saturating_add(older.as_secs()) >= now {
                 return false;
             }
         }
@@ -249,6 +257,7 @@ mod tests {
             domains: vec!["gmail.com".into()],
             hosts: vec!["web*".into()],
             since: Some(Duration::from_secs(86400)),
+            older_than: None,
             ids: vec![],
         };
         assert_eq!(f.select(&e, 2000), ["a@gmail.com", "c@GMAIL.com"]);
@@ -269,5 +278,13 @@ mod tests {
             ..Filter::default()
         };
         assert!(!f.matches_record(&e, 2000));
+        // --older-than 1h: the record failed at 1000, so it qualifies after 4600
+        let f = Filter {
+            older_than: Some(Duration::from_secs(3600)),
+            ..Filter::default()
+        };
+        assert!(f.select(&e, 2000).is_empty(), "too recent");
+        assert!(f.select(&e, 4600).is_empty(), "exactly 1h old is not older");
+        assert_eq!(f.select(&e, 4601).len(), 3);
     }
 }
