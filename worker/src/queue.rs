@@ -204,12 +204,15 @@ impl Worker {
             .return_path
             .apply(&env.host, &env.mail_from)
             .to_string();
+        // Bare LFs (old hedwig clients send them) and over-long lines are fixed before
+        // signing, so that the signature covers exactly what the receiver gets.
+        let wire = hedwig_message::smtp_form(&job.message);
         let signed;
         let message: &[u8] = match &self.signer {
             Some(signer) => {
                 // An RSA signature is about a millisecond of CPU: keep it off the threads that
                 // drive every other delivery's timeouts.
-                let (signer, original) = (signer.clone(), job.message.clone());
+                let (signer, original) = (signer.clone(), wire.to_vec());
                 let result =
                     tokio::task::spawn_blocking(move || signer.sign_message(&original, unix_now()))
                         .await;
@@ -220,15 +223,15 @@ impl Worker {
                     }
                     Ok(Err(e)) => {
                         tracing::error!(queue_id = %env.queue_id, "DKIM signing failed, sending unsigned: {e}");
-                        &job.message
+                        &wire
                     }
                     Err(e) => {
                         tracing::error!(queue_id = %env.queue_id, "DKIM signing task failed, sending unsigned: {e}");
-                        &job.message
+                        &wire
                     }
                 }
             }
-            None => &job.message,
+            None => &wire,
         };
         // The sender goes into a command line: never send one that is not a valid path
         // (a CR or LF in it would inject SMTP commands).
