@@ -5,9 +5,14 @@
 #
 #   worker/bench/postfix-relay.sh [COUNT] [CONCURRENCY]
 #
-# COUNT defaults to 20000; CONCURRENCY (Postfix's default_destination_concurrency_limit and
-# initial_destination_concurrency's ceiling) defaults to 20, like the worker's default
-# per-destination connections. Extra main.cf lines can be passed in PF_EXTRA (one per line).
+# COUNT defaults to 20000; CONCURRENCY (Postfix's default_destination_concurrency_limit: the
+# most parallel smtp deliveries to the sink) defaults to 20, like the worker's default
+# per-destination connections. Extra main.cf lines can be passed in PF_EXTRA (one per line);
+# WAIT_SECS (default 600) bounds the whole measurement.
+#
+# Prints the rate at which smtpd accepted the feed and the end-to-end rate: messages counted by
+# the sink, from the start of the feed until the sink has COUNT. Machine load from other jobs
+# shows directly in the figures; Postfix fsyncs every queue file, so disk speed does too.
 #
 # Needs: postfix, smtp-source and smtp-sink (Debian package postfix), root (port 25). Everything
 # listens on loopback only: the sink on 127.0.4.201:25, Postfix's smtpd on 127.0.4.202:25.
@@ -26,9 +31,14 @@ SMTPD=127.0.4.202
 WORK=$(mktemp -d /tmp/postfix-relay-bench.XXXXXX)
 chmod 755 "$WORK" # Postfix's daemons run as the postfix user and need to reach their queue
 SINK_PID=
+SOURCE_PID=
 cleanup() {
+    if [ -n "$SOURCE_PID" ]; then kill "$SOURCE_PID" 2>/dev/null || true; fi
     if [ -f "$WORK/pf/main.cf" ]; then postfix -c "$WORK/pf" stop >/dev/null 2>&1 || true; fi
-    if [ -n "$SINK_PID" ]; then kill "$SINK_PID" 2>/dev/null || true; fi
+    if [ -n "$SINK_PID" ]; then
+        kill "$SINK_PID" 2>/dev/null || true
+        wait "$SINK_PID" 2>/dev/null || true
+    fi
     # postfix stop returns before master has exited; give it a bounded moment
     for _ in $(seq 1 50); do
         [ -f "$WORK/pf-queue/pid/master.pid" ] || break
@@ -52,13 +62,21 @@ wait_port() {
 # smtp-sink -c writes "sess=S quit=Q mesg=M\r" on stdout whenever a message's "." is received
 # (flushed each time); the last mesg= is the number of messages the sink has received.
 sink_count() {
-    tail -c 64 "$WORK/sink.out" 2>/dev/null | tr '\r' '\n' | grep -o 'mesg=[0-9]*' | tail -n 1 |
-        cut -d= -f2 | grep . || echo 0
+    local n
+    n=$(tail -c 64 "$WORK/sink.out" 2>/dev/null | tr '\r' '\n' | grep -o 'mesg=[0-9]*' | tail -n 1) || true
+    echo "${n#mesg=}" | grep . || echo 0
 }
 
 now() { date +%s.%N; }
 
 # 1. the sink
+# smtp-sink binds with SO_REUSEPORT, so a leftover listener would silently share the traffic
+for addr in "$SINK" "$SMTPD"; do
+    if (exec 3<>"/dev/tcp/$addr/25") 2>/dev/null; then
+        echo "something already listens on $addr:25; stop it first" >&2
+        exit 1
+    fi
+done
 smtp-sink -c -u nobody "$SINK:25" 1024 >"$WORK/sink.out" 2>"$WORK/sink.err" &
 SINK_PID=$!
 wait_port "$SINK" 25
@@ -87,6 +105,9 @@ relayhost = [$SINK]:25
 default_transport = smtp
 relay_transport = smtp
 local_transport = error:local delivery is disabled
+alias_maps =
+alias_database =
+local_recipient_maps =
 smtp_tls_security_level = none
 smtpd_tls_security_level = none
 default_destination_concurrency_limit = $CONCURRENCY
