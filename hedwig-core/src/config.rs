@@ -40,10 +40,12 @@ where
 }
 
 /// [`load`] with the environment given explicitly (for tests).
-pub fn load_from_env<T, I>(path: Option<&Path>, vars: I) -> Result<T, ConfigError>
+pub fn load_from_env<T, I, K, V>(path: Option<&Path>, vars: I) -> Result<T, ConfigError>
 where
     T: DeserializeOwned + Serialize + Default,
-    I: IntoIterator<Item = (String, String)>,
+    I: IntoIterator<Item = (K, V)>,
+    K: Into<String>,
+    V: Into<String>,
 {
     let defaults = T::default();
     let known: Vec<String> = match serde_json::to_value(&defaults) {
@@ -62,6 +64,7 @@ where
     let vars: Vec<(String, String)> = vars
         .into_iter()
         .filter_map(|(k, v)| {
+            let (k, v): (String, String) = (k.into(), v.into());
             let key = k.strip_prefix(ENV_PREFIX)?.to_ascii_lowercase();
             let top = key.split("__").next().unwrap_or_default();
             known.iter().any(|k| k == top).then_some((key, v))
@@ -232,13 +235,6 @@ mod tests {
         }
     }
 
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
     #[test]
     fn defaults_file_then_env() {
         let dir = tempfile::tempdir().unwrap();
@@ -246,13 +242,13 @@ mod tests {
         std::fs::write(&path, "timeout: 5m\nmax_size: 10MiB\nhosts: [a, b]\n").unwrap();
         let c: Sample = load_from_env(
             Some(&path),
-            env(&[
+            [
                 ("HEDWIG_LISTEN", "0.0.0.0:80"),
                 ("HEDWIG_LIMITS__PER_MINUTE", "5"),
                 ("HEDWIG_SECRET", "ignored: not a key of Sample"),
                 ("HEDWIG_KEY", "000123"),
                 ("OTHER", "x"),
-            ]),
+            ],
         )
         .unwrap();
         assert_eq!(c.listen, "0.0.0.0:80");
@@ -261,7 +257,7 @@ mod tests {
         assert_eq!(c.hosts, vec!["a", "b"]);
         assert_eq!(c.limits.per_minute, 5);
         assert_eq!(c.key, "000123", "digits stay a string");
-        let d: Sample = load_from_env(None, env(&[])).unwrap();
+        let d: Sample = load_from_env(None, [("", ""); 0]).unwrap();
         assert_eq!(d, Sample::default());
     }
 
@@ -270,14 +266,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.yaml");
         std::fs::write(&path, "timeout: soon\nmax_size: 3 parsecs\nbogus: 1\n").unwrap();
-        let err = load_from_env::<Sample, _>(Some(&path), env(&[])).unwrap_err();
+        let err = load_from_env::<Sample, _, _, _>(Some(&path), [("", ""); 0]).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("timeout"), "{text}");
         assert!(text.contains("bogus"), "{text}");
-        let missing = load_from_env::<Sample, _>(Some(&dir.path().join("nope.yaml")), env(&[]));
+        let missing =
+            load_from_env::<Sample, _, _, _>(Some(&dir.path().join("nope.yaml")), [("", ""); 0]);
         assert!(matches!(missing, Err(ConfigError::Read { .. })));
         let bad_env =
-            load_from_env::<Sample, _>(None, env(&[("HEDWIG_TIMEOUT", "never")])).unwrap_err();
+            load_from_env::<Sample, _, _, _>(None, [("HEDWIG_TIMEOUT", "never")]).unwrap_err();
         assert!(bad_env.to_string().contains("timeout"), "{bad_env}");
     }
 

@@ -126,7 +126,7 @@ impl Submission {
     /// Reads an `application/x-www-form-urlencoded` body.
     pub fn from_form(body: &[u8]) -> Result<Self, WireError> {
         let fields: FormFields =
-            serde_urlencoded_from_bytes(body).map_err(|e| WireError::Form(e.to_string()))?;
+            serde_urlencoded::from_bytes(body).map_err(|e| WireError::Form(e.to_string()))?;
         let email = fields.email.ok_or(WireError::MissingField("email"))?;
         let email: Email = serde_json::from_str(&email).map_err(WireError::EmailJson)?;
         Self::assemble(fields.fqdn, fields.key, email, fields.id)
@@ -175,16 +175,6 @@ impl Submission {
     }
 }
 
-/// Form decoding without pulling axum into the library: `serde_urlencoded` semantics via
-/// `form_urlencoded` pairs, last value wins.
-fn serde_urlencoded_from_bytes<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
-    let mut map = serde_json::Map::new();
-    for (k, v) in form_urlencoded::parse(body) {
-        map.insert(k.into_owned(), serde_json::Value::String(v.into_owned()));
-    }
-    serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| e.to_string())
-}
-
 /// The body of a 200 answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Accepted {
@@ -206,10 +196,7 @@ mod tests {
     use super::*;
 
     fn form(pairs: &[(&str, &str)]) -> Vec<u8> {
-        form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(pairs)
-            .finish()
-            .into_bytes()
+        serde_urlencoded::to_string(pairs).unwrap().into_bytes()
     }
 
     #[test]

@@ -357,13 +357,6 @@ mod tests {
     use super::*;
     use hedwig_core::config::load_from_env;
 
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
     #[test]
     fn old_hedwig_config_file_works() {
         let dir = tempfile::tempdir().unwrap();
@@ -374,7 +367,7 @@ mod tests {
 listen:\n  host: 127.0.0.2\n  port: 25\n",
         )
         .unwrap();
-        let c: Config = load_from_env(Some(&path), env(&[])).unwrap();
+        let c: Config = load_from_env(Some(&path), [("", ""); 0]).unwrap();
         let s = c.check().unwrap();
         assert_eq!(
             s.listen,
@@ -389,7 +382,7 @@ listen:\n  host: 127.0.0.2\n  port: 25\n",
     fn env_overrides_and_lists() {
         let c: Config = load_from_env(
             None,
-            env(&[
+            [
                 ("HEDWIG_FQDN", "h.example"),
                 ("HEDWIG_KEY", "k"),
                 ("HEDWIG_POSTOFFICE", "[http://a:1, http://b:2]"),
@@ -397,7 +390,7 @@ listen:\n  host: 127.0.0.2\n  port: 25\n",
                 ("HEDWIG_ALLOWED_NETWORKS", "10.0.0.0/8"),
                 ("HEDWIG_FORWARD_DEADLINE", "2s"),
                 ("HEDWIG_SPOOL_MAX", "100MB"),
-            ]),
+            ],
         )
         .unwrap();
         let s = c.check().unwrap();
@@ -407,11 +400,11 @@ listen:\n  host: 127.0.0.2\n  port: 25\n",
         assert_eq!(s.spool_max, 100_000_000);
         let c: Config = load_from_env(
             None,
-            env(&[
+            [
                 ("HEDWIG_FQDN", "h.example"),
                 ("HEDWIG_KEY", "k"),
                 ("HEDWIG_POSTOFFICE", "http://a:1/, http://b:2/"),
-            ]),
+            ],
         )
         .unwrap();
         let urls: Vec<String> = c
@@ -471,7 +464,7 @@ listen:\n  host: 127.0.0.2\n  port: 25\n",
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.yaml");
         std::fs::write(&path, "fqdn: a\nlisen: x\n").unwrap();
-        let err = load_from_env::<Config, _>(Some(&path), env(&[])).unwrap_err();
+        let err = load_from_env::<Config, _, _, _>(Some(&path), [("", ""); 0]).unwrap_err();
         assert!(err.to_string().contains("lisen"), "{err}");
     }
 

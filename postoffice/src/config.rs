@@ -204,11 +204,8 @@ mod tests {
             std::fs::write(f.path(), y).unwrap();
             f
         });
-        hedwig_core::config::load_from_env(
-            file.as_ref().map(|f| f.path()),
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
-        )
-        .unwrap()
+        hedwig_core::config::load_from_env(file.as_ref().map(|f| f.path()), env.iter().copied())
+            .unwrap()
     }
 
     #[test]

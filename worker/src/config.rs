@@ -332,13 +332,6 @@ mod tests {
     use super::*;
     use hedwig_core::config::load_from_env;
 
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
     #[test]
     fn file_and_env_layers() {
         let dir = tempfile::tempdir().unwrap();
@@ -352,11 +345,11 @@ mod tests {
         .unwrap();
         let c: Config = load_from_env(
             Some(&path),
-            env(&[
+            [
                 ("HEDWIG_BEANSTALKD", "10.1.1.1:11300"),
                 ("HEDWIG_CONCURRENCY", "4"),
                 ("HEDWIG_TIMEOUTS__RCPT", "7s"),
-            ]),
+            ],
         )
         .unwrap();
         assert_eq!(c.beanstalkd, ["10.1.1.1:11300"]);
@@ -379,7 +372,7 @@ mod tests {
             ("timeouts:\n  rcpt: soon\n", "rcpt"),
         ] {
             std::fs::write(&path, yaml).unwrap();
-            let err = load_from_env::<Config, _>(Some(&path), env(&[]))
+            let err = load_from_env::<Config, _, _, _>(Some(&path), [("", ""); 0])
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(key), "{err}");
