@@ -92,7 +92,7 @@ step() { echo "== $* ($(date -u +%T))"; }
 
 if [ "$build" = 1 ]; then
     step "base images"
-    scripts/base-images.sh
+    if [ ${#build_args[@]} -gt 0 ]; then scripts/base-images.sh --no-rust; else scripts/base-images.sh; fi
     step "hedwig image"
     t=$SECONDS
     scripts/docker-build.sh "${build_args[@]}" >"$tmp/build.log" 2>&1 \

@@ -8,7 +8,9 @@
 #   --prebuilt   ship target/release/{mailman,postoffice,worker,keygen} as built on this
 #                (bookworm) host instead of compiling in the image: for quick iterations;
 #                run `cargo build --release -p ...` first. HEDWIG_BINS narrows the list;
-#                HEDWIG_PREBUILT_FROM=target/debug ships the test build (CI does).
+#                HEDWIG_PREBUILT_FROM=target/debug ships the test build (CI does). The
+#                binaries are stripped of debug info here, and no Rust toolchain image is
+#                made or used (the build stages run on debian:bookworm-slim).
 #   --tag IMAGE  default hedwig:latest
 set -euo pipefail
 
@@ -30,26 +32,29 @@ bins="${HEDWIG_BINS:-mailman postoffice worker keygen}"
 from="${HEDWIG_PREBUILT_FROM:-target/release}"
 from="${from%/}"
 
-scripts/base-images.sh
-
 list="$(mktemp)"
-trap 'rm -f "$list"' EXIT
+stripped="$(mktemp -d)"
+trap 'rm -rf "$list" "$stripped"' EXIT
 git ls-files -z --cached --others --exclude-standard \
     | while IFS= read -r -d '' f; do [ -f "$f" ] && printf '%s\0' "$f"; done >"$list"
 args=(--build-arg "HEDWIG_BINS=$bins")
 if [ "$prebuilt" = 1 ]; then
+    scripts/base-images.sh --no-rust
     for b in $bins; do
         if [ ! -x "$from/$b" ]; then
             echo "$from/$b missing: cargo build --release -p $b first" >&2
             exit 1
         fi
-        printf '%s\0' "$from/$b" >>"$list"
+        strip --strip-debug -o "$stripped/$b" "$from/$b"
+        printf '%s\0' "$stripped/$b" >>"$list"
     done
     # Renamed in the context so that a .dockerignore excluding target/ cannot drop them.
-    args+=(--build-arg PREBUILT=.prebuilt)
+    args+=(--build-arg PREBUILT=.prebuilt --build-arg BUILD_IMAGE=debian:bookworm-slim)
+else
+    scripts/base-images.sh
 fi
 
 start=$SECONDS
-tar --null -T "$list" --transform "s|^$from/|.prebuilt/|" -c \
+tar --null -T "$list" --transform "s|^$stripped/|.prebuilt/|" -P -c \
     | docker build --force-rm -f deploy/Dockerfile -t "$tag" "${args[@]}" "${extra[@]}" -
 echo "[docker-build] $tag built in $((SECONDS - start))s" >&2

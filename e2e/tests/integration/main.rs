@@ -1,0 +1,12 @@
+//! Integration tests of `e2e`, gathered in one test binary: one link and one
+//! executable instead of one per file. Run one module with e.g.
+//! `cargo test -p e2e --test integration bounce::`.
+
+mod common;
+
+mod bounce;
+mod msmtp_plain;
+mod msmtp_t;
+mod php_mail;
+mod postoffice_outage;
+mod swaks;

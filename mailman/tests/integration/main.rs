@@ -1,0 +1,11 @@
+//! Integration tests of `mailman`, gathered in one test binary: one link and one
+//! executable instead of one per file. Run one module with e.g.
+//! `cargo test -p mailman --test integration bad_input::`.
+
+mod common;
+
+mod bad_input;
+mod e2e_clients;
+mod e2e_outage;
+mod in_memory_session;
+mod postoffice_answers;

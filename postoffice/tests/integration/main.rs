@@ -1,0 +1,19 @@
+//! Integration tests of `postoffice`, gathered in one test binary: one link and one
+//! executable instead of one per file. Run one module with e.g.
+//! `cargo test -p postoffice --test integration admin_failed::`.
+
+mod common;
+
+mod admin_failed;
+mod admin_help;
+mod admin_purge;
+mod admin_requeue;
+mod admin_show_stats;
+mod admin_two_servers;
+mod bad_input;
+mod concurrency;
+mod hold_cache;
+mod hold_release;
+mod intake;
+mod queue_outage;
+mod two_beanstalkd_failover;

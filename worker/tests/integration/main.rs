@@ -1,0 +1,26 @@
+//! Integration tests of `worker`, gathered in one test binary: one link and one
+//! executable instead of one per file. Run one module with e.g.
+//! `cargo test -p worker --test integration bad_job_buried::`.
+
+mod common;
+
+mod bad_job_buried;
+mod capture_maildir;
+mod cli;
+mod connection_reuse_and_slow_down;
+mod deliver_end_to_end;
+mod disconnect_and_size;
+mod dkim_signed;
+mod dns_failures;
+mod expiry_bounce;
+mod hold;
+mod line_endings;
+mod mx_fallback;
+mod partial_acceptance;
+mod relay_transport_return_path;
+mod retry_then_success;
+mod shutdown_hands_back;
+mod smtputf8;
+mod tls;
+mod touch_long_delivery;
+mod two_beanstalkd_servers;
