@@ -34,6 +34,13 @@ impl Mailbox {
             address: address.to_string(),
             why,
         };
+        // Checked before trimming: a CR, LF or NUL anywhere (also at the ends, which `trim`
+        // would hide) means someone tried to smuggle an SMTP command or a header line in.
+        if address.chars().any(char::is_control) {
+            return Err(err(
+                "it contains a control character (CR, LF, NUL, TAB or another)",
+            ));
+        }
         let addr = address.trim();
         let addr = addr
             .strip_prefix('<')
@@ -73,8 +80,9 @@ impl fmt::Display for Mailbox {
 /// Checks a reverse-path: the null sender (empty, or `<>`) or a mailbox.
 pub fn parse_reverse_path(address: &str) -> Result<Option<Mailbox>, AddressError> {
     match address.trim() {
-        "" | "<>" => Ok(None),
-        other => Mailbox::parse(other).map(Some),
+        // `Mailbox::parse` sees the untrimmed text, so a CR or LF at either end is refused.
+        "" | "<>" if !address.chars().any(char::is_control) => Ok(None),
+        _ => Mailbox::parse(address).map(Some),
     }
 }
 
@@ -225,10 +233,55 @@ mod tests {
     }
 
     #[test]
+    fn control_characters_anywhere_are_refused() {
+        // `trim` would strip the ones at the ends; they must be refused, not dropped.
+        for bad in [
+            "a@example.com\r\n",
+            "\r\na@example.com",
+            "a@example.com\n",
+            "a@example.com\r",
+            "a@example.com\0",
+            "\0a@example.com",
+            "j\u{f6}rg@example.com\r\n",
+            "a@example.com\r\nRCPT TO:<victim@example.org>",
+            "a@example.com>\r\nRSET",
+            "\"a\r\nb\"@example.com",
+            "\"a\tb\"@example.com",
+            "a@exam\nple.com",
+            "a@example.com\u{7f}",
+            "a@example.com\u{85}",
+        ] {
+            let err = Mailbox::parse(bad).expect_err(bad);
+            assert!(err.why.contains("control character"), "{bad:?}: {err}");
+            assert!(parse_reverse_path(bad).is_err(), "{bad:?}");
+        }
+        // Spaces around an address are still tolerated (and dropped).
+        assert_eq!(
+            Mailbox::parse("  a@example.com ").unwrap().to_string(),
+            "a@example.com"
+        );
+        // Characters that could end the path or add parameters are refused unquoted.
+        for bad in [
+            "a>b@example.com",
+            "a b@example.com",
+            "<a@example.com> SIZE=1",
+            "a@example.com> NOTIFY=NEVER",
+            "a@example.com SIZE=1",
+            "<a@example.com><b@example.com>",
+        ] {
+            assert!(Mailbox::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
     fn reverse_path() {
         assert_eq!(parse_reverse_path(""), Ok(None));
         assert_eq!(parse_reverse_path("<>"), Ok(None));
         assert!(parse_reverse_path("a@b.example").unwrap().is_some());
         assert!(parse_reverse_path("nope").is_err());
+        assert_eq!(parse_reverse_path(" <> "), Ok(None));
+        for bad in ["\r\n", "<>\r\n", "\0", "\r\nRSET"] {
+            assert!(parse_reverse_path(bad).is_err(), "{bad:?} accepted");
+        }
     }
 }

@@ -121,6 +121,32 @@ mod tests {
     }
 
     #[test]
+    fn every_byte_of_the_key_counts_and_nothing_else_passes() {
+        // `verify_key` compares with `Mac::verify_slice` (digest 0.10: a length check, then
+        // `subtle::ConstantTimeEq`), never with `==` on strings. Functionally that means: the
+        // full 32 bytes must match (no prefix, no truncation), each byte position matters.
+        let key = derive_key(SECRET, "web1.example.com");
+        for pos in 0..key.len() {
+            let mut wrong = key.clone().into_bytes();
+            wrong[pos] = if wrong[pos] == b'0' { b'1' } else { b'0' };
+            let wrong = String::from_utf8(wrong).unwrap();
+            assert!(
+                !verify_key(SECRET, "web1.example.com", &wrong),
+                "digit {pos}"
+            );
+        }
+        for len in [0, 2, 32, 62] {
+            assert!(
+                !verify_key(SECRET, "web1.example.com", &key[..len]),
+                "{len}"
+            );
+        }
+        assert!(!verify_key(SECRET, "web1.example.com", &format!("{key}00")));
+        assert!(!verify_key(SECRET, "web1.example.com", &format!("00{key}")));
+        assert!(verify_key(SECRET, "web1.example.com", &format!(" {key}\n")));
+    }
+
+    #[test]
     fn secrets_and_names_are_checked() {
         assert_eq!(check_secret(" \n"), Err(KeyError::EmptySecret));
         assert_eq!(check_secret("short"), Err(KeyError::ShortSecret(5)));

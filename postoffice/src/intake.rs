@@ -79,6 +79,9 @@ async fn queue_submission(
         return Err(Reject::unauthorized());
     }
 
+    if let Some(id) = &submission.id {
+        check_message_id(id).map_err(|why| Reject::bad_request(format!("id: {why}")))?;
+    }
     let email = submission.email;
     let sender = parse_reverse_path(&email.mailfrom)
         .map_err(|e| Reject::bad_request(format!("mailfrom: {e}")))?;
@@ -208,6 +211,21 @@ async fn queue_submission(
             Err(Reject::unavailable())
         }
     }
+}
+
+/// Longest sender message id accepted (mailman's are 24 characters).
+pub const MAX_MESSAGE_ID: usize = 255;
+
+/// The sender's message id is kept in the duplicate memory, the job and every log line of the
+/// message: bounded in length, and nothing in it that could break a log line or a header.
+fn check_message_id(id: &str) -> Result<(), String> {
+    if id.len() > MAX_MESSAGE_ID {
+        return Err(format!("{} bytes long; at most {MAX_MESSAGE_ID}", id.len()));
+    }
+    if id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!("{id:?} contains a space or a control character"));
+    }
+    Ok(())
 }
 
 /// `POST /check`: whether `fqdn` + `key` would be accepted (mailman asks at start-up).

@@ -16,4 +16,5 @@ mod hold_cache;
 mod hold_release;
 mod intake;
 mod queue_outage;
+mod security;
 mod two_beanstalkd_failover;
