@@ -9,3 +9,4 @@ mod e2e_clients;
 mod e2e_outage;
 mod in_memory_session;
 mod postoffice_answers;
+mod security;

@@ -19,6 +19,7 @@ mod mx_fallback;
 mod partial_acceptance;
 mod relay_transport_return_path;
 mod retry_then_success;
+mod security;
 mod shutdown_hands_back;
 mod smtputf8;
 mod tls;
