@@ -1033,7 +1033,7 @@ impl Session {
         }
         if self.shared.chance(self.shared.faults().tempfail_per_mille) {
             let n = self.shared.tempfails.fetch_add(1, Ordering::Relaxed);
-            if n % 2 == 0 {
+            if n.is_multiple_of(2) {
                 self.reply("451 4.3.0 fault injected: try again later");
                 return Ok(Next::Continue);
             }
