@@ -1325,3 +1325,203 @@ async fn run() -> anyhow::Result<bool> {
         Ok(false)
     }
 }
+
+/// The checker itself: it must fail on a loss, a corruption, a wrong recipient and a
+/// duplicate without a matching fault (`cargo test -p hedwig-e2e --example fault_run`).
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(ms: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(1_800_000_000_000 + ms)
+    }
+
+    /// A received copy of `m` with mailman id made at `id_ms`, received at `at_ms`.
+    fn copy_of(m: &Msg, id_ms: u64, at_ms: u64) -> Received {
+        let millis = 1_800_000_000_000 + id_ms;
+        let data = String::from_utf8(m.input.clone())
+            .unwrap()
+            .replace('\n', "\r\n");
+        let data = format!(
+            "Received: from client.fault.test ([127.0.77.9])\r\n\tby {MAILMAN_FQDN} with ESMTP \
+             id {millis:012X}00000000ABCD;\r\n\tMon, 1 Jan 2027 00:00:00 +0000\r\n{data}"
+        );
+        Received {
+            mail_from: SENDER.into(),
+            mail_params: String::new(),
+            rcpt_to: vec![m.rcpt.clone()],
+            data: data.into_bytes(),
+            tls: false,
+            helo: "relay.fault.test".into(),
+            peer: "127.0.0.1:1".parse().unwrap(),
+            at: t(at_ms),
+        }
+    }
+
+    fn fault(kind: Kind, start_ms: u64) -> Injected {
+        Injected {
+            kind,
+            start: t(start_ms),
+            end: t(start_ms + 500),
+            note: String::new(),
+        }
+    }
+
+    fn messages() -> Vec<Msg> {
+        (0..3).map(|n| make_message(5, n)).collect()
+    }
+
+    #[test]
+    fn messages_are_reproducible_and_hash_their_crlf_body() {
+        let (a, b) = (make_message(9, 1), make_message(9, 1));
+        assert_eq!(a.input, b.input);
+        assert_ne!(a.input, make_message(10, 1).input);
+        let text = String::from_utf8(a.input.clone()).unwrap();
+        let body = text.split_once("\n\n").unwrap().1.replace('\n', "\r\n");
+        assert_eq!(sha256_hex(body.as_bytes()), a.body_hash);
+    }
+
+    #[test]
+    fn plan_is_seeded_and_deals_every_kind_per_round() {
+        let p = plan(3, 1000, 20);
+        let q = plan(3, 1000, 20);
+        assert_eq!(format!("{p:?}"), format!("{q:?}"));
+        assert_ne!(format!("{p:?}"), format!("{:?}", plan(4, 1000, 20)));
+        // 20 faults = two rounds of the 10 kinds.
+        for kind in Kind::all() {
+            assert_eq!(p.iter().filter(|f| f.kind == kind).count(), 2, "{kind:?}");
+        }
+        assert!(p.windows(2).all(|w| w[0].at_accepted <= w[1].at_accepted));
+        assert!(p.iter().all(|f| (50..900).contains(&f.at_accepted)));
+    }
+
+    #[test]
+    fn all_delivered_once_passes() {
+        let ms = messages();
+        let got: Vec<Received> = ms.iter().map(|m| copy_of(m, 0, 10)).collect();
+        let v = check(&ms, &got, &HashMap::new(), &[]);
+        assert_eq!(v.delivered, 3);
+        assert!(v.lost.is_empty() && v.corrupted.is_empty() && v.wrong_rcpt.is_empty());
+        assert!(v.unknown.is_empty() && v.unexplained.is_empty() && v.duplicates.is_empty());
+    }
+
+    #[test]
+    fn loss_corruption_wrong_recipient_and_strangers_are_found() {
+        let ms = messages();
+        let mut corrupted = copy_of(&ms[0], 0, 10);
+        let last = corrupted.data.len() - 3;
+        corrupted.data[last] ^= 1;
+        let mut misrouted = copy_of(&ms[1], 0, 10);
+        misrouted.rcpt_to = vec![ms[2].rcpt.clone()];
+        let mut stranger = copy_of(&ms[1], 0, 10);
+        stranger.data = b"Subject: who?\r\n\r\nx\r\n".to_vec();
+        let v = check(&ms, &[corrupted, misrouted, stranger], &HashMap::new(), &[]);
+        assert_eq!(v.lost, [ms[2].id.clone()]);
+        assert_eq!(v.corrupted.len(), 1);
+        assert_eq!(v.wrong_rcpt.len(), 1);
+        assert_eq!(v.unknown.len(), 1);
+    }
+
+    #[test]
+    fn duplicate_without_a_fault_in_its_window_is_unexplained() {
+        let ms = messages();
+        let got = vec![copy_of(&ms[0], 0, 1_000), copy_of(&ms[0], 0, 20_000)];
+        // A worker kill long after the first copy, a postoffice kill before the submission.
+        let mut before_submission = fault(Kind::KillPostoffice, 0);
+        before_submission.start = t(0).checked_sub(Duration::from_secs(1)).unwrap();
+        for faults in [
+            // A worker kill long after the first copy's 250.
+            fault(Kind::KillWorker(0), 10_000),
+            // A postoffice kill before mailman took the message.
+            before_submission,
+            // A mailman kill explains a second client submission, not a second delivery of
+            // one submission.
+            fault(Kind::KillMailman, 15_000),
+        ] {
+            let v = check(&ms[..1], &got, &HashMap::new(), &[faults]);
+            assert_eq!(v.unexplained.len(), 1, "{:?}", v.duplicates);
+        }
+        assert_eq!(
+            check(&ms[..1], &got, &HashMap::new(), &[])
+                .unexplained
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn each_window_explains_its_duplicates() {
+        let ms = messages();
+        // 1: worker killed right after the first copy's 250.
+        let got = vec![copy_of(&ms[0], 0, 1_000), copy_of(&ms[0], 0, 5_000)];
+        let v = check(
+            &ms[..1],
+            &got,
+            &HashMap::new(),
+            &[fault(Kind::KillWorker(1), 1_200)],
+        );
+        assert!(v.unexplained.is_empty());
+        assert!(v.duplicates.keys().next().unwrap().contains("worker1"));
+        // 2: postoffice killed after the submission, before the second copy.
+        let v = check(
+            &ms[..1],
+            &got,
+            &HashMap::new(),
+            &[fault(Kind::KillPostoffice, 500)],
+        );
+        assert!(v.unexplained.is_empty());
+        assert!(v.duplicates.keys().next().unwrap().contains("200"));
+        // 3: two submissions (two mailman ids); a failed attempt overlapping a mailman kill.
+        let got = vec![copy_of(&ms[0], 0, 1_000), copy_of(&ms[0], 2_000, 3_000)];
+        let attempts = HashMap::from([(
+            0,
+            vec![
+                Attempt {
+                    start: t(0),
+                    end: t(300),
+                    outcome: Outcome::Unavailable,
+                },
+                Attempt {
+                    start: t(2_000),
+                    end: t(2_100),
+                    outcome: Outcome::Sent,
+                },
+            ],
+        )]);
+        let v = check(&ms[..1], &got, &attempts, &[fault(Kind::KillMailman, 200)]);
+        assert!(v.unexplained.is_empty(), "{:?}", v.unexplained);
+        assert!(v.duplicates.keys().next().unwrap().contains("client"));
+        // ...but not when the kill came after that attempt.
+        let v = check(
+            &ms[..1],
+            &got,
+            &attempts,
+            &[fault(Kind::KillMailman, 5_000)],
+        );
+        assert_eq!(v.unexplained.len(), 1);
+    }
+
+    #[test]
+    fn msmtp_errors_are_classified() {
+        assert_eq!(classify(Some(0), ""), Outcome::Sent);
+        assert_eq!(
+            classify(Some(75), "msmtp: server message: 452 4.3.1 spool full"),
+            Outcome::SpoolFull
+        );
+        assert_eq!(
+            classify(Some(75), "msmtp: server message: 421 4.3.2 bye"),
+            Outcome::Tempfail
+        );
+        assert_eq!(
+            classify(Some(69), "msmtp: server message: 554 5.7.1 no"),
+            Outcome::Permanent
+        );
+        assert_eq!(
+            classify(
+                Some(69),
+                "msmtp: cannot connect to 127.0.77.1, port 1: Connection refused"
+            ),
+            Outcome::Unavailable
+        );
+    }
+}
