@@ -651,7 +651,11 @@ impl Stack {
                     note,
                     "{} KB spooled, cap {}",
                     spool_bytes(&self.spool) / 1024,
-                    if reached { "reached" } else { "NOT reached" }
+                    match (reached, stats.done.load(Ordering::SeqCst)) {
+                        (true, _) => "reached",
+                        (false, true) => "NOT reached: every message was already submitted",
+                        (false, false) => "NOT reached within 30 s",
+                    }
                 );
                 tokio::time::sleep(pause).await;
                 self.postoffice.start().await?;
@@ -797,16 +801,28 @@ fn explain(copies: &[Copy], i: usize, attempts: &[Attempt], faults: &[Injected])
                 return Some(format!("{k} between the remote 250 and the delete"));
             }
         }
-        // ...or the postoffice that queued it died before mailman removed its spool file,
-        // and mailman's retry (same id) reached a new postoffice without the id memory.
-        let from = first
+        // ...or one died between putting a retry of the job (a deferral) and deleting the job
+        // it replaces: the reserved job came back and two jobs of the message went on, each
+        // delivering it once. The kill then fell between the queueing and the earlier copy.
+        let queued = first
             .mailman_id
             .as_deref()
             .and_then(id_time)
             .unwrap_or(first.at);
         if let Some(k) = kills(
+            &|k| matches!(k, Kind::KillWorker(_) | Kind::KillBeanstalkd),
+            queued,
+            first.at,
+        ) {
+            return Some(format!(
+                "{k} between a retry's put and the delete of the job it replaced"
+            ));
+        }
+        // ...or the postoffice that queued it died before mailman removed its spool file,
+        // and mailman's retry (same id) reached a new postoffice without the id memory.
+        if let Some(k) = kills(
             &|k| matches!(k, Kind::KillPostoffice | Kind::SpoolFull),
-            from,
+            queued,
             this.at,
         ) {
             return Some(format!(
@@ -1472,6 +1488,16 @@ mod tests {
         );
         assert!(v.unexplained.is_empty());
         assert!(v.duplicates.keys().next().unwrap().contains("worker1"));
+        // 1b: worker killed while the message was being retried, before the first copy.
+        let late = vec![copy_of(&ms[0], 0, 5_000), copy_of(&ms[0], 0, 9_000)];
+        let v = check(
+            &ms[..1],
+            &late,
+            &HashMap::new(),
+            &[fault(Kind::KillWorker(0), 400)],
+        );
+        assert!(v.unexplained.is_empty());
+        assert!(v.duplicates.keys().next().unwrap().contains("retry"));
         // 2: postoffice killed after the submission, before the second copy.
         let v = check(
             &ms[..1],
