@@ -547,7 +547,6 @@ struct Injected {
 struct Stack {
     beanstalkd: Beanstalkd,
     dns: DnsServer,
-    zone: Zone,
     rcpt_mx: SmtpReceiver,
     sender_mx: SmtpReceiver,
     mailman: Proc,
@@ -1033,7 +1032,7 @@ async fn run() -> anyhow::Result<bool> {
         .a(&format!("mx.{RCPT_DOMAIN}"), &ip(2).to_string())
         .mx(SENDER_DOMAIN, 10, &format!("mx.{SENDER_DOMAIN}"))
         .a(&format!("mx.{SENDER_DOMAIN}"), &ip(3).to_string());
-    let dns = DnsServer::start(zone.clone()).await;
+    let dns = DnsServer::start(zone).await;
     let remember = o.messages * 2 + 1000;
     let rcpt_mx = SmtpReceiver::start(
         SocketAddr::from((ip(2), 25)),
@@ -1072,7 +1071,6 @@ async fn run() -> anyhow::Result<bool> {
     let mut stack = Stack {
         beanstalkd,
         dns,
-        zone,
         rcpt_mx,
         sender_mx,
         mailman: proc_("mailman", "mailman", &mc, Ready::Tcp(mailman_addr)),
@@ -1093,7 +1091,6 @@ async fn run() -> anyhow::Result<bool> {
         w.start().await?;
     }
     stack.mailman.start().await?;
-    let _ = &stack.zone;
 
     let messages: Arc<Vec<Msg>> =
         Arc::new((0..o.messages).map(|n| make_message(o.seed, n)).collect());
