@@ -11,6 +11,10 @@
 //! | `bounce.rs` | a 550 for one recipient: RFC 3464 DSN at the sender's MX, the other gets it once |
 //! | `postoffice_outage.rs` | postoffice down: 250 from mailman, spooled, delivered once when it is back |
 //!
+//! `examples/fault_run.rs` is the fault-injection run (`scripts/fault-run`, see
+//! docs/reliability.md): not a test of `cargo test`, it runs the real binaries as processes
+//! and kills them.
+//!
 //! Needs (Debian packages): `beanstalkd msmtp swaks php-cli python3-dkim python3-dnspython`,
 //! and root (the SMTP receivers listen on port 25 of 127.0.<net>.2 and .3, where the worker
 //! delivers by default).

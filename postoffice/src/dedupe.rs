@@ -5,6 +5,8 @@
 //! our 200 and that removal makes mailman post the message again on restart; the repeat finds its
 //! id here. Two posts of one id at the same time are serialized: the second waits for the first
 //! and then either reports its queue id or, if the first failed, queues the message itself.
+//! The put and `Pending::complete` run in a task of their own (see `intake`), so a client that
+//! goes away while beanstalkd takes the job cannot leave the id unrecorded.
 //!
 //! The window lives in this process's memory: a postoffice restart forgets it, and several
 //! postoffices behind a load balancer do not share it (route by host to keep one host's

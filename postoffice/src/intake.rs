@@ -3,6 +3,7 @@
 //! acknowledged the put.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -12,7 +13,7 @@ use hedwig_core::address::{parse_reverse_path, Mailbox};
 use hedwig_core::job::{encode_parts, Envelope};
 use hedwig_core::wire::{Accepted, Submission};
 
-use crate::dedupe::Claim;
+use crate::dedupe::{Claim, Pending};
 use crate::error::Reject;
 use crate::policy::Refusal;
 use crate::queue::Target;
@@ -41,7 +42,7 @@ pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Submission, Reject> {
 
 /// Handles one post end to end.
 pub async fn submit(
-    state: &AppState,
+    state: &Arc<AppState>,
     peer: Option<SocketAddr>,
     headers: &HeaderMap,
     body: Body,
@@ -64,7 +65,7 @@ pub async fn submit(
 }
 
 async fn queue_submission(
-    state: &AppState,
+    state: &Arc<AppState>,
     peer: Option<SocketAddr>,
     submission: Submission,
 ) -> Result<Accepted, Reject> {
@@ -151,6 +152,27 @@ async fn queue_submission(
     let mut envelope = Envelope::new(hedwig_core::new_queue_id(), fqdn, mail_from, recipients);
     envelope.message_id = submission.id;
     envelope.client_ip = peer.map(|p| p.ip().to_string());
+    // The put and the record of its outcome run in their own task. When the client goes away
+    // (a killed mailman, a timeout), hyper drops this request's future; a put that beanstalkd
+    // may already have taken must still end in `pending.complete`, or the sender's retry of
+    // the same id would be queued a second time (found by the fault-injection run).
+    let task = tokio::spawn(put_and_record(state.clone(), envelope, message, pending));
+    match task.await {
+        Ok(result) => result,
+        Err(e) => {
+            tracing::error!(error = %e, "the queueing task failed");
+            Err(Reject::unavailable())
+        }
+    }
+}
+
+/// Puts the job, then records the outcome: the id in the duplicate window, metrics, the log.
+async fn put_and_record(
+    state: Arc<AppState>,
+    envelope: Envelope,
+    message: Vec<u8>,
+    pending: Option<Pending>,
+) -> Result<Accepted, Reject> {
     let job = encode_parts(&envelope, &message);
     let started = Instant::now();
     let target = if state.holds.is_held(&envelope.host).await {

@@ -74,6 +74,11 @@ impl Beanstalkd {
         self.spawn();
     }
 
+    /// The process id while it runs (e.g. to SIGSTOP it and hold a reply back).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the process is running.
     pub fn is_running(&self) -> bool {
         self.child.is_some()

@@ -5,7 +5,8 @@
 //! lack the asked type answer NOERROR with no records (NODATA), names that do not exist answer
 //! NXDOMAIN (both with an SOA in the authority section, TTL 0). Names under a
 //! [`Zone::servfail`] domain answer SERVFAIL; names under a [`Zone::timeout`] domain are never
-//! answered. UDP answers larger than the client's EDNS size (512 without EDNS) are sent
+//! answered. [`DnsServer::set_silent`] makes the whole server stop answering (every query
+//! times out) until it is switched back, for fault injection. UDP answers larger than the client's EDNS size (512 without EDNS) are sent
 //! truncated, so the client retries over TCP. Every record has TTL 0.
 //!
 //! It does not do recursion, wildcards, DNSSEC, zone transfers or dynamic updates.
@@ -33,6 +34,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -364,11 +366,19 @@ fn soa_for(qname: &Name) -> Record {
 struct Shared {
     zone: RwLock<Zone>,
     queries: Mutex<Vec<(Name, RecordType)>>,
+    /// While set, no query is answered.
+    silent: AtomicBool,
+    /// Queries left unanswered because of `silent`.
+    ignored: AtomicU64,
 }
 
 impl Shared {
     /// Answers raw query bytes; `None` means "send nothing".
     fn respond(&self, request: &[u8], udp: bool) -> Option<Vec<u8>> {
+        if self.silent.load(Ordering::SeqCst) {
+            self.ignored.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
         let request = Message::from_vec(request).ok()?;
         if request.metadata.message_type != MessageType::Query {
             return None;
@@ -447,6 +457,8 @@ impl DnsServer {
         let shared = Arc::new(Shared {
             zone: RwLock::new(zone),
             queries: Mutex::new(Vec::new()),
+            silent: AtomicBool::new(false),
+            ignored: AtomicU64::new(0),
         });
         let tasks = vec![
             tokio::spawn(serve_udp(udp, shared.clone())),
@@ -470,6 +482,17 @@ impl DnsServer {
             Ok(mut current) => *current = zone,
             Err(poisoned) => *poisoned.into_inner() = zone,
         }
+    }
+
+    /// While `silent`, the server answers nothing at all (UDP and TCP): every client times
+    /// out, as when the name server is down or unreachable. Takes effect for the next query.
+    pub fn set_silent(&self, silent: bool) {
+        self.shared.silent.store(silent, Ordering::SeqCst);
+    }
+
+    /// How many queries were left unanswered because the server was silent.
+    pub fn ignored(&self) -> u64 {
+        self.shared.ignored.load(Ordering::Relaxed)
     }
 
     /// Every question asked so far (lowercase name, type), oldest first, up to 10 000.

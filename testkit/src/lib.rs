@@ -6,8 +6,8 @@
 //! | module | what it runs |
 //! | --- | --- |
 //! | [`beanstalkd`] | a `beanstalkd` process on a free loopback port, with a binlog |
-//! | [`dns`] | an authoritative DNS server (UDP + TCP) answering from an in-memory [`Zone`], plus a hickory resolver pointed at it |
-//! | [`smtp`] | a scriptable SMTP receiver: extensions, replies per phase and recipient, drops and stalls, STARTTLS; it records what it accepted |
+//! | [`dns`] | an authoritative DNS server (UDP + TCP) answering from an in-memory [`Zone`] (switchable at runtime, or silenced), plus a hickory resolver pointed at it |
+//! | [`smtp`] | a scriptable SMTP receiver: extensions, replies per phase and recipient, drops and stalls, STARTTLS, runtime faults (random 451/421, cuts mid-DATA, pause/resume); it records what it accepted |
 //! | [`tls`] | a self-signed certificate made at start (rcgen), for the SMTP receiver's STARTTLS |
 //! | [`net`] | free loopback ports |
 
@@ -19,4 +19,4 @@ pub mod tls;
 
 pub use beanstalkd::Beanstalkd;
 pub use dns::{DnsServer, Zone};
-pub use smtp::{Behaviour, Extension, Phase, Received, SmtpReceiver};
+pub use smtp::{Behaviour, Extension, FaultCounts, Faults, Phase, Received, SmtpReceiver};

@@ -9,8 +9,20 @@
 //! accepted, so [`SmtpReceiver::set_behaviour`] affects the next connections only.
 //!
 //! What it does not do: AUTH, BDAT/CHUNKING, relay checks, or real limits: only memory is
-//! bounded (4 KiB command lines, 64 MiB messages by default, 10 000 remembered messages).
-//! A message whose connection drops before the reply to its final dot is not recorded.
+//! bounded (4 KiB command lines, 64 MiB messages by default, 10 000 remembered messages, see
+//! [`Behaviour::remember`]). A message whose connection drops before the reply to its final
+//! dot is not recorded.
+//!
+//! Faults for fault-injection runs, switched while the receiver runs and applied at once to
+//! every connection, open or new:
+//! - [`SmtpReceiver::set_faults`]: a random share of messages answered `451`/`421` after the
+//!   final dot, and a random share of DATA transfers cut (connection closed, no reply);
+//! - [`SmtpReceiver::pause`] / [`SmtpReceiver::resume`]: the port stops listening (connections
+//!   are refused) and every open session answers its next command `421` and closes, as a
+//!   server being stopped does; a transaction already past its final dot gets its reply first.
+//!
+//! A message is recorded in the same step that writes its 2xx reply, so none of these faults
+//! records a message the client was not told about; [`FaultCounts`] says how often each fired.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -36,13 +48,14 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use smtp_proto::Request;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
@@ -53,7 +66,7 @@ use crate::tls::TestCert;
 const MAX_LINE: usize = 4096;
 /// Read buffer chunk.
 const READ_CHUNK: usize = 16 * 1024;
-/// How many accepted messages and command lines are remembered.
+/// How many accepted messages and command lines are remembered by default.
 const LOG_MAX: usize = 10_000;
 
 /// A point in an SMTP session where the receiver can drop the connection or stall.
@@ -110,6 +123,7 @@ pub struct Behaviour {
     max_messages_per_connection: Option<usize>,
     max_message_bytes: usize,
     idle_timeout: Duration,
+    remember: usize,
 }
 
 impl Default for Behaviour {
@@ -141,6 +155,7 @@ impl Behaviour {
             max_messages_per_connection: None,
             max_message_bytes: 64 * 1024 * 1024,
             idle_timeout: Duration::from_secs(60),
+            remember: LOG_MAX,
         }
     }
 
@@ -256,6 +271,14 @@ impl Behaviour {
         self
     }
 
+    /// How many accepted messages (and command lines) the receiver keeps for
+    /// [`SmtpReceiver::received`] (default 10 000; later ones are counted, not kept). Only the
+    /// behaviour given to [`SmtpReceiver::start`] sets this.
+    pub fn remember(mut self, n: usize) -> Self {
+        self.remember = n;
+        self
+    }
+
     /// How long a client may stay silent before `421` and close (default 60 s).
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = timeout;
@@ -280,6 +303,32 @@ pub struct Received {
     pub helo: String,
     /// The client's address.
     pub peer: SocketAddr,
+    /// When the message was recorded (just before its 2xx reply was written).
+    pub at: SystemTime,
+}
+
+/// Faults the receiver injects at random, switched with [`SmtpReceiver::set_faults`]. Both
+/// shares are per mille (0 = never, 1000 = always). The default injects nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Messages answered with a temporary failure after the final dot instead of `250`,
+    /// alternately `451 4.3.0` (the session goes on) and `421 4.3.0` (then closed). Not
+    /// recorded.
+    pub tempfail_per_mille: u32,
+    /// DATA transfers cut: after the `354` and the first chunk of message data, the
+    /// connection is closed without a reply. Not recorded.
+    pub drop_in_data_per_mille: u32,
+}
+
+/// How often each fault fired since the receiver started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultCounts {
+    /// Messages answered `451`/`421` by [`Faults::tempfail_per_mille`].
+    pub tempfails: u64,
+    /// DATA transfers cut by [`Faults::drop_in_data_per_mille`].
+    pub drops_in_data: u64,
+    /// Sessions answered `421` and closed because of [`SmtpReceiver::pause`].
+    pub closed_by_pause: u64,
 }
 
 struct Shared {
@@ -289,12 +338,44 @@ struct Shared {
     count: watch::Sender<usize>,
     connections: watch::Sender<usize>,
     cert: TestCert,
+    remember: usize,
+    faults: Mutex<Faults>,
+    /// splitmix64 state for the random fault decisions.
+    rng: AtomicU64,
+    /// Bumped by every pause: sessions accepted before it close at their next command.
+    generation: AtomicU64,
+    tempfails: AtomicU64,
+    drops_in_data: AtomicU64,
+    closed_by_pause: AtomicU64,
 }
 
 impl Shared {
+    fn faults(&self) -> Faults {
+        match self.faults.lock() {
+            Ok(f) => *f,
+            Err(poisoned) => *poisoned.into_inner(),
+        }
+    }
+
+    /// True with probability `per_mille` / 1000.
+    fn chance(&self, per_mille: u32) -> bool {
+        if per_mille == 0 {
+            return false;
+        }
+        // splitmix64: a fixed sequence per receiver, good enough for fault decisions.
+        let mut z = self
+            .rng
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        z % 1000 < u64::from(per_mille)
+    }
+
     fn log_command(&self, line: &str) {
         if let Ok(mut log) = self.commands.lock() {
-            if log.len() < LOG_MAX {
+            if log.len() < self.remember {
                 log.push(line.to_string());
             }
         }
@@ -302,7 +383,7 @@ impl Shared {
 
     fn record(&self, message: Received) {
         if let Ok(mut received) = self.received.lock() {
-            if received.len() < LOG_MAX {
+            if received.len() < self.remember {
                 received.push(message);
             }
         }
@@ -314,7 +395,16 @@ impl Shared {
 pub struct SmtpReceiver {
     addr: SocketAddr,
     shared: Arc<Shared>,
+    control: mpsc::UnboundedSender<Control>,
     task: JoinHandle<()>,
+}
+
+/// Orders to the accept loop.
+enum Control {
+    /// Close the listening socket, then say so.
+    Close(oneshot::Sender<()>),
+    /// Accept on this (new) listening socket.
+    Listen(TcpListener),
 }
 
 impl SmtpReceiver {
@@ -322,6 +412,7 @@ impl SmtpReceiver {
     pub async fn start(addr: SocketAddr, behaviour: Behaviour) -> io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
+        let remember = behaviour.remember;
         let shared = Arc::new(Shared {
             behaviour: Mutex::new(behaviour),
             received: Mutex::new(Vec::new()),
@@ -329,9 +420,70 @@ impl SmtpReceiver {
             count: watch::channel(0).0,
             connections: watch::channel(0).0,
             cert: TestCert::new(&[&addr.ip().to_string()]),
+            remember,
+            faults: Mutex::new(Faults::default()),
+            rng: AtomicU64::new(u64::from(addr.port())),
+            generation: AtomicU64::new(0),
+            tempfails: AtomicU64::new(0),
+            drops_in_data: AtomicU64::new(0),
+            closed_by_pause: AtomicU64::new(0),
         });
-        let task = tokio::spawn(accept_loop(listener, shared.clone()));
-        Ok(Self { addr, shared, task })
+        let (control, orders) = mpsc::unbounded_channel();
+        let task = tokio::spawn(accept_loop(listener, shared.clone(), orders));
+        Ok(Self {
+            addr,
+            shared,
+            control,
+            task,
+        })
+    }
+
+    /// Switches the random faults; every connection, open or new, sees the change at its next
+    /// message. `Faults::default()` switches them off.
+    pub fn set_faults(&self, faults: Faults) {
+        match self.shared.faults.lock() {
+            Ok(mut f) => *f = faults,
+            Err(poisoned) => *poisoned.into_inner() = faults,
+        }
+    }
+
+    /// How often each fault fired so far.
+    pub fn fault_counts(&self) -> FaultCounts {
+        FaultCounts {
+            tempfails: self.shared.tempfails.load(Ordering::Relaxed),
+            drops_in_data: self.shared.drops_in_data.load(Ordering::Relaxed),
+            closed_by_pause: self.shared.closed_by_pause.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops the server as a shutdown would: when this returns, the port no longer listens
+    /// (new connections are refused), and every open session answers its next command with
+    /// `421 4.3.2` and closes. [`SmtpReceiver::resume`] starts listening again.
+    pub async fn pause(&self) {
+        self.shared.generation.fetch_add(1, Ordering::SeqCst);
+        let (done, closed) = oneshot::channel();
+        if self.control.send(Control::Close(done)).is_ok() {
+            let _ = closed.await;
+        }
+    }
+
+    /// Listens again on the same address after [`SmtpReceiver::pause`] (binding is retried
+    /// for up to 5 s). Harmless when not paused: the new socket replaces the old one.
+    pub async fn resume(&self) -> io::Result<()> {
+        let mut last = None;
+        for _ in 0..100 {
+            match TcpListener::bind(self.addr).await {
+                Ok(listener) => {
+                    return self
+                        .control
+                        .send(Control::Listen(listener))
+                        .map_err(|_| io::Error::other("the receiver's accept loop is gone"));
+                }
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(last.unwrap_or_else(|| io::Error::other("cannot bind")))
     }
 
     /// The address it listens on.
@@ -402,12 +554,32 @@ impl Drop for SmtpReceiver {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+/// Accepts on `listener` while there is one (`None` while paused: never ready).
+async fn accept_on(listener: Option<&TcpListener>) -> io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut orders: mpsc::UnboundedReceiver<Control>,
+) {
     // Sessions live in this set, so aborting the accept task ends them all.
     let mut sessions = JoinSet::new();
+    let mut listener = Some(listener);
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
+            Some(order) = orders.recv() => match order {
+                Control::Close(done) => {
+                    listener = None;
+                    let _ = done.send(());
+                }
+                Control::Listen(new) => listener = Some(new),
+            },
+            accepted = accept_on(listener.as_ref()) => {
                 let Ok((stream, peer)) = accepted else { continue };
                 shared.connections.send_modify(|n| *n += 1);
                 let behaviour = match shared.behaviour.lock() {
@@ -415,8 +587,9 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                     Err(poisoned) => poisoned.into_inner().clone(),
                 };
                 let shared = shared.clone();
+                let generation = shared.generation.load(Ordering::SeqCst);
                 sessions.spawn(async move {
-                    let mut session = Session::new(stream, peer, behaviour, shared);
+                    let mut session = Session::new(stream, peer, behaviour, shared, generation);
                     if let Err(e) = session.run().await {
                         tracing::debug!(%peer, error = %e, "test SMTP session ended");
                     }
@@ -478,10 +651,18 @@ struct Session {
     mail: Option<(String, String)>,
     rcpts: Vec<String>,
     accepted: usize,
+    /// The pause generation the session was accepted in.
+    generation: u64,
 }
 
 impl Session {
-    fn new(stream: TcpStream, peer: SocketAddr, b: Behaviour, shared: Arc<Shared>) -> Self {
+    fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        b: Behaviour,
+        shared: Arc<Shared>,
+        generation: u64,
+    ) -> Self {
         Self {
             conn: Conn::Plain(stream),
             peer,
@@ -494,6 +675,7 @@ impl Session {
             mail: None,
             rcpts: Vec::new(),
             accepted: 0,
+            generation,
         }
     }
 
@@ -520,6 +702,12 @@ impl Session {
                 } else {
                     self.reply("503 5.5.1 no service");
                 }
+                self.flush().await?;
+                return Ok(());
+            }
+            if self.shared.generation.load(Ordering::SeqCst) != self.generation {
+                self.shared.closed_by_pause.fetch_add(1, Ordering::Relaxed);
+                self.reply("421 4.3.2 service shutting down");
                 self.flush().await?;
                 return Ok(());
             }
@@ -811,6 +999,18 @@ impl Session {
             return Ok(if close { Next::Close } else { Next::Continue });
         }
         self.reply("354 end data with <CR><LF>.<CR><LF>");
+        if self
+            .shared
+            .chance(self.shared.faults().drop_in_data_per_mille)
+        {
+            // Hang up in the middle of the transfer: after the first chunk of the message.
+            if self.input.is_empty() {
+                self.fill().await?;
+            }
+            self.shared.drops_in_data.fetch_add(1, Ordering::Relaxed);
+            self.reset();
+            return Ok(Next::Close);
+        }
         let mut reader = DataReader::new(self.b.max_message_bytes);
         loop {
             if let Some(used) = reader.feed(&self.input) {
@@ -831,6 +1031,15 @@ impl Session {
             self.reply("552 5.3.4 message too big");
             return Ok(Next::Continue);
         }
+        if self.shared.chance(self.shared.faults().tempfail_per_mille) {
+            let n = self.shared.tempfails.fetch_add(1, Ordering::Relaxed);
+            if n.is_multiple_of(2) {
+                self.reply("451 4.3.0 fault injected: try again later");
+                return Ok(Next::Continue);
+            }
+            self.reply("421 4.3.0 fault injected: closing");
+            return Ok(Next::Close);
+        }
         let reply = self
             .b
             .message
@@ -846,6 +1055,7 @@ impl Session {
                 tls: self.tls,
                 helo: self.helo.clone().unwrap_or_default(),
                 peer: self.peer,
+                at: SystemTime::now(),
             });
         }
         let close = reply.starts_with("421");

@@ -8,8 +8,10 @@
 //! put; if a put fails the job is left reserved and comes back after its TTR (a retry, never a
 //! loss).
 //!
-//! The duplicate window: a worker killed after the remote server's 250 but before the delete
+//! The duplicate windows: a worker killed after the remote server's 250 but before the delete
 //! sends that message again when the job comes back. SMTP has no way to close it (RFC 1047).
+//! A worker killed after putting a deferral's retry job but before deleting the reserved job
+//! leaves two jobs of the message, each delivered once (put-then-delete never loses one).
 //!
 //! One log line per recipient per attempt, in the style of Postfix:
 //! `Q1: to=<a@example.com>, relay=mx[192.0.2.1]:25, delay=1.2, dsn=2.0.0, status=sent (250 ok)`.

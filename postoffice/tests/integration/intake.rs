@@ -5,6 +5,7 @@ use crate::common;
 use crate::common::{email, PostOffice, HOST, SECRET};
 use hedwig_core::key::derive_key;
 use serde_json::json;
+use std::time::Duration;
 
 #[tokio::test]
 async fn keygen_key_is_accepted_and_job_is_complete() {
@@ -292,4 +293,69 @@ async fn check_endpoint_and_metrics() {
         )),
         "{text}"
     );
+}
+
+/// Sends SIGSTOP or SIGCONT to beanstalkd.
+fn signal_beanstalkd(po: &PostOffice, signal: &str) {
+    let pid = po.beanstalkd.pid().expect("beanstalkd runs");
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Found by the fault-injection run: mailman killed while its post waited for beanstalkd's
+/// answer. The client's disconnect cancelled the request handler after beanstalkd had the job
+/// but before the id was recorded, so mailman's retry with the same id was queued again.
+#[tokio::test]
+async fn id_is_recorded_even_when_the_client_goes_away_during_the_put() {
+    let po = PostOffice::start().await;
+    let key = derive_key(SECRET, HOST);
+    let data = email(&["user@example.org"], "Subject: once\r\n\r\nbody\r\n").to_string();
+    let fields = [
+        ("fqdn", HOST),
+        ("key", key.as_str()),
+        ("email", data.as_str()),
+        ("id", "m-cancelled"),
+    ];
+    // A first message warms the pool: the next put goes out at once on a connection that
+    // already uses the tube.
+    let (status, _) = po
+        .send(email(&["first@example.org"], "Subject: 1\r\n\r\n1\r\n"))
+        .await;
+    assert_eq!(status, 200);
+    // beanstalkd stopped: the put is sent and waits for its answer; the client gives up and
+    // closes the connection in the meantime.
+    signal_beanstalkd(&po, "-STOP");
+    let gone = po
+        .http
+        .post(po.url())
+        .form(&fields)
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the client timed out: {gone:?}");
+    // Let hyper notice the closed connection before beanstalkd answers.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal_beanstalkd(&po, "-CONT");
+    for _ in 0..100 {
+        if po.ready_count().await >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        po.ready_count().await,
+        2,
+        "beanstalkd took the cancelled put"
+    );
+
+    // The sender's retry (same id) is answered as a duplicate, not queued again.
+    let (status, body) = po.post_form(&fields).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["duplicate"], true, "{body}");
+    let jobs = po.jobs().await;
+    assert_eq!(jobs.len(), 2, "queued once");
+    assert_eq!(jobs[1].envelope.queue_id, body["id"].as_str().unwrap());
 }

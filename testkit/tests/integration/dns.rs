@@ -159,6 +159,20 @@ async fn timeout_domain_is_never_answered() {
 }
 
 #[tokio::test]
+async fn silent_server_times_out_until_switched_back() {
+    let dns = DnsServer::start(zone()).await;
+    let r = resolver_with_timeout(dns.addr(), Duration::from_millis(300));
+    assert!(r.mx_lookup("example.test.").await.is_ok());
+    dns.set_silent(true);
+    let err = r.mx_lookup("example.test.").await.unwrap_err();
+    assert!(matches!(err, NetError::Timeout), "{err:?}");
+    assert!(dns.ignored() >= 1);
+    dns.set_silent(false);
+    let mx = r.mx_lookup("example.test.").await.unwrap();
+    assert_eq!(mx_pairs(&mx).len(), 2);
+}
+
+#[tokio::test]
 async fn tcp_only_resolver_gets_the_same_answers() {
     let dns = DnsServer::start(zone()).await;
     let (_, opts) = resolver_config(dns.addr());

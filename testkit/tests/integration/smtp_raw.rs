@@ -310,3 +310,101 @@ async fn mail_before_ehlo_and_unknown_commands_are_refused() {
     // Dropping the receiver closes its connections.
     assert!(c.closed().await);
 }
+
+/// One message over `c` (greeting already read); returns the reply to the final dot ("" when
+/// the server hung up instead).
+async fn one_message(c: &mut Client<TcpStream>, n: usize) -> String {
+    c.send(&format!(
+        "MAIL FROM:<a@me.test>\r\nRCPT TO:<b{n}@x.test>\r\nDATA\r\n"
+    ))
+    .await;
+    for _ in 0..2 {
+        if !c.reply().await.starts_with("250") {
+            return String::new();
+        }
+    }
+    if !c.reply().await.starts_with("354") {
+        return String::new();
+    }
+    c.send(&format!("Subject: {n}\r\n\r\nbody\r\n.\r\n")).await;
+    c.reply().await
+}
+
+#[tokio::test]
+async fn tempfail_faults_answer_451_then_421_and_record_nothing() {
+    let mx = start(Behaviour::new()).await;
+    mx.set_faults(hedwig_testkit::Faults {
+        tempfail_per_mille: 1000,
+        ..Default::default()
+    });
+    let mut c = connect(mx.addr()).await;
+    c.reply().await;
+    c.send("EHLO me.test\r\n").await;
+    c.reply().await;
+    assert!(one_message(&mut c, 1).await.starts_with("451 4.3.0"));
+    assert!(one_message(&mut c, 2).await.starts_with("421 4.3.0"));
+    assert!(c.closed().await);
+    assert!(mx.received().is_empty());
+    assert_eq!(mx.fault_counts().tempfails, 2);
+
+    // Switched off: the next message is accepted and recorded, with its time.
+    mx.set_faults(hedwig_testkit::Faults::default());
+    let before = std::time::SystemTime::now();
+    let mut c = connect(mx.addr()).await;
+    c.reply().await;
+    c.send("EHLO me.test\r\n").await;
+    c.reply().await;
+    assert!(one_message(&mut c, 3).await.starts_with("250"));
+    let got = mx.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].rcpt_to, ["b3@x.test"]);
+    assert!(got[0].at >= before);
+}
+
+#[tokio::test]
+async fn drop_in_data_closes_without_reply_and_records_nothing() {
+    let mx = start(Behaviour::new()).await;
+    mx.set_faults(hedwig_testkit::Faults {
+        drop_in_data_per_mille: 1000,
+        ..Default::default()
+    });
+    let mut c = connect(mx.addr()).await;
+    c.reply().await;
+    c.send("EHLO me.test\r\nMAIL FROM:<a@me.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n")
+        .await;
+    c.reply().await;
+    c.reply().await;
+    c.reply().await;
+    assert!(c.reply().await.starts_with("354"));
+    c.send("Subject: cut\r\n\r\nfirst part\r\n").await;
+    assert!(c.closed().await, "closed without a reply");
+    assert!(mx.received().is_empty());
+    assert_eq!(mx.fault_counts().drops_in_data, 1);
+}
+
+#[tokio::test]
+async fn pause_refuses_connections_and_closes_open_sessions_at_their_next_command() {
+    let mx = start(Behaviour::new()).await;
+    let mut open = connect(mx.addr()).await;
+    open.reply().await;
+    open.send("EHLO me.test\r\n").await;
+    open.reply().await;
+
+    mx.pause().await;
+    assert!(
+        TcpStream::connect(mx.addr()).await.is_err(),
+        "a paused receiver refuses connections"
+    );
+    open.send("MAIL FROM:<a@me.test>\r\n").await;
+    assert!(open.reply().await.starts_with("421 4.3.2"));
+    assert!(open.closed().await);
+    assert_eq!(mx.fault_counts().closed_by_pause, 1);
+
+    mx.resume().await.unwrap();
+    let mut c = connect(mx.addr()).await;
+    c.reply().await;
+    c.send("EHLO me.test\r\n").await;
+    c.reply().await;
+    assert!(one_message(&mut c, 1).await.starts_with("250"));
+    assert_eq!(mx.received().len(), 1);
+}
