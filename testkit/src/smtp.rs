@@ -1064,6 +1064,22 @@ impl Session {
     }
 }
 
+/// The receiver's DATA reading on its own, for property tests of SMTP transparency: feeds
+/// `chunks` in order (as reads from the socket would come) and returns the dot-unstuffed body
+/// and the offset just past the final `.` CRLF in the concatenated input (`None`: no end found).
+#[doc(hidden)]
+pub fn read_data(chunks: &[&[u8]]) -> (Vec<u8>, Option<usize>) {
+    let mut reader = DataReader::new(usize::MAX);
+    let mut offset = 0;
+    for chunk in chunks {
+        if let Some(used) = reader.feed(chunk) {
+            return (reader.data, Some(offset + used));
+        }
+        offset += chunk.len();
+    }
+    (reader.data, None)
+}
+
 /// Collects a DATA body: RFC 5321 §4.5.2 dot-unstuffing, ends at `CRLF.CRLF`. Pure, so it can
 /// be fed input split anywhere.
 #[derive(Debug)]

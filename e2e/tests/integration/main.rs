@@ -10,3 +10,4 @@ mod msmtp_t;
 mod php_mail;
 mod postoffice_outage;
 mod swaks;
+mod transparency;
