@@ -3,9 +3,9 @@
 //! [`Signer::new`] reads and parses every configured key once; [`Signer::sign`] then costs one
 //! body hash plus one private-key operation per key (an RSA-2048 signature or an Ed25519 one;
 //! both when both are configured for the domain, RFC 8463 §1). Canonicalization is
-//! relaxed/relaxed. The signed header fields are the ones in [`SIGNED_HEADERS`] that the
-//! message has, plus `From` once more (oversigned: a second From: added later breaks the
-//! signature, RFC 6376 §8.15).
+//! relaxed/relaxed. Every field named in [`SIGNED_HEADERS`] is signed once per occurrence plus
+//! once more (oversigned, RFC 6376 §5.4.2 and §8.15): a second Subject:, a Reply-To: or another
+//! Cc: added after signing, on top or at the bottom, breaks the signature.
 //!
 //! The message is never modified: [`Signer::sign`] returns the `DKIM-Signature:` fields to
 //! write in front of it, so 8-bit and UTF-8 bodies go out byte for byte as signed. The caller
@@ -31,10 +31,12 @@ pub use key::{generate, txt_record, txt_record_for_pem, Algorithm, GeneratedKey}
 use crate::Error;
 use fields::Fields;
 
-/// The header fields signed when present, in this order (plus `From` again, oversigned).
+/// The header fields that carry meaning for the reader or for the receiver's filters: each is
+/// signed once per occurrence plus once more (also when absent), so none can be added later.
 ///
 /// `List-Unsubscribe-Post` is included because RFC 8058 §4 requires one-click unsubscribe
-/// headers to be covered by a DKIM signature.
+/// headers to be covered by a DKIM signature. `Sender` because a receiver may show it in place
+/// of From:.
 pub const SIGNED_HEADERS: &[&str] = &[
     "From",
     "To",
@@ -50,6 +52,7 @@ pub const SIGNED_HEADERS: &[&str] = &[
     "References",
     "List-Unsubscribe",
     "List-Unsubscribe-Post",
+    "Sender",
 ];
 
 /// The `dkim:` section of the worker's config.
@@ -273,10 +276,7 @@ impl Signer {
         let Some(indexes) = self.by_domain.get(domain) else {
             return Ok(None);
         };
-        let mut h = present_signed_headers(message);
-        // RFC 6376 §5.4.2: one more name than instances present signs the absence of
-        // another From:, so one cannot be added without breaking the signature.
-        h.push("From".to_string());
+        let h = oversigned_headers(message);
         let mut out = Vec::with_capacity(indexes.len() * 512);
         let mut body_hash: Option<Vec<u8>> = None;
         for &i in indexes {
@@ -339,6 +339,22 @@ impl Writable for Signable<'_> {
         self.headers.write(writer);
         self.signature.write(writer, false);
     }
+}
+
+/// The `h=` template for `message`: the names of [`SIGNED_HEADERS`] it has, then every name of
+/// [`SIGNED_HEADERS`] once more.
+///
+/// mail-auth's canonicalization signs every occurrence of a listed name (bottom-up) and then
+/// appends each list entry it found no field for. The first entry of a present name matches
+/// all its fields; the second entry never matches (a name's first entry takes them), so it is
+/// appended as a null field. The result is RFC 6376 §5.4.2's oversigning: a name listed one
+/// time more than it occurs, which signs the absence of one more instance, so a verifier
+/// taking fields bottom-up finds the added one and the signature no longer verifies. An absent
+/// name is listed once and signs its absence.
+fn oversigned_headers(message: &[u8]) -> Vec<String> {
+    let mut h = present_signed_headers(message);
+    h.extend(SIGNED_HEADERS.iter().map(|name| name.to_string()));
+    h
 }
 
 /// The names of [`SIGNED_HEADERS`] present in `message`, in that list's order.

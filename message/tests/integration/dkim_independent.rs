@@ -269,3 +269,70 @@ async fn a_key_that_dns_does_not_publish_fails() {
     let verdict = verify(&dns, ASCII).await;
     assert!(!verdict.passed);
 }
+
+/// `header` added to `signed` at the top of the header block, or at its bottom (just before
+/// the empty line that ends it).
+fn add_header(signed: &[u8], header: &[u8], at_bottom: bool) -> Vec<u8> {
+    if !at_bottom {
+        return [header, signed].concat();
+    }
+    let end = signed
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a header block")
+        + 2;
+    [&signed[..end], header, &signed[end..]].concat()
+}
+
+/// RFC 6376 §8.15: every header field that carries meaning is signed once per occurrence
+/// plus once more, so a second Subject:, a Reply-To: or another Cc: added after signing (on
+/// top, where a verifier that takes fields bottom-up would not look without oversigning, or
+/// at the bottom) breaks the signature; the unchanged message still passes.
+#[tokio::test]
+async fn headers_added_after_signing_fail_verification() {
+    let dns = DnsServer::start(zone()).await;
+    let rsa = signer(&[("example.test", "rsa", "rsa2048.pem")]);
+    let signed = rsa.sign_message(ASCII, NOW).unwrap();
+    let verdict = verify(&dns, &signed).await;
+    assert!(verdict.passed, "unchanged: {:?}", verdict.lines);
+    // A field the signer does not cover may still be added (a receiver's trace fields).
+    let received = add_header(&signed, b"X-Added: by a relay\r\n", false);
+    assert!(verify(&dns, &received).await.passed, "an unsigned field");
+
+    let mut passed = Vec::new();
+    for (header, at_bottom) in [
+        (&b"Subject: Urgent: wire the money\r\n"[..], false),
+        (b"Subject: Urgent: wire the money\r\n", true),
+        (b"Reply-To: mallory@evil.test\r\n", false),
+        (b"Reply-To: mallory@evil.test\r\n", true),
+        (b"Cc: mallory@evil.test\r\n", false),
+        (b"To: mallory@evil.test\r\n", false),
+        (b"Sender: mallory@evil.test\r\n", false),
+        (b"Date: Tue, 24 Nov 2026 04:15:31 +0000\r\n", false),
+        (b"Message-ID: <other@evil.test>\r\n", false),
+        (b"Content-Type: text/html\r\n", false),
+        (b"Content-Transfer-Encoding: base64\r\n", false),
+        (b"MIME-Version: 1.0\r\n", false),
+        (b"List-Unsubscribe: <https://evil.test/u>\r\n", false),
+        (
+            b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+            false,
+        ),
+        (b"In-Reply-To: <x@evil.test>\r\n", false),
+        (b"References: <x@evil.test>\r\n", false),
+    ] {
+        let tampered = add_header(&signed, header, at_bottom);
+        let verdict = verify(&dns, &tampered).await;
+        if verdict.passed {
+            passed.push(format!(
+                "{} ({})",
+                String::from_utf8_lossy(header).trim_end(),
+                if at_bottom { "bottom" } else { "top" }
+            ));
+        }
+    }
+    assert!(
+        passed.is_empty(),
+        "still verified after adding: {passed:#?}"
+    );
+}
