@@ -71,6 +71,8 @@ failures=0
 passes=0
 # Required by the postoffice file (EHLO name, DKIM d=); nothing leaves the host here.
 export HEDWIG_HOSTNAME=mail.smoke.example.org HEDWIG_DKIM_DOMAIN=example.org
+# Mail is DKIM-signed only for the domains the hosts are authorised for.
+export HEDWIG_ALLOWED_SENDER_DOMAINS='[example.org]'
 
 cleanup() {
     # The mailman file insists on these; `down` does not need real values.

@@ -77,6 +77,21 @@ impl fmt::Display for Mailbox {
     }
 }
 
+/// Checks a domain as it may follow the `@` of a mailbox: a host name (U-labels allowed) or an
+/// address literal. Returns the A-label, lowercase form (the literal for a literal).
+pub fn parse_domain(domain: &str) -> Result<String, AddressError> {
+    check_domain(domain).map_err(|why| AddressError {
+        address: domain.to_string(),
+        why,
+    })
+}
+
+/// Whether `domain` (as [`Mailbox::domain`] holds it) is an address literal (`[192.0.2.1]`,
+/// `[IPv6:2001:db8::1]`).
+pub fn is_address_literal(domain: &str) -> bool {
+    domain.starts_with('[')
+}
+
 /// Checks a reverse-path: the null sender (empty, or `<>`) or a mailbox.
 pub fn parse_reverse_path(address: &str) -> Result<Option<Mailbox>, AddressError> {
     match address.trim() {

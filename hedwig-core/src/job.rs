@@ -100,6 +100,15 @@ pub struct Envelope {
     /// Set in the failed tube.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
+    /// The domains this message may be DKIM-signed for, most specific first: the From:
+    /// domain, then those of its parents that the sending host's policy also names. Empty: no
+    /// signature (the host's policy lists no domain, or the message has no From: address).
+    /// Written by the post office, which alone knows the host; the worker never chooses a
+    /// key from the From: field by itself. Absent in jobs queued by a post office from before
+    /// this field: the worker then signs only when the From: domain is the envelope sender's
+    /// domain, which that post office checked against the policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dkim_domains: Option<Vec<String>>,
 }
 
 impl Envelope {
@@ -122,6 +131,7 @@ impl Envelope {
             kind: Kind::Message,
             history: Vec::new(),
             failure: None,
+            dkim_domains: None,
         }
     }
 }
@@ -206,5 +216,21 @@ mod tests {
             br#"{"v":99,"queue_id":"q","host":"h","received_at":0,"mail_from":"","rcpt_to":[]}
 msg"#;
         assert!(matches!(Job::decode(future), Err(JobError::Version(99))));
+    }
+
+    #[test]
+    fn dkim_domains_absent_empty_or_listed() {
+        let old = br#"{"v":1,"queue_id":"q","host":"h","received_at":0,"mail_from":"","rcpt_to":[]}
+msg"#;
+        assert_eq!(Job::decode(old).unwrap().envelope.dkim_domains, None);
+        let mut envelope = Envelope::new("q".into(), "h".into(), "".into(), vec![]);
+        for domains in [None, Some(vec![]), Some(vec!["a.example".to_string()])] {
+            envelope.dkim_domains = domains;
+            let job = Job {
+                envelope: envelope.clone(),
+                message: b"m".to_vec(),
+            };
+            assert_eq!(Job::decode(&job.encode()).unwrap(), job);
+        }
     }
 }

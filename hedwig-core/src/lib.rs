@@ -7,6 +7,7 @@
 //! - [`job`]: the body of a beanstalkd job: the envelope and history as one JSON line, then the
 //!   message bytes untouched.
 //! - [`address`]: RFC 5321 / RFC 6531 mailbox syntax (UTF-8 local parts, IDN domains).
+//! - [`from`]: the From: fields of a raw message (count, addresses, domains).
 //! - [`config`]: YAML files with `HEDWIG_…` environment overrides, byte sizes, secrets from files.
 //! - [`logging`]: one tracing setup for all binaries.
 //!
@@ -14,6 +15,7 @@
 
 pub mod address;
 pub mod config;
+pub mod from;
 pub mod hold;
 pub mod job;
 pub mod key;

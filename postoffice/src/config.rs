@@ -221,6 +221,18 @@ mod tests {
     }
 
     #[test]
+    fn allowed_sender_domains_from_the_environment() {
+        let var = "HEDWIG_DEFAULT_POLICY__ALLOWED_SENDER_DOMAINS";
+        let c = load(None, &[(var, r#"[example.org, "*.example.org"]"#)]);
+        assert_eq!(
+            c.default_policy.allowed_sender_domains,
+            ["example.org", "*.example.org"]
+        );
+        let c = load(None, &[(var, "[]")]);
+        assert!(c.default_policy.allowed_sender_domains.is_empty());
+    }
+
+    #[test]
     fn bad_server_addresses_are_reported() {
         let c = Config {
             beanstalkd: "nohost,ok:1".into(),

@@ -1,5 +1,5 @@
 //! `POST /`: the hedwig wire protocol (DESIGN.md). Checks the host's key, the envelope, the size
-//! and the host's policy, then queues the message and answers 200 only after beanstalkd
+//! and the host's policy (envelope sender and From:, [`crate::from_policy`]), then queues the message and answers 200 only after beanstalkd
 //! acknowledged the put.
 
 use std::net::SocketAddr;
@@ -15,6 +15,7 @@ use hedwig_core::wire::{Accepted, Submission};
 
 use crate::dedupe::{Claim, Pending};
 use crate::error::Reject;
+use crate::from_policy::{self, FromRefusal};
 use crate::policy::Refusal;
 use crate::queue::Target;
 use crate::state::AppState;
@@ -130,6 +131,21 @@ async fn queue_submission(
                 "rate limit exceeded for this host; retry later",
             ),
         })?;
+    let dkim_domains = from_policy::check(state.policies.policy(&fqdn), &message).map_err(
+        |refusal| match refusal {
+            FromRefusal::Several(n) => Reject::bad_request(format!(
+                "the message has {n} From: header fields; exactly one is allowed (RFC 5322 §3.6)"
+            )),
+            FromRefusal::NoDomain(address) => Reject::new(
+                StatusCode::FORBIDDEN,
+                format!("From: address {address:?} has no domain this host may use"),
+            ),
+            FromRefusal::Domain(domain) => Reject::new(
+                StatusCode::FORBIDDEN,
+                format!("From: domain {domain} is not allowed for this host"),
+            ),
+        },
+    )?;
 
     let pending = match &submission.id {
         Some(id) => match state.dedupe.claim(&fqdn, id).await {
@@ -152,6 +168,7 @@ async fn queue_submission(
     let mut envelope = Envelope::new(hedwig_core::new_queue_id(), fqdn, mail_from, recipients);
     envelope.message_id = submission.id;
     envelope.client_ip = peer.map(|p| p.ip().to_string());
+    envelope.dkim_domains = Some(dkim_domains);
     // The put and the record of its outcome run in their own task. When the client goes away
     // (a killed mailman, a timeout), hyper drops this request's future; a put that beanstalkd
     // may already have taken must still end in `pending.complete`, or the sender's retry of

@@ -6,6 +6,7 @@
 //! - [`intake`]: the submission handler: key check, envelope syntax, size, policy, enqueue.
 //! - [`body`]: bounded, timed body reading.
 //! - [`policy`]: revocation, allowed sender domains, per-host rate limits.
+//! - [`from_policy`]: the From: field against the host's domains; what may be DKIM-signed.
 //! - [`dedupe`]: the duplicate message-id window.
 //! - [`metrics`]: Prometheus counters.
 //! - [`queue`]: the beanstalkd servers: choice by sending host, failover, start-up check.
@@ -22,6 +23,7 @@ pub mod body;
 pub mod config;
 pub mod dedupe;
 pub mod error;
+pub mod from_policy;
 pub mod holds;
 pub mod intake;
 pub mod metrics;
@@ -56,6 +58,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
     let secrets = config.validate().map_err(StartError::Config)?;
+    from_policy::warn_unsigned_hosts(&config);
     let max_job_size = queue::wait_and_check(&config).await?;
     let queue = queue::Queue::new(&config)?;
     let state = Arc::new(state::AppState::new(config, secrets, queue));

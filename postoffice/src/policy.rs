@@ -51,7 +51,8 @@ impl Policies {
         self.revoked.contains(fqdn)
     }
 
-    fn policy(&self, fqdn: &str) -> &HostPolicy {
+    /// The policy that applies to `fqdn` (lowercase).
+    pub fn policy(&self, fqdn: &str) -> &HostPolicy {
         self.hosts.get(fqdn).unwrap_or(&self.default)
     }
 
@@ -95,7 +96,7 @@ impl Policies {
 }
 
 /// `allowed` entries: `example.com` (exactly) or `*.example.com` (it and its subdomains).
-fn domain_allowed(allowed: &[String], domain: &str) -> bool {
+pub(crate) fn domain_allowed(allowed: &[String], domain: &str) -> bool {
     if allowed.is_empty() {
         return true;
     }

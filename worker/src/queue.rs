@@ -214,10 +214,15 @@ impl Worker {
             Some(signer) => {
                 // An RSA signature is about a millisecond of CPU: keep it off the threads that
                 // drive every other delivery's timeouts.
+                // Only for the domains the post office authorised (or, for a bounce, our own
+                // name): never for a domain just because the From: names it.
+                let authorised =
+                    hedwig_message::dkim::authorised_domains(env, &wire, self.config.ehlo_name());
                 let (signer, original) = (signer.clone(), wire.to_vec());
-                let result =
-                    tokio::task::spawn_blocking(move || signer.sign_message(&original, unix_now()))
-                        .await;
+                let result = tokio::task::spawn_blocking(move || {
+                    signer.sign_message_for(&original, &authorised, unix_now())
+                })
+                .await;
                 match result {
                     Ok(Ok(s)) => {
                         signed = s;

@@ -1,4 +1,5 @@
-//! DKIM signing (RFC 6376) for outgoing mail, with keys chosen by the From: domain.
+//! DKIM signing (RFC 6376) for outgoing mail, with keys chosen among the domains the sending
+//! host is authorised for ([`authorised_domains`], [`Signer::sign_for`]).
 //!
 //! [`Signer::new`] reads and parses every configured key once; [`Signer::sign`] then costs one
 //! body hash plus one private-key operation per key (an RSA-2048 signature or an Ed25519 one;
@@ -30,6 +31,8 @@ pub use key::{generate, txt_record, txt_record_for_pem, Algorithm, GeneratedKey}
 
 use crate::Error;
 use fields::Fields;
+use hedwig_core::from::{domain_and_parents, FromHeader};
+use hedwig_core::job::{Envelope, Kind};
 
 /// The header fields that carry meaning for the reader or for the receiver's filters: each is
 /// signed once per occurrence plus once more (also when absent), so none can be added later.
@@ -70,9 +73,10 @@ pub struct DkimConfig {
     /// Keys by signing domain; several per domain (e.g. one RSA and one Ed25519) all sign.
     #[serde(default)]
     pub keys: Vec<DkimKey>,
-    /// Mail whose From: domain has no key is signed with this domain's keys (the signature
-    /// then does not align for DMARC, but still carries the relay's reputation). Unset: such
-    /// mail goes out unsigned.
+    /// Mail that may be signed for some domain (the post office authorised its From:) but
+    /// has no key for any of them is signed with this domain's keys (the signature then does
+    /// not align for DMARC, but still carries the relay's reputation). Unset: such mail goes
+    /// out unsigned. Mail from a host without `allowed_sender_domains` is never signed.
     #[serde(default)]
     pub default_domain: Option<String>,
 }
@@ -81,7 +85,8 @@ pub struct DkimConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DkimKey {
-    /// The `d=` domain; also matches From: addresses in its subdomains.
+    /// The `d=` domain. It signs mail the post office authorised for this domain: From: in
+    /// this domain, or in a subdomain when the host's policy also names this domain.
     pub domain: String,
     /// The `s=` selector: the key is published at `<selector>._domainkey.<domain>`.
     pub selector: String,
@@ -246,33 +251,72 @@ impl Signer {
         self.keys.is_empty()
     }
 
-    /// The domain whose keys would sign `message`: the From: domain or its nearest parent
-    /// with a key, else the default domain, else `None` (also for a message without a
-    /// parsable From:).
-    pub fn signing_domain(&self, message: &[u8]) -> Option<&str> {
-        let from_domain = from_domain(message)?;
-        let mut candidate = from_domain.as_str();
-        loop {
-            if let Some((domain, _)) = self.by_domain.get_key_value(candidate) {
+    /// The domain whose keys sign a message that may be signed for `authorised` (most
+    /// specific first, A-labels): the first of them that has a key, else the default domain,
+    /// else `None`. Always `None` when `authorised` is empty: the default domain's signature
+    /// is only added to mail whose From: the sending host was allowed to use.
+    pub fn signing_domain_for(&self, authorised: &[String]) -> Option<&str> {
+        if authorised.is_empty() {
+            return None;
+        }
+        for wanted in authorised {
+            let wanted = wanted.trim_end_matches('.').to_ascii_lowercase();
+            if let Some((domain, _)) = self.by_domain.get_key_value(&wanted) {
                 return Some(domain.as_str());
-            }
-            match candidate.split_once('.') {
-                Some((_, parent)) if parent.contains('.') => candidate = parent,
-                _ => break,
             }
         }
         self.default_domain.as_deref()
     }
 
-    /// Signs `message` at Unix time `now` (the `t=` tag).
+    /// Signs `message` at Unix time `now` (the `t=` tag) for the first domain of `authorised`
+    /// that has keys (see [`Signer::signing_domain_for`]).
     ///
     /// Returns the `DKIM-Signature:` header fields (CRLF-terminated, folded) to write in
     /// front of the message, one per key of the signing domain, or `None` when no key
-    /// applies (see [`Signer::signing_domain`]).
+    /// applies.
+    pub fn sign_for(
+        &self,
+        message: &[u8],
+        authorised: &[String],
+        now: u64,
+    ) -> Result<Option<Vec<u8>>, Error> {
+        let Some(domain) = self.signing_domain_for(authorised) else {
+            return Ok(None);
+        };
+        self.sign_with(domain, message, now)
+    }
+
+    /// [`Signer::sign_for`]'s header fields followed by `message`, or a copy of `message`.
+    pub fn sign_message_for(
+        &self,
+        message: &[u8],
+        authorised: &[String],
+        now: u64,
+    ) -> Result<Vec<u8>, Error> {
+        prepend(self.sign_for(message, authorised, now)?, message)
+    }
+
+    /// The domain whose keys would sign `message` when its own From: domain is trusted: the
+    /// From: domain or its nearest parent with a key, else the default domain, else `None`
+    /// (also for a message without a parsable From:).
+    ///
+    /// For tools and tests that sign their own mail. Mail from sending hosts is signed with
+    /// [`Signer::sign_for`] and the domains the post office authorised: the From: of such
+    /// mail says nothing about what its sender may sign for.
+    pub fn signing_domain(&self, message: &[u8]) -> Option<&str> {
+        self.signing_domain_for(&from_domain_and_parents(message)?)
+    }
+
+    /// Signs `message` as [`Signer::signing_domain`] chooses (trusting its From:); see
+    /// [`Signer::sign_for`] for mail from sending hosts.
     pub fn sign(&self, message: &[u8], now: u64) -> Result<Option<Vec<u8>>, Error> {
         let Some(domain) = self.signing_domain(message) else {
             return Ok(None);
         };
+        self.sign_with(domain, message, now)
+    }
+
+    fn sign_with(&self, domain: &str, message: &[u8], now: u64) -> Result<Option<Vec<u8>>, Error> {
         let Some(indexes) = self.by_domain.get(domain) else {
             return Ok(None);
         };
@@ -317,13 +361,50 @@ impl Signer {
     /// The signed message: [`Signer::sign`]'s header fields followed by `message`, or a copy
     /// of `message` when no key applies.
     pub fn sign_message(&self, message: &[u8], now: u64) -> Result<Vec<u8>, Error> {
-        match self.sign(message, now)? {
-            Some(mut signed) => {
-                signed.extend_from_slice(message);
-                Ok(signed)
-            }
-            None => Ok(message.to_vec()),
+        prepend(self.sign(message, now)?, message)
+    }
+}
+
+fn prepend(fields: Option<Vec<u8>>, message: &[u8]) -> Result<Vec<u8>, Error> {
+    Ok(match fields {
+        Some(mut signed) => {
+            signed.extend_from_slice(message);
+            signed
         }
+        None => message.to_vec(),
+    })
+}
+
+/// The domains a queued message may be signed for, as the worker decides it:
+///
+/// - a bounce (made by a worker, From: `MAILER-DAEMON@<hostname>`): `hostname` and its
+///   parents;
+/// - a job with `dkim_domains`: exactly those (the post office chose them from the sending
+///   host's policy);
+/// - a job from a post office before that field: the From: domain, only when the message has
+///   one From: field whose every address is in the envelope sender's domain (the one that
+///   post office checked); else none.
+pub fn authorised_domains(envelope: &Envelope, message: &[u8], hostname: &str) -> Vec<String> {
+    if envelope.kind == Kind::Bounce {
+        let hostname = hostname.trim_end_matches('.').to_ascii_lowercase();
+        return domain_and_parents(&hostname).map(str::to_string).collect();
+    }
+    if let Some(domains) = &envelope.dkim_domains {
+        return domains.clone();
+    }
+    let Ok(Some(sender)) = hedwig_core::address::parse_reverse_path(&envelope.mail_from) else {
+        return Vec::new();
+    };
+    let from = FromHeader::parse(message);
+    match from.domains() {
+        Ok(domains)
+            if from.fields == 1
+                && !domains.is_empty()
+                && domains.iter().all(|d| *d == sender.ascii_domain) =>
+        {
+            vec![sender.ascii_domain]
+        }
+        _ => Vec::new(),
     }
 }
 
@@ -376,14 +457,16 @@ fn present_signed_headers(message: &[u8]) -> Vec<String> {
         .collect()
 }
 
-/// The domain (A-labels, lowercase) of the first address of the first From: field.
-fn from_domain(message: &[u8]) -> Option<String> {
+/// The domain (A-labels, lowercase) of the first address of the first From: field, then its
+/// parents.
+fn from_domain_and_parents(message: &[u8]) -> Option<Vec<String>> {
     let (_, value) = Fields::new(message).find(|(name, _)| name.eq_ignore_ascii_case(b"From"))?;
     let parsed = mail_parser::parsers::MessageStream::new(value).parse_address();
     let address = parsed.as_address()?.first()?.address()?;
-    hedwig_core::address::Mailbox::parse(address)
-        .ok()
-        .map(|m| m.ascii_domain)
+    let domain = hedwig_core::address::Mailbox::parse(address)
+        .ok()?
+        .ascii_domain;
+    Some(domain_and_parents(&domain).map(str::to_string).collect())
 }
 
 /// A-labels, lowercase, without a trailing dot.

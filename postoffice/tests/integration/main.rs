@@ -12,6 +12,7 @@ mod admin_show_stats;
 mod admin_two_servers;
 mod bad_input;
 mod concurrency;
+mod from_policy;
 mod hold_cache;
 mod hold_release;
 mod intake;

@@ -10,6 +10,7 @@ mod cli;
 mod connection_reuse_and_slow_down;
 mod deliver_end_to_end;
 mod disconnect_and_size;
+mod dkim_authorised;
 mod dkim_signed;
 mod dns_failures;
 mod expiry_bounce;

@@ -135,6 +135,11 @@ impl Postoffice {
             secret: Some(SECRET.into()),
             startup_wait: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(2),
+            // Mail is DKIM-signed only for domains the sending host is authorised for.
+            default_policy: postoffice::config::HostPolicy {
+                allowed_sender_domains: vec![SENDER_DOMAIN.into()],
+                ..postoffice::config::HostPolicy::default()
+            },
             ..postoffice::Config::default()
         };
         // The port may linger for a moment after a stop: retry the bind, bounded.
