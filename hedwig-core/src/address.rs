@@ -6,7 +6,9 @@
 //! This module checks syntax only; whether the domain exists is the worker's business.
 
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use serde::{Deserialize, Serialize};
 
 /// Why an address is not a valid mailbox.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -90,6 +92,48 @@ pub fn parse_domain(domain: &str) -> Result<String, AddressError> {
 /// `[IPv6:2001:db8::1]`).
 pub fn is_address_literal(domain: &str) -> bool {
     domain.starts_with('[')
+}
+
+/// The IP address of an address-literal domain (`[192.0.2.1]`, `[IPv6:2001:db8::1]`, the tag
+/// in any case); `None` for a host name. An IPv4-mapped IPv6 address comes back as IPv4.
+pub fn literal_ip(domain: &str) -> Option<IpAddr> {
+    let literal = domain.strip_prefix('[')?.strip_suffix(']')?;
+    let ip = match literal.get(..5) {
+        Some(tag) if tag.eq_ignore_ascii_case("IPv6:") => {
+            IpAddr::V6(literal[5..].parse::<Ipv6Addr>().ok()?)
+        }
+        _ => IpAddr::V4(literal.parse::<Ipv4Addr>().ok()?),
+    };
+    Some(ip.to_canonical())
+}
+
+/// Which address literals may be used as mail domains: the `address_literals` setting of the
+/// post office (refused at intake with 400) and of the worker (never connected to). Without
+/// it a key holder could make the worker open port 25 on any internal address.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AddressLiterals {
+    /// Networks whose literals are accepted (`[10.1.2.0/24, "fd00::/8"]`); empty (the
+    /// default): every address literal is refused.
+    pub allow: Vec<ipnet::IpNet>,
+}
+
+impl AddressLiterals {
+    /// `Ok` for a host name or an allowed literal; for any other literal, why not.
+    pub fn check(&self, domain: &str) -> Result<(), String> {
+        if !is_address_literal(domain) {
+            return Ok(());
+        }
+        match literal_ip(domain) {
+            Some(ip) if self.allow.iter().any(|net| net.contains(&ip)) => Ok(()),
+            Some(_) => Err(format!(
+                "address literal {domain} is refused: it is not in address_literals.allow"
+            )),
+            None => Err(format!(
+                "address literal {domain} is not an IPv4 or IPv6 address"
+            )),
+        }
+    }
 }
 
 /// Checks a reverse-path: the null sender (empty, or `<>`) or a mailbox.
@@ -286,6 +330,36 @@ mod tests {
         ] {
             assert!(Mailbox::parse(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn address_literals() {
+        assert_eq!(
+            literal_ip("[192.0.2.1]"),
+            Some("192.0.2.1".parse().unwrap())
+        );
+        assert_eq!(
+            literal_ip("[ipv6:2001:db8::1]"),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        assert_eq!(
+            literal_ip("[IPv6:::ffff:10.0.0.1]"),
+            Some("10.0.0.1".parse().unwrap())
+        );
+        assert_eq!(literal_ip("example.com"), None);
+        assert_eq!(literal_ip("[2001:db8::1]"), None, "IPv6 needs its tag");
+        let none = AddressLiterals::default();
+        assert!(none.check("example.com").is_ok());
+        assert!(none.check("[192.0.2.1]").is_err());
+        assert!(none.check("[IPv6:::1]").is_err());
+        let some = AddressLiterals {
+            allow: vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()],
+        };
+        assert!(some.check("[10.1.2.3]").is_ok());
+        assert!(some.check("[IPv6:::ffff:10.1.2.3]").is_ok());
+        assert!(some.check("[IPv6:fd00::25]").is_ok());
+        assert!(some.check("[127.0.0.1]").is_err());
+        assert!(some.check("[IPv6:::1]").is_err());
     }
 
     #[test]

@@ -58,6 +58,9 @@ pub struct Config {
     /// Longest wait for in-flight requests after SIGTERM.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Address literals (`x@[192.0.2.1]`) accepted as sender or recipient domains: only in
+    /// these networks (`allow: [cidr, ...]`); others get 400. Default: none.
+    pub address_literals: hedwig_core::address::AddressLiterals,
 }
 
 /// What a sending host may do.
@@ -95,6 +98,7 @@ impl Default for Config {
             max_concurrent_requests: 1024,
             startup_wait: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
+            address_literals: Default::default(),
         }
     }
 }

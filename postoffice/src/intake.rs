@@ -87,6 +87,14 @@ async fn queue_submission(
     let email = submission.email;
     let sender = parse_reverse_path(&email.mailfrom)
         .map_err(|e| Reject::bad_request(format!("mailfrom: {e}")))?;
+    // Address literals would make the worker connect to any address (issue 11 F10); a bounce
+    // to a literal sender too.
+    let literals = &state.config.address_literals;
+    if let Some(sender) = &sender {
+        literals
+            .check(&sender.ascii_domain)
+            .map_err(|why| Reject::bad_request(format!("mailfrom: {sender}: {why}")))?;
+    }
     if email.rcpttos.is_empty() {
         return Err(Reject::bad_request("no recipients"));
     }
@@ -100,6 +108,9 @@ async fn queue_submission(
     for rcpt in &email.rcpttos {
         let mailbox =
             Mailbox::parse(rcpt).map_err(|e| Reject::bad_request(format!("rcpttos: {e}")))?;
+        literals
+            .check(&mailbox.ascii_domain)
+            .map_err(|why| Reject::bad_request(format!("rcpttos: {mailbox}: {why}")))?;
         recipients.push(mailbox.to_string());
     }
     let mail_from = sender.as_ref().map(|m| m.to_string()).unwrap_or_default();

@@ -58,6 +58,9 @@ pub struct Config {
     pub dkim: hedwig_message::dkim::DkimConfig,
     /// Per-destination caps, slow-down and connection reuse.
     pub limits: crate::destination::Limits,
+    /// Address literals (`x@[192.0.2.1]`) the worker may deliver to: only in these networks
+    /// (`allow: [cidr, ...]`); others fail permanently without a connection. Default: none.
+    pub address_literals: hedwig_core::address::AddressLiterals,
 }
 
 impl Default for Config {
@@ -83,6 +86,7 @@ impl Default for Config {
             max_message_size: hedwig_core::config::ByteSize(0),
             dkim: hedwig_message::dkim::DkimConfig::default(),
             limits: crate::destination::Limits::default(),
+            address_literals: Default::default(),
         }
     }
 }

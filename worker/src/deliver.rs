@@ -78,8 +78,7 @@ impl Deliverer {
             }
         }
         // RFC 5321 §4.1.3: an address literal is the host itself.
-        if let Some(literal) = domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
-            let ip = literal.strip_prefix("IPv6:").unwrap_or(literal);
+        if let Some(ip) = hedwig_core::address::literal_ip(domain) {
             return Route::Smtp(Nexthop::Direct {
                 host: ip.to_string(),
                 port,
@@ -100,6 +99,11 @@ impl Deliverer {
         message: &[u8],
     ) -> Vec<(String, Outcome)> {
         let started = Instant::now();
+        // Before any route, relayhost included: a literal outside the allow-list is never
+        // connected to (issue 11 F10), and retrying cannot change that.
+        if let Err(why) = self.config.address_literals.check(domain) {
+            return all(rcpts, &Error::LiteralRefused(why), None);
+        }
         let outcomes = match self.route(domain) {
             Route::Capture => self.capture(mail_from, rcpts, message),
             Route::Smtp(hop) => {
@@ -504,6 +508,7 @@ fn clone_error(e: &Error) -> Error {
             by: by.clone(),
         },
         Error::BadAddress(s) => Error::BadAddress(s.clone()),
+        Error::LiteralRefused(s) => Error::LiteralRefused(s.clone()),
         Error::Expired(s) => Error::Expired(s.clone()),
         Error::Local(s) => Error::Local(s.clone()),
         Error::Throttled {

@@ -103,6 +103,9 @@ pub enum Error {
     /// The recipient address is not a valid mailbox.
     #[error("invalid recipient address: {0}")]
     BadAddress(String),
+    /// An address literal outside `address_literals.allow`: never connected to.
+    #[error("{0}")]
+    LiteralRefused(String),
     /// The queue lifetime ran out while deliveries kept failing temporarily.
     #[error("gave up after the maximum queue lifetime; last error: {0}")]
     Expired(String),
@@ -130,6 +133,7 @@ impl Error {
             | Error::NeedsSmtpUtf8(_)
             | Error::TooBig { .. }
             | Error::BadAddress(_)
+            | Error::LiteralRefused(_)
             | Error::Expired(_) => true,
             Error::DnsTemporary { .. }
             | Error::Connect { .. }
@@ -160,6 +164,7 @@ impl Error {
             Error::NeedsSmtpUtf8(_) => "smtputf8",
             Error::TooBig { .. } => "size",
             Error::BadAddress(_) => "bad-address",
+            Error::LiteralRefused(_) => "address-literal",
             Error::Expired(_) => "expired",
             Error::Local(_) => "local",
             Error::Throttled { .. } => "throttled",
@@ -194,6 +199,8 @@ impl Error {
             Error::NeedsSmtpUtf8(_) => "5.6.7".into(),
             Error::TooBig { .. } => "5.3.4".into(),
             Error::BadAddress(_) => "5.1.3".into(),
+            // RFC 3463: delivery not authorized.
+            Error::LiteralRefused(_) => "5.7.1".into(),
             Error::Expired(_) => "5.4.7".into(),
             Error::Local(_) => generic("3.0"),
             Error::Throttled { .. } => "4.4.5".into(),

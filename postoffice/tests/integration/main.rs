@@ -4,6 +4,7 @@
 
 mod common;
 
+mod address_literals;
 mod admin_failed;
 mod admin_help;
 mod admin_purge;

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod address_literals;
 mod bad_job_buried;
 mod capture_maildir;
 mod cli;
