@@ -290,3 +290,81 @@ fn signer_is_shareable_across_tasks() {
     fn shareable<T: Send + Sync + 'static>() {}
     shareable::<Signer>();
 }
+
+#[test]
+fn sign_for_uses_only_the_authorised_domains() {
+    let signer = Signer::new(&DkimConfig {
+        keys: vec![
+            key("example.test", "ed", "ed25519.pem"),
+            key("relay.test", "ed", "ed25519.pem"),
+        ],
+        default_domain: Some("relay.test".into()),
+    })
+    .unwrap();
+    let message = b"From: ceo@example.test\r\n\r\nhi\r\n";
+    let d = |authorised: &[&str]| {
+        let authorised: Vec<String> = authorised.iter().map(|s| s.to_string()).collect();
+        signer
+            .sign_for(message, &authorised, 1)
+            .unwrap()
+            .map(|out| tag(&signatures(&out)[0], "d").to_string())
+    };
+    // Nothing authorised: no signature, not even the default domain's, whatever the From:.
+    assert_eq!(d(&[]), None);
+    assert_eq!(d(&["example.test"]).as_deref(), Some("example.test"));
+    // The first authorised domain with a key signs; a parent only when it is listed.
+    assert_eq!(
+        d(&["sub.example.test", "example.test"]).as_deref(),
+        Some("example.test")
+    );
+    // Authorised domains without a key: the default domain's (non-aligned) signature.
+    assert_eq!(d(&["sub.example.test"]).as_deref(), Some("relay.test"));
+    assert_eq!(d(&["other.test"]).as_deref(), Some("relay.test"));
+}
+
+#[test]
+fn authorised_domains_by_job() {
+    use hedwig_core::job::{Envelope, Kind};
+    let envelope = |mail_from: &str, dkim: Option<&[&str]>| {
+        let mut e = Envelope::new("q".into(), "web1.test".into(), mail_from.into(), vec![]);
+        e.dkim_domains = dkim.map(|d| d.iter().map(|s| s.to_string()).collect());
+        e
+    };
+    let msg = |from: &str| format!("{from}Subject: s\r\n\r\nbody\r\n").into_bytes();
+    let host = "mx1.relay.test";
+    // What the post office wrote wins over the From: field.
+    let e = envelope("a@tenant-a.test", Some(&["tenant-a.test"]));
+    assert_eq!(
+        authorised_domains(&e, &msg("From: ceo@tenant-b.test\r\n"), host),
+        ["tenant-a.test"]
+    );
+    let e = envelope("a@tenant-a.test", Some(&[]));
+    assert!(authorised_domains(&e, &msg("From: a@tenant-a.test\r\n"), host).is_empty());
+    // Old jobs: only when every From: address is in the envelope sender's domain.
+    let old = envelope("a@Tenant-A.test", None);
+    assert_eq!(
+        authorised_domains(&old, &msg("From: A <b@tenant-a.test>\r\n"), host),
+        ["tenant-a.test"]
+    );
+    for from in [
+        "From: ceo@tenant-b.test\r\n",
+        "From: ceo@sub.tenant-a.test\r\n",
+        "From: a@tenant-a.test, ceo@tenant-b.test\r\n",
+        "From: a@tenant-a.test\r\nFrom: a@tenant-a.test\r\n",
+        "",
+    ] {
+        assert!(
+            authorised_domains(&old, &msg(from), host).is_empty(),
+            "{from:?}"
+        );
+    }
+    let null = envelope("", None);
+    assert!(authorised_domains(&null, &msg("From: a@tenant-a.test\r\n"), host).is_empty());
+    // The worker's own bounces: its host name and parents.
+    let mut bounce = envelope("", None);
+    bounce.kind = Kind::Bounce;
+    assert_eq!(
+        authorised_domains(&bounce, &msg("From: ceo@tenant-b.test\r\n"), host),
+        ["mx1.relay.test", "relay.test"]
+    );
+}
