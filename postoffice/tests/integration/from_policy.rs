@@ -43,6 +43,7 @@ async fn post_as(po: &PostOffice, host: &str, email: serde_json::Value) -> (u16,
 #[tokio::test]
 async fn from_domains_outside_the_policy_are_refused() {
     let po = start().await;
+    let mut wrong = Vec::new();
     for (what, mailfrom, headers, want, reason) in [
         (
             "envelope tenant-a, From tenant-b",
@@ -116,9 +117,14 @@ async fn from_domains_outside_the_policy_are_refused() {
         ),
     ] {
         let (status, error) = post_as(&po, HOST, email(mailfrom, headers)).await;
-        assert_eq!(status, want, "{what}: {error}");
-        assert!(error.contains(reason), "{what}: {error:?}");
+        if status != want || !error.contains(reason) {
+            wrong.push(format!("{what}: {status} {error:?}"));
+        }
     }
+    assert!(
+        wrong.is_empty(),
+        "not refused as they should be: {wrong:#?}"
+    );
     assert_eq!(po.ready_count().await, 0, "nothing was queued");
 
     // What the policy allows still goes through, the null sender included.
