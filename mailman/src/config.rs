@@ -47,12 +47,31 @@ pub struct Config {
     pub max_recipients: usize,
     /// Most SMTP connections at once; more get `421` and are closed.
     pub max_connections: usize,
-    /// Longest wait for the next command.
+    /// Most SMTP connections at once from one client address; more get `421 4.7.0` (Postfix's
+    /// `smtpd_client_connection_count_limit`). Default: half of `max_connections`.
+    pub max_connections_per_client: Option<usize>,
+    /// Longest time for one whole command line to arrive (not reset by each byte).
     #[serde(with = "humantime_serde")]
     pub command_timeout: Duration,
     /// Longest wait for the next chunk of the message in DATA.
     #[serde(with = "humantime_serde")]
     pub data_timeout: Duration,
+    /// Slowest average rate, in octets per second, at which a message may arrive once
+    /// `data_timeout` has passed in DATA (Postfix's `smtpd_min_data_rate`); 0 disables.
+    pub min_data_rate: u64,
+    /// Longest time one SMTP session may last, whatever it does.
+    #[serde(with = "humantime_serde")]
+    pub session_timeout: Duration,
+    /// Lines ending in a bare LF: `normalize` (store as CRLF; never ends DATA) or `reject`
+    /// (`550 5.5.2` and close), like Postfix 3.9's `smtpd_forbid_bare_newline`.
+    pub bare_newline: crate::smtp::data::BareNewline,
+    /// A message whose header would hold more `Received:` lines than this (counting the one
+    /// mailman adds) is refused with `554 5.4.6` (Postfix's `hopcount_limit`).
+    pub max_received_headers: usize,
+    /// How often the key is checked against the postoffice (`/health` turns unhealthy while
+    /// it is refused).
+    #[serde(with = "humantime_serde")]
+    pub key_check_interval: Duration,
     /// How long a client waits for the postoffice's answer before getting "250 queued locally".
     #[serde(with = "humantime_serde")]
     pub forward_deadline: Duration,
@@ -95,8 +114,14 @@ impl Default for Config {
             max_message_size: ByteSize(25_000_000),
             max_recipients: 100,
             max_connections: 100,
+            max_connections_per_client: None,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(300),
+            min_data_rate: 500,
+            session_timeout: Duration::from_secs(1800),
+            bare_newline: crate::smtp::data::BareNewline::Normalize,
+            max_received_headers: 50,
+            key_check_interval: Duration::from_secs(60),
             forward_deadline: Duration::from_secs(5),
             forward_timeout: Duration::from_secs(60),
             retry_min: Duration::from_secs(5),
@@ -164,8 +189,14 @@ pub struct Settings {
     pub max_message_size: usize,
     pub max_recipients: usize,
     pub max_connections: usize,
+    pub max_connections_per_client: usize,
     pub command_timeout: Duration,
     pub data_timeout: Duration,
+    pub min_data_rate: u64,
+    pub session_timeout: Duration,
+    pub bare_newline: crate::smtp::data::BareNewline,
+    pub max_received_headers: usize,
+    pub key_check_interval: Duration,
     pub forward_deadline: Duration,
     pub forward_timeout: Duration,
     pub retry_min: Duration,
@@ -281,9 +312,14 @@ impl Config {
                 }
             }
         };
+        let max_connections_per_client = self
+            .max_connections_per_client
+            .unwrap_or((self.max_connections / 2).max(1));
         for (name, value) in [
             ("max_recipients", self.max_recipients),
             ("max_connections", self.max_connections),
+            ("max_connections_per_client", max_connections_per_client),
+            ("max_received_headers", self.max_received_headers),
         ] {
             if value == 0 {
                 errors.push(format!("{name}: must be at least 1"));
@@ -306,6 +342,8 @@ impl Config {
             ("data_timeout", self.data_timeout),
             ("forward_deadline", self.forward_deadline),
             ("forward_timeout", self.forward_timeout),
+            ("session_timeout", self.session_timeout),
+            ("key_check_interval", self.key_check_interval),
         ] {
             if value.is_zero() {
                 errors.push(format!("{name}: must be more than 0"));
@@ -339,8 +377,14 @@ impl Config {
             max_message_size: self.max_message_size.as_usize(),
             max_recipients: self.max_recipients,
             max_connections: self.max_connections,
+            max_connections_per_client,
             command_timeout: self.command_timeout,
             data_timeout: self.data_timeout,
+            min_data_rate: self.min_data_rate,
+            session_timeout: self.session_timeout,
+            bare_newline: self.bare_newline,
+            max_received_headers: self.max_received_headers,
+            key_check_interval: self.key_check_interval,
             forward_deadline: self.forward_deadline,
             forward_timeout: self.forward_timeout,
             retry_min: self.retry_min,

@@ -38,6 +38,7 @@ pub fn session_config(core: &Core) -> SessionConfig {
         max_recipients: core.settings.max_recipients,
         starttls: core.settings.tls.is_some(),
         max_errors: MAX_ERRORS,
+        bare_newline: core.settings.bare_newline,
     }
 }
 

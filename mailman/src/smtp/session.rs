@@ -17,7 +17,7 @@ use std::net::IpAddr;
 use hedwig_core::address::{parse_reverse_path, Mailbox};
 use smtp_proto::{Request, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8};
 
-use super::data::{DataProgress, DataReceiver};
+use super::data::{BareNewline, DataProgress, DataReceiver};
 use super::reply::{multiline, reply, Reply};
 
 /// RFC 5321 §4.5.3.1.4 allows 512 octets per command line; SMTPUTF8 addresses and parameters
@@ -37,6 +37,8 @@ pub struct SessionConfig {
     pub starttls: bool,
     /// Bad commands after which the session is closed.
     pub max_errors: usize,
+    /// What a line ending in a bare LF means (commands and message text).
+    pub bare_newline: BareNewline,
 }
 
 /// What the caller should do next.
@@ -238,6 +240,7 @@ impl Session {
                         self.input.drain(..used);
                         return self.end_of_data();
                     }
+                    DataProgress::BareLf => return self.bare_lf(),
                 },
                 Phase::Command => {
                     // A TLS ClientHello (handshake record 0x16, version 3.x) on the plain port
@@ -257,6 +260,9 @@ impl Session {
                         return Action::NeedMore;
                     };
                     let line: Vec<u8> = self.input.drain(..=pos).collect();
+                    if self.config.bare_newline == BareNewline::Reject && !line.ends_with(b"\r\n") {
+                        return self.bare_lf();
+                    }
                     if line.len() > MAX_COMMAND_LINE {
                         return self.error(500, "5.5.2 line too long");
                     }
@@ -264,6 +270,13 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// A line ended in a bare LF while those are refused: like Postfix 3.9 with
+    /// `smtpd_forbid_bare_newline = reject`, say why and close (the client's idea of where the
+    /// message ends cannot be trusted any more, so the session cannot go on).
+    fn bare_lf(&mut self) -> Action {
+        self.close(reply(550, "5.5.2 Error: bare <LF> received"))
     }
 
     fn close(&mut self, last: Reply) -> Action {
@@ -458,7 +471,10 @@ impl Session {
                 self.error(554, "5.5.1 no valid recipients")
             }
             Some(_) => {
-                self.phase = Phase::Data(DataReceiver::new(self.config.max_message_size));
+                self.phase = Phase::Data(DataReceiver::with_bare_newline(
+                    self.config.max_message_size,
+                    self.config.bare_newline,
+                ));
                 Action::Reply(reply(354, "End data with <CR><LF>.<CR><LF>"))
             }
         }
