@@ -139,12 +139,14 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
     });
     let tracker = TaskTracker::new();
     let limit = Arc::new(Semaphore::new(core.settings.max_connections));
+    let per_client = server::ClientSlots::new(core.settings.max_connections_per_client);
     let mut accepts = Vec::new();
     for l in listeners {
         accepts.push(tokio::spawn(server::accept_loop(
             core.clone(),
             l,
             limit.clone(),
+            per_client.clone(),
             tracker.clone(),
             shutdown.clone(),
         )));

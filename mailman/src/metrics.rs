@@ -14,6 +14,10 @@ pub struct Metrics {
     pub connections_open: AtomicU64,
     pub connections_denied: AtomicU64,
     pub connections_over_limit: AtomicU64,
+    pub connections_over_client_limit: AtomicU64,
+    /// Sessions cut for being too slow: a command line, DATA below `min_data_rate`, or the
+    /// whole session over `session_timeout`.
+    pub sessions_timed_out: AtomicU64,
     /// `250` given and the postoffice had queued it.
     pub messages_forwarded_inline: AtomicU64,
     /// `250` given, message kept in the spool for the background forwarder.
@@ -90,6 +94,18 @@ impl Metrics {
             "counter",
             "Connections refused: max_connections reached.",
             get(&self.connections_over_limit),
+        );
+        put(
+            "connections_over_client_limit_total",
+            "counter",
+            "Connections refused: max_connections_per_client reached for that address.",
+            get(&self.connections_over_client_limit),
+        );
+        put(
+            "sessions_timed_out_total",
+            "counter",
+            "Sessions closed for a timeout (command line, DATA rate, session_timeout).",
+            get(&self.sessions_timed_out),
         );
         put(
             "messages_forwarded_inline_total",

@@ -155,6 +155,8 @@ pub struct Session {
     helo: Option<(String, bool)>,
     transaction: Option<Transaction>,
     errors: usize,
+    /// Command lines taken from the input so far.
+    lines: u64,
 }
 
 impl Session {
@@ -169,6 +171,7 @@ impl Session {
             helo: None,
             transaction: None,
             errors: 0,
+            lines: 0,
         }
     }
 
@@ -185,6 +188,22 @@ impl Session {
     /// Whether a transaction (MAIL FROM given) is open.
     pub fn in_transaction(&self) -> bool {
         self.transaction.is_some() || self.in_data()
+    }
+
+    /// Command lines read so far: the caller starts a command line's deadline when this
+    /// changes (or no partial line is buffered), so dribbling a line byte by byte cannot
+    /// extend it.
+    pub fn lines_read(&self) -> u64 {
+        self.lines
+    }
+
+    /// Part of a command line is buffered (or a too-long one is being discarded).
+    pub fn mid_line(&self) -> bool {
+        match self.phase {
+            Phase::DiscardLine => true,
+            Phase::Command => !self.input.is_empty(),
+            _ => false,
+        }
     }
 
     /// Adds received bytes. Call it after [`Action::NeedMore`].
@@ -224,6 +243,7 @@ impl Session {
                 Phase::DiscardLine => match memchr::memchr(b'\n', &self.input) {
                     Some(pos) => {
                         self.input.drain(..=pos);
+                        self.lines += 1;
                         self.phase = Phase::Command;
                     }
                     None => {
@@ -260,6 +280,7 @@ impl Session {
                         return Action::NeedMore;
                     };
                     let line: Vec<u8> = self.input.drain(..=pos).collect();
+                    self.lines += 1;
                     if self.config.bare_newline == BareNewline::Reject && !line.ends_with(b"\r\n") {
                         return self.bare_lf();
                     }

@@ -7,6 +7,7 @@ mod common;
 mod bad_input;
 mod e2e_clients;
 mod e2e_outage;
+mod edge_slots;
 mod in_memory_session;
 mod postoffice_answers;
 mod security;
