@@ -66,6 +66,20 @@ pub async fn deliver(core: &Arc<Core>, message: Message) -> Reply {
             "message"
         );
     };
+    // A mail loop (issue 11 F2): refuse before spooling, counting the header added here.
+    let limit = core.settings.max_received_headers;
+    let hops = crate::smtp::hops::count_received(&message.body, limit) + 1;
+    if hops > limit {
+        core.metrics
+            .messages_refused
+            .fetch_add(1, Ordering::Relaxed);
+        log(
+            "refused",
+            &format!("mail loop? {hops} Received: headers, max_received_headers is {limit}"),
+            "",
+        );
+        return reply::too_many_hops();
+    }
     match core
         .spool
         .store(&header, &[received.as_bytes(), &message.body])
