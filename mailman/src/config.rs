@@ -212,7 +212,10 @@ impl std::fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("listen", &self.listen)
             .field("fqdn", &self.fqdn)
-            .field("postoffice", &self.postoffice)
+            .field(
+                "postoffice",
+                &self.postoffice.iter().map(redact_url).collect::<Vec<_>>(),
+            )
             .field("spool_dir", &self.spool_dir)
             .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
@@ -220,6 +223,86 @@ impl std::fmt::Debug for Settings {
 }
 
 impl Settings {
+    /// The settings as `mailman check-config` prints them: one `key value` line each, the
+    /// key never shown and URLs without user name or password.
+    pub fn summary(&self) -> String {
+        let list = |items: Vec<String>| items.join(", ");
+        let secs = |d: Duration| humantime::format_duration(d).to_string();
+        let rows: Vec<(&str, String)> = vec![
+            (
+                "listen",
+                list(self.listen.iter().map(|a| a.to_string()).collect()),
+            ),
+            (
+                "allowed_networks",
+                list(
+                    self.allowed_networks
+                        .iter()
+                        .map(|n| n.to_string())
+                        .collect(),
+                ),
+            ),
+            ("fqdn", self.fqdn.clone()),
+            (
+                "key",
+                format!("set ({} characters, not shown)", self.key.len()),
+            ),
+            (
+                "postoffice",
+                list(self.postoffice.iter().map(redact_url).collect()),
+            ),
+            ("spool_dir", self.spool_dir.display().to_string()),
+            ("spool_max", ByteSize(self.spool_max).to_string()),
+            (
+                "max_message_size",
+                ByteSize(self.max_message_size as u64).to_string(),
+            ),
+            ("max_recipients", self.max_recipients.to_string()),
+            (
+                "max_received_headers",
+                self.max_received_headers.to_string(),
+            ),
+            ("max_connections", self.max_connections.to_string()),
+            (
+                "max_connections_per_client",
+                self.max_connections_per_client.to_string(),
+            ),
+            ("command_timeout", secs(self.command_timeout)),
+            ("data_timeout", secs(self.data_timeout)),
+            ("min_data_rate", format!("{} octets/s", self.min_data_rate)),
+            ("session_timeout", secs(self.session_timeout)),
+            ("bare_newline", self.bare_newline.to_string()),
+            ("forward_deadline", secs(self.forward_deadline)),
+            ("forward_timeout", secs(self.forward_timeout)),
+            (
+                "retry_min / retry_max",
+                format!("{} / {}", secs(self.retry_min), secs(self.retry_max)),
+            ),
+            ("key_check_interval", secs(self.key_check_interval)),
+            ("shutdown_timeout", secs(self.shutdown_timeout)),
+            (
+                "http_listen",
+                self.http_listen
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| "disabled".into()),
+            ),
+            (
+                "starttls",
+                if self.tls.is_some() {
+                    "offered"
+                } else {
+                    "not offered"
+                }
+                .into(),
+            ),
+        ];
+        let mut out = String::new();
+        for (key, value) in rows {
+            out.push_str(&format!("  {key:<28} {value}\n"));
+        }
+        out
+    }
+
     /// Whether `ip` may send.
     pub fn allowed(&self, ip: IpAddr) -> bool {
         let ip = match ip {
@@ -227,6 +310,31 @@ impl Settings {
             v4 => v4,
         };
         self.allowed_networks.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// A URL as it may be logged or printed: any user name and password are replaced with
+/// `redacted` (issue 11 F9: a password in the postoffice URL is never logged).
+pub fn redact_url(url: &reqwest::Url) -> String {
+    if url.username().is_empty() && url.password().is_none() {
+        return url.to_string();
+    }
+    let mut shown = url.clone();
+    let _ = shown.set_password(None);
+    let _ = shown.set_username("redacted");
+    shown.to_string()
+}
+
+/// A URL that did not parse, with anything before an `@` in its authority replaced.
+fn redact_raw(u: &str) -> String {
+    let (scheme, rest) = match u.find("://") {
+        Some(i) => (&u[..i + 3], &u[i + 3..]),
+        None => ("", u),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}redacted{}", &rest[at..]),
+        None => u.to_string(),
     }
 }
 
@@ -294,8 +402,11 @@ impl Config {
         for u in urls {
             match reqwest::Url::parse(u) {
                 Ok(url) if matches!(url.scheme(), "http" | "https") => postoffice.push(url),
-                Ok(_) => errors.push(format!("postoffice: {u:?} is not an http(s) URL")),
-                Err(e) => errors.push(format!("postoffice: {u:?}: {e}")),
+                Ok(url) => errors.push(format!(
+                    "postoffice: {:?} is not an http(s) URL",
+                    redact_url(&url)
+                )),
+                Err(e) => errors.push(format!("postoffice: {:?}: {e}", redact_raw(u))),
             }
         }
         if self.allowed_networks.is_empty() {

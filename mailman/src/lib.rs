@@ -154,7 +154,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
     tracing::info!(
         listen = ?smtp_addrs,
         http = ?http_addr,
-        postoffice = ?core.settings.postoffice.iter().map(|u| u.as_str()).collect::<Vec<_>>(),
+        postoffice = ?core.settings.postoffice.iter().map(config::redact_url).collect::<Vec<_>>(),
         fqdn = %core.settings.fqdn,
         "mailman started"
     );

@@ -13,3 +13,4 @@ mod mail_loop;
 mod postoffice_answers;
 mod security;
 mod smuggling;
+mod spool_privacy;
