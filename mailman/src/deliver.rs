@@ -136,7 +136,7 @@ pub async fn deliver(core: &Arc<Core>, message: Message) -> Reply {
             core.metrics
                 .messages_forwarded_inline
                 .fetch_add(1, Ordering::Relaxed);
-            core.metrics.wrong_key.store(false, Ordering::Relaxed);
+            key_accepted(core);
             log(
                 "forwarded",
                 if duplicate { "duplicate" } else { "" },
@@ -189,12 +189,40 @@ pub async fn deliver(core: &Arc<Core>, message: Message) -> Reply {
     }
 }
 
-/// Counts a failed post; a wrong key is logged as an error every time.
+/// Counts a failed post; a refused key turns `/health` unhealthy and is logged as an error,
+/// once per `key_check_interval` however many posts get the 401.
 pub fn note_failure(core: &Core, reason: &RetryReason) {
     core.metrics.forward_failed(reason);
     if *reason == RetryReason::WrongKey {
-        core.metrics.wrong_key.store(true, Ordering::Relaxed);
-        tracing::error!(fqdn = %core.settings.fqdn, "{reason}");
+        key_refused(core, &reason.to_string());
+    }
+}
+
+/// The postoffice refuses our key (401): flag it and log it, at most once per
+/// `key_check_interval` (and at once when it was accepted before).
+pub fn key_refused(core: &Core, why: &str) {
+    let was = core.metrics.wrong_key.swap(true, Ordering::Relaxed);
+    let now = hedwig_core::unix_now();
+    let last = core.metrics.wrong_key_logged.load(Ordering::Relaxed);
+    let due = !was || now >= last.saturating_add(core.settings.key_check_interval.as_secs().max(1));
+    if due
+        && core
+            .metrics
+            .wrong_key_logged
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::error!(
+            fqdn = %core.settings.fqdn,
+            "{why}; /health is unhealthy and messages stay in the spool until the key is accepted"
+        );
+    }
+}
+
+/// The postoffice accepts our key: clear the flag, saying so when it was set.
+pub fn key_accepted(core: &Core) {
+    if core.metrics.wrong_key.swap(false, Ordering::Relaxed) {
+        tracing::info!(fqdn = %core.settings.fqdn, "the postoffice accepts our key again; /health is healthy");
     }
 }
 
@@ -207,7 +235,7 @@ pub fn settle_later(core: &Core, header: SpoolHeader, attempts: u32, verdict: Ve
             duplicate,
         } => {
             core.spool.remove(id);
-            core.metrics.wrong_key.store(false, Ordering::Relaxed);
+            key_accepted(core);
             core.metrics
                 .messages_forwarded_later
                 .fetch_add(1, Ordering::Relaxed);

@@ -123,7 +123,13 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
     ));
     {
         let core = core.clone();
-        tokio::spawn(async move { check_key_at_start(&core).await });
+        let stop = background.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = check_key_every_interval(&core) => {}
+                _ = stop.cancelled() => {}
+            }
+        });
     }
     let http_task = http_listener.map(|l| {
         let app = http::app(http::HttpState {
@@ -199,16 +205,33 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     Ok(())
 }
 
-async fn check_key_at_start(core: &deliver::Core) {
-    match core.poster.check_key(Duration::from_secs(10)).await {
-        Ok(true) => tracing::info!("postoffice accepts our key"),
-        Ok(false) => {
-            core.metrics.wrong_key.store(true, Ordering::Relaxed);
-            tracing::error!(
-                fqdn = %core.settings.fqdn,
-                "the postoffice REFUSES our key (401): fix fqdn/key; messages are spooled until then"
-            );
+/// Checks the key at start and then every `key_check_interval`, so that `/health` turns
+/// unhealthy while the postoffice refuses it (even with no mail to send) and healthy again as
+/// soon as it accepts it (issue 11 F14).
+async fn check_key_every_interval(core: &deliver::Core) {
+    let interval = core.settings.key_check_interval;
+    let mut first = true;
+    loop {
+        match core
+            .poster
+            .check_key(interval.min(Duration::from_secs(10)))
+            .await
+        {
+            Ok(true) => {
+                if first {
+                    tracing::info!("postoffice accepts our key");
+                }
+                deliver::key_accepted(core);
+            }
+            Ok(false) => {
+                deliver::key_refused(core, "the postoffice REFUSES our key (401): fix fqdn/key")
+            }
+            Err(why) if first => {
+                tracing::warn!(%why, "cannot check the key against the postoffice now")
+            }
+            Err(why) => tracing::debug!(%why, "cannot check the key against the postoffice now"),
         }
-        Err(why) => tracing::warn!(%why, "cannot check the key against the postoffice now"),
+        first = false;
+        tokio::time::sleep(interval).await;
     }
 }

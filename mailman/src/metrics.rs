@@ -33,8 +33,10 @@ pub struct Metrics {
     forward_failures: Mutex<HashMap<&'static str, u64>>,
     /// Set while shutting down: `/health` answers 503.
     pub draining: AtomicBool,
-    /// The last post got a 401.
+    /// The postoffice refuses our key: the last post or key check got a 401.
     pub wrong_key: AtomicBool,
+    /// Unix seconds of the last "key refused" log line (one per `key_check_interval`).
+    pub wrong_key_logged: AtomicU64,
 }
 
 /// The spool's state, filled in by the forwarder when metrics are read.

@@ -9,6 +9,7 @@ mod e2e_clients;
 mod e2e_outage;
 mod edge_slots;
 mod in_memory_session;
+mod key_health;
 mod mail_loop;
 mod postoffice_answers;
 mod security;
