@@ -66,6 +66,19 @@ pub async fn deliver(core: &Arc<Core>, message: Message) -> Reply {
             "message"
         );
     };
+    // What is posted is the message with our Received: header; the postoffice measures that
+    // against the same limit, so refuse here rather than say 250 and be refused later.
+    if size > core.settings.max_message_size {
+        core.metrics
+            .messages_refused
+            .fetch_add(1, Ordering::Relaxed);
+        log(
+            "refused",
+            "over max_message_size with the Received: header",
+            "",
+        );
+        return reply::too_big(size, core.settings.max_message_size);
+    }
     // A mail loop (issue 11 F2): refuse before spooling, counting the header added here.
     let limit = core.settings.max_received_headers;
     let hops = crate::smtp::hops::count_received(&message.body, limit) + 1;
@@ -227,7 +240,7 @@ pub fn key_accepted(core: &Core) {
 }
 
 /// Acts on the answer to a post made after the client was told `250`.
-pub fn settle_later(core: &Core, header: SpoolHeader, attempts: u32, verdict: Verdict) {
+pub fn settle_later(core: &Arc<Core>, header: SpoolHeader, attempts: u32, verdict: Verdict) {
     let id = &header.id;
     match verdict {
         Verdict::Accepted {
@@ -266,6 +279,13 @@ pub fn settle_later(core: &Core, header: SpoolHeader, attempts: u32, verdict: Ve
                 reason = %reason,
                 "postoffice refused a spooled message for good; moved to rejected/"
             );
+            // The client heard 250: the sender must hear of the failure (issue 11 F8).
+            tokio::spawn(crate::bounce::bounce_refused(
+                core.clone(),
+                header,
+                status,
+                reason,
+            ));
         }
         Verdict::Retry(reason) => {
             note_failure(core, &reason);

@@ -166,7 +166,8 @@ impl Poster {
         let body = Body {
             fqdn: &self.fqdn,
             key: &self.key,
-            email: Email::new(mail_from.to_string(), rcpt_to.to_vec(), message),
+            // the smaller of JSON and base64 (issue 11 F8)
+            email: crate::encoding::compact_email(mail_from.to_string(), rcpt_to.to_vec(), message),
             id,
         };
         let body = match serde_json::to_vec(&body) {

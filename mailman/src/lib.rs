@@ -14,8 +14,10 @@
 //! [`start`] binds everything and returns the bound addresses; [`Running::wait`] returns after
 //! the shutdown token is cancelled and sessions have finished (or `shutdown_timeout` passed).
 
+pub mod bounce;
 pub mod config;
 pub mod deliver;
+pub mod encoding;
 pub mod forward;
 pub mod forwarder;
 pub mod http;

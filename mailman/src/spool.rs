@@ -259,6 +259,11 @@ impl Spool {
         read_file(&self.path(id, "msg"))
     }
 
+    /// Reads a message set aside in `rejected/`.
+    pub fn load_rejected(&self, id: &str) -> Result<Spooled, SpoolError> {
+        read_file(&self.dir.join("rejected").join(format!("{id}.msg")))
+    }
+
     /// Deletes a message once the postoffice holds it (or refused it while the client waited).
     /// Small files are kept as `.free` for the next message.
     pub fn remove(&self, id: &str) {

@@ -62,6 +62,14 @@ pub fn session_too_long(hostname: &str) -> Reply {
     )
 }
 
+/// The message with mailman's `Received:` header is over the size limit.
+pub fn too_big(size: usize, max: usize) -> Reply {
+    reply(
+        552,
+        &format!("5.3.4 message of {size} octets exceeds the limit of {max}"),
+    )
+}
+
 /// The message has more `Received:` headers than `max_received_headers` (RFC 3463 5.4.6,
 /// routing loop detected).
 pub fn too_many_hops() -> Reply {

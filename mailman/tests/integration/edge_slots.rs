@@ -12,7 +12,11 @@ use crate::common::StandIn;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
+// one mailman address per test: tests run in parallel and free ports are only probed
 const MM_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 101, 1);
+const MM_IP_2: Ipv4Addr = Ipv4Addr::new(127, 0, 101, 11);
+const MM_IP_3: Ipv4Addr = Ipv4Addr::new(127, 0, 101, 12);
+const MM_IP_4: Ipv4Addr = Ipv4Addr::new(127, 0, 101, 13);
 const GREEDY: Ipv4Addr = Ipv4Addr::new(127, 0, 101, 2);
 const NEIGHBOUR: Ipv4Addr = Ipv4Addr::new(127, 0, 101, 3);
 
@@ -121,7 +125,7 @@ async fn one_client_cannot_take_every_slot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dribbling_a_command_line_is_cut_at_command_timeout() {
     let po = StandIn::start(200).await;
-    let mailman = RealMailman::start(MM_IP, &po.url(), &[("HEDWIG_COMMAND_TIMEOUT", "2s")]).await;
+    let mailman = RealMailman::start(MM_IP_2, &po.url(), &[("HEDWIG_COMMAND_TIMEOUT", "2s")]).await;
     let mut c = connect_from(GREEDY, mailman.smtp).await;
     assert!(greeting(&mut c).await.starts_with("220 "));
     // One byte every 400 ms, never a whole line: the old per-read timeout never fired.
@@ -141,7 +145,7 @@ async fn dribbling_a_command_line_is_cut_at_command_timeout() {
 async fn dribbling_data_is_cut_below_min_data_rate() {
     let po = StandIn::start(200).await;
     // min_data_rate keeps its default (500 octets/s)
-    let mailman = RealMailman::start(MM_IP, &po.url(), &[("HEDWIG_DATA_TIMEOUT", "2s")]).await;
+    let mailman = RealMailman::start(MM_IP_3, &po.url(), &[("HEDWIG_DATA_TIMEOUT", "2s")]).await;
     let mut c = connect_from(GREEDY, mailman.smtp).await;
     assert!(greeting(&mut c).await.starts_with("220 "));
     send(
@@ -172,7 +176,7 @@ async fn dribbling_data_is_cut_below_min_data_rate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_ends_at_session_timeout() {
     let po = StandIn::start(200).await;
-    let mailman = RealMailman::start(MM_IP, &po.url(), &[("HEDWIG_SESSION_TIMEOUT", "3s")]).await;
+    let mailman = RealMailman::start(MM_IP_4, &po.url(), &[("HEDWIG_SESSION_TIMEOUT", "3s")]).await;
     let mut c = connect_from(GREEDY, mailman.smtp).await;
     assert!(greeting(&mut c).await.starts_with("220 "));
     // whole NOOPs, each quickly: only the session deadline ends this

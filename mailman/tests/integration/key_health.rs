@@ -100,7 +100,7 @@ async fn a_refused_key_makes_health_fail_until_it_is_accepted() {
     assert!(health_check(&mailman).0);
     let mut jobs = Vec::new();
     for _ in 0..10 {
-        jobs.extend(take_jobs(&bs, Duration::from_millis(500)).await);
+        jobs.extend(take_jobs(&bs, Duration::from_secs(1)).await);
         if jobs.len() >= 8 {
             break;
         }

@@ -10,6 +10,7 @@ use crate::common::real::{connect_from, read_until, send, RealMailman};
 use crate::common::StandIn;
 
 const MM_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 102, 1);
+const MM_IP_2: Ipv4Addr = Ipv4Addr::new(127, 0, 102, 11);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(127, 0, 102, 2);
 
 async fn post_with_hops(mailman: &RealMailman, hops: usize) -> String {
@@ -71,7 +72,7 @@ async fn too_many_received_headers_is_refused_with_554_5_4_6() {
 async fn the_hop_limit_is_a_setting() {
     let po = StandIn::start(200).await;
     let mailman =
-        RealMailman::start(MM_IP, &po.url(), &[("HEDWIG_MAX_RECEIVED_HEADERS", "3")]).await;
+        RealMailman::start(MM_IP_2, &po.url(), &[("HEDWIG_MAX_RECEIVED_HEADERS", "3")]).await;
     assert!(post_with_hops(&mailman, 2).await.starts_with("250 "));
     assert!(post_with_hops(&mailman, 3).await.starts_with("554 5.4.6 "));
     drop(mailman);

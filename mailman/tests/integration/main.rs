@@ -10,6 +10,7 @@ mod e2e_outage;
 mod edge_slots;
 mod in_memory_session;
 mod key_health;
+mod loss_after_250;
 mod mail_loop;
 mod postoffice_answers;
 mod security;

@@ -14,6 +14,9 @@ use hedwig_testkit::Beanstalkd;
 
 const PO_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 100, 1);
 const MM_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 100, 2);
+// the second test's own addresses: tests run in parallel and free ports are only probed
+const MM_IP_2: Ipv4Addr = Ipv4Addr::new(127, 0, 100, 12);
+const PO_IP_2: Ipv4Addr = Ipv4Addr::new(127, 0, 100, 11);
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 100, 3);
 
 const HIDDEN: &[u8] = b"MAIL FROM:<evil@example.com>\r\nRCPT TO:<victim@example.net>\r\nDATA\r\n\
@@ -32,9 +35,9 @@ const SHAPES: [(&[u8], &[u8]); 9] = [
     (b"\r\n\x00.\r\n", b"\r\n\x00.\r\n"),
 ];
 
-async fn start() -> (Beanstalkd, Postoffice) {
+async fn start(po_ip: Ipv4Addr) -> (Beanstalkd, Postoffice) {
     let bs = Beanstalkd::start();
-    let po_addr = SocketAddr::new(IpAddr::V4(PO_IP), hedwig_testkit::net::free_port(PO_IP));
+    let po_addr = SocketAddr::new(IpAddr::V4(po_ip), hedwig_testkit::net::free_port(po_ip));
     let po = Postoffice::start_on(&bs, po_addr).await;
     (bs, po)
 }
@@ -60,7 +63,7 @@ async fn session(mailman: SocketAddr, n: usize, shape: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smuggled_transaction_is_never_executed() {
-    let (bs, po) = start().await;
+    let (bs, po) = start(PO_IP).await;
     let mailman = RealMailman::start(MM_IP, &po.url(), &[]).await;
     for (n, (shape, _)) in SHAPES.iter().enumerate() {
         let replies = session(mailman.smtp, n, shape).await;
@@ -95,8 +98,9 @@ async fn smuggled_transaction_is_never_executed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bare_newline_reject_refuses_and_queues_nothing() {
-    let (bs, po) = start().await;
-    let mailman = RealMailman::start(MM_IP, &po.url(), &[("HEDWIG_BARE_NEWLINE", "reject")]).await;
+    let (bs, po) = start(PO_IP_2).await;
+    let mailman =
+        RealMailman::start(MM_IP_2, &po.url(), &[("HEDWIG_BARE_NEWLINE", "reject")]).await;
     let mut queued = 0;
     for (n, (shape, _)) in SHAPES.iter().enumerate() {
         let replies = session(mailman.smtp, n, shape).await;
