@@ -319,7 +319,9 @@ impl Spool {
     }
 }
 
-/// Narrows the mode of `path` to `mode` if it allows more; whether it did.
+/// Narrows the mode of `path` to `mode` if it allows more; whether it did. A path mailman may
+/// not change (owned by another user) is left as it is, with a warning: refusing to start
+/// would stop the mail, not protect it.
 fn narrow(path: &Path, mode: u32) -> Result<bool, SpoolError> {
     let current = std::fs::metadata(path)
         .map_err(io_err(path))?
@@ -329,9 +331,19 @@ fn narrow(path: &Path, mode: u32) -> Result<bool, SpoolError> {
     if current & !mode == 0 {
         return Ok(false);
     }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(current & mode))
-        .map_err(io_err(path))?;
-    Ok(true)
+    match std::fs::set_permissions(path, std::fs::Permissions::from_mode(current & mode)) {
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format!("{current:o}"),
+                %err,
+                "spool path is open to others and cannot be narrowed; fix its owner or mode"
+            );
+            Ok(false)
+        }
+        Err(err) => Err(io_err(path)(err)),
+    }
 }
 
 /// Narrows a spool directory to `mode`, with a warning when it was wider.
