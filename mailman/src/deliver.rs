@@ -289,7 +289,12 @@ pub fn settle_later(core: &Arc<Core>, header: SpoolHeader, attempts: u32, verdic
         }
         Verdict::Retry(reason) => {
             note_failure(core, &reason);
-            tracing::warn!(message_id = %id, attempts, %reason, "forward failed, will retry");
+            if reason == RetryReason::WrongKey {
+                // Said once per key_check_interval by note_failure; not once per retry.
+                tracing::debug!(message_id = %id, attempts, %reason, "forward failed, will retry");
+            } else {
+                tracing::warn!(message_id = %id, attempts, %reason, "forward failed, will retry");
+            }
             let _ = core.retry.send((header, attempts));
         }
     }

@@ -108,6 +108,12 @@ async fn a_refused_key_makes_health_fail_until_it_is_accepted() {
     assert_eq!(jobs.len(), 8, "the spooled messages went out");
     let log = mailman.stop();
     let lines = log.lines().filter(|l| l.contains("ERROR")).count();
+    // and no WARN per retry drowns it
+    let retries = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("401"))
+        .count();
+    assert_eq!(retries, 0, "{log}");
     let max = refused_for.as_secs() as usize + 3;
     assert!(
         (1..=max).contains(&lines),
