@@ -378,6 +378,9 @@ pub async fn serve(
                 session.tls_started();
             }
             Action::Close => {
+                if session.bare_lf_refused() {
+                    tracing::info!(client = %peer, "bare LF received, refused and closed (bare_newline: reject)");
+                }
                 write(&mut stream, &mut out, settings.command_timeout).await?;
                 let _ = tokio::time::timeout(Duration::from_secs(5), stream.shutdown()).await;
                 return Ok(());

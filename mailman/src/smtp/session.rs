@@ -157,6 +157,8 @@ pub struct Session {
     errors: usize,
     /// Command lines taken from the input so far.
     lines: u64,
+    /// The session was closed for a bare LF (`bare_newline: reject`).
+    bare_lf_refused: bool,
 }
 
 impl Session {
@@ -172,6 +174,7 @@ impl Session {
             transaction: None,
             errors: 0,
             lines: 0,
+            bare_lf_refused: false,
         }
     }
 
@@ -195,6 +198,11 @@ impl Session {
     /// extend it.
     pub fn lines_read(&self) -> u64 {
         self.lines
+    }
+
+    /// Whether the session was closed for a bare LF (the caller logs it).
+    pub fn bare_lf_refused(&self) -> bool {
+        self.bare_lf_refused
     }
 
     /// Part of a command line is buffered (or a too-long one is being discarded).
@@ -297,6 +305,7 @@ impl Session {
     /// `smtpd_forbid_bare_newline = reject`, say why and close (the client's idea of where the
     /// message ends cannot be trusted any more, so the session cannot go on).
     fn bare_lf(&mut self) -> Action {
+        self.bare_lf_refused = true;
         self.close(reply(550, "5.5.2 Error: bare <LF> received"))
     }
 

@@ -120,9 +120,14 @@ async fn bare_newline_reject_refuses_and_queues_nothing() {
     }
     let jobs = take_jobs(&bs, Duration::from_secs(2)).await;
     assert_eq!(jobs.len(), queued);
+    let log = mailman.stop();
+    assert_eq!(
+        log.matches("bare LF received, refused and closed").count(),
+        SHAPES.len() - queued,
+        "{log}"
+    );
     assert!(jobs
         .iter()
         .all(|j| j.envelope.rcpt_to == ["someone@example.org"]));
-    drop(mailman);
     po.stop().await;
 }
