@@ -35,6 +35,7 @@ fn config() -> SessionConfig {
         max_recipients: 5,
         starttls: true,
         max_errors: 20,
+        bare_newline: Default::default(),
     }
 }
 

@@ -47,12 +47,31 @@ pub struct Config {
     pub max_recipients: usize,
     /// Most SMTP connections at once; more get `421` and are closed.
     pub max_connections: usize,
-    /// Longest wait for the next command.
+    /// Most SMTP connections at once from one client address; more get `421 4.7.0` (Postfix's
+    /// `smtpd_client_connection_count_limit`). Default: half of `max_connections`.
+    pub max_connections_per_client: Option<usize>,
+    /// Longest time for one whole command line to arrive (not reset by each byte).
     #[serde(with = "humantime_serde")]
     pub command_timeout: Duration,
     /// Longest wait for the next chunk of the message in DATA.
     #[serde(with = "humantime_serde")]
     pub data_timeout: Duration,
+    /// Slowest average rate, in octets per second, at which a message may arrive once
+    /// `data_timeout` has passed in DATA (Postfix's `smtpd_min_data_rate`); 0 disables.
+    pub min_data_rate: u64,
+    /// Longest time one SMTP session may last, whatever it does.
+    #[serde(with = "humantime_serde")]
+    pub session_timeout: Duration,
+    /// Lines ending in a bare LF: `normalize` (store as CRLF; never ends DATA) or `reject`
+    /// (`550 5.5.2` and close), like Postfix 3.9's `smtpd_forbid_bare_newline`.
+    pub bare_newline: crate::smtp::data::BareNewline,
+    /// A message whose header would hold more `Received:` lines than this (counting the one
+    /// mailman adds) is refused with `554 5.4.6` (Postfix's `hopcount_limit`).
+    pub max_received_headers: usize,
+    /// How often the key is checked against the postoffice (`/health` turns unhealthy while
+    /// it is refused).
+    #[serde(with = "humantime_serde")]
+    pub key_check_interval: Duration,
     /// How long a client waits for the postoffice's answer before getting "250 queued locally".
     #[serde(with = "humantime_serde")]
     pub forward_deadline: Duration,
@@ -95,8 +114,14 @@ impl Default for Config {
             max_message_size: ByteSize(25_000_000),
             max_recipients: 100,
             max_connections: 100,
+            max_connections_per_client: None,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(300),
+            min_data_rate: 500,
+            session_timeout: Duration::from_secs(1800),
+            bare_newline: crate::smtp::data::BareNewline::Normalize,
+            max_received_headers: 50,
+            key_check_interval: Duration::from_secs(60),
             forward_deadline: Duration::from_secs(5),
             forward_timeout: Duration::from_secs(60),
             retry_min: Duration::from_secs(5),
@@ -164,8 +189,14 @@ pub struct Settings {
     pub max_message_size: usize,
     pub max_recipients: usize,
     pub max_connections: usize,
+    pub max_connections_per_client: usize,
     pub command_timeout: Duration,
     pub data_timeout: Duration,
+    pub min_data_rate: u64,
+    pub session_timeout: Duration,
+    pub bare_newline: crate::smtp::data::BareNewline,
+    pub max_received_headers: usize,
+    pub key_check_interval: Duration,
     pub forward_deadline: Duration,
     pub forward_timeout: Duration,
     pub retry_min: Duration,
@@ -181,7 +212,10 @@ impl std::fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("listen", &self.listen)
             .field("fqdn", &self.fqdn)
-            .field("postoffice", &self.postoffice)
+            .field(
+                "postoffice",
+                &self.postoffice.iter().map(redact_url).collect::<Vec<_>>(),
+            )
             .field("spool_dir", &self.spool_dir)
             .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
@@ -189,6 +223,86 @@ impl std::fmt::Debug for Settings {
 }
 
 impl Settings {
+    /// The settings as `mailman check-config` prints them: one `key value` line each, the
+    /// key never shown and URLs without user name or password.
+    pub fn summary(&self) -> String {
+        let list = |items: Vec<String>| items.join(", ");
+        let secs = |d: Duration| humantime::format_duration(d).to_string();
+        let rows: Vec<(&str, String)> = vec![
+            (
+                "listen",
+                list(self.listen.iter().map(|a| a.to_string()).collect()),
+            ),
+            (
+                "allowed_networks",
+                list(
+                    self.allowed_networks
+                        .iter()
+                        .map(|n| n.to_string())
+                        .collect(),
+                ),
+            ),
+            ("fqdn", self.fqdn.clone()),
+            (
+                "key",
+                format!("set ({} characters, not shown)", self.key.len()),
+            ),
+            (
+                "postoffice",
+                list(self.postoffice.iter().map(redact_url).collect()),
+            ),
+            ("spool_dir", self.spool_dir.display().to_string()),
+            ("spool_max", ByteSize(self.spool_max).to_string()),
+            (
+                "max_message_size",
+                ByteSize(self.max_message_size as u64).to_string(),
+            ),
+            ("max_recipients", self.max_recipients.to_string()),
+            (
+                "max_received_headers",
+                self.max_received_headers.to_string(),
+            ),
+            ("max_connections", self.max_connections.to_string()),
+            (
+                "max_connections_per_client",
+                self.max_connections_per_client.to_string(),
+            ),
+            ("command_timeout", secs(self.command_timeout)),
+            ("data_timeout", secs(self.data_timeout)),
+            ("min_data_rate", format!("{} octets/s", self.min_data_rate)),
+            ("session_timeout", secs(self.session_timeout)),
+            ("bare_newline", self.bare_newline.to_string()),
+            ("forward_deadline", secs(self.forward_deadline)),
+            ("forward_timeout", secs(self.forward_timeout)),
+            (
+                "retry_min / retry_max",
+                format!("{} / {}", secs(self.retry_min), secs(self.retry_max)),
+            ),
+            ("key_check_interval", secs(self.key_check_interval)),
+            ("shutdown_timeout", secs(self.shutdown_timeout)),
+            (
+                "http_listen",
+                self.http_listen
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| "disabled".into()),
+            ),
+            (
+                "starttls",
+                if self.tls.is_some() {
+                    "offered"
+                } else {
+                    "not offered"
+                }
+                .into(),
+            ),
+        ];
+        let mut out = String::new();
+        for (key, value) in rows {
+            out.push_str(&format!("  {key:<28} {value}\n"));
+        }
+        out
+    }
+
     /// Whether `ip` may send.
     pub fn allowed(&self, ip: IpAddr) -> bool {
         let ip = match ip {
@@ -196,6 +310,31 @@ impl Settings {
             v4 => v4,
         };
         self.allowed_networks.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// A URL as it may be logged or printed: any user name and password are replaced with
+/// `redacted` (issue 11 F9: a password in the postoffice URL is never logged).
+pub fn redact_url(url: &reqwest::Url) -> String {
+    if url.username().is_empty() && url.password().is_none() {
+        return url.to_string();
+    }
+    let mut shown = url.clone();
+    let _ = shown.set_password(None);
+    let _ = shown.set_username("redacted");
+    shown.to_string()
+}
+
+/// A URL that did not parse, with anything before an `@` in its authority replaced.
+fn redact_raw(u: &str) -> String {
+    let (scheme, rest) = match u.find("://") {
+        Some(i) => (&u[..i + 3], &u[i + 3..]),
+        None => ("", u),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}redacted{}", &rest[at..]),
+        None => u.to_string(),
     }
 }
 
@@ -263,8 +402,11 @@ impl Config {
         for u in urls {
             match reqwest::Url::parse(u) {
                 Ok(url) if matches!(url.scheme(), "http" | "https") => postoffice.push(url),
-                Ok(_) => errors.push(format!("postoffice: {u:?} is not an http(s) URL")),
-                Err(e) => errors.push(format!("postoffice: {u:?}: {e}")),
+                Ok(url) => errors.push(format!(
+                    "postoffice: {:?} is not an http(s) URL",
+                    redact_url(&url)
+                )),
+                Err(e) => errors.push(format!("postoffice: {:?}: {e}", redact_raw(u))),
             }
         }
         if self.allowed_networks.is_empty() {
@@ -281,9 +423,14 @@ impl Config {
                 }
             }
         };
+        let max_connections_per_client = self
+            .max_connections_per_client
+            .unwrap_or((self.max_connections / 2).max(1));
         for (name, value) in [
             ("max_recipients", self.max_recipients),
             ("max_connections", self.max_connections),
+            ("max_connections_per_client", max_connections_per_client),
+            ("max_received_headers", self.max_received_headers),
         ] {
             if value == 0 {
                 errors.push(format!("{name}: must be at least 1"));
@@ -306,6 +453,8 @@ impl Config {
             ("data_timeout", self.data_timeout),
             ("forward_deadline", self.forward_deadline),
             ("forward_timeout", self.forward_timeout),
+            ("session_timeout", self.session_timeout),
+            ("key_check_interval", self.key_check_interval),
         ] {
             if value.is_zero() {
                 errors.push(format!("{name}: must be more than 0"));
@@ -339,8 +488,14 @@ impl Config {
             max_message_size: self.max_message_size.as_usize(),
             max_recipients: self.max_recipients,
             max_connections: self.max_connections,
+            max_connections_per_client,
             command_timeout: self.command_timeout,
             data_timeout: self.data_timeout,
+            min_data_rate: self.min_data_rate,
+            session_timeout: self.session_timeout,
+            bare_newline: self.bare_newline,
+            max_received_headers: self.max_received_headers,
+            key_check_interval: self.key_check_interval,
             forward_deadline: self.forward_deadline,
             forward_timeout: self.forward_timeout,
             retry_min: self.retry_min,

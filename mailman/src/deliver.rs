@@ -66,6 +66,33 @@ pub async fn deliver(core: &Arc<Core>, message: Message) -> Reply {
             "message"
         );
     };
+    // What is posted is the message with our Received: header; the postoffice measures that
+    // against the same limit, so refuse here rather than say 250 and be refused later.
+    if size > core.settings.max_message_size {
+        core.metrics
+            .messages_refused
+            .fetch_add(1, Ordering::Relaxed);
+        log(
+            "refused",
+            "over max_message_size with the Received: header",
+            "",
+        );
+        return reply::too_big(size, core.settings.max_message_size);
+    }
+    // A mail loop (issue 11 F2): refuse before spooling, counting the header added here.
+    let limit = core.settings.max_received_headers;
+    let hops = crate::smtp::hops::count_received(&message.body, limit) + 1;
+    if hops > limit {
+        core.metrics
+            .messages_refused
+            .fetch_add(1, Ordering::Relaxed);
+        log(
+            "refused",
+            &format!("mail loop? {hops} Received: headers, max_received_headers is {limit}"),
+            "",
+        );
+        return reply::too_many_hops();
+    }
     match core
         .spool
         .store(&header, &[received.as_bytes(), &message.body])
@@ -122,7 +149,7 @@ pub async fn deliver(core: &Arc<Core>, message: Message) -> Reply {
             core.metrics
                 .messages_forwarded_inline
                 .fetch_add(1, Ordering::Relaxed);
-            core.metrics.wrong_key.store(false, Ordering::Relaxed);
+            key_accepted(core);
             log(
                 "forwarded",
                 if duplicate { "duplicate" } else { "" },
@@ -175,17 +202,45 @@ pub async fn deliver(core: &Arc<Core>, message: Message) -> Reply {
     }
 }
 
-/// Counts a failed post; a wrong key is logged as an error every time.
+/// Counts a failed post; a refused key turns `/health` unhealthy and is logged as an error,
+/// once per `key_check_interval` however many posts get the 401.
 pub fn note_failure(core: &Core, reason: &RetryReason) {
     core.metrics.forward_failed(reason);
     if *reason == RetryReason::WrongKey {
-        core.metrics.wrong_key.store(true, Ordering::Relaxed);
-        tracing::error!(fqdn = %core.settings.fqdn, "{reason}");
+        key_refused(core, &reason.to_string());
+    }
+}
+
+/// The postoffice refuses our key (401): flag it and log it, at most once per
+/// `key_check_interval` (and at once when it was accepted before).
+pub fn key_refused(core: &Core, why: &str) {
+    let was = core.metrics.wrong_key.swap(true, Ordering::Relaxed);
+    let now = hedwig_core::unix_now();
+    let last = core.metrics.wrong_key_logged.load(Ordering::Relaxed);
+    let due = !was || now >= last.saturating_add(core.settings.key_check_interval.as_secs().max(1));
+    if due
+        && core
+            .metrics
+            .wrong_key_logged
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::error!(
+            fqdn = %core.settings.fqdn,
+            "{why}; /health is unhealthy and messages stay in the spool until the key is accepted"
+        );
+    }
+}
+
+/// The postoffice accepts our key: clear the flag, saying so when it was set.
+pub fn key_accepted(core: &Core) {
+    if core.metrics.wrong_key.swap(false, Ordering::Relaxed) {
+        tracing::info!(fqdn = %core.settings.fqdn, "the postoffice accepts our key again; /health is healthy");
     }
 }
 
 /// Acts on the answer to a post made after the client was told `250`.
-pub fn settle_later(core: &Core, header: SpoolHeader, attempts: u32, verdict: Verdict) {
+pub fn settle_later(core: &Arc<Core>, header: SpoolHeader, attempts: u32, verdict: Verdict) {
     let id = &header.id;
     match verdict {
         Verdict::Accepted {
@@ -193,7 +248,7 @@ pub fn settle_later(core: &Core, header: SpoolHeader, attempts: u32, verdict: Ve
             duplicate,
         } => {
             core.spool.remove(id);
-            core.metrics.wrong_key.store(false, Ordering::Relaxed);
+            key_accepted(core);
             core.metrics
                 .messages_forwarded_later
                 .fetch_add(1, Ordering::Relaxed);
@@ -224,10 +279,22 @@ pub fn settle_later(core: &Core, header: SpoolHeader, attempts: u32, verdict: Ve
                 reason = %reason,
                 "postoffice refused a spooled message for good; moved to rejected/"
             );
+            // The client heard 250: the sender must hear of the failure (issue 11 F8).
+            tokio::spawn(crate::bounce::bounce_refused(
+                core.clone(),
+                header,
+                status,
+                reason,
+            ));
         }
         Verdict::Retry(reason) => {
             note_failure(core, &reason);
-            tracing::warn!(message_id = %id, attempts, %reason, "forward failed, will retry");
+            if reason == RetryReason::WrongKey {
+                // Said once per key_check_interval by note_failure; not once per retry.
+                tracing::debug!(message_id = %id, attempts, %reason, "forward failed, will retry");
+            } else {
+                tracing::warn!(message_id = %id, attempts, %reason, "forward failed, will retry");
+            }
             let _ = core.retry.send((header, attempts));
         }
     }

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use hedwig_core::wire::{Accepted, Email, Rejected};
 
+use crate::config::redact_url;
+
 /// The JSON body of a post: the fields of [`hedwig_core::wire::Submission`].
 #[derive(serde::Serialize)]
 struct Body<'a> {
@@ -164,7 +166,8 @@ impl Poster {
         let body = Body {
             fqdn: &self.fqdn,
             key: &self.key,
-            email: Email::new(mail_from.to_string(), rcpt_to.to_vec(), message),
+            // the smaller of JSON and base64 (issue 11 F8)
+            email: crate::encoding::compact_email(mail_from.to_string(), rcpt_to.to_vec(), message),
             id,
         };
         let body = match serde_json::to_vec(&body) {
@@ -179,7 +182,7 @@ impl Poster {
                     return verdict
                 }
                 Verdict::Retry(reason) => {
-                    tracing::debug!(%url, %reason, "postoffice attempt failed");
+                    tracing::debug!(url = %redact_url(url), %reason, "postoffice attempt failed");
                     // Keep the most telling reason: a wrong key must not hide behind a later
                     // "unreachable".
                     if !matches!(last, Verdict::Retry(RetryReason::WrongKey)) {
@@ -207,16 +210,16 @@ impl Poster {
         let response = match request.send().await {
             Ok(r) => r,
             Err(e) if e.is_connect() => {
-                return Verdict::Retry(RetryReason::Unreachable(error_chain(&e)))
+                return Verdict::Retry(RetryReason::Unreachable(reqwest_error(e)))
             }
             Err(e) if e.is_timeout() => return Verdict::Retry(RetryReason::Timeout),
-            Err(e) => return Verdict::Retry(RetryReason::Interrupted(error_chain(&e))),
+            Err(e) => return Verdict::Retry(RetryReason::Interrupted(reqwest_error(e))),
         };
         let status = response.status().as_u16();
         match response.bytes().await {
             Ok(body) => classify(status, &body),
             Err(e) if e.is_timeout() => Verdict::Retry(RetryReason::Timeout),
-            Err(e) => Verdict::Retry(RetryReason::Interrupted(error_chain(&e))),
+            Err(e) => Verdict::Retry(RetryReason::Interrupted(reqwest_error(e))),
         }
     }
 
@@ -239,11 +242,21 @@ impl Poster {
             {
                 Ok(r) if r.status().as_u16() == 200 => return Ok(true),
                 Ok(r) if r.status().as_u16() == 401 => return Ok(false),
-                Ok(r) => why.push(format!("{check}: HTTP {}", r.status())),
-                Err(e) => why.push(format!("{check}: {}", error_chain(&e))),
+                Ok(r) => why.push(format!("{}: HTTP {}", redact_url(&check), r.status())),
+                Err(e) => why.push(reqwest_error(e)),
             }
         }
         Err(why.join("; "))
+    }
+}
+
+/// A reqwest error on one line, its URL shown without user name or password.
+fn reqwest_error(e: reqwest::Error) -> String {
+    let url = e.url().map(redact_url);
+    let text = error_chain(&e.without_url());
+    match url {
+        Some(url) => format!("{url}: {text}"),
+        None => text,
     }
 }
 

@@ -1,7 +1,8 @@
 //! `GET /health` and `GET /metrics` on a small HTTP port.
 //!
-//! `/health` answers 200 while mailman runs and 503 while it drains after SIGTERM; the body is
-//! a JSON summary (spool depth, whether the last post was refused for a wrong key).
+//! `/health` answers 200 while mailman runs; 503 while it drains after SIGTERM, and while the
+//! postoffice refuses our key (a 401 on a post or on the periodic `/check`), so that a wrong
+//! key is impossible to miss. The body is a JSON summary (status, spool depth, `wrong_key`).
 //! `/metrics` is the Prometheus text format.
 
 use std::sync::atomic::Ordering;
@@ -33,15 +34,22 @@ pub fn app(state: HttpState) -> Router {
 
 async fn health(State(s): State<HttpState>) -> impl IntoResponse {
     let draining = s.core.metrics.draining.load(Ordering::Relaxed);
+    let wrong_key = s.core.metrics.wrong_key.load(Ordering::Relaxed);
     let spool = s.waiting.state(s.core.spool.used());
     let body = serde_json::json!({
-        "status": if draining { "draining" } else { "ok" },
+        "status": if draining {
+            "draining"
+        } else if wrong_key {
+            "wrong_key: the postoffice refuses this host's key (401); check fqdn and key"
+        } else {
+            "ok"
+        },
         "spool_waiting": spool.depth,
         "spool_bytes": spool.bytes,
         "spool_oldest_age_seconds": spool.oldest_age_seconds,
-        "wrong_key": s.core.metrics.wrong_key.load(Ordering::Relaxed),
+        "wrong_key": wrong_key,
     });
-    let status = if draining {
+    let status = if draining || wrong_key {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK

@@ -14,8 +14,10 @@
 //! [`start`] binds everything and returns the bound addresses; [`Running::wait`] returns after
 //! the shutdown token is cancelled and sessions have finished (or `shutdown_timeout` passed).
 
+pub mod bounce;
 pub mod config;
 pub mod deliver;
+pub mod encoding;
 pub mod forward;
 pub mod forwarder;
 pub mod http;
@@ -123,7 +125,13 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
     ));
     {
         let core = core.clone();
-        tokio::spawn(async move { check_key_at_start(&core).await });
+        let stop = background.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = check_key_every_interval(&core) => {}
+                _ = stop.cancelled() => {}
+            }
+        });
     }
     let http_task = http_listener.map(|l| {
         let app = http::app(http::HttpState {
@@ -139,12 +147,14 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
     });
     let tracker = TaskTracker::new();
     let limit = Arc::new(Semaphore::new(core.settings.max_connections));
+    let per_client = server::ClientSlots::new(core.settings.max_connections_per_client);
     let mut accepts = Vec::new();
     for l in listeners {
         accepts.push(tokio::spawn(server::accept_loop(
             core.clone(),
             l,
             limit.clone(),
+            per_client.clone(),
             tracker.clone(),
             shutdown.clone(),
         )));
@@ -152,7 +162,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
     tracing::info!(
         listen = ?smtp_addrs,
         http = ?http_addr,
-        postoffice = ?core.settings.postoffice.iter().map(|u| u.as_str()).collect::<Vec<_>>(),
+        postoffice = ?core.settings.postoffice.iter().map(config::redact_url).collect::<Vec<_>>(),
         fqdn = %core.settings.fqdn,
         "mailman started"
     );
@@ -197,16 +207,33 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     Ok(())
 }
 
-async fn check_key_at_start(core: &deliver::Core) {
-    match core.poster.check_key(Duration::from_secs(10)).await {
-        Ok(true) => tracing::info!("postoffice accepts our key"),
-        Ok(false) => {
-            core.metrics.wrong_key.store(true, Ordering::Relaxed);
-            tracing::error!(
-                fqdn = %core.settings.fqdn,
-                "the postoffice REFUSES our key (401): fix fqdn/key; messages are spooled until then"
-            );
+/// Checks the key at start and then every `key_check_interval`, so that `/health` turns
+/// unhealthy while the postoffice refuses it (even with no mail to send) and healthy again as
+/// soon as it accepts it (issue 11 F14).
+async fn check_key_every_interval(core: &deliver::Core) {
+    let interval = core.settings.key_check_interval;
+    let mut first = true;
+    loop {
+        match core
+            .poster
+            .check_key(interval.min(Duration::from_secs(10)))
+            .await
+        {
+            Ok(true) => {
+                if first {
+                    tracing::info!("postoffice accepts our key");
+                }
+                deliver::key_accepted(core);
+            }
+            Ok(false) => {
+                deliver::key_refused(core, "the postoffice REFUSES our key (401): fix fqdn/key")
+            }
+            Err(why) if first => {
+                tracing::warn!(%why, "cannot check the key against the postoffice now")
+            }
+            Err(why) => tracing::debug!(%why, "cannot check the key against the postoffice now"),
         }
-        Err(why) => tracing::warn!(%why, "cannot check the key against the postoffice now"),
+        first = false;
+        tokio::time::sleep(interval).await;
     }
 }

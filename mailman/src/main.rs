@@ -93,7 +93,7 @@ async fn check_config(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    println!("config: ok ({settings:?})");
+    print!("config: ok\n{}", settings.summary());
     let poster = mailman::forward::Poster::new(
         settings.postoffice.clone(),
         settings.fqdn.clone(),

@@ -14,6 +14,10 @@ pub struct Metrics {
     pub connections_open: AtomicU64,
     pub connections_denied: AtomicU64,
     pub connections_over_limit: AtomicU64,
+    pub connections_over_client_limit: AtomicU64,
+    /// Sessions cut for being too slow: a command line, DATA below `min_data_rate`, or the
+    /// whole session over `session_timeout`.
+    pub sessions_timed_out: AtomicU64,
     /// `250` given and the postoffice had queued it.
     pub messages_forwarded_inline: AtomicU64,
     /// `250` given, message kept in the spool for the background forwarder.
@@ -29,8 +33,10 @@ pub struct Metrics {
     forward_failures: Mutex<HashMap<&'static str, u64>>,
     /// Set while shutting down: `/health` answers 503.
     pub draining: AtomicBool,
-    /// The last post got a 401.
+    /// The postoffice refuses our key: the last post or key check got a 401.
     pub wrong_key: AtomicBool,
+    /// Unix seconds of the last "key refused" log line (one per `key_check_interval`).
+    pub wrong_key_logged: AtomicU64,
 }
 
 /// The spool's state, filled in by the forwarder when metrics are read.
@@ -90,6 +96,18 @@ impl Metrics {
             "counter",
             "Connections refused: max_connections reached.",
             get(&self.connections_over_limit),
+        );
+        put(
+            "connections_over_client_limit_total",
+            "counter",
+            "Connections refused: max_connections_per_client reached for that address.",
+            get(&self.connections_over_client_limit),
+        );
+        put(
+            "sessions_timed_out_total",
+            "counter",
+            "Sessions closed for a timeout (command line, DATA rate, session_timeout).",
+            get(&self.sessions_timed_out),
         );
         put(
             "messages_forwarded_inline_total",

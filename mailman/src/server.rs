@@ -1,12 +1,24 @@
 //! The SMTP listener: accepts connections, checks the client's network and the connection
-//! limit, and runs each session over a stream with timeouts on every read and write.
+//! limits (all clients, and per client address), and runs each session over a stream with
+//! deadlines on every read and write.
+//!
+//! Deadlines (issue 11 F5: a client must not hold a slot by dribbling):
+//! - a command line must arrive whole within `command_timeout` of the previous one: each byte
+//!   does not restart the clock;
+//! - in DATA, a read may wait `data_timeout`, and the message as a whole must arrive at
+//!   `min_data_rate` octets per second on average after a grace of `data_timeout`;
+//! - the whole session ends after `session_timeout`.
+//!
+//! A client address over `max_connections_per_client` gets `421 4.7.0` before it can take one
+//! of the `max_connections` slots, so it cannot lock its neighbours out.
 //!
 //! The session logic is [`crate::smtp::Session`]; this module only moves bytes, upgrades to
 //! TLS on request, and hands finished messages to [`crate::deliver`]. On shutdown, a session
 //! waiting for a command gets `421` and is closed; one in the middle of DATA may finish
 //! (bounded by `shutdown_timeout` in [`crate::Running::wait`]).
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +26,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -38,6 +51,61 @@ pub fn session_config(core: &Core) -> SessionConfig {
         max_recipients: core.settings.max_recipients,
         starttls: core.settings.tls.is_some(),
         max_errors: MAX_ERRORS,
+        bare_newline: core.settings.bare_newline,
+    }
+}
+
+/// Open sessions per client address, shared by every listener.
+pub struct ClientSlots {
+    limit: usize,
+    open: std::sync::Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One client's slot; given back on drop.
+pub struct ClientSlot {
+    slots: Arc<ClientSlots>,
+    ip: IpAddr,
+}
+
+impl ClientSlots {
+    /// At most `limit` sessions per address.
+    pub fn new(limit: usize) -> Arc<ClientSlots> {
+        Arc::new(ClientSlots {
+            limit,
+            open: std::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A slot for `ip`, or `None` when it has `limit` open already.
+    pub fn take(self: &Arc<Self>, ip: IpAddr) -> Option<ClientSlot> {
+        // An IPv4 client on a dual-stack socket counts as its IPv4 address.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        let mut open = self.open.lock().ok()?;
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.limit {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot {
+            slots: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.slots.open.lock() {
+            if let Some(n) = open.get_mut(&self.ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    open.remove(&self.ip);
+                }
+            }
+        }
     }
 }
 
@@ -46,6 +114,7 @@ pub async fn accept_loop(
     core: Arc<Core>,
     listener: TcpListener,
     limit: Arc<Semaphore>,
+    per_client: Arc<ClientSlots>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 ) {
@@ -81,6 +150,21 @@ pub async fn accept_loop(
             });
             continue;
         }
+        // The per-address cap first, so that one client over it never holds a global slot.
+        let Some(client_slot) = per_client.take(peer.ip()) else {
+            core.metrics
+                .connections_over_client_limit
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(client = %peer, limit = per_client.limit, "max_connections_per_client reached, connection refused");
+            tracker.spawn(async move {
+                let mut socket = socket;
+                let text = reply::too_many_from_client(&core.settings.fqdn);
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), socket.write_all(text.as_bytes()))
+                        .await;
+            });
+            continue;
+        };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             core.metrics
                 .connections_over_limit
@@ -107,6 +191,7 @@ pub async fn accept_loop(
                 .connections_open
                 .fetch_sub(1, Ordering::Relaxed);
             drop(permit);
+            drop(client_slot);
             if let Err(why) = result {
                 tracing::debug!(client = %peer, %why, "session ended");
             }
@@ -121,6 +206,8 @@ pub enum SessionEnd {
     Disconnected,
     #[error("timeout")]
     Timeout,
+    #[error("session_timeout reached")]
+    SessionDeadline,
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("TLS handshake failed: {0}")]
@@ -151,6 +238,17 @@ async fn write(
     }
 }
 
+/// Why a read in [`serve`] gave up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    /// Nothing (or not a whole command line) in time.
+    Idle,
+    /// DATA slower than `min_data_rate`.
+    Slow,
+    /// `session_timeout`.
+    Session,
+}
+
 /// Runs one session over `stream` until QUIT, an error, a timeout or shutdown.
 pub async fn serve(
     core: &Arc<Core>,
@@ -163,18 +261,48 @@ pub async fn serve(
     let mut session = Session::new(config.clone(), peer.ip());
     let mut out = session.greeting().into_bytes();
     let mut buf = vec![0u8; READ_CHUNK];
+    let session_end = Instant::now() + settings.session_timeout;
+    // The deadline of the command line being read, and the line count it was set at.
+    let mut line_deadline = Instant::now() + settings.command_timeout;
+    let mut lines_at_deadline = u64::MAX;
+    // In DATA: when it began and the octets read since.
+    let mut data: Option<(Instant, u64)> = None;
     loop {
         match session.next() {
             Action::Reply(r) => out.extend_from_slice(r.as_bytes()),
             Action::NeedMore => {
                 write(&mut stream, &mut out, settings.command_timeout).await?;
                 let in_data = session.in_data();
-                let limit = if in_data {
-                    settings.data_timeout
+                let now = Instant::now();
+                let (deadline, cut) = if in_data {
+                    let (since, octets) = *data.get_or_insert((now, 0));
+                    let idle = now + settings.data_timeout;
+                    let slow = match settings.min_data_rate {
+                        0 => None,
+                        rate => Some(
+                            since
+                                + settings.data_timeout
+                                + Duration::from_secs_f64(octets as f64 / rate as f64),
+                        ),
+                    };
+                    match slow {
+                        Some(slow) if slow < idle => (slow, Cut::Slow),
+                        _ => (idle, Cut::Idle),
+                    }
                 } else {
-                    settings.command_timeout
+                    data = None;
+                    if !session.mid_line() || session.lines_read() != lines_at_deadline {
+                        line_deadline = now + settings.command_timeout;
+                        lines_at_deadline = session.lines_read();
+                    }
+                    (line_deadline, Cut::Idle)
                 };
-                let read = tokio::time::timeout(limit, stream.read(&mut buf));
+                let (deadline, cut) = if session_end < deadline {
+                    (session_end, Cut::Session)
+                } else {
+                    (deadline, cut)
+                };
+                let read = tokio::time::timeout_at(deadline, stream.read(&mut buf));
                 let result = if in_data {
                     // A message being sent may finish; the caller bounds the wait.
                     Some(read.await)
@@ -191,12 +319,27 @@ pub async fn serve(
                 };
                 match result {
                     Err(_) => {
-                        out.extend_from_slice(reply::timeout(&settings.fqdn).as_bytes());
+                        core.metrics
+                            .sessions_timed_out
+                            .fetch_add(1, Ordering::Relaxed);
+                        let last = match cut {
+                            Cut::Session => reply::session_too_long(&settings.fqdn),
+                            Cut::Idle | Cut::Slow => reply::timeout(&settings.fqdn),
+                        };
+                        out.extend_from_slice(last.as_bytes());
                         let _ = write(&mut stream, &mut out, Duration::from_secs(5)).await;
-                        if in_data {
-                            tracing::info!(client = %peer, "client stalled in DATA; nothing spooled");
-                        }
-                        return Err(SessionEnd::Timeout);
+                        let why = match (cut, in_data) {
+                            (Cut::Session, _) => "session_timeout reached",
+                            (Cut::Slow, _) => "message arriving slower than min_data_rate",
+                            (Cut::Idle, true) => "client stalled in DATA",
+                            (Cut::Idle, false) => "no whole command line within command_timeout",
+                        };
+                        tracing::info!(client = %peer, in_data, "{why}; closing the session{}",
+                            if in_data { ", nothing spooled" } else { "" });
+                        return Err(match cut {
+                            Cut::Session => SessionEnd::SessionDeadline,
+                            _ => SessionEnd::Timeout,
+                        });
                     }
                     Ok(Err(e)) => return Err(SessionEnd::Io(e)),
                     Ok(Ok(0)) => {
@@ -205,10 +348,16 @@ pub async fn serve(
                         }
                         return Err(SessionEnd::Disconnected);
                     }
-                    Ok(Ok(n)) => session.receive(&buf[..n]),
+                    Ok(Ok(n)) => {
+                        if let Some((_, octets)) = data.as_mut() {
+                            *octets += n as u64;
+                        }
+                        session.receive(&buf[..n]);
+                    }
                 }
             }
             Action::Message(message) => {
+                data = None;
                 let reply = deliver(core, message).await;
                 if let Action::Reply(r) = session.message_done(reply) {
                     out.extend_from_slice(r.as_bytes());
@@ -229,6 +378,9 @@ pub async fn serve(
                 session.tls_started();
             }
             Action::Close => {
+                if session.bare_lf_refused() {
+                    tracing::info!(client = %peer, "bare LF received, refused and closed (bare_newline: reject)");
+                }
                 write(&mut stream, &mut out, settings.command_timeout).await?;
                 let _ = tokio::time::timeout(Duration::from_secs(5), stream.shutdown()).await;
                 return Ok(());

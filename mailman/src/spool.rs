@@ -13,14 +13,18 @@
 //! Recycling: creating and deleting an inode per message costs more kernel time than the
 //! fsync on ext4, so a forwarded message's file is renamed to `<id>.free` (small files only, up
 //! to [`FREE_POOL`] of them) and a later message is written over it, then renamed to
-//! `<id>.msg`. A `.free` file is never read as a message; its old bytes are overwritten and
-//! the file cut to the new length before the fsync.
+//! `<id>.msg`. A `.free` file is cut to length 0 as it is renamed, so no message outlives its
+//! delivery on disk (the inode is what is reused); `.free` files found at start are cut too.
+//!
+//! Modes: the directory (and `rejected/`) is 0700 and every file 0600; a spool directory or
+//! file found with wider modes at start is narrowed, with a warning.
 //!
 //! Messages that the postoffice refused for good after the client was told `250` are moved to
 //! `rejected/` for an operator; they do not count towards the cap.
 
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -102,15 +106,33 @@ impl Spool {
     /// committer. Returns the spool and the headers of the messages already in it, oldest first.
     /// Must be called inside a tokio runtime.
     pub fn open(dir: &Path, max: u64) -> Result<(Spool, Vec<SpoolHeader>), SpoolError> {
-        std::fs::create_dir_all(dir.join("rejected")).map_err(io_err(dir))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir.join("rejected"))
+            .map_err(io_err(dir))?;
+        private(dir, 0o700)?;
+        private(&dir.join("rejected"), 0o700)?;
         let mut found = Vec::new();
         let mut free = Vec::new();
         let mut used = 0u64;
+        let mut widened = 0usize;
         for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
             let entry = entry.map_err(io_err(dir))?;
             let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_file()) && narrow(&path, 0o600)? {
+                widened += 1;
+            }
             match path.extension().and_then(|e| e.to_str()) {
-                Some("free") if free.len() < FREE_POOL => free.push(path),
+                Some("free") if free.len() < FREE_POOL => {
+                    // Left by an older version or a crash before the cut: drop the contents.
+                    File::options()
+                        .write(true)
+                        .open(&path)
+                        .and_then(|f| f.set_len(0))
+                        .map_err(io_err(&path))?;
+                    free.push(path)
+                }
                 Some("free") | Some("tmp") => {
                     tracing::info!(path = %path.display(), "removing an uncommitted spool file");
                     std::fs::remove_file(&path).map_err(io_err(&path))?;
@@ -129,6 +151,20 @@ impl Spool {
                 },
                 _ => {}
             }
+        }
+        if let Ok(entries) = std::fs::read_dir(dir.join("rejected")) {
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_file()) && narrow(&entry.path(), 0o600)? {
+                    widened += 1;
+                }
+            }
+        }
+        if widened > 0 {
+            tracing::warn!(
+                dir = %dir.display(),
+                files = widened,
+                "spool files were readable by others; narrowed to mode 0600"
+            );
         }
         found.sort_by(|a, b| (a.received_at, &a.id).cmp(&(b.received_at, &b.id)));
         let (tx, rx) = mpsc::unbounded_channel();
@@ -198,6 +234,7 @@ impl Spool {
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o600)
             .open(tmp)
             .map_err(io_err(tmp))?;
         file.write_all(&line).map_err(io_err(tmp))?;
@@ -222,6 +259,11 @@ impl Spool {
         read_file(&self.path(id, "msg"))
     }
 
+    /// Reads a message set aside in `rejected/`.
+    pub fn load_rejected(&self, id: &str) -> Result<Spooled, SpoolError> {
+        read_file(&self.dir.join("rejected").join(format!("{id}.msg")))
+    }
+
     /// Deletes a message once the postoffice holds it (or refused it while the client waited).
     /// Small files are kept as `.free` for the next message.
     pub fn remove(&self, id: &str) {
@@ -242,11 +284,16 @@ impl Spool {
         let result = if recycle {
             // Named after the message it held: unique, never clashes with a pooled file.
             let free = self.path(id, "free");
-            std::fs::rename(&path, &free).map(|_| {
-                if let Ok(mut f) = self.free.lock() {
-                    f.push(free);
-                }
-            })
+            std::fs::rename(&path, &free)
+                .and_then(|_| {
+                    // The message is delivered: its bytes must not stay on disk.
+                    File::options().write(true).open(&free)?.set_len(0)
+                })
+                .map(|_| {
+                    if let Ok(mut f) = self.free.lock() {
+                        f.push(free);
+                    }
+                })
         } else {
             std::fs::remove_file(&path)
         };
@@ -270,6 +317,50 @@ impl Spool {
             Err(err) => tracing::error!(%err, path = %path.display(), "cannot move spool file"),
         }
     }
+}
+
+/// Narrows the mode of `path` to `mode` if it allows more; whether it did. A path mailman may
+/// not change (owned by another user) is left as it is, with a warning: refusing to start
+/// would stop the mail, not protect it.
+fn narrow(path: &Path, mode: u32) -> Result<bool, SpoolError> {
+    let current = std::fs::metadata(path)
+        .map_err(io_err(path))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if current & !mode == 0 {
+        return Ok(false);
+    }
+    match std::fs::set_permissions(path, std::fs::Permissions::from_mode(current & mode)) {
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format!("{current:o}"),
+                %err,
+                "spool path is open to others and cannot be narrowed; fix its owner or mode"
+            );
+            Ok(false)
+        }
+        Err(err) => Err(io_err(path)(err)),
+    }
+}
+
+/// Narrows a spool directory to `mode`, with a warning when it was wider.
+fn private(dir: &Path, mode: u32) -> Result<(), SpoolError> {
+    let before = std::fs::metadata(dir)
+        .map_err(io_err(dir))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if narrow(dir, mode)? {
+        tracing::warn!(
+            dir = %dir.display(),
+            mode = format!("{before:o}"),
+            "the spool directory was open to others; narrowed to mode 0700"
+        );
+    }
+    Ok(())
 }
 
 fn read_file(path: &Path) -> Result<Spooled, SpoolError> {
@@ -381,10 +472,16 @@ mod tests {
         assert!(!dir.path().join("C.tmp").exists());
         assert!(dir.path().join("D.damaged").exists());
         let used = spool.used();
+        assert_eq!(mode(dir.path()), 0o700);
+        assert_eq!(mode(&dir.path().join("rejected")), 0o700);
+        assert_eq!(mode(&dir.path().join("A.msg")), 0o600);
         spool.remove("A");
         assert!(spool.used() < used);
-        // A's file is kept for reuse, and a shorter message written over it reads back exactly
-        assert!(dir.path().join("A.free").exists());
+        // A's file is kept for reuse, emptied, and a message written over it reads back exactly
+        assert_eq!(
+            std::fs::metadata(dir.path().join("A.free")).unwrap().len(),
+            0
+        );
         spool.store(&header("E", 1, 3), &[b"e"]).await.unwrap();
         assert!(!dir.path().join("A.free").exists());
         assert_eq!(spool.load("E").unwrap().message, b"e");
@@ -393,6 +490,38 @@ mod tests {
         assert_eq!(spool.used(), 0);
         assert!(dir.path().join("rejected/B.msg").exists());
         assert!(spool.load("A").is_err());
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[tokio::test]
+    async fn wide_modes_and_old_free_contents_are_fixed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool_dir = dir.path().join("spool");
+        std::fs::create_dir_all(spool_dir.join("rejected")).unwrap();
+        for d in [&spool_dir, &spool_dir.join("rejected")] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let old = spool_dir.join("OLD.free");
+        std::fs::write(&old, b"an old delivered message").unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let kept = spool_dir.join("rejected/R.msg");
+        std::fs::write(&kept, b"x").unwrap();
+        std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o664)).unwrap();
+        let (_spool, _) = Spool::open(&spool_dir, 1 << 20).unwrap();
+        assert_eq!(mode(&spool_dir), 0o700);
+        assert_eq!(mode(&spool_dir.join("rejected")), 0o700);
+        assert_eq!(mode(&old), 0o600);
+        assert_eq!(mode(&kept), 0o600);
+        assert_eq!(std::fs::metadata(&old).unwrap().len(), 0);
+        // a new spool is created private
+        let fresh = dir.path().join("fresh/spool");
+        let (spool, _) = Spool::open(&fresh, 1 << 20).unwrap();
+        assert_eq!(mode(&fresh), 0o700);
+        spool.store(&header("N", 1, 1), &[b"n"]).await.unwrap();
+        assert_eq!(mode(&fresh.join("N.msg")), 0o600);
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 //! here. The tokio side ([`crate::server`]) only moves bytes and applies timeouts.
 
 pub mod data;
+pub mod hops;
 pub mod reply;
 pub mod session;
 

@@ -46,6 +46,36 @@ pub fn too_many_connections(hostname: &str) -> Reply {
     )
 }
 
+/// Sent when this client address has too many sessions open, before closing.
+pub fn too_many_from_client(hostname: &str) -> Reply {
+    reply(
+        421,
+        &format!("4.7.0 {hostname} too many connections from your address, try again later"),
+    )
+}
+
+/// Sent when a session reached `session_timeout`, before closing.
+pub fn session_too_long(hostname: &str) -> Reply {
+    reply(
+        421,
+        &format!("4.4.2 {hostname} session time limit exceeded, closing connection"),
+    )
+}
+
+/// The message with mailman's `Received:` header is over the size limit.
+pub fn too_big(size: usize, max: usize) -> Reply {
+    reply(
+        552,
+        &format!("5.3.4 message of {size} octets exceeds the limit of {max}"),
+    )
+}
+
+/// The message has more `Received:` headers than `max_received_headers` (RFC 3463 5.4.6,
+/// routing loop detected).
+pub fn too_many_hops() -> Reply {
+    reply(554, "5.4.6 too many hops (mail loop?)")
+}
+
 /// Sent on shutdown, before closing (RFC 5321 §3.8).
 pub fn shutting_down(hostname: &str) -> Reply {
     reply(

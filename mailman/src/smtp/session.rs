@@ -17,7 +17,7 @@ use std::net::IpAddr;
 use hedwig_core::address::{parse_reverse_path, Mailbox};
 use smtp_proto::{Request, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8};
 
-use super::data::{DataProgress, DataReceiver};
+use super::data::{BareNewline, DataProgress, DataReceiver};
 use super::reply::{multiline, reply, Reply};
 
 /// RFC 5321 §4.5.3.1.4 allows 512 octets per command line; SMTPUTF8 addresses and parameters
@@ -37,6 +37,8 @@ pub struct SessionConfig {
     pub starttls: bool,
     /// Bad commands after which the session is closed.
     pub max_errors: usize,
+    /// What a line ending in a bare LF means (commands and message text).
+    pub bare_newline: BareNewline,
 }
 
 /// What the caller should do next.
@@ -153,6 +155,10 @@ pub struct Session {
     helo: Option<(String, bool)>,
     transaction: Option<Transaction>,
     errors: usize,
+    /// Command lines taken from the input so far.
+    lines: u64,
+    /// The session was closed for a bare LF (`bare_newline: reject`).
+    bare_lf_refused: bool,
 }
 
 impl Session {
@@ -167,6 +173,8 @@ impl Session {
             helo: None,
             transaction: None,
             errors: 0,
+            lines: 0,
+            bare_lf_refused: false,
         }
     }
 
@@ -183,6 +191,27 @@ impl Session {
     /// Whether a transaction (MAIL FROM given) is open.
     pub fn in_transaction(&self) -> bool {
         self.transaction.is_some() || self.in_data()
+    }
+
+    /// Command lines read so far: the caller starts a command line's deadline when this
+    /// changes (or no partial line is buffered), so dribbling a line byte by byte cannot
+    /// extend it.
+    pub fn lines_read(&self) -> u64 {
+        self.lines
+    }
+
+    /// Whether the session was closed for a bare LF (the caller logs it).
+    pub fn bare_lf_refused(&self) -> bool {
+        self.bare_lf_refused
+    }
+
+    /// Part of a command line is buffered (or a too-long one is being discarded).
+    pub fn mid_line(&self) -> bool {
+        match self.phase {
+            Phase::DiscardLine => true,
+            Phase::Command => !self.input.is_empty(),
+            _ => false,
+        }
     }
 
     /// Adds received bytes. Call it after [`Action::NeedMore`].
@@ -222,6 +251,7 @@ impl Session {
                 Phase::DiscardLine => match memchr::memchr(b'\n', &self.input) {
                     Some(pos) => {
                         self.input.drain(..=pos);
+                        self.lines += 1;
                         self.phase = Phase::Command;
                     }
                     None => {
@@ -238,6 +268,7 @@ impl Session {
                         self.input.drain(..used);
                         return self.end_of_data();
                     }
+                    DataProgress::BareLf => return self.bare_lf(),
                 },
                 Phase::Command => {
                     // A TLS ClientHello (handshake record 0x16, version 3.x) on the plain port
@@ -257,6 +288,10 @@ impl Session {
                         return Action::NeedMore;
                     };
                     let line: Vec<u8> = self.input.drain(..=pos).collect();
+                    self.lines += 1;
+                    if self.config.bare_newline == BareNewline::Reject && !line.ends_with(b"\r\n") {
+                        return self.bare_lf();
+                    }
                     if line.len() > MAX_COMMAND_LINE {
                         return self.error(500, "5.5.2 line too long");
                     }
@@ -264,6 +299,14 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// A line ended in a bare LF while those are refused: like Postfix 3.9 with
+    /// `smtpd_forbid_bare_newline = reject`, say why and close (the client's idea of where the
+    /// message ends cannot be trusted any more, so the session cannot go on).
+    fn bare_lf(&mut self) -> Action {
+        self.bare_lf_refused = true;
+        self.close(reply(550, "5.5.2 Error: bare <LF> received"))
     }
 
     fn close(&mut self, last: Reply) -> Action {
@@ -458,7 +501,10 @@ impl Session {
                 self.error(554, "5.5.1 no valid recipients")
             }
             Some(_) => {
-                self.phase = Phase::Data(DataReceiver::new(self.config.max_message_size));
+                self.phase = Phase::Data(DataReceiver::with_bare_newline(
+                    self.config.max_message_size,
+                    self.config.bare_newline,
+                ));
                 Action::Reply(reply(354, "End data with <CR><LF>.<CR><LF>"))
             }
         }

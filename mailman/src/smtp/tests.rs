@@ -15,6 +15,7 @@ fn config() -> SessionConfig {
         max_recipients: 3,
         starttls: false,
         max_errors: 10,
+        bare_newline: Default::default(),
     }
 }
 
@@ -116,7 +117,7 @@ fn pipelined_transaction_split_everywhere() {
 #[test]
 fn two_messages_and_rset_in_one_session_split_everywhere() {
     let input = b"HELO c\r\nMAIL FROM:<>\r\nRCPT TO:<x@y.test>\r\nRSET\r\nMAIL FROM:<s@y.test>\r\n\
-RCPT TO:<x@y.test>\r\nDATA\r\nA\r\n.\r\nMAIL FROM:<s@y.test>\r\nRCPT TO:<z@y.test>\r\nDATA\r\nB\n.\nNOOP\r\n";
+RCPT TO:<x@y.test>\r\nDATA\r\nA\r\n.\r\nMAIL FROM:<s@y.test>\r\nRCPT TO:<z@y.test>\r\nDATA\r\nB\n.\nC\r\n.\r\nNOOP\r\n";
     let t = same_at_every_split(config(), input);
     assert_eq!(
         t.codes(),
@@ -125,7 +126,7 @@ RCPT TO:<x@y.test>\r\nDATA\r\nA\r\n.\r\nMAIL FROM:<s@y.test>\r\nRCPT TO:<z@y.tes
     assert_eq!(t.replies[0], "250 mx.test\r\n");
     assert_eq!(t.messages.len(), 2);
     assert_eq!(t.messages[0].body, b"A\r\n");
-    assert_eq!(t.messages[1].body, b"B\r\n");
+    assert_eq!(t.messages[1].body, b"B\r\n\r\nC\r\n");
     assert_eq!(t.messages[1].rcpt_to, vec!["z@y.test"]);
     assert!(!t.messages[0].esmtp);
     assert!(!t.closed);
@@ -349,10 +350,84 @@ fn received_header() {
 fn bare_lf_commands_work() {
     let t = drive(
         config(),
-        &[b"EHLO c\nMAIL FROM:<a@b.test>\nRCPT TO:<x@y.test>\nDATA\nhello\n.\nQUIT\n"],
+        &[b"EHLO c\nMAIL FROM:<a@b.test>\nRCPT TO:<x@y.test>\nDATA\nhello\nthere\r\n.\r\nQUIT\n"],
     );
     assert_eq!(t.codes(), vec![250, 250, 250, 354, 250, 221]);
-    assert_eq!(t.messages[0].body, b"hello\r\n");
+    assert_eq!(t.messages[0].body, b"hello\r\nthere\r\n");
+}
+
+/// The end-of-data shapes of the SMTP smuggling advisory (SEC Consult, Dec 2023; Postfix's
+/// CVE-2023-51764 notes): only `\r\n.\r\n` ends DATA. A pipelined second transaction behind
+/// any other shape stays inside the first message, whole input split at every position.
+const SMUGGLING_SHAPES: [&[u8]; 9] = [
+    b"\n.\n",
+    b"\n.\r\n",
+    b"\r\n.\n",
+    b"\r.\r",
+    b"\r.\r\n",
+    b"\r\n.\r",
+    b"\n.\r",
+    b"\r.\n",
+    b"\r\n\x00.\r\n",
+];
+
+fn smuggling_input(shape: &[u8]) -> Vec<u8> {
+    let mut input =
+        b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nDATA\r\nSubject: s\r\n\r\nbody"
+            .to_vec();
+    input.extend_from_slice(shape);
+    input.extend_from_slice(
+        b"MAIL FROM:<evil@b.test>\r\nRCPT TO:<victim@y.test>\r\nDATA\r\nSubject: forged\r\n\r\nx\r\n.\r\nQUIT\r\n",
+    );
+    input
+}
+
+#[test]
+fn smuggled_transaction_stays_in_the_body_at_every_split() {
+    for shape in SMUGGLING_SHAPES {
+        let t = same_at_every_split(config(), &smuggling_input(shape));
+        assert_eq!(t.codes(), vec![250, 250, 250, 354, 250, 221], "{shape:?}");
+        assert_eq!(t.messages.len(), 1, "{shape:?}");
+        let m = &t.messages[0];
+        assert_eq!(m.rcpt_to, vec!["x@y.test"], "{shape:?}");
+        let body = String::from_utf8_lossy(&m.body);
+        assert!(body.starts_with("Subject: s\r\n\r\nbody"), "{body:?}");
+        assert!(
+            body.ends_with("MAIL FROM:<evil@b.test>\r\nRCPT TO:<victim@y.test>\r\nDATA\r\nSubject: forged\r\n\r\nx\r\n"),
+            "{shape:?}: {body:?}"
+        );
+        // every line of what is stored ends in CRLF
+        assert!(
+            !m.body.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'),
+            "{body:?}"
+        );
+    }
+}
+
+#[test]
+fn reject_mode_refuses_bare_lf_and_closes() {
+    let config = SessionConfig {
+        bare_newline: super::data::BareNewline::Reject,
+        ..config()
+    };
+    for shape in SMUGGLING_SHAPES {
+        let t = same_at_every_split(config.clone(), &smuggling_input(shape));
+        let bare_lf = shape.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r')
+            || shape.first() == Some(&b'\n');
+        if bare_lf {
+            assert_eq!(t.codes(), vec![250, 250, 250, 354, 550], "{shape:?}");
+            assert_eq!(t.replies[4], "550 5.5.2 Error: bare <LF> received\r\n");
+            assert!(t.closed && t.messages.is_empty(), "{shape:?}");
+        } else {
+            // no bare LF at all: one message, the hidden commands inside it
+            assert_eq!(t.codes(), vec![250, 250, 250, 354, 250, 221], "{shape:?}");
+            assert_eq!(t.messages.len(), 1);
+        }
+    }
+    // a command line ending in a bare LF
+    let t = drive(config, &[b"EHLO c\r\nNOOP\nQUIT\r\n"]);
+    assert_eq!(t.codes(), vec![250, 550]);
+    assert!(t.closed);
 }
 
 #[test]

@@ -184,6 +184,8 @@ async fn a_thousand_connections_against_a_limit_of_a_hundred() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path(), &[po.url()]);
     cfg.max_connections = 100;
+    // all from 127.0.0.1: the global limit is tested here, the per-client one in edge_slots
+    cfg.max_connections_per_client = Some(1000);
     let m = Mailman::start(cfg).await;
     let mut clients = Vec::new();
     let mut greetings = Vec::new();

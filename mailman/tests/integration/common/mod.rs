@@ -18,6 +18,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+pub mod real;
 pub mod stack;
 
 pub const STEP: Duration = Duration::from_secs(10);

@@ -29,15 +29,25 @@ impl Postoffice {
     }
 
     pub async fn start_on(beanstalkd: &Beanstalkd, addr: SocketAddr) -> Postoffice {
+        Self::start_with(beanstalkd, addr, |_| {}).await
+    }
+
+    /// Starts on `addr` with the test config changed by `tweak`.
+    pub async fn start_with(
+        beanstalkd: &Beanstalkd,
+        addr: SocketAddr,
+        tweak: impl FnOnce(&mut postoffice::Config),
+    ) -> Postoffice {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let config = postoffice::Config {
+        let mut config = postoffice::Config {
             listen: addr,
             beanstalkd: beanstalkd.url(),
             secret: Some(SECRET.into()),
             shutdown_timeout: Duration::from_secs(2),
             ..postoffice::Config::default()
         };
+        tweak(&mut config);
         let stop = CancellationToken::new();
         let s = stop.clone();
         let task = tokio::spawn(async move {
