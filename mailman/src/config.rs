@@ -33,6 +33,9 @@ pub struct Config {
     /// Postoffice URLs, tried in order.
     #[serde(deserialize_with = "one_or_many")]
     pub postoffice: Vec<String>,
+    /// Sign posts (`X-Hedwig-Signature`; the key never leaves this host). `false` only for
+    /// post offices older than signed requests, which look for the key in the body.
+    pub sign_posts: bool,
     /// Old hedwig: the postoffice URL (used when `postoffice` is empty).
     pub nest: Option<String>,
     /// Old hedwig: the key (used when `key` and `key_file` are unset).
@@ -87,6 +90,7 @@ impl Default for Config {
             fqdn: String::new(),
             key: None,
             key_file: None,
+            sign_posts: true,
             postoffice: Vec::new(),
             nest: None,
             secret: None,
@@ -158,6 +162,7 @@ pub struct Settings {
     /// Normalised (lowercase, no trailing dot).
     pub fqdn: String,
     pub key: String,
+    pub sign_posts: bool,
     pub postoffice: Vec<reqwest::Url>,
     pub spool_dir: PathBuf,
     pub spool_max: u64,
@@ -333,6 +338,7 @@ impl Config {
             allowed_networks: self.allowed_networks.clone(),
             fqdn,
             key,
+            sign_posts: self.sign_posts,
             postoffice,
             spool_dir: self.spool_dir.clone(),
             spool_max: self.spool_max.0,

@@ -77,6 +77,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         settings.postoffice.clone(),
         settings.fqdn.clone(),
         settings.key.clone(),
+        settings.sign_posts,
         settings.forward_deadline.min(Duration::from_secs(10)),
     )?;
     let mut listeners = Vec::new();

@@ -4,7 +4,9 @@
 //! - [`config`]: the one config struct and its validation.
 //! - [`app`]: the axum router (`POST /`, `POST /check`, `GET /health`, `GET /metrics`).
 //! - [`intake`]: the submission handler: key check, envelope syntax, size, policy, enqueue.
-//! - [`body`]: bounded, timed body reading.
+//! - [`server`]: the connection layer: header and idle timeouts, connection caps, the
+//!   descriptor limit.
+//! - [`body`]: bounded, timed body reading under byte budgets.
 //! - [`policy`]: revocation, allowed sender domains, per-host rate limits.
 //! - [`dedupe`]: the duplicate message-id window.
 //! - [`metrics`]: Prometheus counters.
@@ -27,9 +29,9 @@ pub mod intake;
 pub mod metrics;
 pub mod policy;
 pub mod queue;
+pub mod server;
 pub mod state;
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -65,24 +67,31 @@ pub async fn serve(
         max_message_size = state.config.max_message_size.0, max_job_size,
         "postoffice started"
     );
+    let limits = server::Limits {
+        header_timeout: state.config.header_timeout,
+        idle_timeout: state.config.idle_timeout,
+        max_connections: server::effective_max_connections(state.config.max_connections),
+        max_connections_per_ip: state.config.max_connections_per_ip,
+    };
     let router = app::app(state.clone());
+    let stopping = CancellationToken::new();
     let drain = {
         let state = state.clone();
         let shutdown = shutdown.clone();
+        let stopping = stopping.clone();
         async move {
             shutdown.cancelled().await;
             state.draining.store(true, Ordering::Relaxed);
             tracing::info!("shutting down: finishing in-flight requests");
+            stopping.cancel();
         }
     };
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(drain);
+    tokio::spawn(drain);
+    let registry = Arc::new(server::Registry::default());
+    let server = server::run(listener, router, limits, registry, stopping);
     let grace = state.config.shutdown_timeout;
     tokio::select! {
-        result = server => result?,
+        () = server => {}
         _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
             tracing::warn!("in-flight requests did not finish within {grace:?}; exiting");
         }

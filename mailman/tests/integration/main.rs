@@ -10,3 +10,4 @@ mod e2e_outage;
 mod in_memory_session;
 mod postoffice_answers;
 mod security;
+mod signed_forward;

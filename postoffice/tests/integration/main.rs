@@ -15,6 +15,8 @@ mod concurrency;
 mod hold_cache;
 mod hold_release;
 mod intake;
+mod lockout;
 mod queue_outage;
 mod security;
+mod signed_posts;
 mod two_beanstalkd_failover;
