@@ -33,6 +33,9 @@ pub struct Config {
     /// Postoffice URLs, tried in order.
     #[serde(deserialize_with = "one_or_many")]
     pub postoffice: Vec<String>,
+    /// PEM file of CA certificate(s) trusted for an `https://` post office, in addition to the
+    /// built-in public roots (for a post office with a certificate from a private CA).
+    pub ca_file: Option<PathBuf>,
     /// Sign posts (`X-Hedwig-Signature`; the key never leaves this host). `false` only for
     /// post offices older than signed requests, which look for the key in the body.
     pub sign_posts: bool,
@@ -91,6 +94,7 @@ impl Default for Config {
             key: None,
             key_file: None,
             sign_posts: true,
+            ca_file: None,
             postoffice: Vec::new(),
             nest: None,
             secret: None,
@@ -163,6 +167,8 @@ pub struct Settings {
     pub fqdn: String,
     pub key: String,
     pub sign_posts: bool,
+    /// Extra trusted roots for the post office's certificate (`ca_file`).
+    pub postoffice_roots: Vec<reqwest::Certificate>,
     pub postoffice: Vec<reqwest::Url>,
     pub spool_dir: PathBuf,
     pub spool_max: u64,
@@ -330,6 +336,24 @@ impl Config {
                 None
             }
         };
+        let postoffice_roots = match &self.ca_file {
+            None => Vec::new(),
+            Some(path) => match std::fs::read(path)
+                .map_err(|e| e.to_string())
+                .and_then(|pem| {
+                    reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| e.to_string())
+                }) {
+                Ok(certs) if !certs.is_empty() => certs,
+                Ok(_) => {
+                    errors.push(format!("ca_file: {}: no certificate found", path.display()));
+                    Vec::new()
+                }
+                Err(e) => {
+                    errors.push(format!("ca_file: {}: {e}", path.display()));
+                    Vec::new()
+                }
+            },
+        };
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -339,6 +363,7 @@ impl Config {
             fqdn,
             key,
             sign_posts: self.sign_posts,
+            postoffice_roots,
             postoffice,
             spool_dir: self.spool_dir.clone(),
             spool_max: self.spool_max.0,

@@ -139,9 +139,14 @@ impl Poster {
         fqdn: String,
         key: String,
         signed: bool,
+        roots: &[reqwest::Certificate],
         connect_timeout: Duration,
     ) -> Result<Poster, reqwest::Error> {
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder();
+        for root in roots {
+            client = client.add_root_certificate(root.clone());
+        }
+        let client = client
             .connect_timeout(connect_timeout)
             // Below the post office's default idle_timeout (60 s), so that we close an idle
             // connection before it does (no post sent on a connection being closed).

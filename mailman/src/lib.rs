@@ -78,6 +78,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         settings.fqdn.clone(),
         settings.key.clone(),
         settings.sign_posts,
+        &settings.postoffice_roots,
         settings.forward_deadline.min(Duration::from_secs(10)),
     )?;
     let mut listeners = Vec::new();

@@ -83,6 +83,8 @@ pub struct Config {
     /// (401), and inside the window the message id is the nonce (see `duplicate_window`).
     #[serde(with = "humantime_serde")]
     pub replay_window: Duration,
+    /// Serve HTTPS: `{cert_file, key_file}` (PEM). Reloaded when a file changes or on SIGHUP.
+    pub tls: Option<crate::tls::TlsSettings>,
 }
 
 /// What a sending host may do.
@@ -131,6 +133,7 @@ impl Default for Config {
             unauthenticated_bytes_in_flight: ByteSize(128 * 1024 * 1024),
             max_bytes_in_flight: ByteSize(512 * 1024 * 1024),
             replay_window: Duration::from_secs(300),
+            tls: None,
         }
     }
 }
@@ -222,6 +225,11 @@ impl Config {
                 humantime::format_duration(self.replay_window),
                 humantime::format_duration(self.duplicate_window)
             ));
+        }
+        if let Some(tls) = &self.tls {
+            if let Err(e) = crate::tls::load(tls) {
+                problems.push(format!("tls: {e}"));
+            }
         }
         if problems.is_empty() {
             Ok(Secrets(secrets))

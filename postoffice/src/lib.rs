@@ -31,6 +31,7 @@ pub mod policy;
 pub mod queue;
 pub mod server;
 pub mod state;
+pub mod tls;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -63,7 +64,7 @@ pub async fn serve(
     let state = Arc::new(state::AppState::new(config, secrets, queue));
     let addr = listener.local_addr()?;
     tracing::info!(
-        listen = %addr, beanstalkd = %state.config.beanstalkd, tube = %state.config.tube,
+        listen = %addr, tls = state.config.tls.is_some(), beanstalkd = %state.config.beanstalkd, tube = %state.config.tube,
         max_message_size = state.config.max_message_size.0, max_job_size,
         "postoffice started"
     );
@@ -87,8 +88,17 @@ pub async fn serve(
         }
     };
     tokio::spawn(drain);
+    let tls = match &state.config.tls {
+        Some(settings) => {
+            let (acceptor, reloader) = tls::acceptor(settings)
+                .map_err(|e| StartError::Config(vec![format!("tls: {e}")]))?;
+            tokio::spawn(tls::watch(reloader, stopping.clone()));
+            Some(acceptor)
+        }
+        None => None,
+    };
     let registry = Arc::new(server::Registry::default());
-    let server = server::run(listener, router, limits, registry, stopping);
+    let server = server::run(listener, router, limits, tls, registry, stopping);
     let grace = state.config.shutdown_timeout;
     tokio::select! {
         () = server => {}

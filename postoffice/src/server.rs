@@ -30,8 +30,9 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -300,13 +301,13 @@ pub fn effective_max_connections(configured: usize) -> usize {
     }
 }
 
-/// A TCP stream that notes when a request's first byte arrives.
-struct Tracked {
-    stream: TcpStream,
+/// A stream that notes when a request's first byte arrives.
+struct Tracked<S> {
+    stream: S,
     conn: Arc<Conn>,
 }
 
-impl AsyncRead for Tracked {
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -324,7 +325,7 @@ impl AsyncRead for Tracked {
     }
 }
 
-impl AsyncWrite for Tracked {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -348,6 +349,7 @@ pub async fn run(
     listener: TcpListener,
     router: Router,
     limits: Limits,
+    tls: Option<TlsAcceptor>,
     registry: Arc<Registry>,
     shutdown: CancellationToken,
 ) {
@@ -379,30 +381,53 @@ pub async fn run(
             tracing::debug!(client = %peer.ip(), cap = why, "closed an older connection for a new one");
         }
         let _ = stream.set_nodelay(true);
-        tracker.spawn(serve_connection(
-            stream,
-            peer,
-            conn,
-            router.clone(),
-            limits,
-            registry.clone(),
-            shutdown.clone(),
-        ));
+        let (router, registry, shutdown) = (router.clone(), registry.clone(), shutdown.clone());
+        match tls.clone() {
+            None => tracker.spawn(serve_connection(
+                stream, peer, conn, router, limits, registry, shutdown,
+            )),
+            Some(acceptor) => tracker.spawn(async move {
+                // The handshake counts against the header timeout.
+                let handshake = tokio::select! {
+                    done = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)) => done,
+                    _ = conn.close.cancelled() => {
+                        registry.release(&conn);
+                        return;
+                    }
+                };
+                match handshake {
+                    Ok(Ok(stream)) => {
+                        serve_connection(stream, peer, conn, router, limits, registry, shutdown)
+                            .await
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(client = %peer.ip(), error = %e, "TLS handshake failed");
+                        registry.release(&conn);
+                    }
+                    Err(_) => {
+                        tracing::debug!(client = %peer.ip(), "TLS handshake timed out");
+                        registry.release(&conn);
+                    }
+                }
+            }),
+        };
     }
     drop(listener);
     tracker.close();
     tracker.wait().await;
 }
 
-async fn serve_connection(
-    stream: TcpStream,
+async fn serve_connection<S>(
+    stream: S,
     peer: SocketAddr,
     conn: Arc<Conn>,
     router: Router,
     limits: Limits,
     registry: Arc<Registry>,
     shutdown: CancellationToken,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let io = TokioIo::new(Tracked {
         stream,
         conn: conn.clone(),

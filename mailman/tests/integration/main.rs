@@ -11,3 +11,4 @@ mod in_memory_session;
 mod postoffice_answers;
 mod security;
 mod signed_forward;
+mod tls_postoffice;

@@ -74,6 +74,7 @@ async fn signed_posts_reach_a_post_office_that_requires_them() {
         stack::FQDN.into(),
         stack::key(),
         true,
+        &[],
         Duration::from_secs(2),
     )
     .unwrap();
