@@ -475,3 +475,86 @@ async fn serve_connection<S>(
     }
     registry.release(&conn);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max: usize, per_ip: usize) -> Limits {
+        Limits {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: max,
+            max_connections_per_ip: per_ip,
+        }
+    }
+
+    fn ip(n: u8) -> IpAddr {
+        IpAddr::from([127, 0, 119, n])
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shedding_order_at_the_caps() {
+        let registry = Registry::default();
+        let limits = limits(2, 10);
+        let (a, _) = registry.admit(ip(1), &limits).unwrap();
+        let (b, _) = registry.admit(ip(2), &limits).unwrap();
+        a.authenticated();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        // Both idle for 2 s: the never-authenticated one goes first.
+        let (c, shed) = registry.admit(ip(3), &limits).unwrap();
+        assert_eq!(shed, Some("connection cap"));
+        assert!(b.close.is_cancelled() && !a.close.is_cancelled());
+        // c is younger than the grace: the authenticated idle one goes.
+        let (d, _) = registry.admit(ip(4), &limits).unwrap();
+        assert!(a.close.is_cancelled() && !c.close.is_cancelled());
+        // Nothing old enough: the new connection is refused.
+        assert!(registry.admit(ip(5), &limits).is_none());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        // A signed request in flight is never shed; one reading an unsigned body is, after
+        // idle ones.
+        let _signed = InFlight::new(c.clone());
+        let _unsigned = InFlight::new(d.clone());
+        let _reading = d.reading_unsigned();
+        let (e, _) = registry.admit(ip(6), &limits).unwrap();
+        assert!(d.close.is_cancelled() && !c.close.is_cancelled());
+        assert_eq!(registry.len(), 2);
+        drop(e);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn per_address_cap_sheds_only_that_address() {
+        let registry = Registry::default();
+        let limits = limits(100, 2);
+        let (other, _) = registry.admit(ip(9), &limits).unwrap();
+        let (first, _) = registry.admit(ip(1), &limits).unwrap();
+        tokio::time::advance(Duration::from_millis(10)).await;
+        let (second, _) = registry.admit(ip(1), &limits).unwrap();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let (_, shed) = registry.admit(ip(1), &limits).unwrap();
+        assert_eq!(shed, Some("per-client connection cap"));
+        assert!(first.close.is_cancelled());
+        assert!(!second.close.is_cancelled() && !other.close.is_cancelled());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deadlines_follow_the_request_cycle() {
+        let registry = Registry::default();
+        let limits = limits(10, 10);
+        let (conn, _) = registry.admit(ip(1), &limits).unwrap();
+        let opened = Instant::now();
+        assert_eq!(conn.deadline(&limits), Some(opened + limits.header_timeout));
+        let request = InFlight::new(conn.clone());
+        assert_eq!(conn.deadline(&limits), None);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        drop(request);
+        let done = Instant::now();
+        assert_eq!(conn.deadline(&limits), Some(done + limits.idle_timeout));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        conn.lock().first_byte = Some(Instant::now());
+        assert_eq!(
+            conn.deadline(&limits),
+            Some(Instant::now() + limits.header_timeout)
+        );
+    }
+}

@@ -104,6 +104,12 @@ pub async fn signed_post(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_sockets_and_slow_keyless_bodies_do_not_delay_a_signed_post() {
+    // This process holds 4,000 client sockets: lift a soft limit of 1,024 (as CI shells have).
+    let fds = postoffice::server::raise_fd_limit().unwrap();
+    assert!(
+        fds >= 4500,
+        "descriptor hard limit {fds} is too low for this test"
+    );
     let beanstalkd = hedwig_testkit::Beanstalkd::start();
     let addr = SocketAddr::from(([127, 0, 110, 1], 18025));
     let po = start(
