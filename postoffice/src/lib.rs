@@ -97,7 +97,7 @@ pub async fn serve(
         }
         None => None,
     };
-    let registry = Arc::new(server::Registry::default());
+    let registry = Arc::new(server::Registry::new(state.metrics.connections.clone()));
     let server = server::run(listener, router, limits, tls, registry, stopping);
     let grace = state.config.shutdown_timeout;
     tokio::select! {

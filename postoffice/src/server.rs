@@ -35,6 +35,8 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::metrics::ConnectionMetrics;
 use tower::ServiceExt;
 
 /// Descriptors kept for beanstalkd connections, log files and the listener.
@@ -155,6 +157,7 @@ impl Drop for InFlight {
 pub struct Registry {
     inner: Mutex<Inner>,
     next_id: AtomicU64,
+    metrics: ConnectionMetrics,
 }
 
 #[derive(Default)]
@@ -164,6 +167,14 @@ struct Inner {
 }
 
 impl Registry {
+    /// A registry counting into `metrics`.
+    pub fn new(metrics: ConnectionMetrics) -> Registry {
+        Registry {
+            metrics,
+            ..Registry::default()
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -197,9 +208,14 @@ impl Registry {
                 .filter(|c| scope.is_none_or(|ip| c.ip == ip))
                 .filter_map(|c| c.shed_class(now).map(|k| (k, c.id)))
                 .min()
-                .map(|(_, id)| id)?;
+                .map(|(_, id)| id);
+            let Some(victim) = victim else {
+                self.metrics.closed("refused");
+                return None;
+            };
             if let Some(conn) = remove(&mut inner, victim) {
                 conn.close.cancel();
+                self.metrics.closed("shed");
             }
             shed = Some(if scope.is_some() {
                 "per-client connection cap"
@@ -222,11 +238,14 @@ impl Registry {
         });
         inner.conns.insert(conn.id, conn.clone());
         *inner.per_ip.entry(ip).or_default() += 1;
+        self.metrics.open.set(inner.conns.len() as i64);
         Some((conn, shed))
     }
 
     fn release(&self, conn: &Conn) {
-        remove(&mut self.lock(), conn.id);
+        let mut inner = self.lock();
+        remove(&mut inner, conn.id);
+        self.metrics.open.set(inner.conns.len() as i64);
     }
 }
 
@@ -402,10 +421,12 @@ pub async fn run(
                     }
                     Ok(Err(e)) => {
                         tracing::debug!(client = %peer.ip(), error = %e, "TLS handshake failed");
+                        registry.metrics.closed("tls");
                         registry.release(&conn);
                     }
                     Err(_) => {
                         tracing::debug!(client = %peer.ip(), "TLS handshake timed out");
+                        registry.metrics.closed("tls");
                         registry.release(&conn);
                     }
                 }
@@ -468,6 +489,7 @@ async fn serve_connection<S>(
             _ = tokio::time::sleep_until(deadline) => {
                 if conn.deadline(&limits).is_some_and(|d| d <= Instant::now()) {
                     tracing::debug!(client = %peer.ip(), "connection closed: header or idle timeout");
+                    registry.metrics.closed("timeout");
                     break;
                 }
             }

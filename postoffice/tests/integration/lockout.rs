@@ -29,6 +29,19 @@ fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap()
 }
 
+/// The value of `name` in the post office's `/metrics` (0 when absent).
+async fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
+
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
@@ -194,6 +207,12 @@ async fn idle_sockets_and_slow_keyless_bodies_do_not_delay_a_signed_post() {
         }
     }
     assert_eq!(closed, idle.len(), "idle connections still open");
+    let timeouts = metric(
+        addr,
+        "hedwig_postoffice_connections_closed_total{reason=\"timeout\"}",
+    )
+    .await;
+    assert!(timeouts >= idle.len() as u64, "{timeouts} timeouts counted");
     // The server's descriptors of the idle connections are gone (the slow bodies wait for
     // one of the few unsigned slots, each until request_timeout).
     let fds_after = open_fds(pid);
@@ -284,4 +303,10 @@ async fn connection_caps_close_the_oldest_idle_connection_first() {
         }
     }
     assert!(closed >= 1, "no idle connection was closed for the post");
+    let shed = metric(
+        addr,
+        "hedwig_postoffice_connections_closed_total{reason=\"shed\"}",
+    )
+    .await;
+    assert!(shed >= 2, "{shed} connections counted as shed");
 }
