@@ -220,3 +220,22 @@ async fn check_endpoint_takes_signed_and_unsigned_requests() {
         .unwrap();
     assert_eq!(response.status(), 200);
 }
+
+/// The weakness F7 is about, on the old protocol: a captured unsigned post (no id) is queued
+/// again at every replay; once the host must sign, none is.
+#[tokio::test]
+async fn captured_unsigned_post_replays_until_the_host_must_sign() {
+    let replay_seven_times = |po: Served| async move {
+        for _ in 0..7 {
+            let _ = po.unsigned(HOST, "key").await;
+        }
+        po.jobs().await
+    };
+    let po = serve([127, 0, 114, 6], |_| {}).await;
+    assert_eq!(replay_seven_times(po).await, 7);
+    let po = serve([127, 0, 114, 7], |config| {
+        config.default_policy.require_signed = true;
+    })
+    .await;
+    assert_eq!(replay_seven_times(po).await, 0);
+}
