@@ -43,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
         "application/x-www-form-urlencoded"
     };
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    let Ok(submission) = postoffice::intake::parse(&headers, body) else {
+    let Ok(submission) = postoffice::intake::parse(&headers, body, false) else {
         return;
     };
 

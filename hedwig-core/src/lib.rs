@@ -20,6 +20,7 @@ pub mod hold;
 pub mod job;
 pub mod key;
 pub mod logging;
+pub mod signing;
 pub mod wire;
 
 /// The beanstalkd tube that postoffice puts new messages into and workers reserve from.

@@ -125,22 +125,33 @@ struct JsonFields {
 impl Submission {
     /// Reads an `application/x-www-form-urlencoded` body.
     pub fn from_form(body: &[u8]) -> Result<Self, WireError> {
-        let fields: FormFields =
-            serde_urlencoded::from_bytes(body).map_err(|e| WireError::Form(e.to_string()))?;
-        let email = fields.email.ok_or(WireError::MissingField("email"))?;
-        let email: Email = serde_json::from_str(&email).map_err(WireError::EmailJson)?;
-        Self::assemble(fields.fqdn, fields.key, email, fields.id)
+        Self::from_form_with(body, true)
     }
 
     /// Reads an `application/json` body.
     pub fn from_json(body: &[u8]) -> Result<Self, WireError> {
+        Self::from_json_with(body, true)
+    }
+
+    /// As [`Submission::from_form`]; `key_required: false` for a signed request (see
+    /// [`crate::signing`]), whose body carries no key (`key` is then empty).
+    pub fn from_form_with(body: &[u8], key_required: bool) -> Result<Self, WireError> {
+        let fields: FormFields =
+            serde_urlencoded::from_bytes(body).map_err(|e| WireError::Form(e.to_string()))?;
+        let email = fields.email.ok_or(WireError::MissingField("email"))?;
+        let email: Email = serde_json::from_str(&email).map_err(WireError::EmailJson)?;
+        Self::assemble(fields.fqdn, fields.key, email, fields.id, key_required)
+    }
+
+    /// As [`Submission::from_json`], with `key_required` as for [`Submission::from_form_with`].
+    pub fn from_json_with(body: &[u8], key_required: bool) -> Result<Self, WireError> {
         let fields: JsonFields = serde_json::from_slice(body).map_err(WireError::Json)?;
         let email = match fields.email.ok_or(WireError::MissingField("email"))? {
             serde_json::Value::String(s) => serde_json::from_str(&s),
             other => serde_json::from_value(other),
         }
         .map_err(WireError::EmailJson)?;
-        Self::assemble(fields.fqdn, fields.key, email, fields.id)
+        Self::assemble(fields.fqdn, fields.key, email, fields.id, key_required)
     }
 
     fn assemble(
@@ -148,10 +159,16 @@ impl Submission {
         key: Option<String>,
         email: Email,
         id: Option<String>,
+        key_required: bool,
     ) -> Result<Self, WireError> {
+        let key = match key {
+            Some(key) => key,
+            None if key_required => return Err(WireError::MissingField("key")),
+            None => String::new(),
+        };
         Ok(Submission {
             fqdn: fqdn.ok_or(WireError::MissingField("fqdn"))?,
-            key: key.ok_or(WireError::MissingField("key"))?,
+            key,
             email,
             id: id.filter(|id| !id.is_empty()),
         })

@@ -33,6 +33,12 @@ pub struct Config {
     /// Postoffice URLs, tried in order.
     #[serde(deserialize_with = "one_or_many")]
     pub postoffice: Vec<String>,
+    /// PEM file of CA certificate(s) trusted for an `https://` post office, in addition to the
+    /// built-in public roots (for a post office with a certificate from a private CA).
+    pub ca_file: Option<PathBuf>,
+    /// Sign posts (`X-Hedwig-Signature`; the key never leaves this host). `false` only for
+    /// post offices older than signed requests, which look for the key in the body.
+    pub sign_posts: bool,
     /// Old hedwig: the postoffice URL (used when `postoffice` is empty).
     pub nest: Option<String>,
     /// Old hedwig: the key (used when `key` and `key_file` are unset).
@@ -106,6 +112,8 @@ impl Default for Config {
             fqdn: String::new(),
             key: None,
             key_file: None,
+            sign_posts: true,
+            ca_file: None,
             postoffice: Vec::new(),
             nest: None,
             secret: None,
@@ -183,6 +191,9 @@ pub struct Settings {
     /// Normalised (lowercase, no trailing dot).
     pub fqdn: String,
     pub key: String,
+    pub sign_posts: bool,
+    /// Extra trusted roots for the post office's certificate (`ca_file`).
+    pub postoffice_roots: Vec<reqwest::Certificate>,
     pub postoffice: Vec<reqwest::Url>,
     pub spool_dir: PathBuf,
     pub spool_max: u64,
@@ -474,6 +485,24 @@ impl Config {
                 None
             }
         };
+        let postoffice_roots = match &self.ca_file {
+            None => Vec::new(),
+            Some(path) => match std::fs::read(path)
+                .map_err(|e| e.to_string())
+                .and_then(|pem| {
+                    reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| e.to_string())
+                }) {
+                Ok(certs) if !certs.is_empty() => certs,
+                Ok(_) => {
+                    errors.push(format!("ca_file: {}: no certificate found", path.display()));
+                    Vec::new()
+                }
+                Err(e) => {
+                    errors.push(format!("ca_file: {}: {e}", path.display()));
+                    Vec::new()
+                }
+            },
+        };
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -482,6 +511,8 @@ impl Config {
             allowed_networks: self.allowed_networks.clone(),
             fqdn,
             key,
+            sign_posts: self.sign_posts,
+            postoffice_roots,
             postoffice,
             spool_dir: self.spool_dir.clone(),
             spool_max: self.spool_max.0,

@@ -10,11 +10,13 @@ use hedwig_core::wire::{Accepted, Email, Rejected};
 
 use crate::config::redact_url;
 
-/// The JSON body of a post: the fields of [`hedwig_core::wire::Submission`].
+/// The JSON body of a post: the fields of [`hedwig_core::wire::Submission`]. A signed post
+/// carries no key: the signature in the headers proves it.
 #[derive(serde::Serialize)]
 struct Body<'a> {
     fqdn: &'a str,
-    key: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a str>,
     email: Email,
     id: &'a str,
 }
@@ -118,12 +120,18 @@ pub fn classify(status: u16, body: &[u8]) -> Verdict {
 }
 
 /// Posts messages to the postoffice URLs, in order.
+///
+/// Posts are signed (see [`hedwig_core::signing`]): the post office authenticates them from the
+/// headers before reading the body, and a captured post cannot be replayed. With `signed`
+/// false (`sign_posts: false`, for post offices older than signing) the key travels in the
+/// body as in the original protocol.
 #[derive(Clone)]
 pub struct Poster {
     client: reqwest::Client,
     urls: Vec<reqwest::Url>,
     fqdn: String,
     key: String,
+    signed: bool,
 }
 
 impl Poster {
@@ -132,11 +140,19 @@ impl Poster {
         urls: Vec<reqwest::Url>,
         fqdn: String,
         key: String,
+        signed: bool,
+        roots: &[reqwest::Certificate],
         connect_timeout: Duration,
     ) -> Result<Poster, reqwest::Error> {
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder();
+        for root in roots {
+            client = client.add_root_certificate(root.clone());
+        }
+        let client = client
             .connect_timeout(connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
+            // Below the post office's default idle_timeout (60 s), so that we close an idle
+            // connection before it does (no post sent on a connection being closed).
+            .pool_idle_timeout(Duration::from_secs(45))
             .user_agent(concat!("hedwig-mailman/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Poster {
@@ -144,7 +160,24 @@ impl Poster {
             urls,
             fqdn,
             key,
+            signed,
         })
+    }
+
+    /// The signing headers for `body` to `endpoint` (`/` or `/check`), none when unsigned.
+    fn signature(&self, endpoint: &str, body: &[u8]) -> Vec<(&'static str, String)> {
+        if !self.signed {
+            return Vec::new();
+        }
+        hedwig_core::signing::sign(
+            &self.key,
+            &self.fqdn,
+            hedwig_core::unix_now(),
+            "POST",
+            endpoint,
+            body,
+        )
+        .to_vec()
     }
 
     /// Posts one message. Tries each URL in turn while the answer says "retry"; the first
@@ -165,7 +198,7 @@ impl Poster {
         // plus percent-encoding, so less CPU and memory for the same fields.
         let body = Body {
             fqdn: &self.fqdn,
-            key: &self.key,
+            key: (!self.signed).then_some(self.key.as_str()),
             // the smaller of JSON and base64 (issue 11 F8)
             email: crate::encoding::compact_email(mail_from.to_string(), rcpt_to.to_vec(), message),
             id,
@@ -201,12 +234,16 @@ impl Poster {
         body: bytes::Bytes,
         timeout: Duration,
     ) -> Verdict {
-        let request = self
+        // Signed at each attempt: the date is the attempt's, inside the replay window.
+        let mut request = self
             .client
             .post(url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
             .timeout(timeout);
+        for (name, value) in self.signature("/", &body) {
+            request = request.header(name, value);
+        }
+        let request = request.body(body);
         let response = match request.send().await {
             Ok(r) => r,
             Err(e) if e.is_connect() => {
@@ -231,17 +268,24 @@ impl Poster {
             let Ok(check) = url.join("check") else {
                 continue;
             };
-            let form = [("fqdn", self.fqdn.as_str()), ("key", self.key.as_str())];
-            match self
-                .client
-                .post(check.clone())
-                .form(&form)
-                .timeout(timeout)
-                .send()
-                .await
-            {
+            let mut request = self.client.post(check.clone()).timeout(timeout);
+            if self.signed {
+                for (name, value) in self.signature("/check", b"") {
+                    request = request.header(name, value);
+                }
+            } else {
+                let form = [("fqdn", self.fqdn.as_str()), ("key", self.key.as_str())];
+                request = request.form(&form);
+            }
+            match request.send().await {
                 Ok(r) if r.status().as_u16() == 200 => return Ok(true),
                 Ok(r) if r.status().as_u16() == 401 => return Ok(false),
+                // A post office older than signed requests looks for the key in the body.
+                Ok(r) if self.signed && r.status().as_u16() == 400 => why.push(format!(
+                    "{}: HTTP 400: the post office does not take signed requests \
+                     (upgrade it, or set sign_posts: false until then)",
+                    redact_url(&check)
+                )),
                 Ok(r) => why.push(format!("{}: HTTP {}", redact_url(&check), r.status())),
                 Err(e) => why.push(reqwest_error(e)),
             }

@@ -79,6 +79,8 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         settings.postoffice.clone(),
         settings.fqdn.clone(),
         settings.key.clone(),
+        settings.sign_posts,
+        &settings.postoffice_roots,
         settings.forward_deadline.min(Duration::from_secs(10)),
     )?;
     let mut listeners = Vec::new();

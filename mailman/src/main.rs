@@ -98,6 +98,8 @@ async fn check_config(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         settings.postoffice.clone(),
         settings.fqdn.clone(),
         settings.key.clone(),
+        settings.sign_posts,
+        &settings.postoffice_roots,
         Duration::from_secs(5),
     )?;
     match poster.check_key(Duration::from_secs(10)).await {

@@ -126,6 +126,9 @@ async fn main() {
         .env("HEDWIG_LISTEN", listen.to_string())
         .env("HEDWIG_BEANSTALKD", beanstalkd.url())
         .env("HEDWIG_SECRET", SECRET)
+        // Unsigned bodies (key in the body): the whole request limit, as before signed requests.
+        .env("HEDWIG_MAX_UNAUTHENTICATED_REQUESTS", "1024")
+        .env("HEDWIG_UNAUTHENTICATED_BYTES_IN_FLIGHT", "512MB")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()

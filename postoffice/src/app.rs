@@ -10,17 +10,20 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
+use crate::server::Conn;
 use crate::state::AppState;
 
 /// The post office's HTTP application.
+///
+/// Concurrency is limited inside the intake (signed and unsigned posts have separate limits)
+/// and by the connection caps in [`crate::server`], not by a layer here: a layer would let
+/// unsigned requests take the slots signed ones need.
 pub fn app(state: Arc<AppState>) -> Router {
-    let limit = state.config.max_concurrent_requests;
     Router::new()
         .route("/", post(submit))
         .route("/check", post(check))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
-        .layer(tower::limit::ConcurrencyLimitLayer::new(limit))
         .with_state(state)
 }
 
@@ -29,22 +32,24 @@ async fn submit(State(state): State<Arc<AppState>>, request: Request) -> Respons
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
+    let conn = request.extensions().get::<Arc<Conn>>().cloned();
     let (parts, body) = request.into_parts();
-    let response = match crate::intake::submit(&state, peer, &parts.headers, body).await {
-        Ok(accepted) => (StatusCode::OK, Json(accepted)).into_response(),
-        Err(reject) => {
-            tracing::warn!(
-                client = %peer.map(|p| p.ip().to_string()).unwrap_or_default(),
-                host = reject.host.as_deref().unwrap_or("-"),
-                message_id = reject.message_id.as_deref().unwrap_or("-"),
-                status = reject.status.as_u16(),
-                reason = %reject.message,
-                outcome = "rejected",
-                "post refused"
-            );
-            reject.into_response()
-        }
-    };
+    let response =
+        match crate::intake::submit(&state, peer, conn.as_ref(), &parts.headers, body).await {
+            Ok(accepted) => (StatusCode::OK, Json(accepted)).into_response(),
+            Err(reject) => {
+                tracing::warn!(
+                    client = %peer.map(|p| p.ip().to_string()).unwrap_or_default(),
+                    host = reject.host.as_deref().unwrap_or("-"),
+                    message_id = reject.message_id.as_deref().unwrap_or("-"),
+                    status = reject.status.as_u16(),
+                    reason = %reject.message,
+                    outcome = "rejected",
+                    "post refused"
+                );
+                reject.into_response()
+            }
+        };
     state.metrics.status(response.status().as_u16());
     response
 }

@@ -61,6 +61,33 @@ pub struct Config {
     /// Address literals (`x@[192.0.2.1]`) accepted as sender or recipient domains: only in
     /// these networks (`allow: [cidr, ...]`); others get 400. Default: none.
     pub address_literals: hedwig_core::address::AddressLiterals,
+    /// Time a client has to send a request's headers: from the connection's opening, or from
+    /// the first byte of a later request on a kept-alive connection. Then it is closed.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// How long a kept-alive connection may wait, idle, for its next request.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Connections open at once. At the cap, the oldest idle (then unauthenticated) connection
+    /// is closed for a new one; with none, the new one is closed at once. Lowered at start to
+    /// what the descriptor limit allows.
+    pub max_connections: usize,
+    /// Connections open at once from one client address (same rule at the cap). Behind a
+    /// proxy or Docker's userland proxy every client has the proxy's address: raise it there.
+    pub max_connections_per_ip: usize,
+    /// Unsigned posts (old clients: the key in the body) read at once; more get 503 at once.
+    /// Signed posts never wait for these.
+    pub max_unauthenticated_requests: usize,
+    /// Bytes of unsigned request bodies held at once; a body that does not fit gets 503.
+    pub unauthenticated_bytes_in_flight: ByteSize,
+    /// Bytes of all request bodies held at once; signed posts wait for room.
+    pub max_bytes_in_flight: ByteSize,
+    /// How far a signed request's `X-Hedwig-Date` may be from our clock; older ones are refused
+    /// (401), and inside the window the message id is the nonce (see `duplicate_window`).
+    #[serde(with = "humantime_serde")]
+    pub replay_window: Duration,
+    /// Serve HTTPS: `{cert_file, key_file}` (PEM). Reloaded when a file changes or on SIGHUP.
+    pub tls: Option<crate::tls::TlsSettings>,
 }
 
 /// What a sending host may do.
@@ -74,6 +101,9 @@ pub struct HostPolicy {
     pub rate_per_minute: u32,
     /// Messages allowed in a burst above the steady rate (default: the per-minute rate).
     pub rate_burst: Option<u32>,
+    /// Refuse (401) posts that are not signed (`X-Hedwig-Signature`): set once the host's
+    /// mailman signs, so that a captured key or post cannot be replayed unsigned.
+    pub require_signed: bool,
 }
 
 impl Default for Config {
@@ -99,6 +129,15 @@ impl Default for Config {
             startup_wait: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
             address_literals: Default::default(),
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            max_connections_per_ip: 1024,
+            max_unauthenticated_requests: 32,
+            unauthenticated_bytes_in_flight: ByteSize(128 * 1024 * 1024),
+            max_bytes_in_flight: ByteSize(512 * 1024 * 1024),
+            replay_window: Duration::from_secs(300),
+            tls: None,
         }
     }
 }
@@ -156,11 +195,60 @@ impl Config {
         if self.pool_size == 0 || self.max_concurrent_requests == 0 {
             problems.push("pool_size and max_concurrent_requests must be at least 1".into());
         }
+        if self.max_connections == 0
+            || self.max_connections_per_ip == 0
+            || self.max_unauthenticated_requests == 0
+        {
+            problems.push(
+                "max_connections, max_connections_per_ip and max_unauthenticated_requests must be at least 1"
+                    .into(),
+            );
+        }
+        if self.header_timeout.is_zero() || self.idle_timeout.is_zero() {
+            problems.push("header_timeout and idle_timeout must be more than 0".into());
+        }
+        let body_limit = self.body_limit() as u64;
+        for (name, value) in [
+            ("max_bytes_in_flight", self.max_bytes_in_flight.0),
+            (
+                "unauthenticated_bytes_in_flight",
+                self.unauthenticated_bytes_in_flight.0,
+            ),
+        ] {
+            if value < body_limit {
+                problems.push(format!(
+                    "{name}: {value} bytes cannot hold one body of the largest message \
+                     ({body_limit} bytes: max_message_size with room for its encoding)"
+                ));
+            }
+        }
+        if self.replay_window.is_zero() || self.replay_window > self.duplicate_window {
+            problems.push(format!(
+                "replay_window ({}) must be more than 0 and at most duplicate_window ({}): \
+                 inside the window a replay is recognised by its message id",
+                humantime::format_duration(self.replay_window),
+                humantime::format_duration(self.duplicate_window)
+            ));
+        }
+        if let Some(tls) = &self.tls {
+            if let Err(e) = crate::tls::load(tls) {
+                problems.push(format!("tls: {e}"));
+            }
+        }
         if problems.is_empty() {
             Ok(Secrets(secrets))
         } else {
             Err(problems)
         }
+    }
+
+    /// Largest HTTP body: the message limit, with room for form and JSON escaping (form
+    /// encoding of JSON-escaped text can triple a message: a CRLF becomes `%5Cr%5Cn`).
+    pub fn body_limit(&self) -> usize {
+        self.max_message_size
+            .as_usize()
+            .saturating_mul(3)
+            .saturating_add(64 * 1024)
     }
 
     /// The beanstalkd servers, in configured order.

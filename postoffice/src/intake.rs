@@ -11,20 +11,23 @@ use axum::http::{header, HeaderMap, StatusCode};
 use beanstalk::Error as QueueError;
 use hedwig_core::address::{parse_reverse_path, Mailbox};
 use hedwig_core::job::{encode_parts, Envelope};
+use hedwig_core::signing::Signed;
 use hedwig_core::wire::{Accepted, Submission};
 
+use crate::body::Budget;
 use crate::dedupe::{Claim, Pending};
 use crate::error::Reject;
 use crate::from_policy::{self, FromRefusal};
 use crate::policy::Refusal;
 use crate::queue::Target;
+use crate::server::Conn;
 use crate::state::AppState;
 
 /// Most recipients in one post.
 pub const MAX_RECIPIENTS: usize = 1000;
 
-/// Reads a submission from a form or JSON body.
-pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Submission, Reject> {
+/// Reads a submission from a form or JSON body; `signed`: the key is not in the body.
+pub fn parse(headers: &HeaderMap, body: &[u8], signed: bool) -> Result<Submission, Reject> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -34,53 +37,186 @@ pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Submission, Reject> {
                 .starts_with("application/json")
         });
     let parsed = if is_json {
-        Submission::from_json(body)
+        Submission::from_json_with(body, !signed)
     } else {
-        Submission::from_form(body)
+        Submission::from_form_with(body, !signed)
     };
     parsed.map_err(|e| Reject::bad_request(e.to_string()))
 }
 
-/// Handles one post end to end.
+/// The signing headers of a request, if it is signed (see [`hedwig_core::signing`]).
+fn signed_headers(headers: &HeaderMap) -> Result<Option<Signed>, Reject> {
+    Signed::from_headers(|name| headers.get(name).and_then(|v| v.to_str().ok()))
+        .map_err(|e| Reject::bad_request(e.to_string()))
+}
+
+/// Checks a signed request's headers, before its body is read: the date inside the replay
+/// window, the host's name, and the signature under one of the secrets. `endpoint` is the
+/// endpoint's own path (`/` or `/check`), whatever prefix a proxy adds.
+fn authenticate_signed(
+    state: &AppState,
+    signed: &Signed,
+    endpoint: &str,
+) -> Result<String, Reject> {
+    let window = state.config.replay_window.as_secs();
+    if !signed.fresh(hedwig_core::unix_now(), window) {
+        return Err(Reject::new(
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "{} is more than {window} seconds from the post office's clock \
+                 (a replayed request, or a clock that is wrong)",
+                hedwig_core::signing::DATE
+            ),
+        ));
+    }
+    let fqdn = hedwig_core::key::normalize_fqdn(&signed.host)
+        .map_err(|e| Reject::bad_request(format!("{}: {e}", hedwig_core::signing::HOST)))?;
+    let valid = state.secrets.0.iter().any(|secret| {
+        signed.verify(
+            &hedwig_core::key::derive_key(secret, &fqdn),
+            "POST",
+            endpoint,
+        )
+    });
+    if !valid {
+        return Err(Reject::unauthorized());
+    }
+    Ok(fqdn)
+}
+
+/// Whether the legacy (unsigned) `fqdn` + `key` are right.
+fn key_valid(state: &AppState, fqdn: &str, key: &str) -> bool {
+    state
+        .secrets
+        .0
+        .iter()
+        .any(|secret| hedwig_core::key::verify_key(secret, fqdn, key))
+}
+
+/// Handles one post end to end. A signed post is authenticated from its headers before its
+/// body is read, and is read under the full budgets; an unsigned one (an old client with the
+/// key in the body) is read only within the small unauthenticated share, or refused at once.
 pub async fn submit(
     state: &Arc<AppState>,
     peer: Option<SocketAddr>,
+    conn: Option<&Arc<Conn>>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Accepted, Reject> {
+    if let Some(signed) = signed_headers(headers)? {
+        let fqdn = authenticate_signed(state, &signed, "/")
+            .map_err(|r| r.about(signed.host.clone(), None))?;
+        if let Some(conn) = conn {
+            conn.authenticated();
+        }
+        let _slot = state
+            .requests
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Reject::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
+        let body = crate::body::read(
+            headers,
+            body,
+            state.body_limit,
+            state.config.request_timeout,
+            Budget::Authenticated {
+                total: &state.bytes_in_flight,
+            },
+        )
+        .await
+        .map_err(|r| r.about(fqdn.clone(), None))?;
+        if hedwig_core::signing::content_digest(&body.bytes) != signed.digest {
+            return Err(Reject::new(
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "the body does not match {}",
+                    hedwig_core::signing::CONTENT_SHA256
+                ),
+            )
+            .about(fqdn, None));
+        }
+        let submission =
+            parse(headers, &body.bytes, true).map_err(|r| r.about(fqdn.clone(), None))?;
+        let _budget = body.into_permits();
+        let message_id = submission.id.clone();
+        if !submission.fqdn.is_empty()
+            && hedwig_core::key::normalize_fqdn(&submission.fqdn)
+                .ok()
+                .as_deref()
+                != Some(fqdn.as_str())
+        {
+            return Err(Reject::bad_request(format!(
+                "fqdn {:?} in the body is not the signing host",
+                submission.fqdn
+            ))
+            .about(fqdn, message_id));
+        }
+        if submission.id.is_none() {
+            // The message id is the nonce that makes a replay inside the window harmless.
+            return Err(Reject::bad_request("a signed post needs an id").about(fqdn, None));
+        }
+        return queue_submission(state, peer, fqdn.clone(), submission)
+            .await
+            .map_err(|reject| reject.about(fqdn, message_id));
+    }
+
+    let _reading = conn.map(|c| c.reading_unsigned());
+    let _slot = unsigned_slot(state).await?;
     let body = crate::body::read(
         headers,
         body,
         state.body_limit,
         state.config.request_timeout,
-        &state.large_bodies,
+        Budget::Unauthenticated {
+            total: &state.bytes_in_flight,
+            share: &state.unauthenticated_bytes,
+        },
     )
     .await?;
-    let submission = parse(headers, &body.bytes)?;
-    drop(body);
+    let submission = parse(headers, &body.bytes, false)?;
+    let _budget = body.into_permits();
     // From here on a refusal names the claimed host and message id in the log.
     let (claimed, message_id) = (submission.fqdn.clone(), submission.id.clone());
-    queue_submission(state, peer, submission)
+    let fqdn = hedwig_core::key::normalize_fqdn(&submission.fqdn).map_err(|e| {
+        Reject::bad_request(format!("fqdn: {e}")).about(claimed.clone(), message_id.clone())
+    })?;
+    if !key_valid(state, &fqdn, &submission.key) {
+        return Err(Reject::unauthorized().about(claimed, message_id));
+    }
+    if state.policies.require_signed(&fqdn) {
+        return Err(Reject::new(
+            StatusCode::UNAUTHORIZED,
+            "this host must sign its posts (require_signed); unsigned posts are refused",
+        )
+        .about(claimed, message_id));
+    }
+    queue_submission(state, peer, fqdn, submission)
         .await
         .map_err(|reject| reject.about(claimed, message_id))
+}
+
+/// One of the `max_unauthenticated_requests` slots, waited for at most `request_timeout`;
+/// then 503. Only unsigned requests wait here (holding their connection, not a body).
+async fn unsigned_slot(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, Reject> {
+    let wait = state.config.request_timeout;
+    match tokio::time::timeout(wait, state.unauthenticated_requests.clone().acquire_owned()).await
+    {
+        Ok(Ok(slot)) => Ok(slot),
+        Ok(Err(_)) => Err(Reject::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down")),
+        Err(_) => Err(Reject::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many unsigned posts in progress; retry later (signed posts are not limited by this)",
+        )),
+    }
 }
 
 async fn queue_submission(
     state: &Arc<AppState>,
     peer: Option<SocketAddr>,
+    fqdn: String,
     submission: Submission,
 ) -> Result<Accepted, Reject> {
-    let fqdn = hedwig_core::key::normalize_fqdn(&submission.fqdn)
-        .map_err(|e| Reject::bad_request(format!("fqdn: {e}")))?;
-    if !state
-        .secrets
-        .0
-        .iter()
-        .any(|secret| hedwig_core::key::verify_key(secret, &fqdn, &submission.key))
-    {
-        return Err(Reject::unauthorized());
-    }
-
     if let Some(id) = &submission.id {
         check_message_id(id).map_err(|why| Reject::bad_request(format!("id: {why}")))?;
     }
@@ -278,35 +414,61 @@ fn check_message_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `POST /check`: whether `fqdn` + `key` would be accepted (mailman asks at start-up).
+/// `POST /check`: whether the host's key would be accepted (mailman asks at start-up). A
+/// signed check carries no body; an unsigned one carries `fqdn` and `key` and is read within
+/// the unauthenticated share.
 pub async fn check(state: &AppState, headers: &HeaderMap, body: Body) -> Result<String, Reject> {
-    let body = crate::body::read(
-        headers,
-        body,
-        64 * 1024,
-        state.config.request_timeout,
-        &state.large_bodies,
-    )
-    .await?;
-    #[derive(serde::Deserialize)]
-    struct Fields {
-        fqdn: String,
-        #[serde(alias = "secret")]
-        key: String,
-    }
-    let fields: Fields = serde_urlencoded::from_bytes(&body.bytes)
-        .or_else(|_| serde_json::from_slice(&body.bytes))
-        .map_err(|_| Reject::bad_request("expected fields fqdn and key"))?;
-    let fqdn = hedwig_core::key::normalize_fqdn(&fields.fqdn)
-        .map_err(|e| Reject::bad_request(format!("fqdn: {e}")))?;
-    if !state
-        .secrets
-        .0
-        .iter()
-        .any(|s| hedwig_core::key::verify_key(s, &fqdn, &fields.key))
-    {
-        return Err(Reject::unauthorized());
-    }
+    let fqdn = if let Some(signed) = signed_headers(headers)? {
+        let fqdn = authenticate_signed(state, &signed, "/check")?;
+        let body = crate::body::read(
+            headers,
+            body,
+            64 * 1024,
+            state.config.request_timeout,
+            Budget::Authenticated {
+                total: &state.bytes_in_flight,
+            },
+        )
+        .await?;
+        if hedwig_core::signing::content_digest(&body.bytes) != signed.digest {
+            return Err(Reject::unauthorized());
+        }
+        fqdn
+    } else {
+        let _slot = unsigned_slot(state).await?;
+        let body = crate::body::read(
+            headers,
+            body,
+            64 * 1024,
+            state.config.request_timeout,
+            Budget::Unauthenticated {
+                total: &state.bytes_in_flight,
+                share: &state.unauthenticated_bytes,
+            },
+        )
+        .await?;
+        #[derive(serde::Deserialize)]
+        struct Fields {
+            fqdn: String,
+            #[serde(alias = "secret")]
+            key: String,
+        }
+        let fields: Fields = serde_urlencoded::from_bytes(&body.bytes)
+            .or_else(|_| serde_json::from_slice(&body.bytes))
+            .map_err(|_| Reject::bad_request("expected fields fqdn and key"))?;
+        let fqdn = hedwig_core::key::normalize_fqdn(&fields.fqdn)
+            .map_err(|e| Reject::bad_request(format!("fqdn: {e}")))?;
+        if !key_valid(state, &fqdn, &fields.key) {
+            return Err(Reject::unauthorized());
+        }
+        if state.policies.require_signed(&fqdn) {
+            return Err(Reject::new(
+                StatusCode::UNAUTHORIZED,
+                "this host must sign its requests (require_signed)",
+            ));
+        }
+        fqdn
+    };
     if state.policies.is_revoked(&fqdn) {
         return Err(Reject::new(StatusCode::FORBIDDEN, "host revoked"));
     }

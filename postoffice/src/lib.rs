@@ -4,7 +4,9 @@
 //! - [`config`]: the one config struct and its validation.
 //! - [`app`]: the axum router (`POST /`, `POST /check`, `GET /health`, `GET /metrics`).
 //! - [`intake`]: the submission handler: key check, envelope syntax, size, policy, enqueue.
-//! - [`body`]: bounded, timed body reading.
+//! - [`server`]: the connection layer: header and idle timeouts, connection caps, the
+//!   descriptor limit.
+//! - [`body`]: bounded, timed body reading under byte budgets.
 //! - [`policy`]: revocation, allowed sender domains, per-host rate limits.
 //! - [`from_policy`]: the From: field against the host's domains; what may be DKIM-signed.
 //! - [`dedupe`]: the duplicate message-id window.
@@ -29,9 +31,10 @@ pub mod intake;
 pub mod metrics;
 pub mod policy;
 pub mod queue;
+pub mod server;
 pub mod state;
+pub mod tls;
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -64,28 +67,44 @@ pub async fn serve(
     let state = Arc::new(state::AppState::new(config, secrets, queue));
     let addr = listener.local_addr()?;
     tracing::info!(
-        listen = %addr, beanstalkd = %state.config.beanstalkd, tube = %state.config.tube,
+        listen = %addr, tls = state.config.tls.is_some(), beanstalkd = %state.config.beanstalkd, tube = %state.config.tube,
         max_message_size = state.config.max_message_size.0, max_job_size,
         "postoffice started"
     );
+    let limits = server::Limits {
+        header_timeout: state.config.header_timeout,
+        idle_timeout: state.config.idle_timeout,
+        max_connections: server::effective_max_connections(state.config.max_connections),
+        max_connections_per_ip: state.config.max_connections_per_ip,
+    };
     let router = app::app(state.clone());
+    let stopping = CancellationToken::new();
     let drain = {
         let state = state.clone();
         let shutdown = shutdown.clone();
+        let stopping = stopping.clone();
         async move {
             shutdown.cancelled().await;
             state.draining.store(true, Ordering::Relaxed);
             tracing::info!("shutting down: finishing in-flight requests");
+            stopping.cancel();
         }
     };
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(drain);
+    tokio::spawn(drain);
+    let tls = match &state.config.tls {
+        Some(settings) => {
+            let (acceptor, reloader) = tls::acceptor(settings)
+                .map_err(|e| StartError::Config(vec![format!("tls: {e}")]))?;
+            tokio::spawn(tls::watch(reloader, stopping.clone()));
+            Some(acceptor)
+        }
+        None => None,
+    };
+    let registry = Arc::new(server::Registry::new(state.metrics.connections.clone()));
+    let server = server::run(listener, router, limits, tls, registry, stopping);
     let grace = state.config.shutdown_timeout;
     tokio::select! {
-        result = server => result?,
+        () = server => {}
         _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
             tracing::warn!("in-flight requests did not finish within {grace:?}; exiting");
         }

@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -16,6 +17,27 @@ pub struct HostLabel {
     pub host: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+/// The connection layer's metrics ([`crate::server`]); cheap to clone (shared counters).
+#[derive(Clone, Default)]
+pub struct ConnectionMetrics {
+    /// Connections the server closed, by reason: `timeout` (header or idle), `shed` (closed
+    /// for a new one at a cap), `refused` (new one at a cap with none to close), `tls`
+    /// (handshake failed or timed out).
+    pub closed: Family<ReasonLabel, Counter>,
+    pub open: Gauge,
+}
+
+impl ConnectionMetrics {
+    pub fn closed(&self, reason: &'static str) {
+        self.closed.get_or_create(&ReasonLabel { reason }).inc();
+    }
+}
+
 /// The post office's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -24,6 +46,7 @@ pub struct Metrics {
     pub bytes: Family<HostLabel, Counter>,
     pub duplicates: Counter,
     pub queue_seconds: Histogram,
+    pub connections: ConnectionMetrics,
 }
 
 impl Default for Metrics {
@@ -59,8 +82,20 @@ impl Default for Metrics {
             "Time for beanstalkd to acknowledge a put",
             queue_seconds.clone(),
         );
+        let connections = ConnectionMetrics::default();
+        registry.register(
+            "connections_closed",
+            "Connections closed by the post office: timeout, shed, refused, tls",
+            connections.closed.clone(),
+        );
+        registry.register(
+            "connections_open",
+            "Client connections open now",
+            connections.open.clone(),
+        );
         Metrics {
             registry,
+            connections,
             requests,
             messages,
             bytes,

@@ -51,6 +51,11 @@ impl Policies {
         self.revoked.contains(fqdn)
     }
 
+    /// Whether `fqdn` (lowercase) must sign its posts.
+    pub fn require_signed(&self, fqdn: &str) -> bool {
+        self.policy(fqdn).require_signed
+    }
+
     /// The policy that applies to `fqdn` (lowercase).
     pub fn policy(&self, fqdn: &str) -> &HostPolicy {
         self.hosts.get(fqdn).unwrap_or(&self.default)

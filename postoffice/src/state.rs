@@ -12,9 +12,6 @@ use crate::metrics::Metrics;
 use crate::policy::Policies;
 use crate::queue::Queue;
 
-/// Large request bodies held in memory at once (see [`crate::body`]).
-pub const LARGE_BODIES: usize = 16;
-
 pub struct AppState {
     pub config: Config,
     pub secrets: Secrets,
@@ -26,19 +23,20 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Largest HTTP body: the message limit, with room for form and JSON escaping.
     pub body_limit: usize,
-    pub large_bodies: Arc<Semaphore>,
+    /// Signed (and authenticated) requests handled at once: `max_concurrent_requests`.
+    pub requests: Arc<Semaphore>,
+    /// Unsigned requests whose bodies are read at once: `max_unauthenticated_requests`.
+    pub unauthenticated_requests: Arc<Semaphore>,
+    /// Bytes of request bodies held (see [`crate::body`]): all, and the unsigned share.
+    pub bytes_in_flight: Arc<Semaphore>,
+    pub unauthenticated_bytes: Arc<Semaphore>,
     /// Set on SIGTERM: `/health` answers 503 so that load balancers stop sending.
     pub draining: AtomicBool,
 }
 
 impl AppState {
     pub fn new(config: Config, secrets: Secrets, queue: Queue) -> AppState {
-        // Form encoding of JSON-escaped text can triple a message (a CRLF becomes `%5Cr%5Cn`).
-        let body_limit = config
-            .max_message_size
-            .as_usize()
-            .saturating_mul(3)
-            .saturating_add(64 * 1024);
+        let body_limit = config.body_limit();
         AppState {
             policies: Policies::new(&config),
             dedupe: Dedupe::new(config.duplicate_window, config.duplicate_capacity),
@@ -47,9 +45,21 @@ impl AppState {
             queue,
             metrics: Metrics::default(),
             body_limit,
-            large_bodies: Arc::new(Semaphore::new(LARGE_BODIES)),
+            requests: Arc::new(Semaphore::new(config.max_concurrent_requests)),
+            unauthenticated_requests: Arc::new(Semaphore::new(config.max_unauthenticated_requests)),
+            bytes_in_flight: Arc::new(Semaphore::new(budget(config.max_bytes_in_flight.0))),
+            unauthenticated_bytes: Arc::new(Semaphore::new(budget(
+                config.unauthenticated_bytes_in_flight.0,
+            ))),
             draining: AtomicBool::new(false),
             config,
         }
     }
+}
+
+/// A byte budget as semaphore permits (at most what a semaphore holds).
+fn budget(bytes: u64) -> usize {
+    usize::try_from(bytes)
+        .unwrap_or(usize::MAX)
+        .min(Semaphore::MAX_PERMITS)
 }

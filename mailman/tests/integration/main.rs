@@ -16,3 +16,5 @@ mod postoffice_answers;
 mod security;
 mod smuggling;
 mod spool_privacy;
+mod signed_forward;
+mod tls_postoffice;

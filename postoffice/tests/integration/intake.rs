@@ -167,6 +167,7 @@ async fn policy_403_and_429() {
             allowed_sender_domains: vec!["example.com".into()],
             rate_per_minute: 3,
             rate_burst: None,
+            ..Default::default()
         },
     );
     let po = PostOffice::start_with(beanstalkd, config).await;

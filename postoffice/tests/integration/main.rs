@@ -17,6 +17,8 @@ mod from_policy;
 mod hold_cache;
 mod hold_release;
 mod intake;
+mod lockout;
 mod queue_outage;
 mod security;
+mod signed_posts;
 mod two_beanstalkd_failover;

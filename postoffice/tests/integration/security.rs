@@ -58,6 +58,7 @@ async fn every_401_is_byte_identical() {
             allowed_sender_domains: vec!["example.com".into()],
             rate_per_minute: 1000,
             rate_burst: None,
+            ..Default::default()
         },
     );
     let po = PostOffice::start_with(beanstalkd, config).await;

@@ -103,6 +103,8 @@ pub struct StandInState {
     pub error: String,
     /// Every post received, in order.
     pub posts: Vec<Submission>,
+    /// Posts whose signature (key `testkey`) was missing or wrong.
+    pub unsigned: usize,
     /// message id → queue id, for the ones answered 200.
     pub queued: HashMap<String, String>,
 }
@@ -179,14 +181,28 @@ impl StandIn {
     }
 }
 
+/// Whether the request carries a valid signature by key `testkey` for `endpoint`.
+fn signed_by_testkey(headers: &axum::http::HeaderMap, body: &[u8], endpoint: &str) -> bool {
+    let signed = hedwig_core::signing::Signed::from_headers(|name| {
+        headers.get(name).and_then(|v| v.to_str().ok())
+    });
+    matches!(signed, Ok(Some(s)) if s.verify("testkey", "POST", endpoint)
+        && s.digest == hedwig_core::signing::content_digest(body))
+}
+
 async fn answer(
     State(state): State<Arc<Mutex<StandInState>>>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> (StatusCode, String) {
     let delay = state.lock().unwrap().delay;
     tokio::time::sleep(delay).await;
-    let sub = Submission::from_json(&body).expect("mailman sends a valid JSON body");
+    let signed = signed_by_testkey(&headers, &body, "/");
+    let sub = Submission::from_json_with(&body, !signed).expect("mailman sends a valid JSON body");
     let mut st = state.lock().unwrap();
+    if !signed {
+        st.unsigned += 1;
+    }
     st.posts.push(sub.clone());
     let status = st.status;
     if status == 200 {
