@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Smoke test of deploy/: the images build here (no registry), run as non-root, mailman
+# Smoke test of deploy/: the images build here (no registry) and hold none of the secrets
+# an operator keeps in the tree (scripts/image-secrets-check.sh), run as non-root, mailman
 # carries its port-25 capability, and the postoffice compose stack comes up healthy and
 # queues a message in beanstalkd. Then the whole chain: msmtp and PHP mail() in an app
 # container -> mailman (on the gateway of a test network) -> postoffice -> beanstalkd ->
@@ -98,6 +99,15 @@ if [ "$build" = 1 ]; then
     scripts/docker-build.sh "${build_args[@]}" >"$tmp/build.log" 2>&1 \
         || { tail -40 "$tmp/build.log"; exit 1; }
     echo "image built in $((SECONDS - t))s"
+    # With the secrets the docs have operators keep in the tree planted as dummies: git
+    # ignores them and no layer of any build stage holds them.
+    step "no secrets in the image layers"
+    if scripts/image-secrets-check.sh "${build_args[@]}" >"$tmp/secrets.log" 2>&1; then
+        ok "no planted secret in git or in any image layer"
+    else
+        sed 's/^/  | /' "$tmp/secrets.log"
+        fail "no planted secret in git or in any image layer"
+    fi
     step "beanstalkd and app images"
     docker build -q --force-rm -t hedwig-beanstalkd:latest deploy/beanstalkd >/dev/null
     docker build -q --force-rm -f deploy/app/Dockerfile -t hedwig-app:latest deploy >/dev/null
