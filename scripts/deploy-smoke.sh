@@ -327,6 +327,22 @@ else
         test "$(stat current-jobs-ready)" -ge 1 2>/dev/null
 fi
 
+step "beanstalkd: a quiet health check, a clean stop"
+check "beanstalkd-healthcheck fails on a closed port" bash -c \
+    "! docker exec \$1 beanstalkd-healthcheck 127.0.0.1 1 >/dev/null 2>&1" _ "$("${compose[@]}" ps -q beanstalkd)"
+bs_log="$("${compose[@]}" logs --no-color beanstalkd 2>&1)"
+check "no 'Connection reset' in beanstalkd's log (health probes speak the protocol)" \
+    bash -c '! printf "%s" "$1" | grep -q "Connection reset"' _ "$bs_log"
+bs_id="$("${compose[@]}" ps -q beanstalkd)"
+t0="$(date +%s%N)"
+bs_stop=0
+"${compose[@]}" stop beanstalkd >/dev/null 2>&1 || bs_stop=$?
+bs_ms=$((($(date +%s%N) - t0) / 1000000))
+echo "docker-compose stop beanstalkd: status $bs_stop in ${bs_ms} ms, container exit code $(docker inspect -f '{{.State.ExitCode}}' "$bs_id")"
+check "docker-compose stop beanstalkd exits 0" test "$bs_stop" = 0
+check "beanstalkd stopped within 5 s (SIGTERM, not the SIGKILL after 10 s)" test "$bs_ms" -lt 5000
+check "beanstalkd's exit code is 0 (not 137)" test "$(docker inspect -f '{{.State.ExitCode}}' "$bs_id")" = 0
+
 step "down"
 "${compose[@]}" down -v --remove-orphans >/dev/null 2>&1
 leftovers() {
