@@ -137,6 +137,11 @@ export HEDWIG_SECRET_PATH="$tmp/hedwig_secret" HEDWIG_DKIM_KEY_PATH="$tmp/dkim.k
 HEDWIG_PUBLISH="127.0.0.1:$(shuf -i 20000-60000 -n 1)"
 export HEDWIG_PUBLISH
 check "compose file valid" "${compose[@]}" config -q
+# Without HEDWIG_PUBLISH, the intake is published on loopback only (not 0.0.0.0).
+published_default() { env -u HEDWIG_PUBLISH "${compose[@]}" config | grep -E '^ +- .*:8025(/tcp)?$|published' ; }
+check "postoffice published on 127.0.0.1:8025 by default ($(published_default | tr -s ' \n' ' '))" \
+    bash -c '[ "$(printf "%s\n" "$1" | grep -c .)" = 1 ] && printf "%s\n" "$1" | grep -qE "^ +- 127\.0\.0\.1:8025:8025(/tcp)?$"' \
+    _ "$(published_default)"
 t=$SECONDS
 # First the receiver and the DNS server, whose address the workers need.
 "${compose[@]}" up -d --no-build receiver dns >"$tmp/up.log" 2>&1 \
