@@ -185,6 +185,9 @@ check "postoffice check-config" "${compose[@]}" exec -T postoffice postoffice ch
 step "a message through postoffice into beanstalkd"
 fqdn=smoke.example.org
 key="$(printf '%s' "$fqdn" | openssl dgst -sha256 -hmac "$secret" -r | cut -d' ' -f1)"
+# The command deploy/mailman/docker-compose.yml documents for HEDWIG_KEY: the key alone.
+documented_key="$("${compose[@]}" exec -T postoffice keygen --key-only --secret-file /run/secrets/hedwig_secret "$fqdn" || true)"
+check "the documented keygen --key-only prints the host key alone" test "$documented_key" = "$key"
 email='{"mailfrom":"a@example.org","rcpttos":["b@example.net"],"data":"From: a@example.org\r\nTo: b@example.net\r\nSubject: smoke\r\n\r\nhello\r\n"}'
 body="$(printf 'fqdn=%s&key=%s&email=%s' "$fqdn" "$key" \
     "$(printf '%s' "$email" | od -An -tx1 -v | tr -d ' \n' | sed 's/../%&/g')")"
@@ -266,7 +269,7 @@ if [ "$workers" -gt 0 ]; then
     po_port="$("${compose[@]}" port postoffice 8025 | awk -F: '{print $NF}')"
     health_port="$(shuf -i 20000-60000 -n 1)"
     echo "app network gateway $gateway, postoffice at 127.0.0.1:$po_port"
-    export HEDWIG_LISTEN="$gateway:25" HEDWIG_FQDN="$fqdn" HEDWIG_KEY="$key" HEDWIG_ALLOWED_NETWORKS="$subnet" \
+    export HEDWIG_LISTEN="$gateway:25" HEDWIG_FQDN="$fqdn" HEDWIG_KEY="$documented_key" HEDWIG_ALLOWED_NETWORKS="$subnet" \
         HEDWIG_POSTOFFICE="http://127.0.0.1:$po_port/" HEDWIG_HTTP_LISTEN="127.0.0.1:$health_port"
     "${mailman_compose[@]}" up -d --no-build >"$tmp/mailman-up.log" 2>&1 \
         || { cat "$tmp/mailman-up.log"; exit 1; }

@@ -22,6 +22,7 @@ use keygen::dns_check::{self, settings, HickoryDns, Target};
     args_conflicts_with_subcommands = true,
     after_help = "Examples:\n  keygen secret > /etc/hedwig/secret\n  \
                   keygen --secret-file /etc/hedwig/secret web1.example.com\n  \
+                  keygen --key-only --secret-file /etc/hedwig/secret web1.example.com\n  \
                   keygen dkim example.com --out-dir /etc/hedwig/dkim\n  \
                   keygen dns example.com --dkim-config /etc/hedwig/worker.yaml --sending-ip 192.0.2.25"
 )]
@@ -38,6 +39,9 @@ struct Cli {
         default_value = "http://postoffice.example.com:8025/"
     )]
     postoffice: String,
+    /// Print only the host's key (one line), e.g. for `HEDWIG_KEY=$(keygen --key-only …)`.
+    #[arg(long, requires = "fqdn")]
+    key_only: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -132,9 +136,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             .filter(|s| !s.trim().is_empty())
             .context("no secret: pass --secret-file FILE or set HEDWIG_SECRET")?;
-            let text =
-                keygen::host_config(&secret, &fqdn, &cli.postoffice).map_err(anyhow::Error::msg)?;
-            print!("{text}");
+            if cli.key_only {
+                let key = keygen::host_key(&secret, &fqdn).map_err(anyhow::Error::msg)?;
+                println!("{key}");
+            } else {
+                let text = keygen::host_config(&secret, &fqdn, &cli.postoffice)
+                    .map_err(anyhow::Error::msg)?;
+                print!("{text}");
+            }
         }
         (None, None) => {
             bail!("give a host name (keygen web1.example.com) or `keygen secret`; see --help")
