@@ -8,6 +8,8 @@
 //!   message bytes untouched.
 //! - [`address`]: RFC 5321 / RFC 6531 mailbox syntax (UTF-8 local parts, IDN domains).
 //! - [`config`]: YAML files with `HEDWIG_…` environment overrides, byte sizes, secrets from files.
+//! - [`keyfile`]: key files readable by their owner only (warn, or refuse with
+//!   `require_safe_keys`).
 //! - [`logging`]: one tracing setup for all binaries.
 //!
 //! Nothing here does network I/O.
@@ -17,6 +19,7 @@ pub mod config;
 pub mod hold;
 pub mod job;
 pub mod key;
+pub mod keyfile;
 pub mod logging;
 pub mod wire;
 

@@ -117,10 +117,27 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("keygen: {e:#}");
+            eprintln!("keygen: {}", describe(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes on one line, each said once: a cause whose text the line already
+/// holds (an `Io` error prints its OS error and also returns it as its source) is skipped.
+fn describe(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -160,7 +177,20 @@ fn dkim(args: DkimArgs) -> anyhow::Result<()> {
         out_dir: args.out_dir,
         force: args.force,
     };
-    let key = keygen::dkim::create_key(&request, hedwig_core::unix_now())?;
+    let key = keygen::dkim::create_key(&request, hedwig_core::unix_now()).map_err(|e| {
+        let denied = matches!(&e, keygen::Error::Io { source, .. }
+            if source.kind() == std::io::ErrorKind::PermissionDenied);
+        if denied {
+            // The usual case: `docker run -v DIR:/out` as the image's user (uid 10025).
+            anyhow::anyhow!(
+                "{e}; keygen may not write there: choose a folder this user may write (with \
+                 Docker and a bind-mounted folder, run as yourself: docker run --user \
+                 \"$(id -u):$(id -g)\" …)"
+            )
+        } else {
+            e.into()
+        }
+    })?;
     print!("{}", key.instructions());
     Ok(())
 }

@@ -8,5 +8,6 @@ mod bad_input;
 mod e2e_clients;
 mod e2e_outage;
 mod in_memory_session;
+mod key_file_modes;
 mod postoffice_answers;
 mod security;

@@ -15,6 +15,7 @@ mod concurrency;
 mod hold_cache;
 mod hold_release;
 mod intake;
+mod key_file_modes;
 mod queue_outage;
 mod security;
 mod two_beanstalkd_failover;
