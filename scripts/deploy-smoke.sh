@@ -279,8 +279,9 @@ if [ "$workers" -gt 0 ]; then
         fi
     }
     check_delivered smoke b@example.net
-    # (grep without -q reads to the end: with -q, docker-compose dies of SIGPIPE once the log
-    # is longer than a pipe buffer, and pipefail turns a found line into a failure)
+    # (grep without -q reads to the end: with -q it exits at the first match while
+    # docker-compose still writes the next lines, which then fail with a broken pipe, and
+    # pipefail turns the found line into a failure)
     dns_asked() { "${compose[@]}" logs dns 2>/dev/null | grep 'query\[MX\] example.net from ' >/dev/null; }
     check "a worker asked the DNS container for the MX of example.net" dns_asked
     received smoke | sed 's/^/  | /' || true
