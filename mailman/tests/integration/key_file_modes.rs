@@ -31,6 +31,7 @@ fn run(env: &[(&str, String)], limit: Duration, stop_at: &str) -> (Option<i32>, 
     });
     let deadline = Instant::now() + limit;
     let mut text = String::new();
+    let mut closed = false;
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
         match rx.recv_timeout(left) {
             Ok(line) => {
@@ -40,8 +41,17 @@ fn run(env: &[(&str, String)], limit: Duration, stop_at: &str) -> (Option<i32>, 
                     break;
                 }
             }
-            Err(_) => break, // stderr closed (it exited) or time is up
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                closed = true; // stderr closed: it is exiting
+                break;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
         }
+    }
+    // Exiting: give it up to 5 s to be reaped before calling it still running.
+    let reap_until = Instant::now() + Duration::from_secs(if closed { 5 } else { 0 });
+    while closed && Instant::now() < reap_until && child.try_wait().unwrap().is_none() {
+        std::thread::sleep(Duration::from_millis(20));
     }
     let status = match child.try_wait().unwrap() {
         Some(status) => status.code(),
