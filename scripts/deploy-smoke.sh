@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Smoke test of deploy/: the images build here (no registry), run as non-root, mailman
+# Smoke test of deploy/: the images build here (no registry) and hold none of the secrets
+# an operator keeps in the tree (scripts/image-secrets-check.sh), run as non-root, mailman
 # carries its port-25 capability, and the postoffice compose stack comes up healthy and
 # queues a message in beanstalkd. Then the whole chain: msmtp and PHP mail() in an app
 # container -> mailman (on the gateway of a test network) -> postoffice -> beanstalkd ->
@@ -100,6 +101,15 @@ if [ "$build" = 1 ]; then
     scripts/docker-build.sh "${build_args[@]}" >"$tmp/build.log" 2>&1 \
         || { tail -40 "$tmp/build.log"; exit 1; }
     echo "image built in $((SECONDS - t))s"
+    # With the secrets the docs have operators keep in the tree planted as dummies: git
+    # ignores them and no layer of any build stage holds them.
+    step "no secrets in the image layers"
+    if scripts/image-secrets-check.sh "${build_args[@]}" >"$tmp/secrets.log" 2>&1; then
+        ok "no planted secret in git or in any image layer"
+    else
+        sed 's/^/  | /' "$tmp/secrets.log"
+        fail "no planted secret in git or in any image layer"
+    fi
     step "beanstalkd and app images"
     docker build -q --force-rm -t hedwig-beanstalkd:latest deploy/beanstalkd >/dev/null
     docker build -q --force-rm -f deploy/app/Dockerfile -t hedwig-app:latest deploy >/dev/null
@@ -118,17 +128,40 @@ check "msmtp and php in the app image" \
     docker run --rm --network none hedwig-app:latest bash -c \
         'msmtp --version >/dev/null && php -r "exit(ini_get(\"sendmail_path\") === \"/usr/bin/msmtp -t\" ? 0 : 1);"'
 
+step "keygen dkim into a bind-mounted folder (operator guide 7.1)"
+# The operator is not root here: a folder owned by uid 1000, as a user's own would be.
+dkim_out="$tmp/dkim-out"
+mkdir -m 0755 "$dkim_out"
+chown 1000:1000 "$dkim_out"
+denied="$(docker run --rm --network none -v "$dkim_out:/out" "$image" \
+    keygen dkim example.org --selector s1 --out-dir /out 2>&1 >/dev/null || echo "exit $?")"
+check "without --user: refused in one line that says --user ($(printf '%s' "$denied" | head -1 | cut -c1-80)...)" \
+    bash -c '[ "$(printf "%s\n" "$1" | grep -c "^keygen: ")" = 1 ] && printf "%s" "$1" | grep -q -- "--user" && printf "%s" "$1" | grep -q "exit 2"' \
+    _ "$denied"
+check "with --user 1000:1000 (the documented --user \"\$(id -u):\$(id -g)\"): the key is written" \
+    bash -c 'docker run --rm --network none --user 1000:1000 -v "$1:/out" "$2" \
+        keygen dkim example.org --selector s1 --out-dir /out >/dev/null' _ "$dkim_out" "$image"
+check "the key belongs to the operator, mode 0600" \
+    test "$(stat -c '%u %a' "$dkim_out/example.org.s1.rsa.pem" 2>/dev/null)" = "1000 600"
+
 step "postoffice stack (worker x$workers)"
 secret="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 printf '%s\n' "$secret" >"$tmp/hedwig_secret"
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$tmp/dkim.key" 2>/dev/null
-# Secrets are bind-mounted as they are: readable by the image's hedwig user (10025).
-chmod 0644 "$tmp/hedwig_secret" "$tmp/dkim.key"
+# Secrets are bind-mounted as they are: readable by the image's hedwig group (10025), as
+# the docs say (group 10025, mode 0640), which the binaries count as safe key files.
+chgrp 10025 "$tmp/hedwig_secret" "$tmp/dkim.key"
+chmod 0640 "$tmp/hedwig_secret" "$tmp/dkim.key"
 export HEDWIG_SECRET_PATH="$tmp/hedwig_secret" HEDWIG_DKIM_KEY_PATH="$tmp/dkim.key"
 # A fixed port on loopback (an ephemeral one could change when postoffice restarts).
 HEDWIG_PUBLISH="127.0.0.1:$(shuf -i 20000-60000 -n 1)"
 export HEDWIG_PUBLISH
 check "compose file valid" "${compose[@]}" config -q
+# Without HEDWIG_PUBLISH, the intake is published on loopback only (not 0.0.0.0).
+published_default() { env -u HEDWIG_PUBLISH "${compose[@]}" config | grep -E '^ +- .*:8025(/tcp)?$|published' ; }
+check "postoffice published on 127.0.0.1:8025 by default ($(published_default | tr -s ' \n' ' '))" \
+    bash -c '[ "$(printf "%s\n" "$1" | grep -c .)" = 1 ] && printf "%s\n" "$1" | grep -qE "^ +- 127\.0\.0\.1:8025:8025(/tcp)?$"' \
+    _ "$(published_default)"
 t=$SECONDS
 # First the receiver and the DNS server, whose address the workers need.
 "${compose[@]}" up -d --no-build receiver dns >"$tmp/up.log" 2>&1 \
@@ -168,10 +201,16 @@ if [ "$workers" -gt 0 ]; then
     check "worker healthy" wait_healthy worker
 fi
 check "postoffice check-config" "${compose[@]}" exec -T postoffice postoffice check-config
+# The documented secret modes (group 10025, 0640) draw no unsafe-key warning.
+check "no unsafe key file warning from postoffice or the workers" bash -c \
+    '! "$@" logs --no-color postoffice worker 2>&1 | grep "readable or writable"' _ "${compose[@]}"
 
 step "a message through postoffice into beanstalkd"
 fqdn=smoke.example.org
 key="$(printf '%s' "$fqdn" | openssl dgst -sha256 -hmac "$secret" -r | cut -d' ' -f1)"
+# The command deploy/mailman/docker-compose.yml documents for HEDWIG_KEY: the key alone.
+documented_key="$("${compose[@]}" exec -T postoffice keygen --key-only --secret-file /run/secrets/hedwig_secret "$fqdn" || true)"
+check "the documented keygen --key-only prints the host key alone" test "$documented_key" = "$key"
 email='{"mailfrom":"a@example.org","rcpttos":["b@example.net"],"data":"From: a@example.org\r\nTo: b@example.net\r\nSubject: smoke\r\n\r\nhello\r\n"}'
 body="$(printf 'fqdn=%s&key=%s&email=%s' "$fqdn" "$key" \
     "$(printf '%s' "$email" | od -An -tx1 -v | tr -d ' \n' | sed 's/../%&/g')")"
@@ -242,7 +281,10 @@ if [ "$workers" -gt 0 ]; then
         fi
     }
     check_delivered smoke b@example.net
-    dns_asked() { "${compose[@]}" logs dns 2>/dev/null | grep -q 'query\[MX\] example.net from '; }
+    # (grep without -q reads to the end: with -q it exits at the first match while
+    # docker-compose still writes the next lines, which then fail with a broken pipe, and
+    # pipefail turns the found line into a failure)
+    dns_asked() { "${compose[@]}" logs dns 2>/dev/null | grep 'query\[MX\] example.net from ' >/dev/null; }
     check "a worker asked the DNS container for the MX of example.net" dns_asked
     received smoke | sed 's/^/  | /' || true
 
@@ -253,7 +295,7 @@ if [ "$workers" -gt 0 ]; then
     po_port="$("${compose[@]}" port postoffice 8025 | awk -F: '{print $NF}')"
     health_port="$(shuf -i 20000-60000 -n 1)"
     echo "app network gateway $gateway, postoffice at 127.0.0.1:$po_port"
-    export HEDWIG_LISTEN="$gateway:25" HEDWIG_FQDN="$fqdn" HEDWIG_KEY="$key" HEDWIG_ALLOWED_NETWORKS="$subnet" \
+    export HEDWIG_LISTEN="$gateway:25" HEDWIG_FQDN="$fqdn" HEDWIG_KEY="$documented_key" HEDWIG_ALLOWED_NETWORKS="$subnet" \
         HEDWIG_POSTOFFICE="http://127.0.0.1:$po_port/" HEDWIG_HTTP_LISTEN="127.0.0.1:$health_port"
     "${mailman_compose[@]}" up -d --no-build >"$tmp/mailman-up.log" 2>&1 \
         || { cat "$tmp/mailman-up.log"; exit 1; }
@@ -318,6 +360,22 @@ else
     check "job survives a beanstalkd restart (binlog volume)" \
         test "$(stat current-jobs-ready)" -ge 1 2>/dev/null
 fi
+
+step "beanstalkd: a quiet health check, a clean stop"
+check "beanstalkd-healthcheck fails on a closed port" bash -c \
+    "! docker exec \$1 beanstalkd-healthcheck 127.0.0.1 1 >/dev/null 2>&1" _ "$("${compose[@]}" ps -q beanstalkd)"
+bs_log="$("${compose[@]}" logs --no-color beanstalkd 2>&1)"
+check "no 'Connection reset' in beanstalkd's log (health probes speak the protocol)" \
+    bash -c '! printf "%s" "$1" | grep -q "Connection reset"' _ "$bs_log"
+bs_id="$("${compose[@]}" ps -q beanstalkd)"
+t0="$(date +%s%N)"
+bs_stop=0
+"${compose[@]}" stop beanstalkd >/dev/null 2>&1 || bs_stop=$?
+bs_ms=$((($(date +%s%N) - t0) / 1000000))
+echo "docker-compose stop beanstalkd: status $bs_stop in ${bs_ms} ms, container exit code $(docker inspect -f '{{.State.ExitCode}}' "$bs_id")"
+check "docker-compose stop beanstalkd exits 0" test "$bs_stop" = 0
+check "beanstalkd stopped within 5 s (SIGTERM, not the SIGKILL after 10 s)" test "$bs_ms" -lt 5000
+check "beanstalkd's exit code is 0 (not 137)" test "$(docker inspect -f '{{.State.ExitCode}}' "$bs_id")" = 0
 
 step "down"
 "${compose[@]}" down -v --remove-orphans >/dev/null 2>&1

@@ -9,6 +9,8 @@
 //! - [`address`]: RFC 5321 / RFC 6531 mailbox syntax (UTF-8 local parts, IDN domains).
 //! - [`from`]: the From: fields of a raw message (count, addresses, domains).
 //! - [`config`]: YAML files with `HEDWIG_…` environment overrides, byte sizes, secrets from files.
+//! - [`keyfile`]: key files readable by their owner only (warn, or refuse with
+//!   `require_safe_keys`).
 //! - [`logging`]: one tracing setup for all binaries.
 //!
 //! Nothing here does network I/O.
@@ -19,6 +21,7 @@ pub mod from;
 pub mod hold;
 pub mod job;
 pub mod key;
+pub mod keyfile;
 pub mod logging;
 pub mod signing;
 pub mod wire;

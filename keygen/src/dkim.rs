@@ -100,10 +100,7 @@ pub fn create_key(request: &DkimRequest, now_unix: u64) -> Result<NewDkimKey, Er
         None => default_selector(now_unix),
     };
     let file_name = format!("{domain}.{selector}.{}.pem", request.algorithm);
-    let dir = std::fs::canonicalize(&request.out_dir).map_err(|source| Error::Io {
-        path: request.out_dir.clone(),
-        source,
-    })?;
+    let dir = out_dir(&request.out_dir)?;
     let key_file = dir.join(&file_name);
     if !request.force && key_file.exists() {
         return Err(Error::KeyExists(key_file));
@@ -118,6 +115,27 @@ pub fn create_key(request: &DkimRequest, now_unix: u64) -> Result<NewDkimKey, Er
         key_file,
         record,
     })
+}
+
+/// The absolute path of `--out-dir`, created (mode 0700, missing parents too) when it does not
+/// exist yet: a folder of private keys is its owner's only.
+fn out_dir(dir: &Path) -> Result<PathBuf, Error> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let io = |source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => return Err(Error::NotADirectory(dir.to_path_buf())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io)?,
+        Err(e) => return Err(io(e)),
+    }
+    std::fs::canonicalize(dir).map_err(io)
 }
 
 /// Writes `bytes` to `path` with mode 0600, synced. Without `replace`, an existing file is
@@ -313,9 +331,23 @@ mod tests {
         ));
         let no_dir = DkimRequest {
             out_dir: dir.path().join("nope"),
+            ..base.clone()
+        };
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        let not_a_dir = DkimRequest {
+            out_dir: file.clone(),
             ..base
         };
-        assert!(matches!(create_key(&no_dir, 0), Err(Error::Io { .. })));
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        assert!(matches!(
+            create_key(&not_a_dir, 0),
+            Err(Error::NotADirectory(_))
+        ));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        // a missing folder is made, owner only
+        let key = create_key(&no_dir, 0).unwrap();
+        assert!(key
+            .key_file
+            .starts_with(no_dir.out_dir.canonicalize().unwrap()));
     }
 }

@@ -14,6 +14,9 @@ pub enum Error {
     /// `keygen dkim` would overwrite a key without `--force`.
     #[error("{}: already exists (pass --force to replace it)", .0.display())]
     KeyExists(PathBuf),
+    /// `--out-dir` names something that is not a folder.
+    #[error("{}: not a directory (--out-dir must be a folder, or not exist yet)", .0.display())]
+    NotADirectory(PathBuf),
     /// Reading or writing a file failed.
     #[error("{}: {source}", path.display())]
     Io {

@@ -27,11 +27,17 @@ pub fn new_secret() -> String {
     hex::encode(bytes)
 }
 
-/// The text `keygen <fqdn>` prints: the key, then a mailman config using it.
-pub fn host_config(secret: &str, fqdn: &str, postoffice_url: &str) -> Result<String, String> {
+/// The host's key alone (`keygen --key-only <fqdn>`): 64 hex digits, for `HEDWIG_KEY=$(…)`.
+pub fn host_key(secret: &str, fqdn: &str) -> Result<String, String> {
     let secret = hedwig_core::key::check_secret(secret).map_err(|e| e.to_string())?;
     let fqdn = hedwig_core::key::normalize_fqdn(fqdn).map_err(|e| e.to_string())?;
-    let key = hedwig_core::key::derive_key(secret, &fqdn);
+    Ok(hedwig_core::key::derive_key(secret, &fqdn))
+}
+
+/// The text `keygen <fqdn>` prints: the key, then a mailman config using it.
+pub fn host_config(secret: &str, fqdn: &str, postoffice_url: &str) -> Result<String, String> {
+    let key = host_key(secret, fqdn)?;
+    let fqdn = hedwig_core::key::normalize_fqdn(fqdn).map_err(|e| e.to_string())?;
     let mut out = String::new();
     let _ = writeln!(out, "# hedwig host key for {fqdn}");
     let _ = writeln!(
@@ -91,6 +97,8 @@ mod tests {
         assert!(text.contains("  - http://po:8025/"));
         assert!(host_config("short", "h.example", "u").is_err());
         assert!(host_config(&secret, "bad host", "u").is_err());
+        assert_eq!(host_key(&secret, "WEB1.example.com").unwrap(), key);
+        assert!(host_key("short", "h.example").is_err());
     }
 
     #[test]

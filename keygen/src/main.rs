@@ -22,6 +22,7 @@ use keygen::dns_check::{self, settings, HickoryDns, Target};
     args_conflicts_with_subcommands = true,
     after_help = "Examples:\n  keygen secret > /etc/hedwig/secret\n  \
                   keygen --secret-file /etc/hedwig/secret web1.example.com\n  \
+                  keygen --key-only --secret-file /etc/hedwig/secret web1.example.com\n  \
                   keygen dkim example.com --out-dir /etc/hedwig/dkim\n  \
                   keygen dns example.com --dkim-config /etc/hedwig/worker.yaml --sending-ip 192.0.2.25"
 )]
@@ -38,6 +39,9 @@ struct Cli {
         default_value = "http://postoffice.example.com:8025/"
     )]
     postoffice: String,
+    /// Print only the host's key (one line), e.g. for `HEDWIG_KEY=$(keygen --key-only …)`.
+    #[arg(long, requires = "fqdn")]
+    key_only: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -113,10 +117,27 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("keygen: {e:#}");
+            eprintln!("keygen: {}", describe(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes on one line, each said once: a cause whose text the line already
+/// holds (an `Io` error prints its OS error and also returns it as its source) is skipped.
+fn describe(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -132,9 +153,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             .filter(|s| !s.trim().is_empty())
             .context("no secret: pass --secret-file FILE or set HEDWIG_SECRET")?;
-            let text =
-                keygen::host_config(&secret, &fqdn, &cli.postoffice).map_err(anyhow::Error::msg)?;
-            print!("{text}");
+            if cli.key_only {
+                let key = keygen::host_key(&secret, &fqdn).map_err(anyhow::Error::msg)?;
+                println!("{key}");
+            } else {
+                let text = keygen::host_config(&secret, &fqdn, &cli.postoffice)
+                    .map_err(anyhow::Error::msg)?;
+                print!("{text}");
+            }
         }
         (None, None) => {
             bail!("give a host name (keygen web1.example.com) or `keygen secret`; see --help")
@@ -151,7 +177,20 @@ fn dkim(args: DkimArgs) -> anyhow::Result<()> {
         out_dir: args.out_dir,
         force: args.force,
     };
-    let key = keygen::dkim::create_key(&request, hedwig_core::unix_now())?;
+    let key = keygen::dkim::create_key(&request, hedwig_core::unix_now()).map_err(|e| {
+        let denied = matches!(&e, keygen::Error::Io { source, .. }
+            if source.kind() == std::io::ErrorKind::PermissionDenied);
+        if denied {
+            // The usual case: `docker run -v DIR:/out` as the image's user (uid 10025).
+            anyhow::anyhow!(
+                "{e}; keygen may not write there: choose a folder this user may write (with \
+                 Docker and a bind-mounted folder, run as yourself: docker run --user \
+                 \"$(id -u):$(id -g)\" …)"
+            )
+        } else {
+            e.into()
+        }
+    })?;
     print!("{}", key.instructions());
     Ok(())
 }

@@ -30,6 +30,8 @@ pub struct Config {
     pub key: Option<String>,
     /// A file holding the key; wins over `key`.
     pub key_file: Option<PathBuf>,
+    /// Refuse to start when `key_file` is readable by group or others (else: a warning).
+    pub require_safe_keys: bool,
     /// Postoffice URLs, tried in order.
     #[serde(deserialize_with = "one_or_many")]
     pub postoffice: Vec<String>,
@@ -114,6 +116,7 @@ impl Default for Config {
             key_file: None,
             sign_posts: true,
             ca_file: None,
+            require_safe_keys: false,
             postoffice: Vec::new(),
             nest: None,
             secret: None,
@@ -381,6 +384,11 @@ impl Config {
                 String::new()
             }
         };
+        if let Some(path) = &self.key_file {
+            if let Err(e) = hedwig_core::keyfile::check("key file", path, self.require_safe_keys) {
+                errors.push(format!("key_file: {e}"));
+            }
+        }
         let key = match read_secret(
             self.key.as_deref().or(self.secret.as_deref()),
             self.key_file.as_deref(),

@@ -27,6 +27,8 @@ pub struct Config {
     pub secret: Option<String>,
     /// A file holding the secret; wins over `secret`.
     pub secret_file: Option<PathBuf>,
+    /// Refuse to start when `secret_file` is readable by group or others (else: a warning).
+    pub require_safe_keys: bool,
     /// Secrets still accepted during a rotation (keys derived from them keep working).
     pub previous_secrets: Vec<String>,
     /// Largest message accepted (the message bytes, not the HTTP body).
@@ -115,6 +117,7 @@ impl Default for Config {
             pool_size: 32,
             secret: None,
             secret_file: None,
+            require_safe_keys: false,
             previous_secrets: Vec::new(),
             max_message_size: ByteSize(25_000_000),
             revoked: Vec::new(),
@@ -155,6 +158,12 @@ impl Config {
     pub fn validate(&self) -> Result<Secrets, Vec<String>> {
         let mut problems = Vec::new();
         let mut secrets = Vec::new();
+        if let Some(path) = &self.secret_file {
+            if let Err(e) = hedwig_core::keyfile::check("secret file", path, self.require_safe_keys)
+            {
+                problems.push(format!("secret_file: {e}"));
+            }
+        }
         match read_secret(self.secret.as_deref(), self.secret_file.as_deref()) {
             Ok(Some(s)) => match hedwig_core::key::check_secret(&s) {
                 Ok(s) => secrets.push(s.to_string()),

@@ -56,6 +56,8 @@ pub struct Config {
     pub max_message_size: hedwig_core::config::ByteSize,
     /// DKIM keys (see `hedwig_message::dkim::DkimConfig`).
     pub dkim: hedwig_message::dkim::DkimConfig,
+    /// Refuse to start when a DKIM key file is readable by group or others (else: a warning).
+    pub require_safe_keys: bool,
     /// Per-destination caps, slow-down and connection reuse.
     pub limits: crate::destination::Limits,
     /// Address literals (`x@[192.0.2.1]`) the worker may deliver to: only in these networks
@@ -85,6 +87,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(30),
             max_message_size: hedwig_core::config::ByteSize(0),
             dkim: hedwig_message::dkim::DkimConfig::default(),
+            require_safe_keys: false,
             limits: crate::destination::Limits::default(),
             address_literals: Default::default(),
         }
@@ -221,6 +224,13 @@ impl Config {
     /// Problems the types cannot catch, one line each (empty when fine).
     pub fn check(&self) -> Vec<String> {
         let mut errors = Vec::new();
+        for key in &self.dkim.keys {
+            if let Err(e) =
+                hedwig_core::keyfile::check("DKIM key file", &key.key_file, self.require_safe_keys)
+            {
+                errors.push(format!("dkim: {e}"));
+            }
+        }
         if self.beanstalkd.is_empty() {
             errors.push("beanstalkd: at least one host:port is needed".into());
         }

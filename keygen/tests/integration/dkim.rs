@@ -119,7 +119,7 @@ fn usage_errors_exit_2() {
         &["example.com", "--algorithm", "dsa"],
         &["localhost"],
         &["example.com", "--selector", "a b"],
-        &["example.com", "--out-dir", "/nonexistent/dir"],
+        &["example.com", "--out-dir", "/dev/null/dir"], // under a file: not a folder
     ] {
         let out = keygen_dkim(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -132,5 +132,52 @@ fn usage_errors_exit_2() {
             .unwrap();
         assert!(out.status.success());
         assert!(String::from_utf8_lossy(&out.stdout).contains("Usage: keygen"));
+    }
+}
+
+/// F9 (issue 11): `--out-dir` that does not exist yet is created, mode 0700 (with any missing
+/// parents); one that cannot be used gives one clear error line, the OS error said once.
+#[test]
+fn a_missing_out_dir_is_created_0700_and_errors_are_said_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("etc/hedwig/dkim");
+    let out = keygen_dkim(&[
+        "example.com",
+        "--selector",
+        "s1",
+        "--out-dir",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for d in [
+        dir.path().join("etc"),
+        dir.path().join("etc/hedwig"),
+        out_dir.clone(),
+    ] {
+        let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", d.display());
+    }
+    let key = out_dir.join("example.com.s1.rsa.pem");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // A file where the folder should be: exit 2, one line naming it, no doubled OS error.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    for bad in [file.clone(), file.join("sub")] {
+        let out = keygen_dkim(&["example.com", "--out-dir", bad.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(&bad.display().to_string()), "{err}");
+        if let Some(i) = err.find("(os error") {
+            assert!(!err[i + 1..].contains("(os error"), "doubled: {err}");
+        }
     }
 }

@@ -12,6 +12,7 @@ mod in_memory_session;
 mod key_health;
 mod loss_after_250;
 mod mail_loop;
+mod key_file_modes;
 mod postoffice_answers;
 mod security;
 mod smuggling;

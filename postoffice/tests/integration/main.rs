@@ -18,6 +18,7 @@ mod hold_cache;
 mod hold_release;
 mod intake;
 mod lockout;
+mod key_file_modes;
 mod queue_outage;
 mod security;
 mod signed_posts;

@@ -16,6 +16,7 @@ mod dkim_signed;
 mod dns_failures;
 mod expiry_bounce;
 mod hold;
+mod key_file_modes;
 mod line_endings;
 mod mx_fallback;
 mod partial_acceptance;
