@@ -58,6 +58,9 @@ pub struct Config {
     pub dkim: hedwig_message::dkim::DkimConfig,
     /// Per-destination caps, slow-down and connection reuse.
     pub limits: crate::destination::Limits,
+    /// A message with more `Received:` header fields than this is looping: it is not
+    /// delivered, every recipient fails with `5.4.6` (Postfix's `hopcount_limit`).
+    pub hop_limit: usize,
 }
 
 impl Default for Config {
@@ -83,6 +86,7 @@ impl Default for Config {
             max_message_size: hedwig_core::config::ByteSize(0),
             dkim: hedwig_message::dkim::DkimConfig::default(),
             limits: crate::destination::Limits::default(),
+            hop_limit: 50,
         }
     }
 }
@@ -278,6 +282,12 @@ impl Config {
                 "http_listen: {:?} is not ip:port",
                 self.http_listen
             ));
+        }
+        if self.hop_limit == 0 {
+            errors.push(
+                "hop_limit: must be at least 1 (every relayed message has a Received: field)"
+                    .into(),
+            );
         }
         if self.retry.first.is_zero() {
             errors.push("retry.first: must be more than 0s".into());

@@ -6,6 +6,7 @@
 //! - [`plan`]: what becomes of a job after an attempt (retry with backoff, failed record,
 //!   bounce): pure decisions, no I/O.
 //! - [`error`]: every delivery failure, and the one `is_permanent` classification.
+//! - [`hops`]: mail loop detection (counting `Received:` fields).
 //! - [`route`]: nexthops (relayhost, transports) and MX resolution with hickory.
 //! - [`smtp`]: the SMTP client: reply parsing, the session over any stream, STARTTLS.
 //! - [`deliver`]: one message to one domain: hosts, addresses, sessions, per-recipient outcomes.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod deliver;
 pub mod destination;
 pub mod error;
+pub mod hops;
 pub mod http;
 pub mod metrics;
 pub mod plan;

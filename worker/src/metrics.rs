@@ -30,6 +30,8 @@ pub enum Counter {
     TlsNotUsed,
     /// A job that could not be decoded (buried).
     BadJob,
+    /// A message not delivered because it carried more `Received:` fields than `hop_limit`.
+    Loop,
 }
 
 #[derive(Debug, Default)]
@@ -57,6 +59,7 @@ impl Counter {
             Counter::TlsUsed => "hedwig_worker_sessions_tls_total",
             Counter::TlsNotUsed => "hedwig_worker_sessions_plain_total",
             Counter::BadJob => "hedwig_worker_bad_jobs_total",
+            Counter::Loop => "hedwig_worker_loops_total",
         }
     }
 }
@@ -165,6 +168,7 @@ impl Metrics {
             Counter::TlsUsed,
             Counter::TlsNotUsed,
             Counter::BadJob,
+            Counter::Loop,
         ] {
             let name = counter.name();
             let _ = writeln!(out, "# TYPE {name} counter");

@@ -201,6 +201,23 @@ impl Worker {
     /// Delivers every recipient of `job`, one domain at a time in parallel.
     pub async fn attempt(&self, job: &Job) -> Vec<(String, Outcome)> {
         let env = &job.envelope;
+        // RFC 5321 §6.3: a message going round in a circle is not delivered again.
+        let hops = crate::hops::received_count(&job.message);
+        let limit = self.config.hop_limit;
+        if hops > limit {
+            self.metrics.incr(Counter::Loop);
+            tracing::warn!(
+                queue_id = %env.queue_id, host = %env.host, from = %env.mail_from, hops, limit,
+                "{}: mail loop: {hops} Received headers, more than hop_limit {limit}; not delivered",
+                env.queue_id
+            );
+            let outcome = Outcome::failed(&crate::error::Error::Loop { hops }, None);
+            return env
+                .rcpt_to
+                .iter()
+                .map(|r| (r.clone(), outcome.clone()))
+                .collect();
+        }
         let mail_from = self
             .config
             .return_path
