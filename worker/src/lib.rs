@@ -5,6 +5,7 @@
 //! - [`config`]: the config struct, defaults, semantic checks.
 //! - [`plan`]: what becomes of a job after an attempt (retry with backoff, failed record,
 //!   bounce): pure decisions, no I/O.
+//! - [`bounce_limit`]: at most so many bounces per envelope sender per interval.
 //! - [`error`]: every delivery failure, and the one `is_permanent` classification.
 //! - [`hops`]: mail loop detection (counting `Received:` fields).
 //! - [`route`]: nexthops (relayhost, transports) and MX resolution with hickory.
@@ -18,6 +19,7 @@
 //! [`run`] starts it all in-process (the binary and the end-to-end tests use it); [`check`]
 //! is `worker check-config`.
 
+pub mod bounce_limit;
 pub mod capture;
 pub mod config;
 pub mod deliver;
@@ -93,6 +95,10 @@ pub fn build(config: Config) -> Result<Parts, RunError> {
     });
     Ok(Parts {
         worker: Arc::new(queue::Worker {
+            bounce_limiter: bounce_limit::SenderLimiter::new(
+                config.bounce_limits.per_sender,
+                config.bounce_limits.interval,
+            ),
             config,
             deliverer,
             signer,

@@ -5,6 +5,7 @@
 mod common;
 
 mod bad_job_buried;
+mod bounce_amplification;
 mod capture_maildir;
 mod cli;
 mod connection_reuse_and_slow_down;
