@@ -15,7 +15,7 @@ use hedwig_core::wire::{Accepted, Submission};
 
 use crate::dedupe::{Claim, Pending};
 use crate::error::Reject;
-use crate::policy::Refusal;
+use crate::policy::{RateRefusal, Refusal};
 use crate::queue::Target;
 use crate::state::AppState;
 
@@ -125,9 +125,27 @@ async fn queue_submission(
                 StatusCode::FORBIDDEN,
                 format!("sender domain {domain} is not allowed for this host"),
             ),
-            Refusal::RateLimited => Reject::new(
+        })?;
+    // The rate limit counts recipients: a post to n recipients takes n tokens.
+    state
+        .policies
+        .take_rate(&fqdn, recipients.len())
+        .map_err(|refusal| match refusal {
+            RateRefusal::Later { retry_after } => Reject::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "rate limit exceeded for this host; retry later",
+                format!(
+                    "rate limit exceeded for this host ({} recipients); retry in {}s",
+                    recipients.len(),
+                    retry_after.as_secs()
+                ),
+            ),
+            // Could never pass: refused for good, not retried.
+            RateRefusal::OverBurst { recipients, burst } => Reject::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{recipients} recipients exceed this host's rate burst of {burst} \
+                     recipients; split the message"
+                ),
             ),
         })?;
 

@@ -16,5 +16,6 @@ mod hold_cache;
 mod hold_release;
 mod intake;
 mod queue_outage;
+mod rate_counts_recipients;
 mod security;
 mod two_beanstalkd_failover;
