@@ -370,10 +370,17 @@ impl Worker {
     }
 
     /// Whether the bounce's recipient is still within `bounce_limits.per_sender`; logs the
-    /// first refusal of each sender's interval.
+    /// first refusal of each sender's interval. A bounce to a configured `return_path` (the
+    /// operator's own address, not one the poster chose) is not limited.
     fn bounce_allowed(&self, job: &Job, plan: &Plan) -> bool {
         use crate::bounce_limit::Verdict;
         let limits = &self.config.bounce_limits;
+        if !plan
+            .bounce_to
+            .eq_ignore_ascii_case(job.envelope.mail_from.trim())
+        {
+            return true;
+        }
         match self.bounce_limiter.check(&plan.bounce_to, Instant::now()) {
             Verdict::Send => true,
             Verdict::Refuse { first } => {

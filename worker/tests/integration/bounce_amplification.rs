@@ -132,3 +132,46 @@ async fn a_thousand_long_rejections_make_a_small_bounce_and_few_of_them() {
     }
     worker.stop().await;
 }
+
+/// Bounces to the operator's own `return_path` are not limited: the poster did not choose
+/// that address. (127.0.4.222: the rejecting MX, 127.0.4.223: the operator's MX.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounces_to_a_configured_return_path_are_not_limited() {
+    let bs = Beanstalkd::start();
+    let dns = DnsServer::start(
+        Zone::new()
+            .mx("target2.test", 10, "mx.target2.test")
+            .a("mx.target2.test", "127.0.4.222")
+            .mx("operator.test", 10, "mx.operator.test")
+            .a("mx.operator.test", "127.0.4.223"),
+    )
+    .await;
+    let _target = common::mx(
+        "127.0.4.222",
+        Behaviour::new().rcpt_default("550 5.1.1 no such user"),
+    )
+    .await;
+    let operator = common::mx("127.0.4.223", Behaviour::new()).await;
+    let mut config = common::config(&bs.url(), dns.addr());
+    config.bounce_limits.per_sender = 1;
+    config.return_path.default = Some("bounces@operator.test".into());
+    let worker = common::start(config);
+    for _ in 0..3 {
+        common::enqueue(
+            &bs.url(),
+            &common::job(
+                "app@victim.test",
+                &["x@target2.test"],
+                b"Subject: s\r\n\r\nx\r\n",
+            ),
+        )
+        .await;
+    }
+    let got = operator.wait_for(3, Duration::from_secs(30)).await;
+    assert_eq!(
+        got.map(|g| g.len()),
+        Some(3),
+        "every bounce reaches the return path"
+    );
+    worker.stop().await;
+}
