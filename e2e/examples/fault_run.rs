@@ -987,7 +987,7 @@ fn write_configs(
         format!(
             "listen: \"{postoffice}\"\nbeanstalkd: \"{beanstalkd}\"\nsecret: {SECRET}\n\
              max_message_size: {MAX_MESSAGE}\njob_ttr: 60s\nstartup_wait: 30s\n\
-             shutdown_timeout: 1s\n"
+             shutdown_timeout: 1s\ndefault_policy: {{rate_per_minute: 0}}\n"
         ),
     )?;
     let w = work.join("worker.yaml");

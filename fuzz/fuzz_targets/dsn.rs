@@ -17,7 +17,7 @@
 
 use hedwig_core::address::Mailbox;
 use hedwig_core::job::{Envelope, Failure};
-use hedwig_message::dsn::{build, Params, MAX_QUOTED_HEADERS};
+use hedwig_message::dsn::{build, Limits, Params};
 use libfuzzer_sys::fuzz_target;
 use mail_parser::MimeHeaders;
 
@@ -107,6 +107,7 @@ fuzz_target!(|data: &[u8]| {
         message,
         failed: &failed,
         now: 1_795_407_331,
+        limits: Limits::default(),
     };
     let out = build(&params).expect("a bounce is due");
 
@@ -132,7 +133,7 @@ fuzz_target!(|data: &[u8]| {
     let quoted_at = find(&out, b"\r\n\r\n", pos).expect("third part's header end") + 4;
     check_generated(&out[..quoted_at]);
     let quoted = &out[quoted_at..out.len() - closer.len()];
-    assert!(quoted.len() <= MAX_QUOTED_HEADERS + 2);
+    assert!(quoted.len() <= Limits::default().returned_bytes + 2);
 
     // The bounce's header section: only the builder's fields.
     let head_end = find(&out, b"\r\n\r\n", 0).expect("header section");

@@ -74,6 +74,8 @@ pub async fn bounce_refused(core: Arc<Core>, header: SpoolHeader, status: u16, r
         message: &message,
         failed: &failed,
         now,
+        // Postfix's bounce_size_limit and friends (issue 11 F4): a bounce stays small.
+        limits: dsn::Limits::default(),
     };
     let report = match dsn::build(&params) {
         Ok(r) => r,

@@ -9,6 +9,13 @@
 //! `utf-8` address type; when the original headers are not ASCII they travel as
 //! `message/global-headers` (RFC 6533 §3.4).
 //!
+//! A bounce is bounded whatever the original and the remote answers hold ([`Limits`]): at
+//! most `returned_bytes` of the original (its header section only, cut on a line, as
+//! Postfix's `bounce_size_limit`), at most `diagnostic_bytes` of each recipient's diagnostic,
+//! and at most `recipients` recipients detailed, then one line saying how many more failed.
+//! So a post with a thousand recipients rejected with long replies cannot be turned into a
+//! large bounce aimed at a forged sender.
+//!
 //! [`bounce_job`] wraps it in a queue job from the null sender to the original sender.
 //! A bounce never goes to the null sender and never answers a bounce ([`Error::NoBounce`]).
 //! Delay notices (`Action: delayed`) are not made here.
@@ -19,13 +26,37 @@ use hedwig_core::job::{Envelope, Failure, Job, Kind};
 
 use crate::{rfc5322_date, Error};
 
-/// At most this much of the original header section is quoted; the rest is cut at a line
-/// boundary (bounded memory on a hostile message).
-pub const MAX_QUOTED_HEADERS: usize = 64 * 1024;
-/// At most this much of each remote response is repeated (twice: text and report).
-pub const MAX_RESPONSE: usize = 8 * 1024;
+/// Default of [`Limits::returned_bytes`] (Postfix's `bounce_size_limit`).
+pub const DEFAULT_RETURNED_BYTES: usize = 50_000;
+/// Default of [`Limits::diagnostic_bytes`].
+pub const DEFAULT_DIAGNOSTIC_BYTES: usize = 512;
+/// Default of [`Limits::recipients`].
+pub const DEFAULT_RECIPIENTS: usize = 100;
 /// Longer response lines are split.
 const MAX_LINE: usize = 900;
+
+/// How much a bounce may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// At most this many bytes of the original message are returned: its header section,
+    /// cut at a line boundary (never the body).
+    pub returned_bytes: usize,
+    /// At most this many bytes of each recipient's diagnostic (the remote answer or the local
+    /// reason), in the text and in `Diagnostic-Code`; a longer one ends with `[...]`.
+    pub diagnostic_bytes: usize,
+    /// At most this many failed recipients are detailed; the text says how many more failed.
+    pub recipients: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            returned_bytes: DEFAULT_RETURNED_BYTES,
+            diagnostic_bytes: DEFAULT_DIAGNOSTIC_BYTES,
+            recipients: DEFAULT_RECIPIENTS,
+        }
+    }
+}
 
 /// What a bounce is made from.
 #[derive(Debug, Clone)]
@@ -42,6 +73,8 @@ pub struct Params<'a> {
     pub failed: &'a [(String, Failure)],
     /// Unix seconds: the bounce's Date:.
     pub now: u64,
+    /// How much of the original, the diagnostics and the recipients the bounce carries.
+    pub limits: Limits,
 }
 
 /// Builds the DSN message (CRLF line endings).
@@ -71,7 +104,7 @@ pub fn build(params: &Params<'_>) -> Result<Vec<u8>, Error> {
     let message_id = format!("<dsn.{}.{token}@{hostname}>", clean(&original.queue_id));
 
     let global_status = params.failed.iter().any(|(r, _)| !r.is_ascii());
-    let quoted = header_section(params.message);
+    let quoted = header_section(params.message, params.limits.returned_bytes);
     let global_headers = !quoted.is_ascii();
 
     let mut text = String::new();
@@ -212,7 +245,8 @@ fn human_readable(out: &mut String, params: &Params<'_>, hostname: &str) {
          \r\n\
          The mail system\r\n"
     );
-    for (recipient, failure) in params.failed {
+    let limits = &params.limits;
+    for (recipient, failure) in detailed(params) {
         let _ = write!(out, "\r\n<{}>: ", clean(recipient));
         match &failure.relay {
             Some(relay) => {
@@ -220,13 +254,27 @@ fn human_readable(out: &mut String, params: &Params<'_>, hostname: &str) {
             }
             None => out.push_str("\r\n"),
         }
-        for line in response_lines(&failure.response) {
+        for line in response_lines(&failure.response, limits.diagnostic_bytes) {
             let _ = write!(out, "    {line}\r\n");
         }
         if failure.reason == "expired" {
             out.push_str("    (gave up: the message stayed in the queue too long)\r\n");
         }
     }
+    let more = params.failed.len().saturating_sub(limits.recipients);
+    if more > 0 {
+        let _ = write!(
+            out,
+            "\r\n... and {more} more recipient{} (not listed: at most {} per notification).\r\n",
+            if more == 1 { "" } else { "s" },
+            limits.recipients
+        );
+    }
+}
+
+/// The failed recipients a bounce details: the first [`Limits::recipients`].
+fn detailed<'p>(params: &'p Params<'_>) -> impl Iterator<Item = &'p (String, Failure)> {
+    params.failed.iter().take(params.limits.recipients)
 }
 
 fn delivery_status(out: &mut String, params: &Params<'_>, hostname: &str) {
@@ -241,7 +289,7 @@ fn delivery_status(out: &mut String, params: &Params<'_>, hostname: &str) {
         rfc5322_date(original.received_at),
     );
     // RFC 3464 §2.3: per-recipient fields, each group after an empty line.
-    for (recipient, failure) in params.failed {
+    for (recipient, failure) in detailed(params) {
         let recipient = clean(recipient.trim_start_matches('<').trim_end_matches('>'));
         // RFC 6533 §3: the utf-8 address type for an address that is not ASCII.
         let address_type = if recipient.is_ascii() {
@@ -259,7 +307,7 @@ fn delivery_status(out: &mut String, params: &Params<'_>, hostname: &str) {
         if let Some(host) = failure.relay.as_deref().and_then(relay_host) {
             let _ = write!(out, "Remote-MTA: dns; {host}\r\n");
         }
-        let lines = response_lines(&failure.response);
+        let lines = response_lines(&failure.response, params.limits.diagnostic_bytes);
         if !lines.is_empty() {
             // A server's answer is an `smtp` diagnostic; a local reason (DNS, timeout, TLS)
             // uses an X- type, as Postfix does with `X-Postfix`.
@@ -292,8 +340,9 @@ fn relay_host(relay: &str) -> Option<String> {
 }
 
 /// The lines of a (possibly multi-line) response, without control characters, at most
-/// [`MAX_RESPONSE`] bytes in all and [`MAX_LINE`] bytes a line (RFC 5322 §2.1.1 allows 998).
-fn response_lines(response: &str) -> Vec<String> {
+/// `max` bytes in all (then `[...]`) and [`MAX_LINE`] bytes a line (RFC 5322 §2.1.1 allows
+/// 998).
+fn response_lines(response: &str, max: usize) -> Vec<String> {
     let mut lines = Vec::new();
     let mut total = 0;
     for line in response
@@ -302,11 +351,11 @@ fn response_lines(response: &str) -> Vec<String> {
     {
         let mut rest = line.as_str();
         while !rest.is_empty() {
-            let mut cut = rest.len().min(MAX_LINE);
+            let mut cut = rest.len().min(MAX_LINE).min(max - total);
             while !rest.is_char_boundary(cut) {
                 cut -= 1;
             }
-            if total + cut > MAX_RESPONSE {
+            if cut == 0 {
                 lines.push("[...]".to_string());
                 return lines;
             }
@@ -327,18 +376,18 @@ fn clean(text: &str) -> String {
         .to_string()
 }
 
-/// The original header section, including its line breaks, capped at
-/// [`MAX_QUOTED_HEADERS`] on a line boundary.
-fn header_section(message: &[u8]) -> &[u8] {
+/// The original header section, including its line breaks, capped at `max` bytes on a line
+/// boundary.
+fn header_section(message: &[u8], max: usize) -> &[u8] {
     let end = find(message, b"\r\n\r\n")
         .map(|i| i + 2)
         .or_else(|| find(message, b"\n\n").map(|i| i + 1))
         .unwrap_or(message.len());
     let section = &message[..end];
-    if section.len() <= MAX_QUOTED_HEADERS {
+    if section.len() <= max {
         return section;
     }
-    let cut = &section[..MAX_QUOTED_HEADERS];
+    let cut = &section[..max];
     match cut.iter().rposition(|&b| b == b'\n') {
         Some(i) => &cut[..=i],
         None => &[],
@@ -347,7 +396,7 @@ fn header_section(message: &[u8]) -> &[u8] {
 
 /// The original Message-ID, when it is a plain `<...>` token safe to repeat.
 fn original_message_id(message: &[u8]) -> Option<String> {
-    let headers = header_section(message);
+    let headers = header_section(message, DEFAULT_RETURNED_BYTES);
     let parsed = mail_parser::MessageParser::new().parse_headers(headers)?;
     let id = parsed.message_id()?;
     let ok = !id.is_empty()

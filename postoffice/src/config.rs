@@ -92,20 +92,42 @@ pub struct Config {
     pub tls: Option<crate::tls::TlsSettings>,
 }
 
+/// Default of [`HostPolicy::rate_per_minute`]: recipients per minute per host.
+pub const DEFAULT_RATE_PER_MINUTE: u32 = 600;
+
 /// What a sending host may do.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HostPolicy {
     /// Sender domains this host may use (`example.com` also allows `sub.example.com` only when
     /// written `*.example.com`). Empty: any domain.
     pub allowed_sender_domains: Vec<String>,
-    /// Messages per minute; 0 = unlimited.
+    /// Recipients per minute (a post to n recipients counts n); 0 = unlimited.
     pub rate_per_minute: u32,
-    /// Messages allowed in a burst above the steady rate (default: the per-minute rate).
+    /// Recipients allowed in a burst (the bucket's size; default: the per-minute rate). A
+    /// post with more recipients is refused for good.
     pub rate_burst: Option<u32>,
     /// Refuse (401) posts that are not signed (`X-Hedwig-Signature`): set once the host's
     /// mailman signs, so that a captured key or post cannot be replayed unsigned.
     pub require_signed: bool,
+}
+
+impl Default for HostPolicy {
+    fn default() -> Self {
+        HostPolicy {
+            allowed_sender_domains: Vec::new(),
+            rate_per_minute: DEFAULT_RATE_PER_MINUTE,
+            rate_burst: None,
+            require_signed: false,
+        }
+    }
+}
+
+impl HostPolicy {
+    /// The bucket's size: `rate_burst`, or the per-minute rate; at least 1.
+    pub fn burst(&self) -> u32 {
+        self.rate_burst.unwrap_or(self.rate_per_minute).max(1)
+    }
 }
 
 impl Default for Config {

@@ -18,7 +18,7 @@ use crate::body::Budget;
 use crate::dedupe::{Claim, Pending};
 use crate::error::Reject;
 use crate::from_policy::{self, FromRefusal};
-use crate::policy::Refusal;
+use crate::policy::{RateRefusal, Refusal};
 use crate::queue::Target;
 use crate::server::Conn;
 use crate::state::AppState;
@@ -273,10 +273,6 @@ async fn queue_submission(
                 StatusCode::FORBIDDEN,
                 format!("sender domain {domain} is not allowed for this host"),
             ),
-            Refusal::RateLimited => Reject::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate limit exceeded for this host; retry later",
-            ),
         })?;
     let dkim_domains = from_policy::check(state.policies.policy(&fqdn), &message).map_err(
         |refusal| match refusal {
@@ -293,6 +289,29 @@ async fn queue_submission(
             ),
         },
     )?;
+    // Taken last, so a post refused for its From: spends no tokens.
+    // The rate limit counts recipients: a post to n recipients takes n tokens.
+    state
+        .policies
+        .take_rate(&fqdn, recipients.len())
+        .map_err(|refusal| match refusal {
+            RateRefusal::Later { retry_after } => Reject::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "rate limit exceeded for this host ({} recipients); retry in {}s",
+                    recipients.len(),
+                    retry_after.as_secs()
+                ),
+            ),
+            // Could never pass: refused for good, not retried.
+            RateRefusal::OverBurst { recipients, burst } => Reject::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{recipients} recipients exceed this host's rate burst of {burst} \
+                     recipients; split the message"
+                ),
+            ),
+        })?;
 
     let pending = match &submission.id {
         Some(id) => match state.dedupe.claim(&fqdn, id).await {

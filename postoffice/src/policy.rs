@@ -1,9 +1,15 @@
 //! Per-host rules applied after a host has proved its key: revocation, allowed sender domains
 //! and a rate limit (a token bucket per host).
+//!
+//! The rate limit counts recipients, not posts (issue 11 F4): each recipient is one delivery
+//! and one possible bounce, so a post to 1,000 recipients takes 1,000 tokens. A post takes
+//! all its tokens or none. One with more recipients than the bucket holds (`rate_burst`)
+//! could never pass: it is refused for good ([`RateRefusal::OverBurst`], 403) instead of
+//! being retried forever (429).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::{Config, HostPolicy};
 
@@ -12,7 +18,15 @@ use crate::config::{Config, HostPolicy};
 pub enum Refusal {
     Revoked,
     SenderDomain(String),
-    RateLimited,
+}
+
+/// Why a host's message is over its rate limit.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RateRefusal {
+    /// Not enough tokens now: enough will have refilled after `retry_after`.
+    Later { retry_after: Duration },
+    /// More recipients than the bucket can ever hold: split the message.
+    OverBurst { recipients: usize, burst: u32 },
 }
 
 /// The policies of every host, with names normalized, and the rate-limit buckets.
@@ -62,7 +76,7 @@ impl Policies {
     }
 
     /// Whether `fqdn` (authenticated, lowercase) may send from `sender_domain` (None: the null
-    /// sender) now. Takes a rate-limit token when it may.
+    /// sender). The rate limit is [`Policies::take_rate`].
     pub fn admit(&self, fqdn: &str, sender_domain: Option<&str>) -> Result<(), Refusal> {
         if self.revoked.contains(fqdn) {
             return Err(Refusal::Revoked);
@@ -73,16 +87,29 @@ impl Policies {
                 return Err(Refusal::SenderDomain(domain.to_string()));
             }
         }
-        if policy.rate_per_minute > 0 && !self.take_token(fqdn, policy) {
-            return Err(Refusal::RateLimited);
-        }
         Ok(())
     }
 
-    fn take_token(&self, fqdn: &str, policy: &HostPolicy) -> bool {
+    /// Takes one token per recipient from `fqdn`'s bucket, all or none.
+    pub fn take_rate(&self, fqdn: &str, recipients: usize) -> Result<(), RateRefusal> {
+        self.take_rate_at(fqdn, recipients, Instant::now())
+    }
+
+    fn take_rate_at(&self, fqdn: &str, recipients: usize, now: Instant) -> Result<(), RateRefusal> {
+        let policy = self.policy(fqdn);
+        if policy.rate_per_minute == 0 {
+            return Ok(());
+        }
+        let burst_n = policy.burst();
+        if recipients > burst_n as usize {
+            return Err(RateRefusal::OverBurst {
+                recipients,
+                burst: burst_n,
+            });
+        }
         let rate = f64::from(policy.rate_per_minute) / 60.0;
-        let burst = f64::from(policy.rate_burst.unwrap_or(policy.rate_per_minute).max(1));
-        let now = Instant::now();
+        let burst = f64::from(burst_n);
+        let need = recipients.max(1) as f64;
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         let bucket = buckets.entry(fqdn.to_string()).or_insert(Bucket {
             tokens: burst,
@@ -91,11 +118,14 @@ impl Policies {
         let elapsed = now.duration_since(bucket.last).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * rate).min(burst);
         bucket.last = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            true
+        if bucket.tokens >= need {
+            bucket.tokens -= need;
+            Ok(())
         } else {
-            false
+            let wait = (need - bucket.tokens) / rate;
+            Err(RateRefusal::Later {
+                retry_after: Duration::from_secs_f64(wait.ceil().max(1.0)),
+            })
         }
     }
 }
@@ -148,16 +178,81 @@ mod tests {
                 ..HostPolicy::default()
             },
         );
+        config.hosts.insert(
+            "fast.example.com".into(),
+            HostPolicy {
+                rate_per_minute: 0,
+                ..HostPolicy::default()
+            },
+        );
         let p = Policies::new(&config);
         assert_eq!(p.admit("old.example.com", None), Err(Refusal::Revoked));
         assert_eq!(p.admit("slow.example.com", Some("x.test")), Ok(()));
-        assert_eq!(p.admit("slow.example.com", Some("x.test")), Ok(()));
-        assert_eq!(
-            p.admit("slow.example.com", Some("x.test")),
-            Err(Refusal::RateLimited)
-        );
+        assert_eq!(p.take_rate("slow.example.com", 1), Ok(()));
+        assert_eq!(p.take_rate("slow.example.com", 1), Ok(()));
+        assert!(matches!(
+            p.take_rate("slow.example.com", 1),
+            Err(RateRefusal::Later { .. })
+        ));
         for _ in 0..100 {
-            assert_eq!(p.admit("fast.example.com", None), Ok(()));
+            assert_eq!(p.take_rate("fast.example.com", 1000), Ok(()));
         }
+    }
+
+    #[test]
+    fn recipients_are_counted_all_or_none() {
+        let mut config = Config::default();
+        config.hosts.insert(
+            "h.example".into(),
+            HostPolicy {
+                rate_per_minute: 60,
+                rate_burst: Some(10),
+                ..HostPolicy::default()
+            },
+        );
+        let p = Policies::new(&config);
+        let t0 = Instant::now();
+        assert_eq!(
+            p.take_rate_at("h.example", 11, t0),
+            Err(RateRefusal::OverBurst {
+                recipients: 11,
+                burst: 10
+            })
+        );
+        assert_eq!(p.take_rate_at("h.example", 7, t0), Ok(()));
+        // 3 left: a post to 4 takes none of them, and may come back in a second.
+        assert_eq!(
+            p.take_rate_at("h.example", 4, t0),
+            Err(RateRefusal::Later {
+                retry_after: Duration::from_secs(1)
+            })
+        );
+        assert_eq!(p.take_rate_at("h.example", 3, t0), Ok(()));
+        // One token a second.
+        assert_eq!(
+            p.take_rate_at("h.example", 5, t0 + Duration::from_secs(2)),
+            Err(RateRefusal::Later {
+                retry_after: Duration::from_secs(3)
+            })
+        );
+        assert_eq!(
+            p.take_rate_at("h.example", 5, t0 + Duration::from_secs(5)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn the_default_policy_is_finite() {
+        let p = Policies::new(&Config::default());
+        let t0 = Instant::now();
+        assert_eq!(p.take_rate_at("any.example", 600, t0), Ok(()));
+        assert!(matches!(
+            p.take_rate_at("any.example", 1, t0),
+            Err(RateRefusal::Later { .. })
+        ));
+        assert!(matches!(
+            p.take_rate_at("other.example", 601, t0),
+            Err(RateRefusal::OverBurst { .. })
+        ));
     }
 }

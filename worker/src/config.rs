@@ -35,6 +35,8 @@ pub struct Config {
     pub retry: Retry,
     /// Send RFC 3464 bounces to the envelope sender on permanent failure.
     pub bounces: bool,
+    /// How large bounces may be and how many one sender gets.
+    pub bounce_limits: BounceLimits,
     pub return_path: ReturnPath,
     /// Send all mail through this host: `host`, `host:port` (MX lookup of host) or
     /// `[host]:port` (no MX lookup).
@@ -63,6 +65,9 @@ pub struct Config {
     /// Address literals (`x@[192.0.2.1]`) the worker may deliver to: only in these networks
     /// (`allow: [cidr, ...]`); others fail permanently without a connection. Default: none.
     pub address_literals: hedwig_core::address::AddressLiterals,
+    /// A message with more `Received:` header fields than this is looping: it is not
+    /// delivered, every recipient fails with `5.4.6` (Postfix's `hopcount_limit`).
+    pub hop_limit: usize,
 }
 
 impl Default for Config {
@@ -77,6 +82,7 @@ impl Default for Config {
             timeouts: Timeouts::default(),
             retry: Retry::default(),
             bounces: true,
+            bounce_limits: BounceLimits::default(),
             return_path: ReturnPath::default(),
             relayhost: None,
             transports: BTreeMap::new(),
@@ -90,6 +96,7 @@ impl Default for Config {
             require_safe_keys: false,
             limits: crate::destination::Limits::default(),
             address_literals: Default::default(),
+            hop_limit: 50,
         }
     }
 }
@@ -160,6 +167,49 @@ impl Default for Retry {
             first: Duration::from_secs(300),
             max_delay: Duration::from_secs(4 * 3600),
             max_lifetime: Duration::from_secs(5 * 86400),
+        }
+    }
+}
+
+/// Bounds on bounces (backscatter): their size, and how many one envelope sender gets.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BounceLimits {
+    /// At most this much of the original message is returned (its header section, cut on a
+    /// line; never the body). Postfix's `bounce_size_limit`.
+    pub returned_size: hedwig_core::config::ByteSize,
+    /// At most this much of each recipient's diagnostic (the remote answer) is repeated.
+    pub diagnostic_size: hedwig_core::config::ByteSize,
+    /// At most this many failed recipients are detailed in one bounce; a line says how many
+    /// more failed.
+    pub recipients: usize,
+    /// At most this many bounces to one envelope sender per `interval` (per worker process);
+    /// over it no bounce is sent, the failure is still recorded. 0 = no limit.
+    pub per_sender: u32,
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for BounceLimits {
+    fn default() -> Self {
+        let dsn = hedwig_message::dsn::Limits::default();
+        BounceLimits {
+            returned_size: hedwig_core::config::ByteSize(dsn.returned_bytes as u64),
+            diagnostic_size: hedwig_core::config::ByteSize(dsn.diagnostic_bytes as u64),
+            recipients: dsn.recipients,
+            per_sender: 100,
+            interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl BounceLimits {
+    /// The limits the DSN builder applies.
+    pub fn dsn(&self) -> hedwig_message::dsn::Limits {
+        hedwig_message::dsn::Limits {
+            returned_bytes: self.returned_size.as_usize(),
+            diagnostic_bytes: self.diagnostic_size.as_usize(),
+            recipients: self.recipients,
         }
     }
 }
@@ -292,6 +342,22 @@ impl Config {
                 "http_listen: {:?} is not ip:port",
                 self.http_listen
             ));
+        }
+        let b = &self.bounce_limits;
+        if b.diagnostic_size.as_usize() < 64 {
+            errors.push("bounce_limits.diagnostic_size: must be at least 64 bytes".into());
+        }
+        if b.recipients == 0 {
+            errors.push("bounce_limits.recipients: must be at least 1".into());
+        }
+        if b.per_sender > 0 && b.interval.is_zero() {
+            errors.push("bounce_limits.interval: must be more than 0s".into());
+        }
+        if self.hop_limit == 0 {
+            errors.push(
+                "hop_limit: must be at least 1 (every relayed message has a Received: field)"
+                    .into(),
+            );
         }
         if self.retry.first.is_zero() {
             errors.push("retry.first: must be more than 0s".into());

@@ -510,6 +510,7 @@ fn clone_error(e: &Error) -> Error {
         Error::BadAddress(s) => Error::BadAddress(s.clone()),
         Error::LiteralRefused(s) => Error::LiteralRefused(s.clone()),
         Error::Expired(s) => Error::Expired(s.clone()),
+        Error::Loop { hops } => Error::Loop { hops: *hops },
         Error::Local(s) => Error::Local(s.clone()),
         Error::Throttled {
             destination,

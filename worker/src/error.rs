@@ -109,6 +109,10 @@ pub enum Error {
     /// The queue lifetime ran out while deliveries kept failing temporarily.
     #[error("gave up after the maximum queue lifetime; last error: {0}")]
     Expired(String),
+    /// The message has passed more relays than `hop_limit` allows: it is going round in a
+    /// circle (RFC 5321 §6.3).
+    #[error("mail loop: too many hops ({hops} Received headers)")]
+    Loop { hops: usize },
     /// Something on this machine failed (capture Maildir, no TLS config).
     #[error("local error: {0}")]
     Local(String),
@@ -134,6 +138,7 @@ impl Error {
             | Error::TooBig { .. }
             | Error::BadAddress(_)
             | Error::LiteralRefused(_)
+            | Error::Loop { .. }
             | Error::Expired(_) => true,
             Error::DnsTemporary { .. }
             | Error::Connect { .. }
@@ -166,6 +171,7 @@ impl Error {
             Error::BadAddress(_) => "bad-address",
             Error::LiteralRefused(_) => "address-literal",
             Error::Expired(_) => "expired",
+            Error::Loop { .. } => "loop",
             Error::Local(_) => "local",
             Error::Throttled { .. } => "throttled",
         }
@@ -202,6 +208,8 @@ impl Error {
             // RFC 3463: delivery not authorized.
             Error::LiteralRefused(_) => "5.7.1".into(),
             Error::Expired(_) => "5.4.7".into(),
+            // RFC 3463 §3.5: routing loop detected.
+            Error::Loop { .. } => "5.4.6".into(),
             Error::Local(_) => generic("3.0"),
             Error::Throttled { .. } => "4.4.5".into(),
         }
@@ -264,6 +272,13 @@ mod tests {
         assert!(!Error::Tls("not offered".into()).is_permanent());
         assert!(Error::NeedsSmtpUtf8("mx".into()).is_permanent());
         assert_eq!(Error::Local("disk".into()).dsn(), "4.3.0");
+        let looping = Error::Loop { hops: 51 };
+        assert!(looping.is_permanent());
+        assert_eq!(looping.dsn(), "5.4.6");
+        assert_eq!(
+            looping.to_string(),
+            "mail loop: too many hops (51 Received headers)"
+        );
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! - [`config`]: the config struct, defaults, semantic checks.
 //! - [`plan`]: what becomes of a job after an attempt (retry with backoff, failed record,
 //!   bounce): pure decisions, no I/O.
+//! - [`bounce_limit`]: at most so many bounces per envelope sender per interval.
 //! - [`error`]: every delivery failure, and the one `is_permanent` classification.
+//! - [`hops`]: mail loop detection (counting `Received:` fields).
 //! - [`route`]: nexthops (relayhost, transports) and MX resolution with hickory.
 //! - [`smtp`]: the SMTP client: reply parsing, the session over any stream, STARTTLS.
 //! - [`deliver`]: one message to one domain: hosts, addresses, sessions, per-recipient outcomes.
@@ -17,11 +19,13 @@
 //! [`run`] starts it all in-process (the binary and the end-to-end tests use it); [`check`]
 //! is `worker check-config`.
 
+pub mod bounce_limit;
 pub mod capture;
 pub mod config;
 pub mod deliver;
 pub mod destination;
 pub mod error;
+pub mod hops;
 pub mod http;
 pub mod metrics;
 pub mod plan;
@@ -91,6 +95,10 @@ pub fn build(config: Config) -> Result<Parts, RunError> {
     });
     Ok(Parts {
         worker: Arc::new(queue::Worker {
+            bounce_limiter: bounce_limit::SenderLimiter::new(
+                config.bounce_limits.per_sender,
+                config.bounce_limits.interval,
+            ),
             config,
             deliverer,
             signer,

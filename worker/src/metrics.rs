@@ -30,6 +30,10 @@ pub enum Counter {
     TlsNotUsed,
     /// A job that could not be decoded (buried).
     BadJob,
+    /// A bounce not sent: its sender had its `bounce_limits.per_sender` for the interval.
+    BounceLimited,
+    /// A message not delivered because it carried more `Received:` fields than `hop_limit`.
+    Loop,
 }
 
 #[derive(Debug, Default)]
@@ -57,6 +61,8 @@ impl Counter {
             Counter::TlsUsed => "hedwig_worker_sessions_tls_total",
             Counter::TlsNotUsed => "hedwig_worker_sessions_plain_total",
             Counter::BadJob => "hedwig_worker_bad_jobs_total",
+            Counter::Loop => "hedwig_worker_loops_total",
+            Counter::BounceLimited => "hedwig_worker_bounces_limited_total",
         }
     }
 }
@@ -165,6 +171,8 @@ impl Metrics {
             Counter::TlsUsed,
             Counter::TlsNotUsed,
             Counter::BadJob,
+            Counter::Loop,
+            Counter::BounceLimited,
         ] {
             let name = counter.name();
             let _ = writeln!(out, "# TYPE {name} counter");

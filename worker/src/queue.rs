@@ -42,6 +42,8 @@ pub struct Worker {
     pub deliverer: Arc<Deliverer>,
     pub signer: Option<Arc<Signer>>,
     pub metrics: Arc<Metrics>,
+    /// Bounces per envelope sender per interval.
+    pub bounce_limiter: crate::bounce_limit::SenderLimiter,
 }
 
 impl Worker {
@@ -201,6 +203,23 @@ impl Worker {
     /// Delivers every recipient of `job`, one domain at a time in parallel.
     pub async fn attempt(&self, job: &Job) -> Vec<(String, Outcome)> {
         let env = &job.envelope;
+        // RFC 5321 §6.3: a message going round in a circle is not delivered again.
+        let hops = crate::hops::received_count(&job.message);
+        let limit = self.config.hop_limit;
+        if hops > limit {
+            self.metrics.incr(Counter::Loop);
+            tracing::warn!(
+                queue_id = %env.queue_id, host = %env.host, from = %env.mail_from, hops, limit,
+                "{}: mail loop: {hops} Received headers, more than hop_limit {limit}; not delivered",
+                env.queue_id
+            );
+            let outcome = Outcome::failed(&crate::error::Error::Loop { hops }, None);
+            return env
+                .rcpt_to
+                .iter()
+                .map(|r| (r.clone(), outcome.clone()))
+                .collect();
+        }
         let mail_from = self
             .config
             .return_path
@@ -333,7 +352,9 @@ impl Worker {
             put(putter, TUBE_FAILED, &failed.encode(), Duration::ZERO, ttr).await?;
             self.metrics.incr(Counter::Failed);
         }
-        if !plan.bounce.is_empty() {
+        // Over the sender's bounce limit, the failed-tube records above hold everything;
+        // only the bounce is left out.
+        if !plan.bounce.is_empty() && self.bounce_allowed(job, plan) {
             match self.bounce(job, plan, now) {
                 Ok(bounce) => {
                     put(putter, TUBE_OUTBOUND, &bounce.encode(), Duration::ZERO, ttr).await?;
@@ -353,6 +374,41 @@ impl Worker {
         Ok(())
     }
 
+    /// Whether the bounce's recipient is still within `bounce_limits.per_sender`; logs the
+    /// first refusal of each sender's interval. A bounce to a configured `return_path` (the
+    /// operator's own address, not one the poster chose) is not limited.
+    fn bounce_allowed(&self, job: &Job, plan: &Plan) -> bool {
+        use crate::bounce_limit::Verdict;
+        let limits = &self.config.bounce_limits;
+        if !plan
+            .bounce_to
+            .eq_ignore_ascii_case(job.envelope.mail_from.trim())
+        {
+            return true;
+        }
+        match self.bounce_limiter.check(&plan.bounce_to, Instant::now()) {
+            Verdict::Send => true,
+            Verdict::Refuse { first } => {
+                self.metrics.incr(Counter::BounceLimited);
+                let env = &job.envelope;
+                if first {
+                    tracing::warn!(
+                        queue_id = %env.queue_id, host = %env.host, to = %plan.bounce_to,
+                        "{}: no bounce to <{}>: it had its {} bounces in {:?}; failures are still \
+                         recorded in {TUBE_FAILED} (logged once per sender per interval)",
+                        env.queue_id,
+                        plan.bounce_to,
+                        limits.per_sender,
+                        limits.interval
+                    );
+                } else {
+                    tracing::debug!(queue_id = %env.queue_id, to = %plan.bounce_to, "no bounce: sender over its bounce limit");
+                }
+                false
+            }
+        }
+    }
+
     fn bounce(&self, job: &Job, plan: &Plan, now: u64) -> Result<Job, hedwig_message::Error> {
         // The bounce goes where the remote servers' bounces go: the effective return path.
         let mut original = job.envelope.clone();
@@ -364,6 +420,7 @@ impl Worker {
             message: &job.message,
             failed: &plan.bounce,
             now,
+            limits: self.config.bounce_limits.dsn(),
         };
         hedwig_message::dsn::bounce_job(&params, hedwig_core::new_queue_id())
     }

@@ -5,6 +5,7 @@
 mod common;
 
 mod bounce;
+mod mail_loop;
 mod msmtp_plain;
 mod msmtp_t;
 mod php_mail;

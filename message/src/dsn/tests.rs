@@ -63,6 +63,7 @@ fn params<'a>(original: &'a Envelope, failed: &'a [(String, Failure)]) -> Params
         message: ORIGINAL,
         failed,
         now: 1_795_407_331,
+        limits: Limits::default(),
     }
 }
 
@@ -402,7 +403,7 @@ fn huge_headers_are_cut_on_a_line() {
     p.message = &big;
     let bytes = build(&p).unwrap();
     assert!(
-        bytes.len() < MAX_QUOTED_HEADERS + 8 * 1024,
+        bytes.len() < DEFAULT_RETURNED_BYTES + 8 * 1024,
         "{}",
         bytes.len()
     );
@@ -455,15 +456,89 @@ fn relay_hosts() {
 
 #[test]
 fn long_responses_are_bounded_and_wrapped() {
-    let lines = response_lines(&"é".repeat(1000));
+    let lines = response_lines(&"é".repeat(1000), 8192);
     assert_eq!(lines.len(), 3);
     assert!(lines.iter().all(|l| l.len() <= 900));
     assert_eq!(lines.concat(), "é".repeat(1000));
-    let lines = response_lines(&"x".repeat(100_000));
+    let lines = response_lines(&"x".repeat(100_000), 8192);
     assert_eq!(lines.last().map(String::as_str), Some("[...]"));
-    assert!(lines.iter().map(String::len).sum::<usize>() <= MAX_RESPONSE + 5);
+    assert!(lines.iter().map(String::len).sum::<usize>() <= 8192 + 5);
+    let lines = response_lines(&"é".repeat(1000), 511);
+    assert_eq!(lines.last().map(String::as_str), Some("[...]"));
+    assert_eq!(lines[0], "é".repeat(255));
+    assert_eq!(response_lines("550 exactly", 11), vec!["550 exactly"]);
     assert_eq!(
-        response_lines("550 a\r\n\r\n550 b\r\n"),
+        response_lines("550 a\r\n\r\n550 b\r\n", 512),
         vec!["550 a", "550 b"]
     );
+}
+
+/// A thousand recipients rejected with 8 KB answers each, under headers of 64 KB: the bounce
+/// stays small (issue 11 F4: it was 16.6 MB).
+#[test]
+fn a_bounce_is_bounded_whatever_it_reports() {
+    let original = envelope();
+    let mut long = rejected();
+    long.response = format!(
+        "550-5.1.1 {}\r\n550 5.1.1 {}",
+        "a".repeat(4000),
+        "b".repeat(4000)
+    );
+    let failed: Vec<(String, Failure)> = (0..1000)
+        .map(|i| (format!("user{i}@example.org"), long.clone()))
+        .collect();
+    let mut headers = Vec::new();
+    for i in 0..1500 {
+        headers.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "y".repeat(30)).as_bytes());
+    }
+    headers.extend_from_slice(b"\r\nbody\r\n");
+    assert!(headers.len() > 64 * 1024);
+    let mut p = params(&original, &failed);
+    p.message = &headers;
+    let bytes = build(&p).unwrap();
+    let limits = Limits::default();
+    // Per recipient: the text and the status group, each with at most the diagnostic cap
+    // (plus line breaks and `[...]`) and some fixed fields.
+    let bound =
+        limits.returned_bytes + limits.recipients * (2 * limits.diagnostic_bytes + 400) + 4096;
+    assert!(bytes.len() <= bound, "{} > {bound}", bytes.len());
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(
+        text.contains("... and 900 more recipients (not listed: at most 100 per notification)."),
+        "{text}"
+    );
+    let message = MessageParser::new().parse(&bytes).unwrap();
+    assert_eq!(message.parts.len(), 4, "the structure survives");
+    let status_i = (0..message.parts.len())
+        .find(|&i| {
+            message.parts[i]
+                .content_type()
+                .is_some_and(|c| c.subtype() == Some("delivery-status"))
+        })
+        .unwrap();
+    let groups = status_groups(part_body(&message, status_i));
+    assert_eq!(groups.len(), 1 + limits.recipients);
+    for group in &groups[1..] {
+        let diagnostic = field(group, "Diagnostic-Code").unwrap();
+        assert!(
+            diagnostic.starts_with("smtp; 550-5.1.1 aaa"),
+            "{diagnostic}"
+        );
+        assert!(diagnostic.ends_with("[...]"), "{diagnostic}");
+        assert!(
+            diagnostic.len() <= limits.diagnostic_bytes + 20,
+            "{}",
+            diagnostic.len()
+        );
+        assert_eq!(field(group, "Status"), Some("5.1.1"));
+    }
+    // Smaller limits, as configured.
+    p.limits = Limits {
+        returned_bytes: 1000,
+        diagnostic_bytes: 100,
+        recipients: 3,
+    };
+    let small = build(&p).unwrap();
+    assert!(small.len() < 6000, "{}", small.len());
+    assert!(String::from_utf8_lossy(&small).contains("... and 997 more recipients"));
 }

@@ -65,6 +65,7 @@ async fn python_reads_the_bounce_and_dkim_verifies_it() {
             message: ORIGINAL,
             failed: &failed,
             now: 1_795_407_331,
+            limits: Default::default(),
         },
         "BOUNCE1".into(),
     )

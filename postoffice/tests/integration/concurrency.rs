@@ -2,11 +2,15 @@
 
 use std::sync::Arc;
 
-use crate::common::{email, PostOffice};
+use crate::common::{config, email, PostOffice};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_concurrent_posts_make_thousand_jobs() {
-    let po = Arc::new(PostOffice::start().await);
+    // Concurrency, not the rate limit (`rate_counts_recipients.rs`): no limit for this host.
+    let beanstalkd = hedwig_testkit::Beanstalkd::start();
+    let mut config = config(&beanstalkd);
+    config.default_policy.rate_per_minute = 0;
+    let po = Arc::new(PostOffice::start_with(beanstalkd, config).await);
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..1000 {
         let po = po.clone();

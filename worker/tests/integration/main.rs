@@ -6,6 +6,7 @@ mod common;
 
 mod address_literals;
 mod bad_job_buried;
+mod bounce_amplification;
 mod capture_maildir;
 mod cli;
 mod connection_reuse_and_slow_down;

@@ -271,9 +271,14 @@ pub fn mailman_key() -> String {
 
 impl Mailman {
     pub async fn start(net: Net, postoffice: SocketAddr) -> Mailman {
+        Self::start_on(SocketAddr::from((net.services(), 0)), postoffice).await
+    }
+
+    /// mailman listening on `listen` (port 0: any free port).
+    pub async fn start_on(listen: SocketAddr, postoffice: SocketAddr) -> Mailman {
         let spool = tempfile::tempdir().expect("spool dir");
         let config = mailman::Config {
-            listen: vec![format!("{}:0", net.services())],
+            listen: vec![listen.to_string()],
             http_listen: String::new(),
             fqdn: MAILMAN_FQDN.into(),
             key: Some(mailman_key()),
