@@ -119,6 +119,30 @@ pub fn classify(status: u16, body: &[u8]) -> Verdict {
     }
 }
 
+/// What a post office older than signed requests answers a signed post (no `key` in the
+/// body): `400 {"error": "field \"key\" is missing"}`.
+const OLD_POSTOFFICE_400: &str = "field \"key\" is missing";
+
+/// A signed post refused by a post office older than signed requests is kept and retried, not
+/// refused for good (and bounced): the message is fine, the post office must be upgraded (or
+/// `sign_posts: false` set). mailman never falls back to sending its key by itself: a forged
+/// 400 would otherwise make it hand the key to whoever sits on the path.
+fn older_than_signing(verdict: Verdict) -> Verdict {
+    match verdict {
+        Verdict::Rejected {
+            status: 400,
+            reason,
+        } if reason.contains(OLD_POSTOFFICE_400) => Verdict::Retry(RetryReason::Unexpected(
+            400,
+            format!(
+                "the post office does not take signed requests ({reason}): upgrade it, or \
+                     set sign_posts: false until then; the message stays spooled"
+            ),
+        )),
+        other => other,
+    }
+}
+
 /// Posts messages to the postoffice URLs, in order.
 ///
 /// Posts are signed (see [`hedwig_core::signing`]): the post office authenticates them from the
@@ -254,7 +278,14 @@ impl Poster {
         };
         let status = response.status().as_u16();
         match response.bytes().await {
-            Ok(body) => classify(status, &body),
+            Ok(body) => {
+                let verdict = classify(status, &body);
+                if self.signed {
+                    older_than_signing(verdict)
+                } else {
+                    verdict
+                }
+            }
             Err(e) if e.is_timeout() => Verdict::Retry(RetryReason::Timeout),
             Err(e) => Verdict::Retry(RetryReason::Interrupted(reqwest_error(e))),
         }
@@ -357,6 +388,21 @@ mod tests {
         assert!(matches!(
             classify(404, b""),
             Verdict::Retry(RetryReason::Unexpected(404, _))
+        ));
+    }
+
+    #[test]
+    fn an_old_post_office_refusing_a_signed_post_means_retry_not_bounce() {
+        let old = classify(400, br#"{"error":"field \"key\" is missing"}"#);
+        assert!(matches!(
+            older_than_signing(old),
+            Verdict::Retry(RetryReason::Unexpected(400, ref why)) if why.contains("sign_posts")
+        ));
+        // Any other 400 stays a refusal.
+        let other = classify(400, br#"{"error":"no recipients"}"#);
+        assert!(matches!(
+            older_than_signing(other),
+            Verdict::Rejected { status: 400, .. }
         ));
     }
 }

@@ -11,6 +11,10 @@
 //! - A host without a list (any sender): accepted, but never signed; the post office warns at
 //!   start naming such hosts.
 //!
+//! - A bounce the host makes itself (null envelope sender, every From: address in the host's
+//!   own name, as mailman's `MAILER-DAEMON@<fqdn>` for a message refused after its 250) is
+//!   accepted whatever the list says, and signed only if the list names that domain.
+//!
 //! The envelope sender is checked in [`crate::policy`]; the null sender skips that check but
 //! not this one.
 
@@ -30,9 +34,14 @@ pub enum FromRefusal {
     Domain(String),
 }
 
-/// Checks the From: fields of `message` against `policy`. Returns the domains the message
-/// may be signed for, most specific first (empty: none).
-pub fn check(policy: &HostPolicy, message: &[u8]) -> Result<Vec<String>, FromRefusal> {
+/// Checks the From: fields of `message` against `policy`. `own_bounce` is the host's fqdn
+/// when the envelope sender is null (a bounce of the host's own may be From: its own name).
+/// Returns the domains the message may be signed for, most specific first (empty: none).
+pub fn check(
+    policy: &HostPolicy,
+    own_bounce: Option<&str>,
+    message: &[u8],
+) -> Result<Vec<String>, FromRefusal> {
     let from = FromHeader::parse(message);
     if from.fields > 1 {
         return Err(FromRefusal::Several(from.fields));
@@ -44,7 +53,11 @@ pub fn check(policy: &HostPolicy, message: &[u8]) -> Result<Vec<String>, FromRef
     let domains = from
         .domains()
         .map_err(|no_domain| FromRefusal::NoDomain(no_domain.0))?;
-    if let Some(refused) = domains.iter().find(|d| !domain_allowed(allowed, d)) {
+    let own = |d: &String| own_bounce.is_some_and(|fqdn| d.eq_ignore_ascii_case(fqdn));
+    if let Some(refused) = domains
+        .iter()
+        .find(|d| !domain_allowed(allowed, d) && !own(d))
+    {
         return Err(FromRefusal::Domain(refused.clone()));
     }
     let Some(first) = domains.first() else {
@@ -99,7 +112,7 @@ mod tests {
     #[test]
     fn signing_domains_follow_the_list() {
         let p = policy(&["tenant-a.test", "*.pattern.test", "*.x.exact.test"]);
-        let ok = |h: &str| check(&p, &msg(h)).unwrap();
+        let ok = |h: &str| check(&p, None, &msg(h)).unwrap();
         assert_eq!(ok("From: a@Tenant-A.test\r\n"), ["tenant-a.test"]);
         assert_eq!(
             ok("From: a@b.pattern.test\r\n"),
@@ -113,16 +126,17 @@ mod tests {
         assert_eq!(ok(""), Vec::<String>::new());
         assert_eq!(ok("From: undisclosed:;\r\n"), Vec::<String>::new());
         assert_eq!(
-            check(&p, &msg("From: a@sub.tenant-a.test\r\n")),
+            check(&p, None, &msg("From: a@sub.tenant-a.test\r\n")),
             Err(FromRefusal::Domain("sub.tenant-a.test".into()))
         );
         assert_eq!(
-            check(&p, &msg("From: root\r\n")),
+            check(&p, None, &msg("From: root\r\n")),
             Err(FromRefusal::NoDomain("root".into()))
         );
         assert_eq!(
             check(
                 &p,
+                None,
                 &msg("From: a@tenant-a.test\r\nFrom: a@tenant-a.test\r\n")
             ),
             Err(FromRefusal::Several(2))
@@ -133,12 +147,29 @@ mod tests {
     fn without_a_list_anything_goes_unsigned() {
         let p = policy(&[]);
         assert_eq!(
-            check(&p, &msg("From: ceo@tenant-b.test\r\n")),
+            check(&p, None, &msg("From: ceo@tenant-b.test\r\n")),
             Ok(Vec::new())
         );
         assert_eq!(
-            check(&p, &msg("From: a@x.test\r\nFrom: b@y.test\r\n")),
+            check(&p, None, &msg("From: a@x.test\r\nFrom: b@y.test\r\n")),
             Err(FromRefusal::Several(2))
+        );
+    }
+
+    #[test]
+    fn a_host_may_bounce_from_its_own_name_unsigned() {
+        let p = policy(&["tenant-a.test"]);
+        let bounce = msg("From: MAILER-DAEMON@Web1.Example.org\r\n");
+        // Null sender, From: the host's own name: accepted, not signed (not in the list).
+        assert_eq!(check(&p, Some("web1.example.org"), &bounce), Ok(Vec::new()));
+        // Not for a message with a sender, nor for another host's name.
+        assert_eq!(
+            check(&p, None, &bounce),
+            Err(FromRefusal::Domain("web1.example.org".into()))
+        );
+        assert_eq!(
+            check(&p, Some("web2.example.org"), &bounce),
+            Err(FromRefusal::Domain("web1.example.org".into()))
         );
     }
 }

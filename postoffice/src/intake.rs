@@ -274,21 +274,24 @@ async fn queue_submission(
                 format!("sender domain {domain} is not allowed for this host"),
             ),
         })?;
-    let dkim_domains = from_policy::check(state.policies.policy(&fqdn), &message).map_err(
-        |refusal| match refusal {
-            FromRefusal::Several(n) => Reject::bad_request(format!(
-                "the message has {n} From: header fields; exactly one is allowed (RFC 5322 §3.6)"
-            )),
-            FromRefusal::NoDomain(address) => Reject::new(
-                StatusCode::FORBIDDEN,
-                format!("From: address {address:?} has no domain this host may use"),
-            ),
-            FromRefusal::Domain(domain) => Reject::new(
-                StatusCode::FORBIDDEN,
-                format!("From: domain {domain} is not allowed for this host"),
-            ),
-        },
-    )?;
+    let dkim_domains = from_policy::check(
+        state.policies.policy(&fqdn),
+        sender.is_none().then_some(fqdn.as_str()),
+        &message,
+    )
+    .map_err(|refusal| match refusal {
+        FromRefusal::Several(n) => Reject::bad_request(format!(
+            "the message has {n} From: header fields; exactly one is allowed (RFC 5322 §3.6)"
+        )),
+        FromRefusal::NoDomain(address) => Reject::new(
+            StatusCode::FORBIDDEN,
+            format!("From: address {address:?} has no domain this host may use"),
+        ),
+        FromRefusal::Domain(domain) => Reject::new(
+            StatusCode::FORBIDDEN,
+            format!("From: domain {domain} is not allowed for this host"),
+        ),
+    })?;
     // Taken last, so a post refused for its From: spends no tokens.
     // The rate limit counts recipients: a post to n recipients takes n tokens.
     state

@@ -13,6 +13,7 @@ mod key_file_modes;
 mod key_health;
 mod loss_after_250;
 mod mail_loop;
+mod old_postoffice;
 mod postoffice_answers;
 mod security;
 mod signed_forward;

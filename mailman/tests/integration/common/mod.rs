@@ -198,7 +198,8 @@ async fn answer(
     let delay = state.lock().unwrap().delay;
     tokio::time::sleep(delay).await;
     let signed = signed_by_testkey(&headers, &body, "/");
-    let sub = Submission::from_json_with(&body, !signed).expect("mailman sends a valid JSON body");
+    // Lenient: tests whose mailman has another key are counted as unsigned, not refused.
+    let sub = Submission::from_json_with(&body, false).expect("mailman sends a valid JSON body");
     let mut st = state.lock().unwrap();
     if !signed {
         st.unsigned += 1;
