@@ -118,8 +118,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .context("cannot load the configuration")?;
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
-            let listener = tokio::net::TcpListener::bind(config.listen)
-                .await
+            let listener = postoffice::server::bind(config.listen)
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
             let shutdown = CancellationToken::new();
             tokio::spawn(signal(shutdown.clone()));

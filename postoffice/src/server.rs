@@ -498,6 +498,23 @@ async fn serve_connection<S>(
     registry.release(&conn);
 }
 
+/// The listen backlog: connections the kernel completes while the accept loop is busy. tokio's
+/// default (1,024) overflows under a connection flood, and then new clients, legitimate ones
+/// included, wait for SYN retransmits (1 s, 3 s, ...); the kernel caps it at `somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the intake listener with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as tokio's `bind`).
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -52,7 +52,8 @@ fn open_fds(pid: u32) -> usize {
 async fn connect_from(from: Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::from((from, 0)))?;
-    tokio::time::timeout(Duration::from_secs(5), socket.connect(to))
+    // Generous: on a loaded machine the server may accept slowly (SYN retransmits).
+    tokio::time::timeout(Duration::from_secs(15), socket.connect(to))
         .await
         .map_err(|_| std::io::Error::other("connect timed out"))?
 }
@@ -140,10 +141,15 @@ async fn idle_sockets_and_slow_keyless_bodies_do_not_delay_a_signed_post() {
     // 3,000 connections from 30 other addresses: two thirds send nothing, one third stop in
     // the middle of the request line or the headers.
     let mut idle = Vec::new();
+    let mut failed = Vec::new();
     for i in 0..3000u32 {
         let from = Ipv4Addr::new(127, 0, 110, 10 + (i % 30) as u8);
-        let Ok(mut stream) = connect_from(from, addr).await else {
-            continue;
+        let mut stream = match connect_from(from, addr).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                failed.push(e.to_string());
+                continue;
+            }
         };
         if i % 3 == 0 {
             let _ = stream
@@ -152,7 +158,12 @@ async fn idle_sockets_and_slow_keyless_bodies_do_not_delay_a_signed_post() {
         }
         idle.push(stream);
     }
-    assert!(idle.len() >= 2900, "only {} idle connections", idle.len());
+    failed.dedup();
+    assert!(
+        idle.len() >= 2900,
+        "only {} idle connections; connect errors: {failed:?}",
+        idle.len()
+    );
 
     // 1,024 slow bodies without a key: headers announce 10 MB; the first 256 send 1 MiB at
     // once, then every body stalls.
@@ -186,7 +197,10 @@ async fn idle_sockets_and_slow_keyless_bodies_do_not_delay_a_signed_post() {
         assert_eq!(status, 200, "{body}");
         eprintln!("signed post {n} under attack: {took:?}");
         assert!(
-            took < Duration::from_secs(1),
+            // Measured 1-16 ms on an idle machine (printed above); before the fix the post
+            // timed out after 30 s. The bound is loose so that a loaded CI machine cannot
+            // fail it, and still far from the lock-out.
+            took < Duration::from_secs(5),
             "post {n} took {took:?} under attack (server fds {attack_fds})"
         );
     }
