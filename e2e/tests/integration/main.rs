@@ -6,6 +6,7 @@ mod common;
 
 mod bounce;
 mod mail_loop;
+mod metric_names;
 mod msmtp_plain;
 mod msmtp_t;
 mod php_mail;
