@@ -4,7 +4,8 @@
 //! below must be a sample in it, or (for a labelled family with no sample yet, as before)
 //! declared by its `# TYPE` line. The lists were taken from the `/metrics` output of the
 //! daemons before the shared service shell; a rename must be listed in the README's
-//! "Changelog" section and here.
+//! "Changelog" section and here. The worker's deliveries also carry the sending host, as
+//! configured in `metrics_hosts`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -113,7 +114,10 @@ async fn scrape(addr: SocketAddr) -> String {
 
 fn assert_names(daemon: &str, text: &str, want: &[&str]) {
     let have = exported(text);
-    let missing: Vec<&&str> = want.iter().filter(|w| !have.iter().any(|h| h == **w)).collect();
+    let missing: Vec<&&str> = want
+        .iter()
+        .filter(|w| !have.iter().any(|h| h == **w))
+        .collect();
     assert!(
         missing.is_empty(),
         "{daemon}'s /metrics lost {missing:?}:\n{text}"
@@ -138,6 +142,8 @@ async fn every_metric_name_is_still_exported() {
     let worker_http = SocketAddr::from((services, free()));
     let mut config = worker_config(&beanstalkd, dns.addr());
     config.http_listen = worker_http.to_string();
+    // The sending host gets its own label in the worker's metrics only when configured.
+    config.metrics_hosts = vec![MAILMAN_FQDN.into()];
     let worker = Worker::start(config);
 
     let spool = tempfile::tempdir().expect("spool dir");
@@ -178,6 +184,13 @@ Subject: metric names\r\n\r\nhello\r\n";
     };
     assert_names("mailman", &scrape(mailman_http).await, MAILMAN);
     assert_names("worker", &worker_text, WORKER);
+    let delivered = format!(
+        "hedwig_worker_deliveries_total{{status=\"delivered\",domain=\"rcpt.e2e.test\",host=\"{MAILMAN_FQDN}\"}} 1"
+    );
+    assert!(
+        worker_text.lines().any(|l| l == delivered),
+        "no {delivered:?} in\n{worker_text}"
+    );
     assert_names("postoffice", &scrape(postoffice_addr).await, POSTOFFICE);
 
     stop_mailman.cancel();
