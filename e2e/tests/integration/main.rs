@@ -5,6 +5,7 @@
 mod common;
 
 mod bounce;
+mod draining;
 mod mail_loop;
 mod metric_names;
 mod msmtp_plain;
