@@ -49,7 +49,7 @@ pub struct Metrics {
     pub requests: Family<StatusLabel, Counter>,
     pub messages: Family<HostLabel, Counter>,
     pub bytes: Family<HostLabel, Counter>,
-    pub duplicates: Counter,
+    pub duplicates: Family<HostLabel, Counter>,
     pub queue_seconds: Histogram,
     pub connections: ConnectionMetrics,
 }
@@ -61,7 +61,7 @@ impl Metrics {
         let requests = Family::<StatusLabel, Counter>::default();
         let messages = Family::<HostLabel, Counter>::default();
         let bytes = Family::<HostLabel, Counter>::default();
-        let duplicates = Counter::default();
+        let duplicates = Family::<HostLabel, Counter>::default();
         let queue_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
         registry.register(
             "requests",
@@ -80,7 +80,7 @@ impl Metrics {
         );
         registry.register(
             "duplicates",
-            "Posts answered from the duplicate-id window",
+            "Posts answered from the duplicate-id window, by sending host",
             duplicates.clone(),
         );
         registry.register(
@@ -111,6 +111,15 @@ impl Metrics {
 
     pub fn status(&self, status: u16) {
         self.requests.get_or_create(&StatusLabel { status }).inc();
+    }
+
+    /// A post from `host` answered from the duplicate-id window.
+    pub fn duplicate(&self, host: &str) {
+        self.duplicates
+            .get_or_create(&HostLabel {
+                host: host.to_string(),
+            })
+            .inc();
     }
 
     pub fn queued(&self, host: &str, bytes: usize) {
