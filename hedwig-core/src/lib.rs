@@ -11,7 +11,6 @@
 //! - [`config`]: YAML files with `HEDWIG_…` environment overrides, byte sizes, secrets from files.
 //! - [`keyfile`]: key files readable by their owner only (warn, or refuse with
 //!   `require_safe_keys`).
-//! - [`logging`]: one tracing setup for all binaries.
 //!
 //! Nothing here does network I/O.
 
@@ -22,7 +21,6 @@ pub mod hold;
 pub mod job;
 pub mod key;
 pub mod keyfile;
-pub mod logging;
 pub mod signing;
 pub mod wire;
 

@@ -22,6 +22,8 @@ pub struct Core {
     pub spool: Spool,
     pub poster: Poster,
     pub metrics: Metrics,
+    /// The registry behind `metrics` and the draining flag `/health` reads.
+    pub shell: Arc<hedwig_service::ops::Shell>,
     /// Messages for the background forwarder, with the number of attempts so far.
     pub retry: mpsc::UnboundedSender<(SpoolHeader, u32)>,
     /// Signalled when a post succeeds: the forwarder then retries what it holds without
@@ -69,9 +71,7 @@ pub async fn deliver(core: &Arc<Core>, message: Message) -> Reply {
     // What is posted is the message with our Received: header; the postoffice measures that
     // against the same limit, so refuse here rather than say 250 and be refused later.
     if size > core.settings.max_message_size {
-        core.metrics
-            .messages_refused
-            .fetch_add(1, Ordering::Relaxed);
+        core.metrics.messages_refused.inc();
         log(
             "refused",
             "over max_message_size with the Received: header",
@@ -83,9 +83,7 @@ pub async fn deliver(core: &Arc<Core>, message: Message) -> Reply {
     let limit = core.settings.max_received_headers;
     let hops = crate::smtp::hops::count_received(&message.body, limit) + 1;
     if hops > limit {
-        core.metrics
-            .messages_refused
-            .fetch_add(1, Ordering::Relaxed);
+        core.metrics.messages_refused.inc();
         log(
             "refused",
             &format!("mail loop? {hops} Received: headers, max_received_headers is {limit}"),
@@ -100,9 +98,7 @@ pub async fn deliver(core: &Arc<Core>, message: Message) -> Reply {
     {
         Ok(()) => {}
         Err(SpoolError::Full { used, max }) => {
-            core.metrics
-                .messages_refused
-                .fetch_add(1, Ordering::Relaxed);
+            core.metrics.messages_refused.inc();
             log(
                 "refused",
                 &format!("spool full ({used} of {max} bytes)"),
@@ -111,9 +107,7 @@ pub async fn deliver(core: &Arc<Core>, message: Message) -> Reply {
             return reply::spool_full();
         }
         Err(err) => {
-            core.metrics
-                .messages_refused
-                .fetch_add(1, Ordering::Relaxed);
+            core.metrics.messages_refused.inc();
             tracing::error!(%err, message_id = %id, "cannot spool a message");
             log("refused", "spool error", "");
             return reply::local_error();
@@ -146,9 +140,7 @@ pub async fn deliver(core: &Arc<Core>, message: Message) -> Reply {
         })) => {
             core.spool.remove(&id);
             core.postoffice_up.notify_one();
-            core.metrics
-                .messages_forwarded_inline
-                .fetch_add(1, Ordering::Relaxed);
+            core.metrics.messages_forwarded_inline.inc();
             key_accepted(core);
             log(
                 "forwarded",
@@ -159,35 +151,27 @@ pub async fn deliver(core: &Arc<Core>, message: Message) -> Reply {
         }
         Ok(Ok(Verdict::Rejected { status, reason })) => {
             core.spool.remove(&id);
-            core.metrics
-                .messages_rejected
-                .fetch_add(1, Ordering::Relaxed);
+            core.metrics.messages_rejected.inc();
             log("rejected", &format!("{status} {reason}"), "");
             reply::rejected(status, &reason)
         }
         Ok(Ok(Verdict::Retry(reason))) => {
             note_failure(core, &reason);
-            core.metrics
-                .messages_spooled
-                .fetch_add(1, Ordering::Relaxed);
+            core.metrics.messages_spooled.inc();
             log("spooled", &reason.to_string(), "");
             let _ = core.retry.send((header, 1));
             reply::queued_locally(&id)
         }
         Ok(Err(join)) => {
             tracing::error!(%join, message_id = %id, "post task failed");
-            core.metrics
-                .messages_spooled
-                .fetch_add(1, Ordering::Relaxed);
+            core.metrics.messages_spooled.inc();
             log("spooled", "post task failed", "");
             let _ = core.retry.send((header, 1));
             reply::queued_locally(&id)
         }
         Err(_deadline) => {
             // The post goes on; its answer is settled like a background attempt's.
-            core.metrics
-                .messages_spooled
-                .fetch_add(1, Ordering::Relaxed);
+            core.metrics.messages_spooled.inc();
             log("spooled", "postoffice slower than forward_deadline", "");
             let core = core.clone();
             tokio::spawn(async move {
@@ -249,9 +233,7 @@ pub fn settle_later(core: &Arc<Core>, header: SpoolHeader, attempts: u32, verdic
         } => {
             core.spool.remove(id);
             key_accepted(core);
-            core.metrics
-                .messages_forwarded_later
-                .fetch_add(1, Ordering::Relaxed);
+            core.metrics.messages_forwarded_later.inc();
             tracing::info!(
                 message_id = %id,
                 from = %header.mail_from,
@@ -267,9 +249,7 @@ pub fn settle_later(core: &Arc<Core>, header: SpoolHeader, attempts: u32, verdic
         Verdict::Rejected { status, reason } => {
             // The client was told 250 already; keep the message for an operator.
             core.spool.set_aside(id);
-            core.metrics
-                .messages_set_aside
-                .fetch_add(1, Ordering::Relaxed);
+            core.metrics.messages_set_aside.inc();
             tracing::error!(
                 message_id = %id,
                 from = %header.mail_from,

@@ -1,15 +1,15 @@
-//! `GET /health` and `GET /metrics` on a small HTTP port.
+//! `GET /health` on the small HTTP port (`http_listen`); `hedwig_service::ops::serve` adds
+//! `GET /metrics` and runs the listener.
 //!
 //! `/health` answers 200 while mailman runs; 503 while it drains after SIGTERM, and while the
 //! postoffice refuses our key (a 401 on a post or on the periodic `/check`), so that a wrong
 //! key is impossible to miss. The body is a JSON summary (status, spool depth, `wrong_key`).
-//! `/metrics` is the Prometheus text format.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
@@ -24,16 +24,24 @@ pub struct HttpState {
     pub waiting: Arc<Waiting>,
 }
 
-/// The router; tests call it without a socket.
+impl HttpState {
+    /// Copies the spool's state into the spool gauges (before each `/metrics` answer).
+    pub fn set_spool_gauges(&self) {
+        self.core
+            .metrics
+            .set_spool(self.waiting.state(self.core.spool.used()));
+    }
+}
+
+/// The `/health` router; tests call it without a socket.
 pub fn app(state: HttpState) -> Router {
     Router::new()
         .route("/health", get(health))
-        .route("/metrics", get(metrics))
         .with_state(state)
 }
 
 async fn health(State(s): State<HttpState>) -> impl IntoResponse {
-    let draining = s.core.metrics.draining.load(Ordering::Relaxed);
+    let draining = s.core.shell.draining();
     let wrong_key = s.core.metrics.wrong_key.load(Ordering::Relaxed);
     let spool = s.waiting.state(s.core.spool.used());
     let body = serde_json::json!({
@@ -55,12 +63,4 @@ async fn health(State(s): State<HttpState>) -> impl IntoResponse {
         StatusCode::OK
     };
     (status, axum::Json(body))
-}
-
-async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
-    let spool = s.waiting.state(s.core.spool.used());
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.core.metrics.render(spool),
-    )
 }

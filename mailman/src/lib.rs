@@ -8,7 +8,7 @@
 //! - [`spool`]: the on-disk spool with group commit of fsyncs.
 //! - [`forward`]: the HTTP post to the postoffice, failover, and what each answer means.
 //! - [`forwarder`]: background retries with backoff, across restarts.
-//! - [`http`]: `/health` and `/metrics`.
+//! - [`http`]: what `/health` says (the listener and `/metrics` are `hedwig_service::ops`).
 //! - [`metrics`], [`config`], [`tls`].
 //!
 //! [`start`] binds everything and returns the bound addresses; [`Running::wait`] returns after
@@ -28,7 +28,6 @@ pub mod spool;
 pub mod tls;
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,11 +107,14 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
     let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
 
     let (retry_tx, retry_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = metrics::Metrics::register(&mut registry);
     let core = Arc::new(deliver::Core {
         settings,
         spool,
         poster,
-        metrics: metrics::Metrics::default(),
+        metrics,
+        shell: Arc::new(hedwig_service::ops::Shell::new(registry)),
         retry: retry_tx,
         postoffice_up: tokio::sync::Notify::new(),
     });
@@ -136,16 +138,21 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         });
     }
     let http_task = http_listener.map(|l| {
-        let app = http::app(http::HttpState {
+        let state = http::HttpState {
             core: core.clone(),
             waiting,
-        });
-        let stop = background.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(l, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
-        })
+        };
+        let before_scrape = {
+            let state = state.clone();
+            move || state.set_spool_gauges()
+        };
+        hedwig_service::ops::serve(
+            l,
+            http::app(state),
+            core.shell.clone(),
+            before_scrape,
+            background.clone(),
+        )
     });
     let tracker = TaskTracker::new();
     let limit = Arc::new(Semaphore::new(core.settings.max_connections));
@@ -172,7 +179,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         let core = core.clone();
         tokio::spawn(async move {
             shutdown.cancelled().await;
-            core.metrics.draining.store(true, Ordering::Relaxed);
+            core.shell.start_draining();
             tracing::info!("shutting down: no new connections, finishing open sessions");
             for a in accepts {
                 let _ = a.await;

@@ -40,7 +40,7 @@ fn load(path: Option<&std::path::Path>) -> anyhow::Result<mailman::Settings> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    hedwig_core::logging::init();
+    hedwig_service::logging::init();
     let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(cli.config).await,
@@ -62,27 +62,9 @@ async fn run(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let running = mailman::start(settings, shutdown.clone())
         .await
         .context("start")?;
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        shutdown.cancel();
-    });
+    hedwig_service::signal::cancel_on_signal(shutdown);
     running.wait().await;
     Ok(ExitCode::SUCCESS)
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 async fn check_config(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
@@ -128,25 +110,13 @@ async fn health_check(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     if config.http_listen.trim().is_empty() {
         anyhow::bail!("http_listen is disabled: nothing to check");
     }
-    let mut addr: std::net::SocketAddr = config
+    let addr: std::net::SocketAddr = config
         .http_listen
         .trim()
         .parse()
         .with_context(|| format!("http_listen {:?} is not ip:port", config.http_listen))?;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    let response = reqwest::Client::new()
-        .get(format!("http://{addr}/health"))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .with_context(|| format!("GET http://{addr}/health"))?;
-    let ok = response.status().is_success();
-    println!("{}", response.text().await.unwrap_or_default());
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(
+        hedwig_service::health_check::run(&hedwig_service::health_check::local_url(addr, false))
+            .await,
+    )
 }

@@ -1,38 +1,51 @@
-//! Counters for `/metrics` (Prometheus text format) and `/health`.
+//! mailman's metrics (`prometheus-client`, served on `/metrics` by [`crate::http`]) and the
+//! key state `/health` reads.
+//!
+//! No `host` label: every message mailman handles is from its one configured `fqdn`, which
+//! the scrape target already names.
 
-use std::collections::HashMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 use crate::forward::RetryReason;
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
 /// Every counter mailman keeps. Shared by all tasks.
-#[derive(Default)]
 pub struct Metrics {
-    pub connections_total: AtomicU64,
-    pub connections_open: AtomicU64,
-    pub connections_denied: AtomicU64,
-    pub connections_over_limit: AtomicU64,
-    pub connections_over_client_limit: AtomicU64,
+    /// SMTP connections accepted from allowed clients (`mailman_connections_total`).
+    pub connections_total: Counter,
+    pub connections_open: Gauge,
+    pub connections_denied: Counter,
+    pub connections_over_limit: Counter,
+    pub connections_over_client_limit: Counter,
     /// Sessions cut for being too slow: a command line, DATA below `min_data_rate`, or the
     /// whole session over `session_timeout`.
-    pub sessions_timed_out: AtomicU64,
+    pub sessions_timed_out: Counter,
     /// `250` given and the postoffice had queued it.
-    pub messages_forwarded_inline: AtomicU64,
+    pub messages_forwarded_inline: Counter,
     /// `250` given, message kept in the spool for the background forwarder.
-    pub messages_spooled: AtomicU64,
+    pub messages_spooled: Counter,
     /// `5xx` given because the postoffice refused the message.
-    pub messages_rejected: AtomicU64,
+    pub messages_rejected: Counter,
     /// Refused before spooling: too big, spool full, disk error.
-    pub messages_refused: AtomicU64,
+    pub messages_refused: Counter,
     /// Spooled messages the background forwarder got queued.
-    pub messages_forwarded_later: AtomicU64,
+    pub messages_forwarded_later: Counter,
     /// Spooled messages the postoffice refused for good later (set aside).
-    pub messages_set_aside: AtomicU64,
-    forward_failures: Mutex<HashMap<&'static str, u64>>,
-    /// Set while shutting down: `/health` answers 503.
-    pub draining: AtomicBool,
+    pub messages_set_aside: Counter,
+    spool_depth: Gauge,
+    spool_bytes: Gauge,
+    spool_oldest_age_seconds: Gauge,
+    forward_failures: Family<ReasonLabel, Counter>,
     /// The postoffice refuses our key: the last post or key check got a 401.
     pub wrong_key: AtomicBool,
     /// Unix seconds of the last "key refused" log line (one per `key_check_interval`).
@@ -48,128 +61,182 @@ pub struct SpoolState {
 }
 
 impl Metrics {
+    /// Creates the metrics and registers them (prefix `mailman`) in `registry`.
+    pub fn register(registry: &mut Registry) -> Metrics {
+        let m = Metrics {
+            connections_total: Counter::default(),
+            connections_open: Gauge::default(),
+            connections_denied: Counter::default(),
+            connections_over_limit: Counter::default(),
+            connections_over_client_limit: Counter::default(),
+            sessions_timed_out: Counter::default(),
+            messages_forwarded_inline: Counter::default(),
+            messages_spooled: Counter::default(),
+            messages_rejected: Counter::default(),
+            messages_refused: Counter::default(),
+            messages_forwarded_later: Counter::default(),
+            messages_set_aside: Counter::default(),
+            spool_depth: Gauge::default(),
+            spool_bytes: Gauge::default(),
+            spool_oldest_age_seconds: Gauge::default(),
+            forward_failures: Family::default(),
+            wrong_key: AtomicBool::new(false),
+            wrong_key_logged: AtomicU64::new(0),
+        };
+        let r = registry.sub_registry_with_prefix("mailman");
+        // Counters are registered without `_total`: the encoder appends it.
+        let counters = [
+            (
+                "connections",
+                "SMTP connections accepted from allowed clients",
+                &m.connections_total,
+            ),
+            (
+                "connections_denied",
+                "Connections refused: client not in allowed_networks",
+                &m.connections_denied,
+            ),
+            (
+                "connections_over_limit",
+                "Connections refused: max_connections reached",
+                &m.connections_over_limit,
+            ),
+            (
+                "connections_over_client_limit",
+                "Connections refused: max_connections_per_client reached for that address",
+                &m.connections_over_client_limit,
+            ),
+            (
+                "sessions_timed_out",
+                "Sessions closed for a timeout (command line, DATA rate, session_timeout)",
+                &m.sessions_timed_out,
+            ),
+            (
+                "messages_forwarded_inline",
+                "Messages queued by the postoffice while the client waited",
+                &m.messages_forwarded_inline,
+            ),
+            (
+                "messages_spooled",
+                "Messages accepted and left in the spool for the background forwarder",
+                &m.messages_spooled,
+            ),
+            (
+                "messages_rejected",
+                "Messages the postoffice refused while the client waited (client got 5xx)",
+                &m.messages_rejected,
+            ),
+            (
+                "messages_refused",
+                "Messages refused before spooling (size, spool full, disk error)",
+                &m.messages_refused,
+            ),
+            (
+                "messages_forwarded_later",
+                "Spooled messages the background forwarder got queued",
+                &m.messages_forwarded_later,
+            ),
+            (
+                "messages_set_aside",
+                "Spooled messages the postoffice refused for good later (moved to rejected/)",
+                &m.messages_set_aside,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            r.register(name, help, counter.clone());
+        }
+        let gauges = [
+            (
+                "connections_open",
+                "SMTP connections open now",
+                &m.connections_open,
+            ),
+            ("spool_depth", "Messages in the spool", &m.spool_depth),
+            ("spool_bytes", "Bytes in the spool", &m.spool_bytes),
+            (
+                "spool_oldest_age_seconds",
+                "Age of the oldest spooled message",
+                &m.spool_oldest_age_seconds,
+            ),
+        ];
+        for (name, help, gauge) in gauges {
+            r.register(name, help, gauge.clone());
+        }
+        // Every reason shows, at 0 until it happens.
+        for reason in RetryReason::LABELS {
+            drop(m.forward_failures.get_or_create(&ReasonLabel { reason }));
+        }
+        r.register(
+            "forward_failures",
+            "Failed posts to the postoffice, by reason",
+            m.forward_failures.clone(),
+        );
+        m
+    }
+
     /// Counts one failed post.
     pub fn forward_failed(&self, reason: &RetryReason) {
-        if let Ok(mut map) = self.forward_failures.lock() {
-            *map.entry(reason.label()).or_default() += 1;
-        }
+        self.forward_failures
+            .get_or_create(&ReasonLabel {
+                reason: reason.label(),
+            })
+            .inc();
     }
 
     /// Failed posts with this label.
     pub fn forward_failures(&self, label: &str) -> u64 {
-        self.forward_failures
-            .lock()
-            .map(|m| m.get(label).copied().unwrap_or(0))
+        RetryReason::LABELS
+            .into_iter()
+            .find(|l| *l == label)
+            .and_then(|reason| {
+                self.forward_failures
+                    .get(&ReasonLabel { reason })
+                    .map(|c| c.get())
+            })
             .unwrap_or(0)
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(&self, spool: SpoolState) -> String {
-        let mut out = String::new();
-        let mut put = |name: &str, kind: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP mailman_{name} {help}\n# TYPE mailman_{name} {kind}\nmailman_{name} {value}"
-            );
-        };
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        put(
-            "connections_total",
-            "counter",
-            "SMTP connections accepted from allowed clients.",
-            get(&self.connections_total),
-        );
-        put(
-            "connections_open",
-            "gauge",
-            "SMTP connections open now.",
-            get(&self.connections_open),
-        );
-        put(
-            "connections_denied_total",
-            "counter",
-            "Connections refused: client not in allowed_networks.",
-            get(&self.connections_denied),
-        );
-        put(
-            "connections_over_limit_total",
-            "counter",
-            "Connections refused: max_connections reached.",
-            get(&self.connections_over_limit),
-        );
-        put(
-            "connections_over_client_limit_total",
-            "counter",
-            "Connections refused: max_connections_per_client reached for that address.",
-            get(&self.connections_over_client_limit),
-        );
-        put(
-            "sessions_timed_out_total",
-            "counter",
-            "Sessions closed for a timeout (command line, DATA rate, session_timeout).",
-            get(&self.sessions_timed_out),
-        );
-        put(
-            "messages_forwarded_inline_total",
-            "counter",
-            "Messages queued by the postoffice while the client waited.",
-            get(&self.messages_forwarded_inline),
-        );
-        put(
-            "messages_spooled_total",
-            "counter",
-            "Messages accepted and left in the spool for the background forwarder.",
-            get(&self.messages_spooled),
-        );
-        put(
-            "messages_rejected_total",
-            "counter",
-            "Messages the postoffice refused while the client waited (client got 5xx).",
-            get(&self.messages_rejected),
-        );
-        put(
-            "messages_refused_total",
-            "counter",
-            "Messages refused before spooling (size, spool full, disk error).",
-            get(&self.messages_refused),
-        );
-        put(
-            "messages_forwarded_later_total",
-            "counter",
-            "Spooled messages the background forwarder got queued.",
-            get(&self.messages_forwarded_later),
-        );
-        put(
-            "messages_set_aside_total",
-            "counter",
-            "Spooled messages the postoffice refused for good later (moved to rejected/).",
-            get(&self.messages_set_aside),
-        );
-        put(
-            "spool_depth",
-            "gauge",
-            "Messages in the spool.",
-            spool.depth,
-        );
-        put("spool_bytes", "gauge", "Bytes in the spool.", spool.bytes);
-        put(
-            "spool_oldest_age_seconds",
-            "gauge",
-            "Age of the oldest spooled message.",
-            spool.oldest_age_seconds,
-        );
-        let _ = writeln!(
-            out,
-            "# HELP mailman_forward_failures_total Failed posts to the postoffice, by reason.\n\
-             # TYPE mailman_forward_failures_total counter"
-        );
-        for label in RetryReason::LABELS {
-            let _ = writeln!(
-                out,
-                "mailman_forward_failures_total{{reason=\"{label}\"}} {}",
-                self.forward_failures(label)
-            );
+    /// Sets the spool gauges (before a scrape: the forwarder knows the spool's state).
+    pub fn set_spool(&self, spool: SpoolState) {
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.spool_depth.set(gauge(spool.depth));
+        self.spool_bytes.set(gauge(spool.bytes));
+        self.spool_oldest_age_seconds
+            .set(gauge(spool.oldest_age_seconds));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_name_with_its_value() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        m.connections_total.inc();
+        m.connections_open.inc();
+        m.forward_failed(&RetryReason::Timeout);
+        m.set_spool(SpoolState {
+            depth: 3,
+            bytes: 4096,
+            oldest_age_seconds: 7,
+        });
+        let shell = hedwig_service::ops::Shell::new(registry);
+        let text = shell.render();
+        for line in [
+            "mailman_connections_total 1",
+            "mailman_connections_open 1",
+            "mailman_messages_set_aside_total 0",
+            "mailman_spool_depth 3",
+            "mailman_spool_bytes 4096",
+            "mailman_spool_oldest_age_seconds 7",
+            "mailman_forward_failures_total{reason=\"timeout\"} 1",
+            "mailman_forward_failures_total{reason=\"wrong_key\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }
-        out
+        assert_eq!(m.forward_failures("timeout"), 1);
+        assert_eq!(m.forward_failures("nonsense"), 0);
     }
 }

@@ -19,7 +19,6 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -137,9 +136,7 @@ pub async fn accept_loop(
         let config = config.clone();
         let shutdown = shutdown.clone();
         if !core.settings.allowed(peer.ip()) {
-            core.metrics
-                .connections_denied
-                .fetch_add(1, Ordering::Relaxed);
+            core.metrics.connections_denied.inc();
             tracing::warn!(client = %peer, "connection from a client outside allowed_networks refused");
             tracker.spawn(async move {
                 let mut socket = socket;
@@ -152,9 +149,7 @@ pub async fn accept_loop(
         }
         // The per-address cap first, so that one client over it never holds a global slot.
         let Some(client_slot) = per_client.take(peer.ip()) else {
-            core.metrics
-                .connections_over_client_limit
-                .fetch_add(1, Ordering::Relaxed);
+            core.metrics.connections_over_client_limit.inc();
             tracing::warn!(client = %peer, limit = per_client.limit, "max_connections_per_client reached, connection refused");
             tracker.spawn(async move {
                 let mut socket = socket;
@@ -166,9 +161,7 @@ pub async fn accept_loop(
             continue;
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
-            core.metrics
-                .connections_over_limit
-                .fetch_add(1, Ordering::Relaxed);
+            core.metrics.connections_over_limit.inc();
             tracing::warn!(client = %peer, "max_connections reached, connection refused");
             tracker.spawn(async move {
                 let mut socket = socket;
@@ -180,16 +173,10 @@ pub async fn accept_loop(
             continue;
         };
         tracker.spawn(async move {
-            core.metrics
-                .connections_total
-                .fetch_add(1, Ordering::Relaxed);
-            core.metrics
-                .connections_open
-                .fetch_add(1, Ordering::Relaxed);
+            core.metrics.connections_total.inc();
+            core.metrics.connections_open.inc();
             let result = serve(&core, &config, Box::new(socket), peer, &shutdown).await;
-            core.metrics
-                .connections_open
-                .fetch_sub(1, Ordering::Relaxed);
+            core.metrics.connections_open.dec();
             drop(permit);
             drop(client_slot);
             if let Err(why) = result {
@@ -319,9 +306,7 @@ pub async fn serve(
                 };
                 match result {
                     Err(_) => {
-                        core.metrics
-                            .sessions_timed_out
-                            .fetch_add(1, Ordering::Relaxed);
+                        core.metrics.sessions_timed_out.inc();
                         let last = match cut {
                             Cut::Session => reply::session_too_long(&settings.fqdn),
                             Cut::Idle | Cut::Slow => reply::timeout(&settings.fqdn),

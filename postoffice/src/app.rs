@@ -1,7 +1,6 @@
 //! The router: `POST /` (intake), `POST /check` (key check), `GET /health`, `GET /metrics`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -63,7 +62,7 @@ async fn check(State(state): State<Arc<AppState>>, request: Request) -> Response
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Response {
-    if state.draining.load(Ordering::Relaxed) {
+    if state.shell.draining() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(serde_json::json!({ "status": "draining" })),
@@ -96,12 +95,5 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
-        .into_response()
+    state.shell.metrics_response()
 }

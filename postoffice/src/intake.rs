@@ -319,7 +319,7 @@ async fn queue_submission(
     let pending = match &submission.id {
         Some(id) => match state.dedupe.claim(&fqdn, id).await {
             Claim::Seen(queue_id) => {
-                state.metrics.duplicates.inc();
+                state.metrics.duplicate(&fqdn);
                 tracing::info!(
                     queue_id = %queue_id, host = %fqdn, message_id = %id,
                     outcome = "duplicate", "repeat of a queued message id; not queued again"

@@ -10,7 +10,8 @@
 //! - [`policy`]: revocation, allowed sender domains, per-host rate limits.
 //! - [`from_policy`]: the From: field against the host's domains; what may be DKIM-signed.
 //! - [`dedupe`]: the duplicate message-id window.
-//! - [`metrics`]: Prometheus counters.
+//! - [`metrics`]: Prometheus counters (registry, draining flag, signals and the health-check
+//!   client are the shared shell, `hedwig_service`).
 //! - [`queue`]: the beanstalkd servers: choice by sending host, failover, start-up check.
 //! - [`holds`]: the hold list in beanstalkd and the intake's cache of it.
 //! - [`admin`]: the queue administration subcommands (`stats`, `failed`, `requeue`, `show`,
@@ -35,7 +36,6 @@ pub mod server;
 pub mod state;
 pub mod tls;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -85,7 +85,7 @@ pub async fn serve(
         let stopping = stopping.clone();
         async move {
             shutdown.cancelled().await;
-            state.draining.store(true, Ordering::Relaxed);
+            state.shell.start_draining();
             tracing::info!("shutting down: finishing in-flight requests");
             stopping.cancel();
         }

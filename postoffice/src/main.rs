@@ -95,7 +95,7 @@ struct AdminOpts {
 }
 
 fn main() -> ExitCode {
-    hedwig_core::logging::init();
+    hedwig_service::logging::init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -121,7 +121,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let listener = postoffice::server::bind(config.listen)
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
             let shutdown = CancellationToken::new();
-            tokio::spawn(signal(shutdown.clone()));
+            hedwig_service::signal::cancel_on_signal(shutdown.clone());
             postoffice::serve(config, listener, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -147,18 +147,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::HealthCheck { url } => {
             let url = url.unwrap_or_else(|| {
-                let mut addr = config.listen;
-                if addr.ip().is_unspecified() {
-                    addr.set_ip([127, 0, 0, 1].into());
-                }
-                let scheme = if config.tls.is_some() {
-                    "https"
-                } else {
-                    "http"
-                };
-                format!("{scheme}://{addr}")
+                hedwig_service::health_check::local_url(config.listen, config.tls.is_some())
             });
-            health_check(&url).await
+            Ok(hedwig_service::health_check::run(&url).await)
         }
         Command::Stats { admin, args } => {
             let report = admin::stats::run(&target(&config, &admin), &args).await;
@@ -233,134 +224,4 @@ fn problems(list: &[String]) -> ExitCode {
         eprintln!("postoffice: {p}");
     }
     outcome(list.is_empty())
-}
-
-/// A minimal HTTP/1.0 GET, so that container images need no curl. Over https the certificate
-/// is not verified: this asks our own process whether it is alive, and sends nothing secret.
-async fn health_check(base: &str) -> anyhow::Result<ExitCode> {
-    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-    let (authority, tls) = match (base.strip_prefix("http://"), base.strip_prefix("https://")) {
-        (Some(rest), _) => (rest, false),
-        (_, Some(rest)) => (rest, true),
-        _ => anyhow::bail!("health-check takes http:// or https:// URLs"),
-    };
-    let authority = authority.trim_end_matches('/');
-    async fn get<S: AsyncRead + AsyncWrite + Unpin>(
-        mut stream: S,
-        authority: &str,
-    ) -> std::io::Result<Vec<u8>> {
-        stream
-            .write_all(format!("GET /health HTTP/1.0\r\nHost: {authority}\r\n\r\n").as_bytes())
-            .await?;
-        let mut reply = Vec::new();
-        // A TLS peer may close without close_notify after HTTP/1.0: keep what arrived.
-        let _ = stream.take(64 * 1024).read_to_end(&mut reply).await;
-        Ok(reply)
-    }
-    let io = async {
-        let stream = tokio::net::TcpStream::connect(authority).await?;
-        if tls {
-            let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-                rustls::crypto::aws_lc_rs::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .map_err(std::io::Error::other)?
-            .dangerous()
-            .with_custom_certificate_verifier(std::sync::Arc::new(AnyCertificate))
-            .with_no_client_auth();
-            let host = authority
-                .rsplit_once(':')
-                .map_or(authority, |(h, _)| h)
-                .trim_matches(['[', ']']);
-            let name = rustls::pki_types::ServerName::try_from(host.to_string())
-                .map_err(std::io::Error::other)?;
-            let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-                .connect(name, stream)
-                .await?;
-            get(stream, authority).await
-        } else {
-            get(stream, authority).await
-        }
-    };
-    let reply = tokio::time::timeout(std::time::Duration::from_secs(5), io)
-        .await
-        .context("no answer within 5s")?
-        .with_context(|| format!("cannot reach {authority}"))?;
-    let text = String::from_utf8_lossy(&reply);
-    let healthy = text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200");
-    println!("{}", text.lines().last().unwrap_or_default());
-    Ok(if healthy {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
-}
-
-/// Accepts any server certificate (health-check of our own process only).
-#[derive(Debug)]
-struct AnyCertificate;
-
-impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::aws_lc_rs::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-async fn signal(shutdown: CancellationToken) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        } else {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
-    shutdown.cancel();
 }

@@ -1,4 +1,10 @@
-//! Prometheus metrics: requests by status, messages and bytes queued by host.
+//! The post office's metrics (`prometheus-client`, registered in the registry of its
+//! `hedwig_service::ops::Shell`): requests by status, messages and bytes queued by sending
+//! host, connections.
+//!
+//! The `host` label is the authenticated sending host: a post reaches `queued` only after its
+//! key (derived from the secret for that one fqdn) was checked, so the label values are the
+//! hosts the operator provisioned, never text a client chose.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -40,22 +46,22 @@ impl ConnectionMetrics {
 
 /// The post office's metrics.
 pub struct Metrics {
-    registry: Registry,
     pub requests: Family<StatusLabel, Counter>,
     pub messages: Family<HostLabel, Counter>,
     pub bytes: Family<HostLabel, Counter>,
-    pub duplicates: Counter,
+    pub duplicates: Family<HostLabel, Counter>,
     pub queue_seconds: Histogram,
     pub connections: ConnectionMetrics,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        let mut registry = Registry::with_prefix("hedwig_postoffice");
+impl Metrics {
+    /// Creates the metrics and registers them (prefix `hedwig_postoffice`) in `registry`.
+    pub fn register(registry: &mut Registry) -> Metrics {
+        let registry = registry.sub_registry_with_prefix("hedwig_postoffice");
         let requests = Family::<StatusLabel, Counter>::default();
         let messages = Family::<HostLabel, Counter>::default();
         let bytes = Family::<HostLabel, Counter>::default();
-        let duplicates = Counter::default();
+        let duplicates = Family::<HostLabel, Counter>::default();
         let queue_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
         registry.register(
             "requests",
@@ -74,7 +80,7 @@ impl Default for Metrics {
         );
         registry.register(
             "duplicates",
-            "Posts answered from the duplicate-id window",
+            "Posts answered from the duplicate-id window, by sending host",
             duplicates.clone(),
         );
         registry.register(
@@ -94,7 +100,6 @@ impl Default for Metrics {
             connections.open.clone(),
         );
         Metrics {
-            registry,
             connections,
             requests,
             messages,
@@ -103,11 +108,18 @@ impl Default for Metrics {
             queue_seconds,
         }
     }
-}
 
-impl Metrics {
     pub fn status(&self, status: u16) {
         self.requests.get_or_create(&StatusLabel { status }).inc();
+    }
+
+    /// A post from `host` answered from the duplicate-id window.
+    pub fn duplicate(&self, host: &str) {
+        self.duplicates
+            .get_or_create(&HostLabel {
+                host: host.to_string(),
+            })
+            .inc();
     }
 
     pub fn queued(&self, host: &str, bytes: usize) {
@@ -116,13 +128,5 @@ impl Metrics {
         };
         self.messages.get_or_create(&label).inc();
         self.bytes.get_or_create(&label).inc_by(bytes as u64);
-    }
-
-    /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
     }
 }

@@ -1,6 +1,5 @@
 //! [`AppState`]: what every request handler shares, built once from the config.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
@@ -21,6 +20,9 @@ pub struct AppState {
     /// Which hosts are held (their mail goes to the held tube).
     pub holds: HoldCache,
     pub metrics: Metrics,
+    /// The registry behind `metrics`, and the draining flag: set on SIGTERM, `/health` then
+    /// answers 503 so that load balancers stop sending.
+    pub shell: hedwig_service::ops::Shell,
     /// Largest HTTP body: the message limit, with room for form and JSON escaping.
     pub body_limit: usize,
     /// Signed (and authenticated) requests handled at once: `max_concurrent_requests`.
@@ -30,20 +32,21 @@ pub struct AppState {
     /// Bytes of request bodies held (see [`crate::body`]): all, and the unsigned share.
     pub bytes_in_flight: Arc<Semaphore>,
     pub unauthenticated_bytes: Arc<Semaphore>,
-    /// Set on SIGTERM: `/health` answers 503 so that load balancers stop sending.
-    pub draining: AtomicBool,
 }
 
 impl AppState {
     pub fn new(config: Config, secrets: Secrets, queue: Queue) -> AppState {
         let body_limit = config.body_limit();
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = Metrics::register(&mut registry);
         AppState {
             policies: Policies::new(&config),
             dedupe: Dedupe::new(config.duplicate_window, config.duplicate_capacity),
             secrets,
             holds: HoldCache::new(queue.addrs()),
             queue,
-            metrics: Metrics::default(),
+            metrics,
+            shell: hedwig_service::ops::Shell::new(registry),
             body_limit,
             requests: Arc::new(Semaphore::new(config.max_concurrent_requests)),
             unauthenticated_requests: Arc::new(Semaphore::new(config.max_unauthenticated_requests)),
@@ -51,7 +54,6 @@ impl AppState {
             unauthenticated_bytes: Arc::new(Semaphore::new(budget(
                 config.unauthenticated_bytes_in_flight.0,
             ))),
-            draining: AtomicBool::new(false),
             config,
         }
     }

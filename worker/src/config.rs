@@ -48,6 +48,10 @@ pub struct Config {
     pub capture_maildir: Option<PathBuf>,
     /// `ip:port` of the /health and /metrics endpoint; empty disables it.
     pub http_listen: String,
+    /// Sending hosts (fqdns) whose messages are counted under their own `host` label in
+    /// `/metrics`; every other host counts as `other` (a label value is a time series: the
+    /// operator bounds them, not the jobs).
+    pub metrics_hosts: Vec<String>,
     /// Time-to-run of the jobs this worker puts (retries, failed records, bounces).
     #[serde(with = "humantime_serde")]
     pub job_ttr: Duration,
@@ -89,6 +93,7 @@ impl Default for Config {
             tls: Tls::default(),
             capture_maildir: None,
             http_listen: "127.0.0.1:8026".into(),
+            metrics_hosts: Vec::new(),
             job_ttr: Duration::from_secs(600),
             shutdown_grace: Duration::from_secs(30),
             max_message_size: hedwig_core::config::ByteSize(0),

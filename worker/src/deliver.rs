@@ -90,9 +90,11 @@ impl Deliverer {
         })
     }
 
-    /// Delivers `message` to `rcpts` (all at `domain`), one outcome per recipient, in order.
+    /// Delivers `message` (from sending host `host`) to `rcpts` (all at `domain`), one
+    /// outcome per recipient, in order.
     pub async fn deliver_domain(
         &self,
+        host: &str,
         domain: &str,
         mail_from: &str,
         rcpts: &[String],
@@ -126,7 +128,7 @@ impl Deliverer {
         };
         self.metrics.latency(started.elapsed());
         for (_, o) in &outcomes {
-            self.metrics.delivery(o.status, domain);
+            self.metrics.delivery(o.status, domain, host);
         }
         outcomes
     }

@@ -1,135 +1,83 @@
-//! `GET /health` and `GET /metrics` on a small HTTP port.
+//! `GET /health` on the small HTTP port (`http_listen`); `hedwig_service::ops::serve` adds
+//! `GET /metrics` and runs the listener, and `hedwig_service::health_check` is the client side
+//! of `worker health-check`.
 //!
 //! `/health` answers 200 `ok` while the worker takes jobs and 503 `draining` once shutdown has
-//! begun; `/metrics` is the Prometheus text of [`Metrics`]. [`health_check`] is the client side
-//! for `worker health-check` (Docker's HEALTHCHECK; the image has no curl).
+//! begun.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use hedwig_service::ops::Shell;
 
-use crate::metrics::Metrics;
-
-/// What the endpoints read.
-#[derive(Debug, Default)]
-pub struct HttpState {
-    pub metrics: Arc<Metrics>,
-    /// Set when shutdown begins.
-    pub draining: AtomicBool,
-}
-
-/// The router (tests call it without a socket).
-pub fn app(state: Arc<HttpState>) -> Router {
+/// The `/health` router (tests call it without a socket).
+pub fn app(shell: Arc<Shell>) -> Router {
     Router::new()
         .route("/health", get(health))
-        .route("/metrics", get(metrics))
-        .with_state(state)
+        .with_state(shell)
 }
 
-async fn health(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
-    if state.draining.load(Ordering::Relaxed) {
+async fn health(State(shell): State<Arc<Shell>>) -> impl IntoResponse {
+    if shell.draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
     } else {
         (StatusCode::OK, "ok\n")
     }
 }
 
-async fn metrics(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-}
-
-/// Asks `GET /health` at `listen` (an unspecified address means this host); `Ok` on 200.
-pub async fn health_check(listen: SocketAddr) -> Result<(), String> {
-    let mut addr = listen;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(if addr.is_ipv4() {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        });
-    }
-    let ask = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        stream
-            .write_all(format!("GET /health HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-            .await?;
-        let mut answer = Vec::new();
-        (&mut stream).take(4096).read_to_end(&mut answer).await?;
-        Ok::<_, std::io::Error>(answer)
-    };
-    let answer = tokio::time::timeout(Duration::from_secs(5), ask)
-        .await
-        .map_err(|_| format!("{addr}: no answer within 5s"))?
-        .map_err(|e| format!("{addr}: {e}"))?;
-    let status_line = answer.split(|&b| b == b'\n').next().unwrap_or_default();
-    let status_line = String::from_utf8_lossy(status_line).trim().to_string();
-    if status_line.split(' ').nth(1) == Some("200") {
-        Ok(())
-    } else {
-        Err(format!("{addr}: {status_line}"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::body::Body;
-    use axum::http::Request;
-    use tower::ServiceExt;
-
-    async fn get(state: &Arc<HttpState>, path: &str) -> (StatusCode, String) {
-        let res = app(state.clone())
-            .oneshot(Request::get(path).body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        let status = res.status();
-        let body = axum::body::to_bytes(res.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        (status, String::from_utf8(body.to_vec()).unwrap())
-    }
+    use crate::metrics::{MessageCounter, Metrics};
+    use tokio_util::sync::CancellationToken;
 
     #[tokio::test]
-    async fn health_and_metrics() {
-        let state = Arc::new(HttpState::default());
-        state.metrics.incr(crate::metrics::Counter::Bounce);
-        assert_eq!(
-            get(&state, "/health").await,
-            (StatusCode::OK, "ok\n".into())
+    async fn health_and_metrics_over_a_socket() {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = Metrics::register(&mut registry, Default::default());
+        metrics.count(MessageCounter::Bounce, "web1.example.net");
+        let shell = Arc::new(Shell::new(registry));
+        let listener = tokio::net::TcpListener::bind("127.0.170.1:0")
+            .await
+            .unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let stop = CancellationToken::new();
+        let server = hedwig_service::ops::serve(
+            listener,
+            app(shell.clone()),
+            shell.clone(),
+            || {},
+            stop.clone(),
         );
-        let (status, body) = get(&state, "/metrics").await;
-        assert_eq!(status, StatusCode::OK);
-        assert!(body.contains("hedwig_worker_bounces_total 1"), "{body}");
-        state.draining.store(true, Ordering::Relaxed);
-        assert_eq!(
-            get(&state, "/health").await.0,
-            StatusCode::SERVICE_UNAVAILABLE
+        let health = hedwig_service::health_check::get(&url).await.unwrap();
+        assert!(health.healthy);
+        assert_eq!(health.body, "ok\n");
+        let body = reqwest_free_get(&url, "/metrics").await;
+        assert!(
+            body.contains("hedwig_worker_bounces_total{host=\"other\"} 1"),
+            "{body}"
         );
+        shell.start_draining();
+        let health = hedwig_service::health_check::get(&url).await.unwrap();
+        assert!(!health.healthy);
+        assert_eq!(health.body, "draining\n");
+        stop.cancel();
+        server.await.unwrap();
     }
 
-    #[tokio::test]
-    async fn health_check_over_a_socket() {
-        let state = Arc::new(HttpState::default());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let router = app(state.clone());
-        let server = tokio::spawn(async move { axum::serve(listener, router).await });
-        assert_eq!(health_check(addr).await, Ok(()));
-        state.draining.store(true, Ordering::Relaxed);
-        let err = health_check(addr).await.unwrap_err();
-        assert!(err.contains("503"), "{err}");
-        server.abort();
-        assert!(health_check("127.0.0.1:1".parse().unwrap()).await.is_err());
+    async fn reqwest_free_get(url: &str, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = url.trim_start_matches("http://");
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
     }
 }

@@ -14,7 +14,8 @@
 //! - [`destination`]: per-destination caps, slow-down after 421, idle connections for reuse.
 //! - [`capture`]: the Maildir "transport" for staging.
 //! - [`queue`]: the beanstalkd loop: reserve, touch, deliver, record, delete.
-//! - [`metrics`], [`http`]: `/metrics` and `/health`.
+//! - [`metrics`]: what `/metrics` counts; [`http`]: what `/health` says (the listener is
+//!   `hedwig_service::ops`).
 //!
 //! [`run`] starts it all in-process (the binary and the end-to-end tests use it); [`check`]
 //! is `worker check-config`.
@@ -34,7 +35,6 @@ pub mod route;
 pub mod smtp;
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,7 +61,8 @@ pub enum RunError {
 /// Everything built from the config once, before the tasks start.
 pub struct Parts {
     pub worker: Arc<queue::Worker>,
-    pub http: Arc<http::HttpState>,
+    /// The metrics registry and the draining flag `/health` reads.
+    pub shell: Arc<hedwig_service::ops::Shell>,
 }
 
 /// Builds the resolver, TLS configs, DKIM signer and metrics from `config`.
@@ -84,7 +85,11 @@ pub fn build(config: Config) -> Result<Parts, RunError> {
     } else {
         Some(Arc::new(hedwig_message::dkim::Signer::new(&config.dkim)?))
     };
-    let metrics = Arc::new(metrics::Metrics::default());
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(metrics::Metrics::register(
+        &mut registry,
+        hedwig_service::metrics::HostLabels::new(&config.metrics_hosts),
+    ));
     let config = Arc::new(config);
     let deliverer = Arc::new(deliver::Deliverer {
         dests: destination::Destinations::new(config.limits.clone()),
@@ -102,12 +107,9 @@ pub fn build(config: Config) -> Result<Parts, RunError> {
             config,
             deliverer,
             signer,
-            metrics: metrics.clone(),
-        }),
-        http: Arc::new(http::HttpState {
             metrics,
-            draining: Default::default(),
         }),
+        shell: Arc::new(hedwig_service::ops::Shell::new(registry)),
     })
 }
 
@@ -128,29 +130,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                 addr: listen.clone(),
                 source,
             })?;
-        let router = http::app(parts.http.clone());
-        let stop = http_stop.clone();
-        Some(tokio::spawn(async move {
-            let serve = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stop.cancelled().await });
-            if let Err(e) = serve.await {
-                tracing::error!("http server: {e}");
-            }
-        }))
+        Some(hedwig_service::ops::serve(
+            listener,
+            http::app(parts.shell.clone()),
+            parts.shell.clone(),
+            || {},
+            http_stop.clone(),
+        ))
     };
     tracing::info!(
         concurrency,
         beanstalkd = ?parts.worker.config.beanstalkd,
         "worker started"
     );
-    let draining = {
-        let http = parts.http.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            shutdown.cancelled().await;
-            http.draining.store(true, Ordering::Relaxed);
-        })
-    };
+    let draining = parts.shell.drain_on(shutdown.clone());
     let reaper_stop = CancellationToken::new();
     let reaper = {
         let deliverer = parts.worker.deliverer.clone();

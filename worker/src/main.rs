@@ -1,6 +1,7 @@
 //! `worker`: the hedwig delivery worker binary (see the library for everything it does).
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
@@ -28,19 +29,14 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    hedwig_core::logging::init();
+    hedwig_service::logging::init();
     let config = worker::config::load(cli.config.as_deref()).context("loading the config")?;
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
             let shutdown = CancellationToken::new();
-            let signal = shutdown.clone();
-            tokio::spawn(async move {
-                wait_for_signal().await;
-                tracing::info!("shutdown requested");
-                signal.cancel();
-            });
+            hedwig_service::signal::cancel_on_signal(shutdown.clone());
             worker::run(config, shutdown).await.context("worker")?;
         }
         Command::CheckConfig => {
@@ -58,25 +54,9 @@ async fn main() -> anyhow::Result<()> {
                 .http_listen
                 .parse()
                 .with_context(|| format!("http_listen {:?}", config.http_listen))?;
-            if let Err(e) = worker::http::health_check(addr).await {
-                bail!("unhealthy: {e}");
-            }
+            let url = hedwig_service::health_check::local_url(addr, false);
+            return Ok(hedwig_service::health_check::run(&url).await);
         }
     }
-    Ok(())
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,188 +1,220 @@
-//! Counters and a latency histogram, rendered in the Prometheus text format.
+//! The worker's metrics (`prometheus-client`, served on `/metrics` by
+//! `hedwig_service::ops`): deliveries per outcome, destination domain and sending host, the
+//! delivery latency histogram, and counters.
 //!
-//! Deliveries are counted per outcome and destination domain; the number of distinct domain
-//! labels is capped ([`MAX_DOMAINS`], the rest count as `other`) so memory stays bounded.
+//! Label values from messages are bounded: destination domains are capped at [`MAX_DOMAINS`]
+//! per status (the rest count as `other`); the sending host is its name only for the hosts
+//! in `metrics_hosts` (every other host is `other`, see `hedwig_service::metrics`).
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use hedwig_service::metrics::{HostLabels, OTHER};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter as PromCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
 use crate::plan::Status;
 
-/// Most distinct domain labels kept.
+/// Most distinct domain labels kept per status.
 pub const MAX_DOMAINS: usize = 1000;
 /// Upper bounds (seconds) of the delivery latency histogram.
 const BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0];
 
-/// What the worker counts.
+/// What the worker counts that is not about one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Counter {
+    /// A DNS lookup that failed (any kind).
+    DnsFailure,
+    TlsUsed,
+    TlsNotUsed,
+    /// A job that could not be decoded (buried): no host to name.
+    BadJob,
+}
+
+/// What the worker counts per message, labelled with the sending host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageCounter {
     /// A job re-put for a retry.
     Retry,
     /// A bounce queued.
     Bounce,
     /// A failed-tube record written.
     Failed,
-    /// A DNS lookup that failed (any kind).
-    DnsFailure,
-    TlsUsed,
-    TlsNotUsed,
-    /// A job that could not be decoded (buried).
-    BadJob,
     /// A bounce not sent: its sender had its `bounce_limits.per_sender` for the interval.
     BounceLimited,
     /// A message not delivered because it carried more `Received:` fields than `hop_limit`.
     Loop,
 }
 
-#[derive(Debug, Default)]
-struct Inner {
-    deliveries: BTreeMap<(&'static str, String), u64>,
-    buckets: [u64; BUCKETS.len()],
-    latency_sum: f64,
-    latency_count: u64,
-    counters: BTreeMap<&'static str, u64>,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    status: &'static str,
+    domain: String,
+    host: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HostLabel {
+    host: String,
 }
 
 /// Shared by all delivery tasks.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
-    inner: Mutex<Inner>,
+    hosts: HostLabels,
+    deliveries: Family<DeliveryLabels, PromCounter>,
+    /// (status, domain) pairs with a label of their own.
+    domains: Mutex<HashSet<(&'static str, String)>>,
+    latency: Histogram,
+    plain: [PromCounter; 4],
+    per_host: [Family<HostLabel, PromCounter>; 5],
 }
 
 impl Counter {
-    fn name(self) -> &'static str {
+    const ALL: [Counter; 4] = [
+        Counter::DnsFailure,
+        Counter::TlsUsed,
+        Counter::TlsNotUsed,
+        Counter::BadJob,
+    ];
+
+    /// Name (without `hedwig_worker_` and `_total`) and help.
+    fn describe(self) -> (&'static str, &'static str) {
         match self {
-            Counter::Retry => "hedwig_worker_retries_total",
-            Counter::Bounce => "hedwig_worker_bounces_total",
-            Counter::Failed => "hedwig_worker_failed_records_total",
-            Counter::DnsFailure => "hedwig_worker_dns_failures_total",
-            Counter::TlsUsed => "hedwig_worker_sessions_tls_total",
-            Counter::TlsNotUsed => "hedwig_worker_sessions_plain_total",
-            Counter::BadJob => "hedwig_worker_bad_jobs_total",
-            Counter::Loop => "hedwig_worker_loops_total",
-            Counter::BounceLimited => "hedwig_worker_bounces_limited_total",
+            Counter::DnsFailure => ("dns_failures", "DNS lookups that failed"),
+            Counter::TlsUsed => ("sessions_tls", "SMTP sessions that used TLS"),
+            Counter::TlsNotUsed => ("sessions_plain", "SMTP sessions without TLS"),
+            Counter::BadJob => ("bad_jobs", "Jobs that could not be decoded (buried)"),
+        }
+    }
+}
+
+impl MessageCounter {
+    const ALL: [MessageCounter; 5] = [
+        MessageCounter::Retry,
+        MessageCounter::Bounce,
+        MessageCounter::Failed,
+        MessageCounter::Loop,
+        MessageCounter::BounceLimited,
+    ];
+
+    fn describe(self) -> (&'static str, &'static str) {
+        match self {
+            MessageCounter::Retry => ("retries", "Jobs put back for a retry, by sending host"),
+            MessageCounter::Bounce => ("bounces", "Bounces queued, by sending host"),
+            MessageCounter::Failed => (
+                "failed_records",
+                "Failed-tube records written, by sending host",
+            ),
+            MessageCounter::Loop => (
+                "loops",
+                "Messages not delivered: more Received: fields than hop_limit, by sending host",
+            ),
+            MessageCounter::BounceLimited => (
+                "bounces_limited",
+                "Bounces not sent: the sender had its bounce_limits.per_sender, by sending host",
+            ),
         }
     }
 }
 
 impl Metrics {
-    /// One recipient's outcome at `domain`.
-    pub fn delivery(&self, status: Status, domain: &str) {
-        let mut inner = self.lock();
-        let known = inner
-            .deliveries
-            .keys()
-            .filter(|(s, _)| *s == status.as_str())
-            .count();
-        let key = if known >= MAX_DOMAINS
-            && !inner
-                .deliveries
-                .contains_key(&(status.as_str(), domain.to_string()))
-        {
-            "other".to_string()
-        } else {
-            domain.to_string()
+    /// Creates the metrics and registers them (prefix `hedwig_worker`) in `registry`; `hosts`
+    /// are the sending hosts with a label of their own.
+    pub fn register(registry: &mut Registry, hosts: HostLabels) -> Metrics {
+        let m = Metrics {
+            hosts,
+            deliveries: Family::default(),
+            domains: Mutex::new(HashSet::new()),
+            latency: Histogram::new(BUCKETS),
+            plain: Default::default(),
+            per_host: Default::default(),
         };
-        *inner.deliveries.entry((status.as_str(), key)).or_default() += 1;
+        let r = registry.sub_registry_with_prefix("hedwig_worker");
+        r.register(
+            "deliveries",
+            "Recipients' delivery outcomes, by status, destination domain and sending host",
+            m.deliveries.clone(),
+        );
+        r.register(
+            "delivery_seconds",
+            "Time of one domain's delivery attempt",
+            m.latency.clone(),
+        );
+        for c in MessageCounter::ALL {
+            let (name, help) = c.describe();
+            r.register(name, help, m.per_host[c as usize].clone());
+        }
+        for c in Counter::ALL {
+            let (name, help) = c.describe();
+            r.register(name, help, m.plain[c as usize].clone());
+        }
+        m
+    }
+
+    /// One recipient's outcome at `domain`, for a message from `host`.
+    pub fn delivery(&self, status: Status, domain: &str, host: &str) {
+        let domain = self.domain_label(status.as_str(), domain);
+        self.deliveries
+            .get_or_create(&DeliveryLabels {
+                status: status.as_str(),
+                domain,
+                host: self.hosts.label(host),
+            })
+            .inc();
+    }
+
+    fn domain_label(&self, status: &'static str, domain: &str) -> String {
+        // A panic while holding the lock leaves a plain set behind: still usable.
+        let mut known = self.domains.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (status, domain.to_string());
+        if known.contains(&key) {
+            return key.1;
+        }
+        if known.iter().filter(|(s, _)| *s == status).count() >= MAX_DOMAINS {
+            return OTHER.to_string();
+        }
+        known.insert(key.clone());
+        key.1
     }
 
     /// How long one domain's delivery attempt took.
     pub fn latency(&self, took: Duration) {
-        let secs = took.as_secs_f64();
-        let mut inner = self.lock();
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                inner.buckets[i] += 1;
-            }
-        }
-        inner.latency_sum += secs;
-        inner.latency_count += 1;
+        self.latency.observe(took.as_secs_f64());
     }
 
     pub fn incr(&self, counter: Counter) {
-        *self.lock().counters.entry(counter.name()).or_default() += 1;
+        self.plain[counter as usize].inc();
+    }
+
+    /// Counts one of `counter` for a message from `host`.
+    pub fn count(&self, counter: MessageCounter, host: &str) {
+        self.per_host[counter as usize]
+            .get_or_create(&HostLabel {
+                host: self.hosts.label(host),
+            })
+            .inc();
     }
 
     /// A counter's value (for tests and logs).
     pub fn get(&self, counter: Counter) -> u64 {
-        self.lock()
-            .counters
-            .get(counter.name())
-            .copied()
-            .unwrap_or(0)
+        self.plain[counter as usize].get()
     }
 
-    /// Deliveries counted with `status` at `domain`.
-    pub fn deliveries(&self, status: Status, domain: &str) -> u64 {
-        self.lock()
-            .deliveries
-            .get(&(status.as_str(), domain.to_string()))
-            .copied()
-            .unwrap_or(0)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // A panic while holding the lock leaves plain counters behind: still usable.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
-        let inner = self.lock();
-        let mut out = String::new();
-        out.push_str("# TYPE hedwig_worker_deliveries_total counter\n");
-        for ((status, domain), n) in &inner.deliveries {
-            let _ = writeln!(
-                out,
-                "hedwig_worker_deliveries_total{{status=\"{status}\",domain=\"{}\"}} {n}",
-                domain.replace(['"', '\\', '\n'], "_")
-            );
-        }
-        out.push_str("# TYPE hedwig_worker_delivery_seconds histogram\n");
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "hedwig_worker_delivery_seconds_bucket{{le=\"{bound}\"}} {}",
-                inner.buckets[i]
-            );
-        }
-        let _ = writeln!(
-            out,
-            "hedwig_worker_delivery_seconds_bucket{{le=\"+Inf\"}} {}",
-            inner.latency_count
-        );
-        let _ = writeln!(
-            out,
-            "hedwig_worker_delivery_seconds_sum {}",
-            inner.latency_sum
-        );
-        let _ = writeln!(
-            out,
-            "hedwig_worker_delivery_seconds_count {}",
-            inner.latency_count
-        );
-        for counter in [
-            Counter::Retry,
-            Counter::Bounce,
-            Counter::Failed,
-            Counter::DnsFailure,
-            Counter::TlsUsed,
-            Counter::TlsNotUsed,
-            Counter::BadJob,
-            Counter::Loop,
-            Counter::BounceLimited,
-        ] {
-            let name = counter.name();
-            let _ = writeln!(out, "# TYPE {name} counter");
-            let _ = writeln!(
-                out,
-                "{name} {}",
-                inner.counters.get(name).copied().unwrap_or(0)
-            );
-        }
-        out
+    /// Deliveries counted with `status` at `domain` for `host` (its label: a host not in
+    /// `metrics_hosts` is `other`).
+    pub fn deliveries(&self, status: Status, domain: &str, host: &str) -> u64 {
+        self.deliveries
+            .get(&DeliveryLabels {
+                status: status.as_str(),
+                domain: domain.to_string(),
+                host: host.to_string(),
+            })
+            .map_or(0, |c| c.get())
     }
 }
 
@@ -190,39 +222,52 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    fn metrics(hosts: &[&str]) -> (Metrics, hedwig_service::ops::Shell) {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry, HostLabels::new(hosts));
+        (m, hedwig_service::ops::Shell::new(registry))
+    }
+
     #[test]
     fn renders_counts_and_histogram() {
-        let m = Metrics::default();
-        m.delivery(Status::Delivered, "example.com");
-        m.delivery(Status::Delivered, "example.com");
-        m.delivery(Status::Deferred, "example.org");
+        let (m, shell) = metrics(&["web1.example.net"]);
+        m.delivery(Status::Delivered, "example.com", "web1.example.net");
+        m.delivery(Status::Delivered, "example.com", "WEB1.example.net");
+        m.delivery(Status::Deferred, "example.org", "web9.example.net");
         m.latency(Duration::from_millis(80));
         m.latency(Duration::from_secs(3));
-        m.incr(Counter::Retry);
-        let text = m.render();
-        assert!(
-            text.contains(
-                "hedwig_worker_deliveries_total{status=\"delivered\",domain=\"example.com\"} 2"
-            ),
-            "{text}"
+        m.count(MessageCounter::Retry, "web9.example.net");
+        m.incr(Counter::TlsUsed);
+        let text = shell.render();
+        for line in [
+            "hedwig_worker_deliveries_total{status=\"delivered\",domain=\"example.com\",host=\"web1.example.net\"} 2",
+            "hedwig_worker_deliveries_total{status=\"deferred\",domain=\"example.org\",host=\"other\"} 1",
+            "hedwig_worker_delivery_seconds_bucket{le=\"0.1\"} 1",
+            "hedwig_worker_delivery_seconds_bucket{le=\"5.0\"} 2",
+            "hedwig_worker_delivery_seconds_count 2",
+            "hedwig_worker_retries_total{host=\"other\"} 1",
+            "hedwig_worker_sessions_tls_total 1",
+            "hedwig_worker_bad_jobs_total 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        assert_eq!(m.get(Counter::TlsUsed), 1);
+        assert_eq!(
+            m.deliveries(Status::Delivered, "example.com", "web1.example.net"),
+            2
         );
-        assert!(text.contains(
-            "hedwig_worker_deliveries_total{status=\"deferred\",domain=\"example.org\"} 1"
-        ));
-        assert!(text.contains("hedwig_worker_delivery_seconds_bucket{le=\"0.1\"} 1"));
-        assert!(text.contains("hedwig_worker_delivery_seconds_bucket{le=\"5\"} 2"));
-        assert!(text.contains("hedwig_worker_delivery_seconds_count 2"));
-        assert!(text.contains("hedwig_worker_retries_total 1"));
-        assert_eq!(m.get(Counter::Retry), 1);
     }
 
     #[test]
     fn domain_labels_are_capped() {
-        let m = Metrics::default();
+        let (m, _) = metrics(&[]);
         for i in 0..MAX_DOMAINS + 5 {
-            m.delivery(Status::Delivered, &format!("d{i}.example"));
+            m.delivery(Status::Delivered, &format!("d{i}.example"), "h");
         }
-        assert_eq!(m.deliveries(Status::Delivered, "other"), 5);
-        assert_eq!(m.deliveries(Status::Delivered, "d0.example"), 1);
+        assert_eq!(m.deliveries(Status::Delivered, "other", "other"), 5);
+        assert_eq!(m.deliveries(Status::Delivered, "d0.example", "other"), 1);
+        // The cap is per status.
+        m.delivery(Status::Deferred, "new.example", "h");
+        assert_eq!(m.deliveries(Status::Deferred, "new.example", "other"), 1);
     }
 }

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::deliver::{group_by_domain, Deliverer};
-use crate::metrics::{Counter, Metrics};
+use crate::metrics::{Counter, MessageCounter, Metrics};
 use crate::plan::{plan, Outcome, Plan, Status};
 
 /// Priority of the jobs this worker puts (beanstalkd's usual default).
@@ -207,7 +207,7 @@ impl Worker {
         let hops = crate::hops::received_count(&job.message);
         let limit = self.config.hop_limit;
         if hops > limit {
-            self.metrics.incr(Counter::Loop);
+            self.metrics.count(MessageCounter::Loop, &env.host);
             tracing::warn!(
                 queue_id = %env.queue_id, host = %env.host, from = %env.mail_from, hops, limit,
                 "{}: mail loop: {hops} Received headers, more than hop_limit {limit}; not delivered",
@@ -273,7 +273,7 @@ impl Worker {
         let (groups, mut outcomes) = group_by_domain(&env.rcpt_to);
         let deliveries = groups.iter().map(|(domain, rcpts)| {
             self.deliverer
-                .deliver_domain(domain, &mail_from, rcpts, message)
+                .deliver_domain(&env.host, domain, &mail_from, rcpts, message)
         });
         for result in futures_util::future::join_all(deliveries).await {
             outcomes.extend(result);
@@ -346,11 +346,13 @@ impl Worker {
         let ttr = self.config.job_ttr;
         if let Some((again, delay)) = &plan.retry {
             put(putter, TUBE_OUTBOUND, &again.encode(), *delay, ttr).await?;
-            self.metrics.incr(Counter::Retry);
+            self.metrics
+                .count(MessageCounter::Retry, &job.envelope.host);
         }
         for failed in &plan.failed {
             put(putter, TUBE_FAILED, &failed.encode(), Duration::ZERO, ttr).await?;
-            self.metrics.incr(Counter::Failed);
+            self.metrics
+                .count(MessageCounter::Failed, &job.envelope.host);
         }
         // Over the sender's bounce limit, the failed-tube records above hold everything;
         // only the bounce is left out.
@@ -358,7 +360,8 @@ impl Worker {
             match self.bounce(job, plan, now) {
                 Ok(bounce) => {
                     put(putter, TUBE_OUTBOUND, &bounce.encode(), Duration::ZERO, ttr).await?;
-                    self.metrics.incr(Counter::Bounce);
+                    self.metrics
+                        .count(MessageCounter::Bounce, &job.envelope.host);
                     tracing::info!(
                         queue_id = %job.envelope.queue_id,
                         "{}: sender non-delivery notification: {}",
@@ -389,7 +392,8 @@ impl Worker {
         match self.bounce_limiter.check(&plan.bounce_to, Instant::now()) {
             Verdict::Send => true,
             Verdict::Refuse { first } => {
-                self.metrics.incr(Counter::BounceLimited);
+                self.metrics
+                    .count(MessageCounter::BounceLimited, &job.envelope.host);
                 let env = &job.envelope;
                 if first {
                     tracing::warn!(

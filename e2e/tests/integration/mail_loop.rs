@@ -73,7 +73,7 @@ fn received_fields(message: &[u8]) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_looping_through_mailman_stops_at_the_hop_limit() {
     if std::env::var_os("RUST_LOG").is_some() {
-        hedwig_core::logging::init();
+        hedwig_service::logging::init();
     }
     let beanstalkd = Beanstalkd::start();
     // The recipients' MX is the mailman on 127.0.120.1:25; bounces go to the sender's MX.

@@ -5,7 +5,9 @@
 mod common;
 
 mod bounce;
+mod draining;
 mod mail_loop;
+mod metric_names;
 mod msmtp_plain;
 mod msmtp_t;
 mod php_mail;

@@ -247,6 +247,22 @@ async fn repeated_message_id_is_queued_once() {
     assert_eq!(s3, 200);
     assert_ne!(b3["id"], b1["id"]);
     assert_eq!(po.ready_count().await, 2);
+    // The duplicate is counted for its (authenticated) sending host.
+    let text = po
+        .http
+        .get(format!("http://{}/metrics", po.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = format!("hedwig_postoffice_duplicates_total{{host=\"{HOST}\"}} 1");
+    assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    assert!(
+        !text.contains("duplicates_total{host=\"web2.example.com\"}"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

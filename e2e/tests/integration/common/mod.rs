@@ -346,7 +346,7 @@ impl Stack {
     /// The whole chain, the recipients' MX behaving as `rcpt_mx` says.
     pub async fn start_with(net: Net, rcpt_mx: Behaviour) -> Stack {
         if std::env::var_os("RUST_LOG").is_some() {
-            hedwig_core::logging::init();
+            hedwig_service::logging::init();
         }
         let beanstalkd = Beanstalkd::start();
         let dns = DnsServer::start(zone(net)).await;

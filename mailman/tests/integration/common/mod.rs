@@ -267,7 +267,7 @@ pub struct Mailman {
 
 impl Mailman {
     pub async fn start(config: mailman::Config) -> Mailman {
-        hedwig_core::logging::init();
+        hedwig_service::logging::init();
         let settings = config.check().expect("test config is valid");
         let shutdown = CancellationToken::new();
         let running = mailman::start(settings, shutdown.clone())

@@ -70,7 +70,7 @@ impl Drop for Running {
 
 pub fn start(config: Config) -> Running {
     if std::env::var_os("RUST_LOG").is_some() {
-        hedwig_core::logging::init();
+        hedwig_service::logging::init();
     }
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(worker::run(config, shutdown.clone()));
@@ -175,6 +175,12 @@ pub async fn deliver(
     rcpts: &[&str],
 ) -> Vec<(String, worker::plan::Outcome)> {
     let rcpts: Vec<String> = rcpts.iter().map(|r| r.to_string()).collect();
-    d.deliver_domain(domain, "sender@sender.test", &rcpts, &message("direct"))
-        .await
+    d.deliver_domain(
+        "web1.test",
+        domain,
+        "sender@sender.test",
+        &rcpts,
+        &message("direct"),
+    )
+    .await
 }
