@@ -3,11 +3,12 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use hedwig_queue::hold::HoldCache;
+use hedwig_queue::Tubes;
 use tokio::sync::Semaphore;
 
 use crate::config::{Config, Secrets};
 use crate::dedupe::Dedupe;
-use crate::holds::HoldCache;
 use crate::metrics::Metrics;
 use crate::policy::Policies;
 use crate::queue::Queue;
@@ -35,13 +36,13 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: Config, secrets: Secrets, queue: Queue) -> AppState {
+    pub fn new(config: Config, secrets: Secrets, tubes: Tubes, queue: Queue) -> AppState {
         let body_limit = config.body_limit();
         AppState {
             policies: Policies::new(&config),
             dedupe: Dedupe::new(config.duplicate_window, config.duplicate_capacity),
             secrets,
-            holds: HoldCache::new(queue.addrs()),
+            holds: HoldCache::new(queue.addrs(), tubes),
             queue,
             metrics: Metrics::default(),
             body_limit,

@@ -13,7 +13,8 @@
 //! - [`deliver`]: one message to one domain: hosts, addresses, sessions, per-recipient outcomes.
 //! - [`destination`]: per-destination caps, slow-down after 421, idle connections for reuse.
 //! - [`capture`]: the Maildir "transport" for staging.
-//! - [`queue`]: the beanstalkd loop: reserve, touch, deliver, record, delete.
+//! - [`queue`]: the beanstalkd loop: reserve, touch, deliver, record, delete. The queue
+//!   schema (tube names, job format, hold list) is the `hedwig-queue` crate's.
 //! - [`metrics`], [`http`]: `/metrics` and `/health`.
 //!
 //! [`run`] starts it all in-process (the binary and the end-to-end tests use it); [`check`]
@@ -85,6 +86,7 @@ pub fn build(config: Config) -> Result<Parts, RunError> {
         Some(Arc::new(hedwig_message::dkim::Signer::new(&config.dkim)?))
     };
     let metrics = Arc::new(metrics::Metrics::default());
+    let tubes = config.tubes().map_err(RunError::Config)?;
     let config = Arc::new(config);
     let deliverer = Arc::new(deliver::Deliverer {
         dests: destination::Destinations::new(config.limits.clone()),
@@ -100,6 +102,7 @@ pub fn build(config: Config) -> Result<Parts, RunError> {
                 config.bounce_limits.interval,
             ),
             config,
+            tubes,
             deliverer,
             signer,
             metrics: metrics.clone(),
@@ -141,6 +144,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     tracing::info!(
         concurrency,
         beanstalkd = ?parts.worker.config.beanstalkd,
+        tube_prefix = %parts.worker.tubes,
         "worker started"
     );
     let draining = {

@@ -12,3 +12,4 @@ mod php_mail;
 mod postoffice_outage;
 mod swaks;
 mod transparency;
+mod tube_prefix;

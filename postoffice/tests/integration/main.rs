@@ -14,7 +14,6 @@ mod admin_two_servers;
 mod bad_input;
 mod concurrency;
 mod from_policy;
-mod hold_cache;
 mod hold_release;
 mod intake;
 mod key_file_modes;

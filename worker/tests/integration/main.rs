@@ -20,6 +20,7 @@ mod hold;
 mod key_file_modes;
 mod line_endings;
 mod mx_fallback;
+mod old_format_jobs;
 mod partial_acceptance;
 mod relay_transport_return_path;
 mod retry_then_success;
