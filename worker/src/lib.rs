@@ -13,13 +13,16 @@
 //! - [`deliver`]: one message to one domain: hosts, addresses, sessions, per-recipient outcomes.
 //! - [`destination`]: per-destination caps, slow-down after 421, idle connections for reuse.
 //! - [`capture`]: the Maildir "transport" for staging.
-//! - [`queue`]: the beanstalkd loop: reserve, touch, deliver, record, delete. The queue
+//! - [`attempt`]: one delivery attempt of a whole job: loop check, line fixing, DKIM signing,
+//!   recipients grouped by domain, domains in parallel.
+//! - [`queue`]: the beanstalkd loop: reserve, touch, record, delete. The queue
 //!   schema (tube names, job format, hold list) is the `hedwig-queue` crate's.
 //! - [`metrics`], [`http`]: `/metrics` and `/health`.
 //!
 //! [`run`] starts it all in-process (the binary and the end-to-end tests use it); [`check`]
 //! is `worker check-config`.
 
+pub mod attempt;
 pub mod bounce_limit;
 pub mod capture;
 pub mod config;

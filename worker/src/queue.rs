@@ -1,4 +1,6 @@
-//! The queue loop: reserve a job, deliver it, record the outcome, then delete it.
+//! The queue loop: reserve a job, have it delivered, record the outcome, then delete it.
+//! The delivery attempt itself (loop check, line fixing, DKIM signing, recipients by domain)
+//! is [`crate::attempt`]'s; what becomes of the job after it is [`crate::plan`]'s.
 //!
 //! Each of the `concurrency` tasks owns two beanstalkd connections: one reserves from the
 //! outbound tube (a reserved job belongs to the connection that reserved it, so touch and
@@ -31,7 +33,7 @@ use hedwig_queue::Tubes;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::deliver::{group_by_domain, Deliverer};
+use crate::deliver::Deliverer;
 use crate::metrics::{Counter, Metrics};
 use crate::plan::{plan, Outcome, Plan, Status};
 
@@ -205,87 +207,6 @@ impl Worker {
                 "moving a held host's job failed, it comes back after its TTR: {e}"
             ),
         }
-    }
-
-    /// Delivers every recipient of `job`, one domain at a time in parallel.
-    pub async fn attempt(&self, job: &Job) -> Vec<(String, Outcome)> {
-        let env = &job.envelope;
-        // RFC 5321 §6.3: a message going round in a circle is not delivered again.
-        let hops = crate::hops::received_count(&job.message);
-        let limit = self.config.hop_limit;
-        if hops > limit {
-            self.metrics.incr(Counter::Loop);
-            tracing::warn!(
-                queue_id = %env.queue_id, host = %env.host, from = %env.mail_from, hops, limit,
-                "{}: mail loop: {hops} Received headers, more than hop_limit {limit}; not delivered",
-                env.queue_id
-            );
-            let outcome = Outcome::failed(&crate::error::Error::Loop { hops }, None);
-            return env
-                .rcpt_to
-                .iter()
-                .map(|r| (r.clone(), outcome.clone()))
-                .collect();
-        }
-        let mail_from = self
-            .config
-            .return_path
-            .apply(&env.host, &env.mail_from)
-            .to_string();
-        // Bare LFs (old hedwig clients send them) and over-long lines are fixed before
-        // signing, so that the signature covers exactly what the receiver gets.
-        let wire = hedwig_message::smtp_form(&job.message);
-        let signed;
-        let message: &[u8] = match &self.signer {
-            Some(signer) => {
-                // An RSA signature is about a millisecond of CPU: keep it off the threads that
-                // drive every other delivery's timeouts.
-                // Only for the domains the post office authorised (or, for a bounce, our own
-                // name): never for a domain just because the From: names it.
-                let authorised =
-                    hedwig_message::dkim::authorised_domains(env, &wire, self.config.ehlo_name());
-                let (signer, original) = (signer.clone(), wire.to_vec());
-                let result = tokio::task::spawn_blocking(move || {
-                    signer.sign_message_for(&original, &authorised, unix_now())
-                })
-                .await;
-                match result {
-                    Ok(Ok(s)) => {
-                        signed = s;
-                        &signed
-                    }
-                    Ok(Err(e)) => {
-                        tracing::error!(queue_id = %env.queue_id, "DKIM signing failed, sending unsigned: {e}");
-                        &wire
-                    }
-                    Err(e) => {
-                        tracing::error!(queue_id = %env.queue_id, "DKIM signing task failed, sending unsigned: {e}");
-                        &wire
-                    }
-                }
-            }
-            None => &wire,
-        };
-        // The sender goes into a command line: never send one that is not a valid path
-        // (a CR or LF in it would inject SMTP commands).
-        if let Err(e) = hedwig_core::address::parse_reverse_path(&mail_from) {
-            let error = crate::error::Error::BadAddress(format!("sender: {e}"));
-            let outcome = Outcome::failed(&error, None);
-            return env
-                .rcpt_to
-                .iter()
-                .map(|r| (r.clone(), outcome.clone()))
-                .collect();
-        }
-        let (groups, mut outcomes) = group_by_domain(&env.rcpt_to);
-        let deliveries = groups.iter().map(|(domain, rcpts)| {
-            self.deliverer
-                .deliver_domain(domain, &mail_from, rcpts, message)
-        });
-        for result in futures_util::future::join_all(deliveries).await {
-            outcomes.extend(result);
-        }
-        outcomes
     }
 
     /// Runs `attempt`, touching job `id` so its TTR does not run out. `None` when shutdown
