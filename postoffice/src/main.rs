@@ -127,6 +127,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig => {
+            for warning in config.renamed_keys() {
+                println!("warning: {warning}");
+            }
             let mut problems = config.validate().err().unwrap_or_default();
             for (_, result) in postoffice::queue::check_all(&config).await {
                 if let Err(e) = result {
@@ -220,6 +223,9 @@ fn target(
     config: &postoffice::Config,
     opts: &AdminOpts,
 ) -> Result<admin::Target, admin::AdminError> {
+    for warning in config.renamed_keys() {
+        eprintln!("postoffice: warning: {warning}");
+    }
     admin::Target::new(config, &opts.beanstalkd)
 }
 

@@ -10,6 +10,7 @@ mod admin_help;
 mod admin_purge;
 mod admin_requeue;
 mod admin_show_stats;
+mod admin_tube_prefix;
 mod admin_two_servers;
 mod bad_input;
 mod concurrency;
