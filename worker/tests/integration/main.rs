@@ -29,4 +29,5 @@ mod shutdown_hands_back;
 mod smtputf8;
 mod tls;
 mod touch_long_delivery;
+mod tube_prefix;
 mod two_beanstalkd_servers;
