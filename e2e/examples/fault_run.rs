@@ -1187,7 +1187,7 @@ async fn run() -> anyhow::Result<bool> {
         let queued = stack.queued().await.unwrap_or_default();
         let busy: u64 = queued
             .iter()
-            .filter(|(t, _)| t.as_str() != hedwig_core::hold::TUBE_HOLDS)
+            .filter(|(t, _)| t.as_str() != hedwig_queue::tubes::TUBE_HOLDS)
             .map(|(_, n)| n)
             .sum();
         let quiet = busy == 0 && spool_files(&spool).is_empty();
@@ -1329,7 +1329,7 @@ async fn run() -> anyhow::Result<bool> {
     list("left in spool", &spool_left);
     let left: Vec<String> = queued
         .iter()
-        .filter(|(t, n)| t.as_str() != hedwig_core::hold::TUBE_HOLDS && **n > 0)
+        .filter(|(t, n)| t.as_str() != hedwig_queue::tubes::TUBE_HOLDS && **n > 0)
         .map(|(t, n)| format!("{t}: {n}"))
         .collect();
     list("left in queues", &left);

@@ -1,6 +1,6 @@
 //! The beanstalkd reply parser (`beanstalk::proto::decode`) on arbitrary server output, with
 //! the YAML bodies of `OK` replies read by `beanstalk::stats` and job bodies by
-//! `hedwig_core::job::Job::decode` (what the worker does with a reserved job).
+//! `hedwig_queue::job::Job::decode` (what the worker does with a reserved job).
 //!
 //! The first input byte picks the chunk size (1 to 256 octets) the stream arrives in, as reads
 //! from a socket would; the rest is the stream. Checked:
@@ -26,12 +26,12 @@ fn look_inside(reply: &Reply) {
         }
         Reply::Reserved(job) | Reply::Found(job) => {
             assert!(job.body.len() <= MAX_BODY);
-            if let Ok(job) = hedwig_core::job::Job::decode(&job.body) {
+            if let Ok(job) = hedwig_queue::job::Job::decode(&job.body) {
                 // A decoded job encodes and decodes to itself.
-                let again = hedwig_core::job::Job::decode(&job.encode()).expect("re-decode");
+                let again = hedwig_queue::job::Job::decode(&job.encode()).expect("re-decode");
                 assert_eq!(again, job);
             }
-            let _ = hedwig_core::job::decode_parts(&job.body);
+            let _ = hedwig_queue::job::decode_parts(&job.body);
         }
         _ => {}
     }

@@ -16,8 +16,8 @@
 #![no_main]
 
 use hedwig_core::address::Mailbox;
-use hedwig_core::job::{Envelope, Failure};
 use hedwig_message::dsn::{build, Limits, Params};
+use hedwig_queue::job::{Envelope, Failure};
 use libfuzzer_sys::fuzz_target;
 use mail_parser::MimeHeaders;
 

@@ -12,8 +12,8 @@
 #![no_main]
 
 use hedwig_core::address::{parse_reverse_path, Mailbox};
-use hedwig_core::job::{decode_parts, encode_parts, Envelope};
 use hedwig_core::wire::{Email, Submission};
+use hedwig_queue::job::{decode_parts, encode_parts, Envelope};
 use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use libfuzzer_sys::fuzz_target;
 

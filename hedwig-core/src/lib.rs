@@ -4,30 +4,22 @@
 //! - [`wire`]: the mailman → postoffice HTTP protocol (compatible with the original Python
 //!   hedwig): the `fqdn`/`key`/`email` submission and the JSON answers.
 //! - [`key`]: host keys, `hex(HMAC-SHA256(secret, lowercase(fqdn)))`, checked in constant time.
-//! - [`job`]: the body of a beanstalkd job: the envelope and history as one JSON line, then the
-//!   message bytes untouched.
 //! - [`address`]: RFC 5321 / RFC 6531 mailbox syntax (UTF-8 local parts, IDN domains).
 //! - [`from`]: the From: fields of a raw message (count, addresses, domains).
 //! - [`config`]: YAML files with `HEDWIG_…` environment overrides, byte sizes, secrets from files.
 //! - [`keyfile`]: key files readable by their owner only (warn, or refuse with
 //!   `require_safe_keys`).
 //!
-//! Nothing here does network I/O.
+//! Nothing here does network I/O. Not here: the queue schema (tube names, the job format, the
+//! hold list), in the `hedwig-queue` crate.
 
 pub mod address;
 pub mod config;
 pub mod from;
-pub mod hold;
-pub mod job;
 pub mod key;
 pub mod keyfile;
 pub mod signing;
 pub mod wire;
-
-/// The beanstalkd tube that postoffice puts new messages into and workers reserve from.
-pub const TUBE_OUTBOUND: &str = "hedwig";
-/// The beanstalkd tube that holds permanently failed recipients for operators to inspect.
-pub const TUBE_FAILED: &str = "hedwig-failed";
 
 /// A new queue id: 12 hex digits of milliseconds since the epoch, then 12 random hex digits.
 ///

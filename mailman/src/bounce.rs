@@ -7,8 +7,8 @@
 
 use std::sync::Arc;
 
-use hedwig_core::job::{Envelope, Failure};
 use hedwig_message::dsn;
+use hedwig_queue::job::{Envelope, Failure};
 
 use crate::deliver::Core;
 use crate::spool::SpoolHeader;

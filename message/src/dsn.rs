@@ -22,7 +22,7 @@
 
 use std::fmt::Write as _;
 
-use hedwig_core::job::{Envelope, Failure, Job, Kind};
+use hedwig_queue::job::{Envelope, Failure, Job, Kind};
 
 use crate::{rfc5322_date, Error};
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use hedwig_core::config::{read_secret, ByteSize};
+use hedwig_queue::tubes::{Tubes, DEFAULT_PREFIX};
 use serde::{Deserialize, Serialize};
 
 /// Everything `postoffice` reads from its YAML file and `HEDWIG_…` variables.
@@ -19,8 +20,11 @@ pub struct Config {
     /// hash of the host name, and to the next one while that one is down.
     #[serde(deserialize_with = "deserialize_servers")]
     pub beanstalkd: String,
-    /// Tube that new messages go to (workers reserve from it).
-    pub tube: String,
+    /// Prefix of the tube names (`hedwig`: tubes `hedwig`, `hedwig-failed`, `hedwig-held`,
+    /// `hedwig-holds`); the workers must have the same.
+    pub tube_prefix: String,
+    /// The old name of `tube_prefix`, still read (with a warning) when `tube_prefix` is not set.
+    pub tube: Option<String>,
     /// Connections kept open to beanstalkd.
     pub pool_size: usize,
     /// The secret host keys derive from (`keygen secret` makes one).
@@ -135,7 +139,8 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8025)),
             beanstalkd: "127.0.0.1:11300".into(),
-            tube: hedwig_core::TUBE_OUTBOUND.into(),
+            tube_prefix: hedwig_queue::tubes::DEFAULT_PREFIX.into(),
+            tube: None,
             pool_size: 32,
             secret: None,
             secret_file: None,
@@ -207,6 +212,9 @@ impl Config {
             if let Err(e) = hedwig_core::key::normalize_fqdn(host) {
                 problems.push(format!("revoked/hosts: {e}"));
             }
+        }
+        if let Err(e) = self.tubes() {
+            problems.push(e);
         }
         if self.max_message_size.0 == 0 {
             problems.push("max_message_size: must be more than 0".into());
@@ -282,6 +290,35 @@ impl Config {
             .saturating_add(64 * 1024)
     }
 
+    /// The tube names, from `tube_prefix` (or the old `tube`); the error names the key.
+    pub fn tubes(&self) -> Result<Tubes, String> {
+        let (key, prefix) = match &self.tube {
+            Some(old) if self.tube_prefix != DEFAULT_PREFIX && self.tube_prefix != *old => {
+                return Err(format!(
+                    "tube ({old:?}) and tube_prefix ({:?}) disagree: tube is the old name of \
+                     tube_prefix; keep only tube_prefix",
+                    self.tube_prefix
+                ))
+            }
+            Some(old) => ("tube", old),
+            None => ("tube_prefix", &self.tube_prefix),
+        };
+        Tubes::new(prefix).map_err(|e| format!("{key}: {e}"))
+    }
+
+    /// Warnings about old keys in use (renamed keys that are still read).
+    pub fn renamed_keys(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if let Some(old) = &self.tube {
+            warnings.push(format!(
+                "config key `tube` is renamed `tube_prefix`; `tube: {old}` is read as \
+                 `tube_prefix: {old}` (tubes {old}, {old}-failed, {old}-held, {old}-holds): \
+                 rename it, and give the workers the same tube_prefix"
+            ));
+        }
+        warnings
+    }
+
     /// The beanstalkd servers, in configured order.
     pub fn servers(&self) -> Vec<String> {
         parse_servers(&self.beanstalkd)
@@ -353,6 +390,31 @@ mod tests {
         );
         let c = load(None, &[(var, "[]")]);
         assert!(c.default_policy.allowed_sender_domains.is_empty());
+    }
+
+    #[test]
+    fn tube_prefix_and_the_old_tube_key() {
+        assert_eq!(load(None, &[]).tubes().unwrap(), Tubes::default());
+        let c = load(Some("tube_prefix: acme\n"), &[]);
+        assert_eq!(c.tubes().unwrap().failed(), "acme-failed");
+        assert!(c.renamed_keys().is_empty());
+        // The old key sets the prefix, with a warning.
+        let c = load(Some("tube: old\n"), &[]);
+        assert_eq!(c.tubes().unwrap().outbound(), "old");
+        assert_eq!(c.tubes().unwrap().held(), "old-held");
+        assert!(
+            c.renamed_keys()[0].contains("tube_prefix"),
+            "{:?}",
+            c.renamed_keys()
+        );
+        let c = load(Some("tube: same\ntube_prefix: same\n"), &[]);
+        assert_eq!(c.tubes().unwrap().outbound(), "same");
+        let c = load(Some("tube: a\ntube_prefix: b\n"), &[]);
+        assert!(c.tubes().unwrap_err().contains("disagree"));
+        let c = load(Some("tube_prefix: \"a b\"\n"), &[]);
+        assert!(c.tubes().unwrap_err().starts_with("tube_prefix: "));
+        let c = load(Some("tube: \"-x\"\n"), &[]);
+        assert!(c.tubes().unwrap_err().starts_with("tube: "));
     }
 
     #[test]

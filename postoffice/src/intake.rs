@@ -10,9 +10,9 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap, StatusCode};
 use beanstalk::Error as QueueError;
 use hedwig_core::address::{parse_reverse_path, Mailbox};
-use hedwig_core::job::{encode_parts, Envelope};
 use hedwig_core::signing::Signed;
 use hedwig_core::wire::{Accepted, Submission};
+use hedwig_queue::job::{encode_parts, Envelope};
 
 use crate::body::Budget;
 use crate::dedupe::{Claim, Pending};

@@ -13,7 +13,8 @@
 //! - [`metrics`]: Prometheus counters (registry, draining flag, signals and the health-check
 //!   client are the shared shell, `hedwig_service`).
 //! - [`queue`]: the beanstalkd servers: choice by sending host, failover, start-up check.
-//! - [`holds`]: the hold list in beanstalkd and the intake's cache of it.
+//!   The queue schema (tube names, job format, hold list, failed-tube scan) is the
+//!   `hedwig-queue` crate's.
 //! - [`admin`]: the queue administration subcommands (`stats`, `failed`, `requeue`, `show`,
 //!   `purge`, `hold`, `release`).
 //!
@@ -27,7 +28,6 @@ pub mod config;
 pub mod dedupe;
 pub mod error;
 pub mod from_policy;
-pub mod holds;
 pub mod intake;
 pub mod metrics;
 pub mod policy;
@@ -61,13 +61,17 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
     let secrets = config.validate().map_err(StartError::Config)?;
+    for warning in config.renamed_keys() {
+        tracing::warn!("{warning}");
+    }
+    let tubes = config.tubes().map_err(|e| StartError::Config(vec![e]))?;
     from_policy::warn_unsigned_hosts(&config);
     let max_job_size = queue::wait_and_check(&config).await?;
-    let queue = queue::Queue::new(&config)?;
-    let state = Arc::new(state::AppState::new(config, secrets, queue));
+    let queue = queue::Queue::new(&config, &tubes)?;
+    let state = Arc::new(state::AppState::new(config, secrets, tubes.clone(), queue));
     let addr = listener.local_addr()?;
     tracing::info!(
-        listen = %addr, tls = state.config.tls.is_some(), beanstalkd = %state.config.beanstalkd, tube = %state.config.tube,
+        listen = %addr, tls = state.config.tls.is_some(), beanstalkd = %state.config.beanstalkd, tube_prefix = %tubes,
         max_message_size = state.config.max_message_size.0, max_job_size,
         "postoffice started"
     );

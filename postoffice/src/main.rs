@@ -126,6 +126,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig => {
+            for warning in config.renamed_keys() {
+                println!("warning: {warning}");
+            }
             let mut problems = config.validate().err().unwrap_or_default();
             for (_, result) in postoffice::queue::check_all(&config).await {
                 if let Err(e) = result {
@@ -152,24 +155,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(hedwig_service::health_check::run(&url).await)
         }
         Command::Stats { admin, args } => {
-            let report = admin::stats::run(&target(&config, &admin), &args).await;
+            let report = admin::stats::run(&target(&config, &admin)?, &args).await;
             let failed = report.servers.iter().any(|s| s.error.is_some());
             print!("{}", report.render(args.json));
             Ok(outcome(!failed))
         }
         Command::Failed { admin, args } => {
             let report =
-                admin::failed::run(&target(&config, &admin), &args.filter, args.limit).await;
+                admin::failed::run(&target(&config, &admin)?, &args.filter, args.limit).await;
             print!("{}", report.render(args.json));
             Ok(problems(&report.problems))
         }
         Command::Requeue { admin, args } => {
-            let report = admin::requeue::run(&target(&config, &admin), &args).await;
+            let report = admin::requeue::run(&target(&config, &admin)?, &args).await;
             print!("{}", report.render(args.json));
             Ok(problems(&report.problems))
         }
         Command::Show { admin, args } => {
-            let report = admin::show::run(&target(&config, &admin), &args).await;
+            let report = admin::show::run(&target(&config, &admin)?, &args).await;
             print!("{}", report.render(args.json));
             let code = problems(&report.problems);
             Ok(if report.found.is_empty() {
@@ -189,24 +192,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let ask: Option<admin::purge::Ask> =
                 std::io::stdin().is_terminal().then_some(&mut prompt);
-            let report = admin::purge::run(&target(&config, &admin), &args, ask).await?;
+            let report = admin::purge::run(&target(&config, &admin)?, &args, ask).await?;
             print!("{}", report.render(args.json));
             Ok(problems(&report.problems))
         }
         Command::Hold { admin, args } => {
-            let report = admin::hold::hold(&target(&config, &admin), &args).await?;
+            let report = admin::hold::hold(&target(&config, &admin)?, &args).await?;
             print!("{}", report.render(args.json));
             Ok(problems(&report.problems))
         }
         Command::Release { admin, args } => {
-            let report = admin::hold::release(&target(&config, &admin), &args).await?;
+            let report = admin::hold::release(&target(&config, &admin)?, &args).await?;
             print!("{}", report.render(args.json));
             Ok(problems(&report.problems))
         }
     }
 }
 
-fn target(config: &postoffice::Config, opts: &AdminOpts) -> admin::Target {
+fn target(
+    config: &postoffice::Config,
+    opts: &AdminOpts,
+) -> Result<admin::Target, admin::AdminError> {
+    for warning in config.renamed_keys() {
+        eprintln!("postoffice: warning: {warning}");
+    }
     admin::Target::new(config, &opts.beanstalkd)
 }
 

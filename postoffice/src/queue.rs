@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use beanstalk::{Client, Error as BeanstalkError, Pool};
 
+use hedwig_queue::Tubes;
+
 use crate::config::{Config, JOB_OVERHEAD};
 
 /// How long a server that refused a connection is tried last.
@@ -135,7 +137,7 @@ fn client_config() -> beanstalk::Config {
 pub enum Target {
     /// The configured outbound tube.
     Outbound,
-    /// [`hedwig_core::hold::TUBE_HELD`]: the host is held.
+    /// The held tube: the host is held.
     Held,
 }
 
@@ -180,7 +182,7 @@ impl std::fmt::Debug for Queue {
 /// FNV-1a, 64 bits: stable across builds and processes (std's hasher is not).
 pub fn host_hash(host: &str) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in hedwig_core::hold::normalize(host).bytes() {
+    for b in hedwig_queue::hold::normalize(host).bytes() {
         hash ^= u64::from(b);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
@@ -208,7 +210,7 @@ pub fn certainly_not_sent(err: &BeanstalkError) -> bool {
 
 impl Queue {
     /// Pools for every server in `config.beanstalkd` (connects lazily).
-    pub fn new(config: &Config) -> Result<Queue, QueueCheckError> {
+    pub fn new(config: &Config, tubes: &Tubes) -> Result<Queue, QueueCheckError> {
         let addrs = config.servers();
         if addrs.is_empty() {
             return Err(QueueCheckError::NoServers);
@@ -221,13 +223,13 @@ impl Queue {
                     addr: addr.clone(),
                     outbound: Pool::with_config(
                         addr.clone(),
-                        &config.tube,
+                        tubes.outbound(),
                         config.pool_size,
                         client_config(),
                     )?,
                     held: Pool::with_config(
                         addr.clone(),
-                        hedwig_core::hold::TUBE_HELD,
+                        tubes.held(),
                         held_pool,
                         client_config(),
                     )?,
@@ -368,7 +370,7 @@ mod tests {
             beanstalkd: "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3".into(),
             ..Config::default()
         };
-        let q = Queue::new(&config).unwrap();
+        let q = Queue::new(&config, &Tubes::default()).unwrap();
         let start = (host_hash("h.example") % 3) as usize;
         let order = q.order("h.example");
         assert_eq!(order, [start, (start + 1) % 3, (start + 2) % 3]);

@@ -2,11 +2,12 @@
 
 use std::sync::Arc;
 
+use hedwig_queue::hold::HoldCache;
+use hedwig_queue::Tubes;
 use tokio::sync::Semaphore;
 
 use crate::config::{Config, Secrets};
 use crate::dedupe::Dedupe;
-use crate::holds::HoldCache;
 use crate::metrics::Metrics;
 use crate::policy::Policies;
 use crate::queue::Queue;
@@ -35,7 +36,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: Config, secrets: Secrets, queue: Queue) -> AppState {
+    pub fn new(config: Config, secrets: Secrets, tubes: Tubes, queue: Queue) -> AppState {
         let body_limit = config.body_limit();
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Metrics::register(&mut registry);
@@ -43,7 +44,7 @@ impl AppState {
             policies: Policies::new(&config),
             dedupe: Dedupe::new(config.duplicate_window, config.duplicate_capacity),
             secrets,
-            holds: HoldCache::new(queue.addrs()),
+            holds: HoldCache::new(queue.addrs(), tubes),
             queue,
             metrics,
             shell: hedwig_service::ops::Shell::new(registry),

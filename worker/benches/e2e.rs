@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use beanstalk::Client;
-use hedwig_core::job::{Envelope, Job};
-use hedwig_core::TUBE_OUTBOUND;
 use hedwig_message::dkim::{generate, Algorithm, DkimConfig, DkimKey, Signer};
+use hedwig_queue::job::{Envelope, Job};
+use hedwig_queue::tubes::TUBE_OUTBOUND;
 use hedwig_testkit::Beanstalkd;
 use tokio_util::sync::CancellationToken;
 use worker::Config;

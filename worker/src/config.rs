@@ -20,6 +20,10 @@ pub struct Config {
     /// beanstalkd `host:port`, or a list: the delivery tasks are spread over the servers.
     #[serde(deserialize_with = "one_or_many")]
     pub beanstalkd: Vec<String>,
+    /// Prefix of the tube names: reserves from `<prefix>`, records failures in
+    /// `<prefix>-failed`, moves held hosts' mail to `<prefix>-held`, reads the hold list in
+    /// `<prefix>-holds`. The post office must have the same.
+    pub tube_prefix: String,
     /// How many deliveries run at once in this process (each with its own beanstalkd
     /// connection).
     pub concurrency: usize,
@@ -78,6 +82,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             beanstalkd: vec!["127.0.0.1:11300".into()],
+            tube_prefix: hedwig_queue::tubes::DEFAULT_PREFIX.into(),
             concurrency: 32,
             hostname: String::new(),
             nameservers: Vec::new(),
@@ -276,6 +281,11 @@ impl Tls {
 }
 
 impl Config {
+    /// The tube names, from `tube_prefix`; the error names the key.
+    pub fn tubes(&self) -> Result<hedwig_queue::Tubes, String> {
+        hedwig_queue::Tubes::new(&self.tube_prefix).map_err(|e| format!("tube_prefix: {e}"))
+    }
+
     /// Problems the types cannot catch, one line each (empty when fine).
     pub fn check(&self) -> Vec<String> {
         let mut errors = Vec::new();
@@ -288,6 +298,9 @@ impl Config {
         }
         if self.beanstalkd.is_empty() {
             errors.push("beanstalkd: at least one host:port is needed".into());
+        }
+        if let Err(e) = self.tubes() {
+            errors.push(e);
         }
         if self.concurrency == 0 {
             errors.push("concurrency: must be at least 1".into());
@@ -475,10 +488,12 @@ mod tests {
             nameservers: vec!["not-an-ip".into()],
             transports: [("a.example".to_string(), "capture".to_string())].into(),
             concurrency: 0,
+            tube_prefix: "bad prefix".into(),
             ..Config::default()
         };
         let errors = c.check().join("\n");
         for key in [
+            "tube_prefix",
             "hostname",
             "relayhost",
             "nameservers",

@@ -13,13 +13,17 @@
 //! - [`deliver`]: one message to one domain: hosts, addresses, sessions, per-recipient outcomes.
 //! - [`destination`]: per-destination caps, slow-down after 421, idle connections for reuse.
 //! - [`capture`]: the Maildir "transport" for staging.
-//! - [`queue`]: the beanstalkd loop: reserve, touch, deliver, record, delete.
+//! - [`attempt`]: one delivery attempt of a whole job: loop check, line fixing, DKIM signing,
+//!   recipients grouped by domain, domains in parallel.
+//! - [`queue`]: the beanstalkd loop: reserve, touch, record, delete. The queue
+//!   schema (tube names, job format, hold list) is the `hedwig-queue` crate's.
 //! - [`metrics`]: what `/metrics` counts; [`http`]: what `/health` says (the listener is
 //!   `hedwig_service::ops`).
 //!
 //! [`run`] starts it all in-process (the binary and the end-to-end tests use it); [`check`]
 //! is `worker check-config`.
 
+pub mod attempt;
 pub mod bounce_limit;
 pub mod capture;
 pub mod config;
@@ -90,6 +94,7 @@ pub fn build(config: Config) -> Result<Parts, RunError> {
         &mut registry,
         hedwig_service::metrics::HostLabels::new(&config.metrics_hosts),
     ));
+    let tubes = config.tubes().map_err(RunError::Config)?;
     let config = Arc::new(config);
     let deliverer = Arc::new(deliver::Deliverer {
         dests: destination::Destinations::new(config.limits.clone()),
@@ -105,6 +110,7 @@ pub fn build(config: Config) -> Result<Parts, RunError> {
                 config.bounce_limits.interval,
             ),
             config,
+            tubes,
             deliverer,
             signer,
             metrics,
@@ -141,6 +147,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     tracing::info!(
         concurrency,
         beanstalkd = ?parts.worker.config.beanstalkd,
+        tube_prefix = %parts.worker.tubes,
         "worker started"
     );
     let draining = parts.shell.drain_on(shutdown.clone());

@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use hedwig_core::job::{Attempt, Failure, Job, Kind};
+use hedwig_queue::job::{Attempt, Failure, Job, Kind};
 
 use crate::config::Retry;
 use crate::error::Error;
@@ -262,7 +262,7 @@ fn group(outcomes: &[(String, Outcome)]) -> Vec<(Outcome, Vec<String>)> {
 mod tests {
     use super::*;
     use crate::error::Phase;
-    use hedwig_core::job::Envelope;
+    use hedwig_queue::job::Envelope;
 
     const T0: u64 = 1_700_000_000;
 

@@ -1,7 +1,9 @@
-//! The queue loop: reserve a job, deliver it, record the outcome, then delete it.
+//! The queue loop: reserve a job, have it delivered, record the outcome, then delete it.
+//! The delivery attempt itself (loop check, line fixing, DKIM signing, recipients by domain)
+//! is [`crate::attempt`]'s; what becomes of the job after it is [`crate::plan`]'s.
 //!
-//! Each of the `concurrency` tasks owns two beanstalkd connections: one reserves from
-//! [`TUBE_OUTBOUND`] (a reserved job belongs to the connection that reserved it, so touch and
+//! Each of the `concurrency` tasks owns two beanstalkd connections: one reserves from the
+//! outbound tube (a reserved job belongs to the connection that reserved it, so touch and
 //! delete go through it too), one puts (retries, failed records, bounces). While a delivery
 //! runs, the job is touched at half its TTR, so a slow server does not make beanstalkd hand the
 //! job to another worker. The job is deleted only after everything its [`Plan`] asks for was
@@ -13,6 +15,9 @@
 //! A worker killed after putting a deferral's retry job but before deleting the reserved job
 //! leaves two jobs of the message, each delivered once (put-then-delete never loses one).
 //!
+//! The queue schema (tube names from `tube_prefix`, the job format, the hold list and its
+//! cache) is the `hedwig-queue` crate's; this module only moves jobs between tubes.
+//!
 //! One log line per recipient per attempt, in the style of Postfix:
 //! `Q1: to=<a@example.com>, relay=mx[192.0.2.1]:25, delay=1.2, dsn=2.0.0, status=sent (250 ok)`.
 
@@ -20,14 +25,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use beanstalk::Client;
-use hedwig_core::hold::{HoldList, CACHE_FOR, TUBE_HELD, TUBE_HOLDS};
-use hedwig_core::job::Job;
-use hedwig_core::{unix_now, TUBE_FAILED, TUBE_OUTBOUND};
+use hedwig_core::unix_now;
 use hedwig_message::dkim::Signer;
+use hedwig_queue::hold::Snapshot;
+use hedwig_queue::job::Job;
+use hedwig_queue::Tubes;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::deliver::{group_by_domain, Deliverer};
+use crate::deliver::Deliverer;
 use crate::metrics::{Counter, MessageCounter, Metrics};
 use crate::plan::{plan, Outcome, Plan, Status};
 
@@ -39,6 +45,8 @@ const RESERVE_WAIT: Duration = Duration::from_secs(1);
 /// What every delivery task shares.
 pub struct Worker {
     pub config: Arc<Config>,
+    /// The tube names (`tube_prefix`).
+    pub tubes: Tubes,
     pub deliverer: Arc<Deliverer>,
     pub signer: Option<Arc<Signer>>,
     pub metrics: Arc<Metrics>,
@@ -60,7 +68,7 @@ impl Worker {
         let mut backoff = Duration::from_millis(200);
         while !shutdown.is_cancelled() {
             let clients = tokio::select! {
-                c = connect(&addr) => c,
+                c = connect(&addr, &self.tubes) => c,
                 _ = shutdown.cancelled() => break,
             };
             let (mut reserver, mut putter) = match clients {
@@ -76,7 +84,7 @@ impl Worker {
                 }
             };
             backoff = Duration::from_millis(200);
-            let mut holds = Holds::default();
+            let mut holds = Snapshot::default();
             while !shutdown.is_cancelled() {
                 let reserved = tokio::select! {
                     r = reserver.reserve_with_timeout(RESERVE_WAIT) => r,
@@ -108,7 +116,7 @@ impl Worker {
         &self,
         reserver: &mut Client,
         putter: &mut Client,
-        holds: &mut Holds,
+        holds: &mut Snapshot,
         reserved: beanstalk::Job,
         shutdown: &CancellationToken,
     ) {
@@ -125,7 +133,7 @@ impl Worker {
                 return;
             }
         };
-        if holds.is_held(putter, &job.envelope.host).await {
+        if holds.is_held(putter, &self.tubes, &job.envelope.host).await {
             self.hold(reserver, putter, &job, &reserved).await;
             return;
         }
@@ -174,9 +182,10 @@ impl Worker {
         reserved: &beanstalk::Job,
     ) {
         let env = &job.envelope;
+        let held = self.tubes.held();
         match put(
             putter,
-            TUBE_HELD,
+            held,
             &reserved.body,
             Duration::ZERO,
             self.config.job_ttr,
@@ -187,7 +196,7 @@ impl Worker {
                 tracing::info!(
                     queue_id = %env.queue_id, host = %env.host, from = %env.mail_from,
                     to = %env.rcpt_to.join(","), outcome = "held",
-                    "{}: host {} is held; message moved to {TUBE_HELD}", env.queue_id, env.host
+                    "{}: host {} is held; message moved to {held}", env.queue_id, env.host
                 );
                 if let Err(e) = reserver.delete(reserved.id).await {
                     tracing::error!(job = reserved.id, queue_id = %env.queue_id, "delete after hold failed: {e}");
@@ -198,87 +207,6 @@ impl Worker {
                 "moving a held host's job failed, it comes back after its TTR: {e}"
             ),
         }
-    }
-
-    /// Delivers every recipient of `job`, one domain at a time in parallel.
-    pub async fn attempt(&self, job: &Job) -> Vec<(String, Outcome)> {
-        let env = &job.envelope;
-        // RFC 5321 §6.3: a message going round in a circle is not delivered again.
-        let hops = crate::hops::received_count(&job.message);
-        let limit = self.config.hop_limit;
-        if hops > limit {
-            self.metrics.count(MessageCounter::Loop, &env.host);
-            tracing::warn!(
-                queue_id = %env.queue_id, host = %env.host, from = %env.mail_from, hops, limit,
-                "{}: mail loop: {hops} Received headers, more than hop_limit {limit}; not delivered",
-                env.queue_id
-            );
-            let outcome = Outcome::failed(&crate::error::Error::Loop { hops }, None);
-            return env
-                .rcpt_to
-                .iter()
-                .map(|r| (r.clone(), outcome.clone()))
-                .collect();
-        }
-        let mail_from = self
-            .config
-            .return_path
-            .apply(&env.host, &env.mail_from)
-            .to_string();
-        // Bare LFs (old hedwig clients send them) and over-long lines are fixed before
-        // signing, so that the signature covers exactly what the receiver gets.
-        let wire = hedwig_message::smtp_form(&job.message);
-        let signed;
-        let message: &[u8] = match &self.signer {
-            Some(signer) => {
-                // An RSA signature is about a millisecond of CPU: keep it off the threads that
-                // drive every other delivery's timeouts.
-                // Only for the domains the post office authorised (or, for a bounce, our own
-                // name): never for a domain just because the From: names it.
-                let authorised =
-                    hedwig_message::dkim::authorised_domains(env, &wire, self.config.ehlo_name());
-                let (signer, original) = (signer.clone(), wire.to_vec());
-                let result = tokio::task::spawn_blocking(move || {
-                    signer.sign_message_for(&original, &authorised, unix_now())
-                })
-                .await;
-                match result {
-                    Ok(Ok(s)) => {
-                        signed = s;
-                        &signed
-                    }
-                    Ok(Err(e)) => {
-                        tracing::error!(queue_id = %env.queue_id, "DKIM signing failed, sending unsigned: {e}");
-                        &wire
-                    }
-                    Err(e) => {
-                        tracing::error!(queue_id = %env.queue_id, "DKIM signing task failed, sending unsigned: {e}");
-                        &wire
-                    }
-                }
-            }
-            None => &wire,
-        };
-        // The sender goes into a command line: never send one that is not a valid path
-        // (a CR or LF in it would inject SMTP commands).
-        if let Err(e) = hedwig_core::address::parse_reverse_path(&mail_from) {
-            let error = crate::error::Error::BadAddress(format!("sender: {e}"));
-            let outcome = Outcome::failed(&error, None);
-            return env
-                .rcpt_to
-                .iter()
-                .map(|r| (r.clone(), outcome.clone()))
-                .collect();
-        }
-        let (groups, mut outcomes) = group_by_domain(&env.rcpt_to);
-        let deliveries = groups.iter().map(|(domain, rcpts)| {
-            self.deliverer
-                .deliver_domain(&env.host, domain, &mail_from, rcpts, message)
-        });
-        for result in futures_util::future::join_all(deliveries).await {
-            outcomes.extend(result);
-        }
-        outcomes
     }
 
     /// Runs `attempt`, touching job `id` so its TTR does not run out. `None` when shutdown
@@ -345,12 +273,19 @@ impl Worker {
     ) -> Result<(), beanstalk::Error> {
         let ttr = self.config.job_ttr;
         if let Some((again, delay)) = &plan.retry {
-            put(putter, TUBE_OUTBOUND, &again.encode(), *delay, ttr).await?;
+            put(putter, self.tubes.outbound(), &again.encode(), *delay, ttr).await?;
             self.metrics
                 .count(MessageCounter::Retry, &job.envelope.host);
         }
         for failed in &plan.failed {
-            put(putter, TUBE_FAILED, &failed.encode(), Duration::ZERO, ttr).await?;
+            put(
+                putter,
+                self.tubes.failed(),
+                &failed.encode(),
+                Duration::ZERO,
+                ttr,
+            )
+            .await?;
             self.metrics
                 .count(MessageCounter::Failed, &job.envelope.host);
         }
@@ -359,7 +294,8 @@ impl Worker {
         if !plan.bounce.is_empty() && self.bounce_allowed(job, plan) {
             match self.bounce(job, plan, now) {
                 Ok(bounce) => {
-                    put(putter, TUBE_OUTBOUND, &bounce.encode(), Duration::ZERO, ttr).await?;
+                    let outbound = self.tubes.outbound();
+                    put(putter, outbound, &bounce.encode(), Duration::ZERO, ttr).await?;
                     self.metrics
                         .count(MessageCounter::Bounce, &job.envelope.host);
                     tracing::info!(
@@ -399,11 +335,12 @@ impl Worker {
                     tracing::warn!(
                         queue_id = %env.queue_id, host = %env.host, to = %plan.bounce_to,
                         "{}: no bounce to <{}>: it had its {} bounces in {:?}; failures are still \
-                         recorded in {TUBE_FAILED} (logged once per sender per interval)",
+                         recorded in {} (logged once per sender per interval)",
                         env.queue_id,
                         plan.bounce_to,
                         limits.per_sender,
-                        limits.interval
+                        limits.interval,
+                        self.tubes.failed()
                     );
                 } else {
                     tracing::debug!(queue_id = %env.queue_id, to = %plan.bounce_to, "no bounce: sender over its bounce limit");
@@ -430,48 +367,16 @@ impl Worker {
     }
 }
 
-/// A task's copy of the hold list of its beanstalkd, re-read at most every [`CACHE_FOR`].
-#[derive(Default)]
-struct Holds {
-    read_at: Option<Instant>,
-    list: HoldList,
-}
-
-impl Holds {
-    /// Whether `host` is held. A failed read keeps the last list (never delivers a held
-    /// host's mail because beanstalkd hiccuped, and never stalls delivery either).
-    async fn is_held(&mut self, putter: &mut Client, host: &str) -> bool {
-        if self.read_at.is_none_or(|at| at.elapsed() >= CACHE_FOR) {
-            self.read_at = Some(Instant::now());
-            match read_holds(putter).await {
-                Ok(list) => self.list = list,
-                Err(e) => tracing::warn!("cannot read the hold list, using the last one: {e}"),
-            }
-        }
-        self.list.is_held(host)
-    }
-}
-
-async fn read_holds(putter: &mut Client) -> Result<HoldList, String> {
-    if putter.used_tube() != TUBE_HOLDS {
-        putter
-            .use_tube(TUBE_HOLDS)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    match putter.peek_buried().await {
-        Ok(job) => HoldList::decode(&job.body).map_err(|e| e.to_string()),
-        Err(beanstalk::Error::NotFound) => Ok(HoldList::new()),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-async fn connect(addr: &str) -> Result<(Client, Client), beanstalk::Error> {
+/// The two connections of a task: one reserving from the outbound tube (watching nothing
+/// else), one putting (using the outbound tube until it puts elsewhere).
+async fn connect(addr: &str, tubes: &Tubes) -> Result<(Client, Client), beanstalk::Error> {
     let mut reserver = Client::connect(addr).await?;
-    reserver.watch(TUBE_OUTBOUND).await?;
-    reserver.ignore("default").await?;
+    reserver.watch(tubes.outbound()).await?;
+    if tubes.outbound() != "default" {
+        reserver.ignore("default").await?;
+    }
     let mut putter = Client::connect(addr).await?;
-    putter.use_tube(TUBE_OUTBOUND).await?;
+    putter.use_tube(tubes.outbound()).await?;
     Ok((reserver, putter))
 }
 

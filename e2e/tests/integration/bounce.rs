@@ -67,6 +67,6 @@ async fn a_rejected_recipient_bounces_to_the_sender() {
         "alice got it exactly once"
     );
     assert_eq!(stack.sender_mx.received().len(), 1, "exactly one bounce");
-    assert_eq!(stack.jobs_in(hedwig_core::TUBE_FAILED).await, 1);
+    assert_eq!(stack.jobs_in(hedwig_queue::tubes::TUBE_FAILED).await, 1);
     stack.stop().await;
 }

@@ -12,8 +12,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hedwig_core::job::Job;
-use hedwig_core::{TUBE_FAILED, TUBE_OUTBOUND};
+use hedwig_queue::job::Job;
+use hedwig_queue::tubes::{TUBE_FAILED, TUBE_OUTBOUND};
 use hedwig_testkit::dns::{DnsServer, Zone};
 use hedwig_testkit::smtp::{Behaviour, SmtpReceiver};
 use hedwig_testkit::Beanstalkd;

@@ -14,3 +14,4 @@ mod php_mail;
 mod postoffice_outage;
 mod swaks;
 mod transparency;
+mod tube_prefix;

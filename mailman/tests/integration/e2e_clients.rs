@@ -67,7 +67,7 @@ fn msmtp_args(m: &Mailman, extra: &[&str]) -> Vec<String> {
 }
 
 /// Exactly one job; its message is `Received:` + `expected`.
-async fn one_job(bs: &Beanstalkd, expected: &[u8], rcpt: &[&str]) -> hedwig_core::job::Job {
+async fn one_job(bs: &Beanstalkd, expected: &[u8], rcpt: &[&str]) -> hedwig_queue::job::Job {
     let jobs = take_jobs(bs, Duration::from_secs(2)).await;
     assert_eq!(jobs.len(), 1, "exactly one job");
     let job = jobs.into_iter().next().unwrap();

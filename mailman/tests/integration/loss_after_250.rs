@@ -52,7 +52,7 @@ async fn jobs(
     mailman: &RealMailman,
     n: usize,
     limit: Duration,
-) -> Vec<hedwig_core::job::Job> {
+) -> Vec<hedwig_queue::job::Job> {
     let mut jobs = Vec::new();
     let end = std::time::Instant::now() + limit;
     while std::time::Instant::now() < end {

@@ -32,7 +32,7 @@ pub use key::{generate, txt_record, txt_record_for_pem, Algorithm, GeneratedKey}
 use crate::Error;
 use fields::Fields;
 use hedwig_core::from::{domain_and_parents, FromHeader};
-use hedwig_core::job::{Envelope, Kind};
+use hedwig_queue::job::{Envelope, Kind};
 
 /// The header fields that carry meaning for the reader or for the receiver's filters: each is
 /// signed once per occurrence plus once more (also when absent), so none can be added later.

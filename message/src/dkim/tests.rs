@@ -324,7 +324,7 @@ fn sign_for_uses_only_the_authorised_domains() {
 
 #[test]
 fn authorised_domains_by_job() {
-    use hedwig_core::job::{Envelope, Kind};
+    use hedwig_queue::job::{Envelope, Kind};
     let envelope = |mail_from: &str, dkim: Option<&[&str]>| {
         let mut e = Envelope::new("q".into(), "web1.test".into(), mail_from.into(), vec![]);
         e.dkim_domains = dkim.map(|d| d.iter().map(|s| s.to_string()).collect());

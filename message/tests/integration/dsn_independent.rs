@@ -5,9 +5,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use hedwig_core::job::{Envelope, Failure};
 use hedwig_message::dkim::{DkimConfig, DkimKey, Signer};
 use hedwig_message::dsn::{bounce_job, Params};
+use hedwig_queue::job::{Envelope, Failure};
 use hedwig_testkit::dns::{DnsServer, Zone};
 
 const ORIGINAL: &[u8] = b"From: Alice <alice@customer.test>\r\n\

@@ -4,8 +4,8 @@
 use serde::Serialize;
 
 use super::filter::Filter;
-use super::scan::{Batch, DEFAULT_LIMIT};
 use super::{cell, format_time, Target};
+use hedwig_queue::scan::{Batch, DEFAULT_LIMIT};
 
 /// Options of `failed`.
 #[derive(Debug, Clone, clap::Args)]
@@ -86,7 +86,7 @@ pub async fn collect(
     let mut selected = Vec::new();
     let mut problems = Vec::new();
     for addr in &target.servers {
-        match Batch::reserve(addr, hedwig_core::TUBE_FAILED, limit).await {
+        match Batch::reserve(addr, target.tubes.failed(), limit).await {
             Ok(batch) => {
                 if let Some(why) = &batch.incomplete {
                     problems.push(format!("{addr}: listing incomplete: {why}"));

@@ -5,7 +5,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use hedwig_core::job::Envelope;
+use hedwig_queue::job::Envelope;
 
 /// The filter options shared by `failed`, `requeue` and `purge`.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -165,11 +165,11 @@ impl Filter {
         }
         let domain = rcpt
             .rsplit_once('@')
-            .map(|(_, d)| hedwig_core::hold::normalize(d))
+            .map(|(_, d)| hedwig_queue::hold::normalize(d))
             .unwrap_or_default();
         self.domains
             .iter()
-            .any(|d| hedwig_core::hold::normalize(d) == domain)
+            .any(|d| hedwig_queue::hold::normalize(d) == domain)
     }
 
     /// The recipients this filter selects from a record, or none if the record does not match.
@@ -184,8 +184,8 @@ impl Filter {
 
 /// `*` at the start or end of `pattern` matches any text; case-insensitive.
 fn glob(pattern: &str, host: &str) -> bool {
-    let pattern = hedwig_core::hold::normalize(pattern);
-    let host = hedwig_core::hold::normalize(host);
+    let pattern = hedwig_queue::hold::normalize(pattern);
+    let host = hedwig_queue::hold::normalize(host);
     match (pattern.strip_prefix('*'), pattern.strip_suffix('*')) {
         (Some(suffix), _) if !suffix.contains('*') => host.ends_with(suffix),
         (_, Some(prefix)) if !prefix.contains('*') => host.starts_with(prefix),
@@ -196,7 +196,7 @@ fn glob(pattern: &str, host: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hedwig_core::job::Failure;
+    use hedwig_queue::job::Failure;
 
     fn p(s: &str) -> CodePattern {
         s.parse().unwrap()

@@ -3,7 +3,7 @@
 //!
 //! `hold HOST` adds the host to the hold list on every server ([`crate::holds`]). From then
 //! on post offices queue its new mail in the held tube (after at most
-//! [`CACHE_FOR`](hedwig_core::hold::CACHE_FOR)), and workers move its already queued jobs
+//! [`CACHE_FOR`](hedwig_queue::hold::CACHE_FOR)), and workers move its already queued jobs
 //! there when they reserve them. `hold` without a host prints the list.
 //!
 //! `release HOST` removes the host from the list, then moves its jobs from the held tube back
@@ -14,11 +14,11 @@
 
 use std::time::Duration;
 
-use hedwig_core::hold::{HoldList, TUBE_HELD};
+use hedwig_queue::hold::HoldList;
 use serde::Serialize;
 
-use super::scan::{Batch, DEFAULT_LIMIT};
 use super::{connect, AdminError, Target};
+use hedwig_queue::scan::{Batch, DEFAULT_LIMIT};
 
 /// Options of `hold`.
 #[derive(Debug, Clone, clap::Args)]
@@ -36,7 +36,7 @@ pub struct ReleaseArgs {
     /// The sending host (fqdn) to release.
     pub host: String,
     /// Wait between the two sweeps of the held tube (`0s`: sweep once).
-    /// The default is `hedwig_core::hold::CACHE_FOR` plus a second.
+    /// The default is `hedwig_queue::hold::CACHE_FOR` plus a second.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "6s")]
     pub settle: Duration,
     /// Most held jobs read per server and sweep.
@@ -61,14 +61,14 @@ pub struct Report {
 
 async fn change_everywhere(
     target: &Target,
-    change: impl Fn(&mut HoldList) -> Result<bool, hedwig_core::hold::HoldError>,
+    change: impl Fn(&mut HoldList) -> Result<bool, hedwig_queue::hold::HoldError>,
 ) -> Report {
     let mut report = Report::default();
     let mut union = HoldList::new();
     for addr in &target.servers {
         let result = async {
             let mut client = connect(addr).await?;
-            crate::holds::update(&mut client, &change)
+            hedwig_queue::hold::update(&mut client, &target.tubes, &change)
                 .await
                 .map_err(|source| AdminError::Holds {
                     addr: addr.clone(),
@@ -100,7 +100,8 @@ pub async fn hold(target: &Target, args: &HoldArgs) -> Result<Report, AdminError
         .map_err(|e| AdminError::Usage(format!("{host}: {e}")))?;
     let mut report = change_everywhere(target, |list| list.hold(&host)).await;
     report.message = format!(
-        "{host} is held: new mail waits in tube {TUBE_HELD}; `postoffice release {host}` resumes delivery\n"
+        "{host} is held: new mail waits in tube {}; `postoffice release {host}` resumes delivery\n",
+        target.tubes.held()
     );
     Ok(report)
 }
@@ -117,7 +118,8 @@ pub async fn release(target: &Target, args: &ReleaseArgs) -> Result<Report, Admi
     }
     report.message = format!(
         "{host} released: {} held jobs moved back to tube {}\n",
-        report.moved, target.tube
+        report.moved,
+        target.tubes.outbound()
     );
     Ok(report)
 }
@@ -125,7 +127,7 @@ pub async fn release(target: &Target, args: &ReleaseArgs) -> Result<Report, Admi
 /// Moves `host`'s jobs from the held tube to the outbound tube on every server.
 pub async fn sweep(target: &Target, host: &str, limit: usize, report: &mut Report) {
     for addr in &target.servers {
-        let mut batch = match Batch::reserve(addr, TUBE_HELD, limit).await {
+        let mut batch = match Batch::reserve(addr, target.tubes.held(), limit).await {
             Ok(batch) => batch,
             Err(e) => {
                 report.problems.push(e.to_string());
@@ -141,7 +143,7 @@ pub async fn sweep(target: &Target, host: &str, limit: usize, report: &mut Repor
             let mine = batch.entries[index]
                 .envelope
                 .as_ref()
-                .is_ok_and(|e| hedwig_core::hold::normalize(&e.host) == host);
+                .is_ok_and(|e| hedwig_queue::hold::normalize(&e.host) == host);
             if !mine {
                 continue;
             }
@@ -149,9 +151,14 @@ pub async fn sweep(target: &Target, host: &str, limit: usize, report: &mut Repor
             let moved = async {
                 let job = batch.client.peek(id).await.map_err(super::at(addr))?;
                 batch
-                    .put(&target.tube, &job.body, target.priority, target.ttr)
+                    .put(
+                        target.tubes.outbound(),
+                        &job.body,
+                        target.priority,
+                        target.ttr,
+                    )
                     .await?;
-                batch.delete(index).await
+                Ok::<(), AdminError>(batch.delete(index).await?)
             }
             .await;
             match moved {
@@ -185,6 +192,6 @@ mod tests {
             args: super::ReleaseArgs,
         }
         let cli = Cli::parse_from(["x", "web1.example.com"]);
-        assert!(cli.args.settle > hedwig_core::hold::CACHE_FOR);
+        assert!(cli.args.settle > hedwig_queue::hold::CACHE_FOR);
     }
 }

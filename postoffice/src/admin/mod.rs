@@ -1,32 +1,27 @@
 //! Queue administration: the `postoffice` subcommands an operator runs against a live system.
 //!
 //! One file per command: [`stats`], [`failed`], [`requeue`], [`show`], [`purge`], [`hold`]
-//! (`hold` and `release`). Shared pieces: [`filter`] (which failed records a command acts
-//! on) and [`scan`] (reading tubes without disturbing the workers).
+//! (`hold` and `release`). Shared piece: [`filter`] (which failed records a command acts on).
+//! Reading the tubes without disturbing the workers, and the tube names, are the
+//! `hedwig-queue` crate's (`hedwig_queue::scan`, `hedwig_queue::tubes`).
 //!
 //! Every command acts on every configured beanstalkd server. Each returns its report as a
 //! value and renders it as text or JSON; the binary only prints.
-//!
-//! How the failed tube is read while workers run: workers never watch it, so an admin
-//! connection `watch`es it, `ignore`s `default`, and `reserve-with-timeout 0` until
-//! `TIMED_OUT` (at most `--limit` jobs), acts on what it reserved, then `release`s what it
-//! keeps (priority and delay 0). If the admin process dies, beanstalkd releases the jobs it
-//! held when their time-to-run ends (the worker puts failed records with its `job_ttr`,
-//! 10 minutes by default): nothing is lost, they are only invisible to other admin commands
-//! until then.
+//! How the failed tube is read while workers run: see `hedwig_queue::scan`.
 
 pub mod failed;
 pub mod filter;
 pub mod hold;
 pub mod purge;
 pub mod requeue;
-pub mod scan;
 pub mod show;
 pub mod stats;
 
 use std::time::{Duration, UNIX_EPOCH};
 
 use beanstalk::Client;
+
+use hedwig_queue::Tubes;
 
 use crate::config::Config;
 
@@ -43,8 +38,10 @@ pub enum AdminError {
     Holds {
         addr: String,
         #[source]
-        source: crate::holds::HoldsError,
+        source: hedwig_queue::hold::HoldsError,
     },
+    #[error(transparent)]
+    Scan(#[from] hedwig_queue::scan::ScanError),
     #[error("refusing to delete without confirmation: stdin is not a terminal; pass --yes")]
     NeedsConfirmation,
     #[error("{0}")]
@@ -56,8 +53,8 @@ pub enum AdminError {
 pub struct Target {
     /// The beanstalkd servers, `host:port` each.
     pub servers: Vec<String>,
-    /// The outbound tube.
-    pub tube: String,
+    /// The tube names (`tube_prefix`).
+    pub tubes: Tubes,
     /// Priority and time-to-run of jobs put back for delivery.
     pub priority: u32,
     pub ttr: Duration,
@@ -65,8 +62,8 @@ pub struct Target {
 
 impl Target {
     /// From the server's config; `servers` (from `--beanstalkd`) replaces the configured list
-    /// when not empty.
-    pub fn new(config: &Config, servers: &[String]) -> Target {
+    /// when not empty. An error when the tube prefix is not valid.
+    pub fn new(config: &Config, servers: &[String]) -> Result<Target, AdminError> {
         let servers = if servers.is_empty() {
             config.servers()
         } else {
@@ -75,28 +72,18 @@ impl Target {
                 .flat_map(|s| crate::config::parse_servers(s))
                 .collect()
         };
-        Target {
+        Ok(Target {
             servers,
-            tube: config.tube.clone(),
+            tubes: config.tubes().map_err(AdminError::Usage)?,
             priority: config.job_priority,
             ttr: config.job_ttr,
-        }
+        })
     }
 }
 
 /// Connects to one server with admin timeouts.
 pub async fn connect(addr: &str) -> Result<Client, AdminError> {
-    let config = beanstalk::Config {
-        connect_timeout: Duration::from_secs(5),
-        io_timeout: Some(Duration::from_secs(30)),
-        ..beanstalk::Config::default()
-    };
-    Client::connect_with(addr, config)
-        .await
-        .map_err(|source| AdminError::Queue {
-            addr: addr.to_owned(),
-            source,
-        })
+    Ok(hedwig_queue::scan::connect(addr).await?)
 }
 
 /// Wraps a beanstalk error with the server it came from.

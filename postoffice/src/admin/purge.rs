@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use super::failed::{collect, render_rows, Row, Selected};
 use super::filter::Filter;
-use super::scan::DEFAULT_LIMIT;
 use super::{AdminError, Target};
+use hedwig_queue::scan::DEFAULT_LIMIT;
 
 /// Options of `purge`.
 #[derive(Debug, Clone, clap::Args)]
@@ -90,14 +90,14 @@ async fn purge_one(
         kept.envelope.rcpt_to = rest;
         s.batch
             .put(
-                hedwig_core::TUBE_FAILED,
+                target.tubes.failed(),
                 &kept.encode(),
                 target.priority,
                 target.ttr,
             )
             .await?;
     }
-    s.batch.delete(index).await
+    Ok(s.batch.delete(index).await?)
 }
 
 impl Report {

@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use super::failed::{collect, render_rows, Row, Selected};
 use super::filter::Filter;
-use super::scan::DEFAULT_LIMIT;
 use super::{AdminError, Target};
+use hedwig_queue::scan::DEFAULT_LIMIT;
 
 /// Options of `requeue`.
 #[derive(Debug, Clone, clap::Args)]
@@ -47,7 +47,7 @@ pub async fn run(target: &Target, args: &RequeueArgs) -> Report {
         if args.dry_run {
             rows.extend(s.rows());
         } else {
-            let held = match crate::holds::read(&mut s.batch.client).await {
+            let held = match hedwig_queue::hold::read(&mut s.batch.client, &target.tubes).await {
                 Ok(list) => list,
                 Err(e) => {
                     problems.push(format!("{}: cannot read the hold list: {e}", s.batch.addr));
@@ -84,7 +84,7 @@ async fn requeue_one(
     filter: &Filter,
     index: usize,
     rcpts: Vec<String>,
-    held: &hedwig_core::hold::HoldList,
+    held: &hedwig_queue::hold::HoldList,
 ) -> Result<(), AdminError> {
     let id = s.batch.entries[index].id;
     let original = s.batch.fetch(id).await?;
@@ -93,9 +93,9 @@ async fn requeue_one(
     again.envelope.rcpt_to = rcpts;
     again.envelope.failure = None;
     let tube = if held.is_held(&again.envelope.host) {
-        hedwig_core::hold::TUBE_HELD
+        target.tubes.held()
     } else {
-        target.tube.as_str()
+        target.tubes.outbound()
     };
     s.batch
         .put(tube, &again.encode(), target.priority, target.ttr)
@@ -105,7 +105,7 @@ async fn requeue_one(
         kept.envelope.rcpt_to = rest;
         s.batch
             .put(
-                hedwig_core::TUBE_FAILED,
+                target.tubes.failed(),
                 &kept.encode(),
                 target.priority,
                 target.ttr,

@@ -7,10 +7,10 @@
 
 use serde::Serialize;
 
-use hedwig_core::job::{Envelope, Job};
+use hedwig_queue::job::{Envelope, Job};
 
-use super::scan::{peek_recent, Batch, DEFAULT_LIMIT};
 use super::{at, connect, format_time, headers, AdminError, Target};
+use hedwig_queue::scan::{peek_recent, Batch, DEFAULT_LIMIT};
 
 /// Most header bytes shown.
 const MAX_HEADERS: usize = 64 * 1024;
@@ -50,7 +50,7 @@ pub struct Report {
 pub async fn run(target: &Target, args: &ShowArgs) -> Report {
     let mut report = Report::default();
     for addr in &target.servers {
-        if let Err(e) = search_server(addr, args, &mut report.found).await {
+        if let Err(e) = search_server(target, addr, args, &mut report.found).await {
             report.problems.push(e.to_string());
         }
     }
@@ -58,11 +58,12 @@ pub async fn run(target: &Target, args: &ShowArgs) -> Report {
 }
 
 async fn search_server(
+    target: &Target,
     addr: &str,
     args: &ShowArgs,
     found: &mut Vec<Found>,
 ) -> Result<(), AdminError> {
-    let mut batch = Batch::reserve(addr, hedwig_core::TUBE_FAILED, DEFAULT_LIMIT).await?;
+    let mut batch = Batch::reserve(addr, target.tubes.failed(), DEFAULT_LIMIT).await?;
     let ids: Vec<u64> = batch
         .entries
         .iter()
@@ -72,19 +73,19 @@ async fn search_server(
     let mut result = Ok(());
     for id in ids {
         match batch.fetch(id).await {
-            Ok(job) => found.push(describe(addr, hedwig_core::TUBE_FAILED, "failed", id, job)),
+            Ok(job) => found.push(describe(addr, target.tubes.failed(), "failed", id, job)),
             Err(e) => result = Err(e),
         }
     }
     batch.finish().await;
     result?;
-    let recent = peek_recent(addr, args.scan, &[]).await?;
+    let recent = peek_recent(addr, &target.tubes, args.scan, &[]).await?;
     let mut client = connect(addr).await?;
     for p in recent
         .into_iter()
         .filter(|p| p.envelope.queue_id == args.id)
     {
-        if p.tube == hedwig_core::TUBE_FAILED {
+        if p.tube == target.tubes.failed() {
             continue; // seen above
         }
         match client.peek(p.id).await {

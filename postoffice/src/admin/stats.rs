@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use beanstalk::{Client, Error as BeanstalkError};
 use serde::Serialize;
 
-use super::scan::{peek_recent, Batch, DEFAULT_LIMIT};
 use super::{at, cell, connect, AdminError, Target};
+use hedwig_queue::scan::{peek_recent, Batch, DEFAULT_LIMIT};
 
 /// Options of `stats`.
 #[derive(Debug, Clone, clap::Args)]
@@ -86,21 +86,21 @@ async fn collect(
     let mut client = connect(addr).await?;
     let mut tubes = client.list_tubes().await.map_err(at(addr))?;
     for known in [
-        target.tube.as_str(),
-        hedwig_core::TUBE_FAILED,
-        hedwig_core::hold::TUBE_HELD,
+        target.tubes.outbound(),
+        target.tubes.failed(),
+        target.tubes.held(),
     ] {
         if !tubes.iter().any(|t| t == known) {
             tubes.push(known.to_owned());
         }
     }
-    tubes.retain(|t| t != "default" && t != super::scan::TUBE_PROBE);
+    tubes.retain(|t| t != "default" && t != target.tubes.probe());
     tubes.sort();
     for tube in tubes {
         s.tubes
             .push(tube_stats(&mut client, &tube).await.map_err(at(addr))?);
     }
-    let batch = Batch::reserve(addr, hedwig_core::TUBE_FAILED, args.limit).await?;
+    let batch = Batch::reserve(addr, target.tubes.failed(), args.limit).await?;
     for entry in &batch.entries {
         if let Ok(e) = &entry.envelope {
             *s.failed_by_host.entry(e.host.clone()).or_default() += 1;
@@ -108,8 +108,8 @@ async fn collect(
     }
     batch.finish().await;
     if args.scan > 0 {
-        let tubes = [target.tube.as_str(), hedwig_core::hold::TUBE_HELD];
-        for p in peek_recent(addr, args.scan, &tubes).await? {
+        let tubes = [target.tubes.outbound(), target.tubes.held()];
+        for p in peek_recent(addr, &target.tubes, args.scan, &tubes).await? {
             *s.queued_by_host
                 .entry(p.tube)
                 .or_default()

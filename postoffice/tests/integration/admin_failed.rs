@@ -2,7 +2,7 @@
 //! failed tube left as it was.
 
 use crate::common::{admin, failed_record, jobs_in, put};
-use hedwig_core::TUBE_FAILED;
+use hedwig_queue::tubes::TUBE_FAILED;
 
 #[tokio::test]
 async fn lists_and_filters_failed_records() {
@@ -51,7 +51,7 @@ async fn lists_and_filters_failed_records() {
     // A worker busy on the outbound tube meanwhile is not disturbed.
     put(
         &url,
-        hedwig_core::TUBE_OUTBOUND,
+        hedwig_queue::tubes::TUBE_OUTBOUND,
         &failed_record(
             "Q9",
             "web1.example.com",
@@ -176,7 +176,7 @@ async fn a_dead_admin_connection_gives_its_jobs_back() {
         ),
     )
     .await;
-    let batch = postoffice::admin::scan::Batch::reserve(&b.url(), TUBE_FAILED, 10)
+    let batch = hedwig_queue::scan::Batch::reserve(&b.url(), TUBE_FAILED, 10)
         .await
         .unwrap();
     assert_eq!(batch.entries.len(), 1);

@@ -2,7 +2,7 @@
 //! deletes exactly the selected recipients.
 
 use crate::common::{admin, failed_record, jobs_in, put};
-use hedwig_core::TUBE_FAILED;
+use hedwig_queue::tubes::TUBE_FAILED;
 
 #[tokio::test]
 async fn purge_needs_yes_and_deletes_only_what_matches() {
@@ -70,7 +70,7 @@ async fn purge_asks_and_a_no_keeps_everything() {
     put(&b.url(), TUBE_FAILED, &q1).await;
     let target = postoffice::admin::Target {
         servers: vec![b.url()],
-        tube: hedwig_core::TUBE_OUTBOUND.into(),
+        tubes: hedwig_queue::Tubes::default(),
         priority: 1024,
         ttr: std::time::Duration::from_secs(60),
     };

@@ -3,7 +3,7 @@
 //! the other recipients in the failed tube.
 
 use crate::common::{admin, failed_record, jobs_in, put};
-use hedwig_core::{TUBE_FAILED, TUBE_OUTBOUND};
+use hedwig_queue::tubes::{TUBE_FAILED, TUBE_OUTBOUND};
 
 #[tokio::test]
 async fn requeue_by_code_and_domain() {
@@ -108,7 +108,7 @@ async fn requeue_of_a_held_host_goes_to_the_held_tube() {
     let (ok, _, err) = admin(&["requeue", "--id", "Q1", "--beanstalkd", &url]);
     assert!(ok, "{err}");
     assert!(jobs_in(&url, TUBE_OUTBOUND).await.is_empty());
-    let held = jobs_in(&url, hedwig_core::hold::TUBE_HELD).await;
+    let held = jobs_in(&url, hedwig_queue::tubes::TUBE_HELD).await;
     assert_eq!(held.len(), 1);
     assert_eq!(held[0].envelope.queue_id, "Q1");
     assert!(held[0].envelope.failure.is_none());
@@ -147,7 +147,7 @@ async fn requeue_while_a_worker_runs_delivers_each_once() {
             while delivered.len() < 50 {
                 match c.reserve_with_timeout(Duration::from_secs(10)).await {
                     Ok(job) => {
-                        let j = hedwig_core::job::Job::decode(&job.body).unwrap();
+                        let j = hedwig_queue::job::Job::decode(&job.body).unwrap();
                         assert!(j.envelope.failure.is_none());
                         delivered.push(j.envelope.queue_id);
                         c.delete(job.id).await.unwrap();

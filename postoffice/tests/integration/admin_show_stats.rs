@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::common::{admin, failed_record, put};
-use hedwig_core::{TUBE_FAILED, TUBE_OUTBOUND};
+use hedwig_queue::tubes::{TUBE_FAILED, TUBE_OUTBOUND};
 
 #[tokio::test]
 async fn show_and_stats() {
@@ -54,7 +54,7 @@ async fn show_and_stats() {
     let mut worker = beanstalk::Client::connect(url.clone()).await.unwrap();
     worker.watch(TUBE_OUTBOUND).await.unwrap();
     let reserved = worker.reserve_with_timeout(Duration::ZERO).await.unwrap();
-    let reserved_qid = hedwig_core::job::Job::decode(&reserved.body)
+    let reserved_qid = hedwig_queue::job::Job::decode(&reserved.body)
         .unwrap()
         .envelope
         .queue_id;
@@ -117,7 +117,7 @@ async fn show_and_stats() {
         server["queued_by_host"][TUBE_OUTBOUND]["web1.example.com"], 2,
         "{out}"
     );
-    assert_eq!(tube(hedwig_core::hold::TUBE_HELD)["ready"], 0);
+    assert_eq!(tube(hedwig_queue::tubes::TUBE_HELD)["ready"], 0);
 
     let (ok, out, _) = admin(&["stats", "--beanstalkd", &url]);
     assert!(ok);

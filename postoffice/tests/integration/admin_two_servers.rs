@@ -4,8 +4,9 @@
 use crate::common;
 
 use crate::common::{admin_env, failed_record, jobs_in, put};
-use hedwig_core::hold::{HoldList, TUBE_HOLDS};
-use hedwig_core::{TUBE_FAILED, TUBE_OUTBOUND};
+use hedwig_queue::hold::HoldList;
+use hedwig_queue::tubes::TUBE_HOLDS;
+use hedwig_queue::tubes::{TUBE_FAILED, TUBE_OUTBOUND};
 
 #[tokio::test]
 async fn failed_requeue_and_hold_cover_both_servers() {

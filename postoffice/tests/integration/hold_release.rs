@@ -5,8 +5,9 @@
 use std::time::{Duration, Instant};
 
 use crate::common::{admin, email, jobs_in, PostOffice, HOST};
-use hedwig_core::hold::{HoldList, TUBE_HELD, TUBE_HOLDS};
-use hedwig_core::TUBE_OUTBOUND;
+use hedwig_queue::hold::HoldList;
+use hedwig_queue::tubes::TUBE_OUTBOUND;
+use hedwig_queue::tubes::{TUBE_HELD, TUBE_HOLDS};
 
 #[tokio::test]
 async fn hold_then_release_loses_nothing() {
@@ -50,7 +51,7 @@ async fn hold_then_release_loses_nothing() {
     let (status, _) = po.send(email(&["u@example.org"], "during release")).await;
     assert_eq!(status, 200);
     assert!(
-        sent_at.elapsed() < hedwig_core::hold::CACHE_FOR,
+        sent_at.elapsed() < hedwig_queue::hold::CACHE_FOR,
         "test too slow to mean anything"
     );
     let (ok, out, err) = tokio::task::spawn_blocking(move || release.join().unwrap())

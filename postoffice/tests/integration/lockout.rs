@@ -241,7 +241,7 @@ async fn idle_sockets_and_slow_keyless_bodies_do_not_delay_a_signed_post() {
     );
     drop(slow);
     assert_eq!(
-        crate::common::jobs_in(&beanstalkd.url(), hedwig_core::TUBE_OUTBOUND)
+        crate::common::jobs_in(&beanstalkd.url(), hedwig_queue::tubes::TUBE_OUTBOUND)
             .await
             .len(),
         3

@@ -53,7 +53,7 @@ async fn serve(ip: [u8; 4], edit: impl FnOnce(&mut postoffice::Config)) -> Serve
 
 impl Served {
     async fn jobs(&self) -> usize {
-        crate::common::jobs_in(&self.beanstalkd.url(), hedwig_core::TUBE_OUTBOUND)
+        crate::common::jobs_in(&self.beanstalkd.url(), hedwig_queue::tubes::TUBE_OUTBOUND)
             .await
             .len()
     }

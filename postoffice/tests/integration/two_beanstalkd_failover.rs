@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::{jobs_in, PostOffice, SECRET};
-use hedwig_core::TUBE_OUTBOUND;
+use hedwig_queue::tubes::TUBE_OUTBOUND;
 use hedwig_testkit::Beanstalkd;
 
 const HOSTS: usize = 8;

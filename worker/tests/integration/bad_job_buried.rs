@@ -6,7 +6,7 @@ use crate::common;
 use std::time::Duration;
 
 use beanstalk::Client;
-use hedwig_core::TUBE_OUTBOUND;
+use hedwig_queue::tubes::TUBE_OUTBOUND;
 use hedwig_testkit::dns::{DnsServer, Zone};
 use hedwig_testkit::smtp::Behaviour;
 use hedwig_testkit::Beanstalkd;
@@ -82,7 +82,7 @@ async fn a_sender_that_would_inject_commands_is_never_sent() {
         .await
         .expect("failed record");
     assert_eq!(failed.envelope.failure.unwrap().reason, "bad-address");
-    assert_eq!(failed.envelope.kind, hedwig_core::job::Kind::Message);
+    assert_eq!(failed.envelope.kind, hedwig_queue::job::Kind::Message);
     // No bounce to such a "sender" either.
     assert!(common::next_failed(&bs.url(), Duration::from_millis(500))
         .await
@@ -90,7 +90,7 @@ async fn a_sender_that_would_inject_commands_is_never_sent() {
     assert!(
         common::wait_tube_empty(
             &bs.url(),
-            hedwig_core::TUBE_OUTBOUND,
+            hedwig_queue::tubes::TUBE_OUTBOUND,
             Duration::from_secs(5)
         )
         .await

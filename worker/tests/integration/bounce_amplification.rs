@@ -13,7 +13,7 @@ use crate::common;
 
 use std::time::Duration;
 
-use hedwig_core::{TUBE_FAILED, TUBE_OUTBOUND};
+use hedwig_queue::tubes::{TUBE_FAILED, TUBE_OUTBOUND};
 use hedwig_testkit::dns::{DnsServer, Zone};
 use hedwig_testkit::smtp::Behaviour;
 use hedwig_testkit::Beanstalkd;

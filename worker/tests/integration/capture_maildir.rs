@@ -30,7 +30,7 @@ async fn messages_land_in_the_maildir() {
     assert!(
         common::wait_tube_empty(
             &bs.url(),
-            hedwig_core::TUBE_OUTBOUND,
+            hedwig_queue::tubes::TUBE_OUTBOUND,
             Duration::from_secs(10)
         )
         .await

@@ -49,7 +49,7 @@ async fn delivered_over_starttls_byte_exact_and_deleted() {
     assert!(
         common::wait_tube_empty(
             &bs.url(),
-            hedwig_core::TUBE_OUTBOUND,
+            hedwig_queue::tubes::TUBE_OUTBOUND,
             Duration::from_secs(5)
         )
         .await,

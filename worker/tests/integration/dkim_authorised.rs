@@ -42,7 +42,9 @@ fn old_format_job(mail_from: &str, message: &[u8]) -> Vec<u8> {
 
 async fn put_raw(beanstalkd: &str, body: &[u8]) {
     let mut c = beanstalk::Client::connect(beanstalkd).await.unwrap();
-    c.use_tube(hedwig_core::TUBE_OUTBOUND).await.unwrap();
+    c.use_tube(hedwig_queue::tubes::TUBE_OUTBOUND)
+        .await
+        .unwrap();
     c.put(body, 1024, Duration::ZERO, Duration::from_secs(30))
         .await
         .unwrap();

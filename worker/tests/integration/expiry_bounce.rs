@@ -4,7 +4,7 @@ use crate::common;
 
 use std::time::Duration;
 
-use hedwig_core::TUBE_OUTBOUND;
+use hedwig_queue::tubes::TUBE_OUTBOUND;
 use hedwig_testkit::dns::{DnsServer, Zone};
 use hedwig_testkit::smtp::Behaviour;
 use hedwig_testkit::Beanstalkd;

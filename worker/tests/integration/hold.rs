@@ -6,8 +6,9 @@ use crate::common;
 use std::time::Duration;
 
 use beanstalk::Client;
-use hedwig_core::hold::{HoldList, TUBE_HELD, TUBE_HOLDS};
-use hedwig_core::job::Job;
+use hedwig_queue::hold::HoldList;
+use hedwig_queue::job::Job;
+use hedwig_queue::tubes::{TUBE_HELD, TUBE_HOLDS};
 use hedwig_testkit::dns::{DnsServer, Zone};
 use hedwig_testkit::Beanstalkd;
 
@@ -48,7 +49,7 @@ async fn held_host_mail_waits_in_the_held_tube() {
     assert!(
         common::wait_tube_empty(
             &bs.url(),
-            hedwig_core::TUBE_OUTBOUND,
+            hedwig_queue::tubes::TUBE_OUTBOUND,
             Duration::from_secs(10)
         )
         .await

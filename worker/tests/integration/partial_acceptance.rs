@@ -6,8 +6,8 @@ use crate::common;
 use std::time::Duration;
 
 use beanstalk::Client;
-use hedwig_core::job::{Job, Kind};
-use hedwig_core::TUBE_OUTBOUND;
+use hedwig_queue::job::{Job, Kind};
+use hedwig_queue::tubes::TUBE_OUTBOUND;
 use hedwig_testkit::dns::{DnsServer, Zone};
 use hedwig_testkit::smtp::Behaviour;
 use hedwig_testkit::Beanstalkd;

@@ -7,12 +7,12 @@ use crate::common;
 
 use std::time::Duration;
 
-use hedwig_core::job::Kind;
+use hedwig_queue::job::Kind;
 use hedwig_testkit::dns::{DnsServer, Zone};
 use hedwig_testkit::smtp::{Behaviour, SmtpReceiver};
 
 /// Every failed-tube record that arrives within `quiet` of the previous one.
-async fn drain_failed(beanstalkd: &str, first_wait: Duration) -> Vec<hedwig_core::job::Job> {
+async fn drain_failed(beanstalkd: &str, first_wait: Duration) -> Vec<hedwig_queue::job::Job> {
     let mut records = Vec::new();
     let mut wait = first_wait;
     for _ in 0..100 {
@@ -140,7 +140,7 @@ async fn control_characters_in_an_envelope_never_reach_a_server() {
     assert!(
         common::wait_tube_empty(
             &bs.url(),
-            hedwig_core::TUBE_OUTBOUND,
+            hedwig_queue::tubes::TUBE_OUTBOUND,
             Duration::from_secs(5)
         )
         .await

@@ -129,7 +129,16 @@ pub struct Postoffice {
 
 impl Postoffice {
     pub async fn start(addr: SocketAddr, beanstalkd: &Beanstalkd) -> Postoffice {
-        let config = postoffice::Config {
+        Self::start_with(addr, beanstalkd, |_| {}).await
+    }
+
+    /// Like [`start`](Self::start), with `change` applied to the config first.
+    pub async fn start_with(
+        addr: SocketAddr,
+        beanstalkd: &Beanstalkd,
+        change: impl FnOnce(&mut postoffice::Config),
+    ) -> Postoffice {
+        let mut config = postoffice::Config {
             listen: addr,
             beanstalkd: beanstalkd.url(),
             secret: Some(SECRET.into()),
@@ -142,6 +151,7 @@ impl Postoffice {
             },
             ..postoffice::Config::default()
         };
+        change(&mut config);
         // The port may linger for a moment after a stop: retry the bind, bounded.
         let mut listener = None;
         for _ in 0..100 {
@@ -429,7 +439,7 @@ impl Stack {
         let end = tokio::time::Instant::now() + timeout;
         loop {
             let spooled = self.mailman.spooled();
-            let queued = self.jobs_in(hedwig_core::TUBE_OUTBOUND).await;
+            let queued = self.jobs_in(hedwig_queue::tubes::TUBE_OUTBOUND).await;
             if spooled == 0 && queued == 0 {
                 return;
             }

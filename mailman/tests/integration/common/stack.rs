@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hedwig_core::job::Job;
+use hedwig_queue::job::Job;
 use hedwig_testkit::Beanstalkd;
 use tokio_util::sync::CancellationToken;
 
@@ -79,7 +79,10 @@ impl Postoffice {
 /// Reserves and deletes every job in the outbound tube until none comes for `quiet`.
 pub async fn take_jobs(beanstalkd: &Beanstalkd, quiet: Duration) -> Vec<Job> {
     let mut client = beanstalk::Client::connect(beanstalkd.url()).await.unwrap();
-    client.watch(hedwig_core::TUBE_OUTBOUND).await.unwrap();
+    client
+        .watch(hedwig_queue::tubes::TUBE_OUTBOUND)
+        .await
+        .unwrap();
     client.ignore("default").await.unwrap();
     let mut jobs = Vec::new();
     for _ in 0..10_000 {

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hedwig_core::job::Job;
+use hedwig_queue::job::Job;
 use hedwig_testkit::Beanstalkd;
 use tokio_util::sync::CancellationToken;
 
@@ -90,7 +90,10 @@ impl PostOffice {
         let mut client = beanstalk::Client::connect(self.beanstalkd.url())
             .await
             .unwrap();
-        client.watch(hedwig_core::TUBE_OUTBOUND).await.unwrap();
+        client
+            .watch(hedwig_queue::tubes::TUBE_OUTBOUND)
+            .await
+            .unwrap();
         client.ignore("default").await.unwrap();
         let mut jobs = Vec::new();
         let mut ids = Vec::new();
@@ -108,7 +111,7 @@ impl PostOffice {
         let mut client = beanstalk::Client::connect(self.beanstalkd.url())
             .await
             .unwrap();
-        match client.stats_tube(hedwig_core::TUBE_OUTBOUND).await {
+        match client.stats_tube(hedwig_queue::tubes::TUBE_OUTBOUND).await {
             Ok(stats) => stats.current_jobs_ready().unwrap_or(0),
             Err(beanstalk::Error::NotFound) => 0,
             Err(e) => panic!("{e}"),
@@ -129,7 +132,7 @@ pub fn failed_record(
     dsn: &str,
     at: u64,
 ) -> Job {
-    use hedwig_core::job::{Attempt, Envelope, Failure};
+    use hedwig_queue::job::{Attempt, Envelope, Failure};
     let mut envelope = Envelope::new(
         queue_id.into(),
         host.into(),

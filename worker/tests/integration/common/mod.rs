@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use beanstalk::Client;
-use hedwig_core::job::{Envelope, Job};
-use hedwig_core::{TUBE_FAILED, TUBE_OUTBOUND};
+use hedwig_queue::job::{Envelope, Job};
+use hedwig_queue::tubes::{TUBE_FAILED, TUBE_OUTBOUND};
 use hedwig_testkit::smtp::{Behaviour, SmtpReceiver};
 use tokio_util::sync::CancellationToken;
 use worker::Config;

@@ -1,4 +1,5 @@
-//! Reading tubes while workers run.
+//! Reading tubes while workers run: what the admin commands (`postoffice failed`, `requeue`,
+//! `purge`, `show`, `stats`, `release`) see of the failed, held and outbound tubes.
 //!
 //! - [`Batch`]: reserves every job of a tube no worker watches (the failed and held tubes),
 //!   up to a limit, so that a command can act on them; [`Batch::finish`] releases the rest.
@@ -7,14 +8,56 @@
 //! - [`peek_recent`]: looks at the most recent job ids with `stats-job` and `peek`, in any
 //!   tube and state, without reserving anything. It can only see jobs whose id is within the
 //!   window, so it is a sample of a long queue, not a census.
+//!
+//! How the failed tube is read while workers run: workers never watch it, so an admin
+//! connection `watch`es it, `ignore`s `default`, and `reserve-with-timeout 0` until
+//! `TIMED_OUT` (at most the limit), acts on what it reserved, then `release`s what it keeps
+//! (priority and delay 0). If the admin process dies, beanstalkd releases the jobs it held when
+//! their time-to-run ends (the worker puts failed records with its `job_ttr`): nothing is
+//! lost, they are only invisible to other admin commands until then.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
+use crate::job::{decode_parts, Envelope, Job, JobError};
+use crate::tubes::Tubes;
 use beanstalk::{Client, Error as BeanstalkError};
-use hedwig_core::job::{decode_parts, Envelope, Job};
 
-use super::{at, connect, AdminError};
+/// Why a scan failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("beanstalkd at {addr}: {source}")]
+    Queue {
+        addr: String,
+        #[source]
+        source: BeanstalkError,
+    },
+    #[error("beanstalkd at {addr}: job {id}: {source}")]
+    Job {
+        addr: String,
+        id: u64,
+        #[source]
+        source: JobError,
+    },
+}
+
+/// Wraps a beanstalk error with the server it came from.
+fn at(addr: &str) -> impl Fn(BeanstalkError) -> ScanError + '_ {
+    move |source| ScanError::Queue {
+        addr: addr.to_owned(),
+        source,
+    }
+}
+
+/// Connects to one server with the timeouts of an operator's command.
+pub async fn connect(addr: &str) -> Result<Client, ScanError> {
+    let config = beanstalk::Config {
+        connect_timeout: Duration::from_secs(5),
+        io_timeout: Some(Duration::from_secs(30)),
+        ..beanstalk::Config::default()
+    };
+    Client::connect_with(addr, config).await.map_err(at(addr))
+}
 
 /// Default for `--limit`: most jobs one command reserves per server.
 pub const DEFAULT_LIMIT: usize = 100_000;
@@ -41,7 +84,7 @@ pub struct Batch {
 
 impl Batch {
     /// Reserves up to `limit` jobs from `tube` on `addr`.
-    pub async fn reserve(addr: &str, tube: &str, limit: usize) -> Result<Batch, AdminError> {
+    pub async fn reserve(addr: &str, tube: &str, limit: usize) -> Result<Batch, ScanError> {
         let mut client = connect(addr).await?;
         client.watch(tube).await.map_err(at(addr))?;
         client.ignore("default").await.map_err(at(addr))?;
@@ -91,9 +134,13 @@ impl Batch {
     }
 
     /// The whole job (envelope and message) of a reserved entry.
-    pub async fn fetch(&mut self, id: u64) -> Result<Job, AdminError> {
+    pub async fn fetch(&mut self, id: u64) -> Result<Job, ScanError> {
         let job = self.client.peek(id).await.map_err(at(&self.addr))?;
-        Job::decode(&job.body).map_err(|e| AdminError::Usage(format!("job {id}: {e}")))
+        Job::decode(&job.body).map_err(|source| ScanError::Job {
+            addr: self.addr.clone(),
+            id,
+            source,
+        })
     }
 
     /// Puts `body` into `tube` on this server (through the reserving connection).
@@ -103,7 +150,7 @@ impl Batch {
         body: &[u8],
         pri: u32,
         ttr: Duration,
-    ) -> Result<u64, AdminError> {
+    ) -> Result<u64, ScanError> {
         let addr = self.addr.clone();
         self.client.use_tube(tube).await.map_err(at(&addr))?;
         self.client
@@ -113,7 +160,7 @@ impl Batch {
     }
 
     /// Deletes a reserved entry and marks it done.
-    pub async fn delete(&mut self, index: usize) -> Result<(), AdminError> {
+    pub async fn delete(&mut self, index: usize) -> Result<(), ScanError> {
         let id = self.entries[index].id;
         self.client.delete(id).await.map_err(at(&self.addr))?;
         self.entries[index].done = true;
@@ -146,13 +193,11 @@ pub struct Peeked {
     pub envelope: Envelope,
 }
 
-/// Tube of the probe job [`peek_recent`] puts to learn the newest job id.
-pub const TUBE_PROBE: &str = "hedwig-admin";
-
-/// The newest job id on this server: puts a small job into [`TUBE_PROBE`] and deletes it.
-pub async fn newest_id(client: &mut Client) -> Result<u64, BeanstalkError> {
+/// The newest job id on this server: puts a small job into the probe tube
+/// ([`Tubes::probe`]) and deletes it.
+pub async fn newest_id(client: &mut Client, tubes: &Tubes) -> Result<u64, BeanstalkError> {
     let before = client.used_tube().to_owned();
-    client.use_tube(TUBE_PROBE).await?;
+    client.use_tube(tubes.probe()).await?;
     let id = client
         .put(
             b"probe",
@@ -171,11 +216,12 @@ pub async fn newest_id(client: &mut Client) -> Result<u64, BeanstalkError> {
 /// reserves nothing, so workers are not disturbed.
 pub async fn peek_recent(
     addr: &str,
+    names: &Tubes,
     window: u64,
     tubes: &[&str],
-) -> Result<Vec<Peeked>, AdminError> {
+) -> Result<Vec<Peeked>, ScanError> {
     let mut client = connect(addr).await?;
-    let newest = newest_id(&mut client).await.map_err(at(addr))?;
+    let newest = newest_id(&mut client, names).await.map_err(at(addr))?;
     let mut found = Vec::new();
     for id in (newest.saturating_sub(window)..newest).rev() {
         if id == 0 {

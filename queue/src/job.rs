@@ -125,7 +125,7 @@ impl Envelope {
             message_id: None,
             host,
             client_ip: None,
-            received_at: crate::unix_now(),
+            received_at: hedwig_core::unix_now(),
             mail_from,
             rcpt_to,
             kind: Kind::Message,
@@ -216,6 +216,36 @@ mod tests {
             br#"{"v":99,"queue_id":"q","host":"h","received_at":0,"mail_from":"","rcpt_to":[]}
 msg"#;
         assert!(matches!(Job::decode(future), Err(JobError::Version(99))));
+    }
+
+    /// Bodies as earlier releases put them: jobs waiting in beanstalkd across an upgrade.
+    #[test]
+    fn bodies_from_earlier_releases_decode() {
+        // The release before issue 11: no `dkim_domains`.
+        let before_issue_11 = b"{\"v\":1,\"queue_id\":\"Q1\",\"message_id\":\"web1-0001\",\"host\":\"web1.example.test\",\"client_ip\":\"192.0.2.7\",\"received_at\":1764000000,\"mail_from\":\"app@sender.test\",\"rcpt_to\":[\"a@example.test\"],\"kind\":\"message\"}\nSubject: x\r\n\r\nbody\r\n";
+        let job = Job::decode(before_issue_11).unwrap();
+        assert_eq!(job.envelope.queue_id, "Q1");
+        assert_eq!(job.envelope.message_id.as_deref(), Some("web1-0001"));
+        assert_eq!(job.envelope.client_ip.as_deref(), Some("192.0.2.7"));
+        assert_eq!(job.envelope.rcpt_to, ["a@example.test"]);
+        assert_eq!(job.envelope.dkim_domains, None);
+        assert!(job.envelope.history.is_empty() && job.envelope.failure.is_none());
+        assert_eq!(job.message, b"Subject: x\r\n\r\nbody\r\n");
+        // Re-encoding writes the same bytes: nothing new is added to an old job.
+        assert_eq!(job.encode(), before_issue_11);
+
+        // The issue 11 release: a failed record with `dkim_domains` and history.
+        let failed = b"{\"v\":1,\"queue_id\":\"Q2\",\"host\":\"h\",\"received_at\":1,\"mail_from\":\"\",\"rcpt_to\":[\"b@x.test\"],\"kind\":\"bounce\",\"history\":[{\"at\":2,\"recipients\":[\"b@x.test\"],\"status\":\"bounced\",\"code\":550,\"dsn\":\"5.1.1\",\"response\":\"550 5.1.1 no\"}],\"failure\":{\"at\":2,\"reason\":\"rejected\",\"code\":550,\"dsn\":\"5.1.1\",\"response\":\"550 5.1.1 no\",\"relay\":\"mx[192.0.2.1]:25\"},\"dkim_domains\":[]}\n";
+        let job = Job::decode(failed).unwrap();
+        assert_eq!(job.envelope.kind, Kind::Bounce);
+        assert_eq!(job.envelope.history[0].code, Some(550));
+        assert_eq!(job.envelope.failure.as_ref().unwrap().reason, "rejected");
+        assert_eq!(job.envelope.dkim_domains, Some(vec![]));
+        assert!(job.message.is_empty());
+        assert_eq!(job.encode(), failed);
+        // The oldest bodies had no `kind`: a message.
+        let no_kind = b"{\"v\":1,\"queue_id\":\"Q3\",\"host\":\"h\",\"received_at\":1,\"mail_from\":\"a@b\",\"rcpt_to\":[]}\nm";
+        assert_eq!(Job::decode(no_kind).unwrap().envelope.kind, Kind::Message);
     }
 
     #[test]

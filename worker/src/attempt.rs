@@ -1,0 +1,101 @@
+//! One delivery attempt of a whole job: the per-message step between reserving a job and
+//! recording its outcome.
+//!
+//! The loop check (`hop_limit`), the effective return path, bare LFs and over-long lines fixed
+//! (so that the signature covers exactly what the receiver gets), the DKIM signature (for the
+//! domains the post office authorised), then the recipients grouped by domain and every domain
+//! delivered in parallel ([`crate::deliver`]). Returns one outcome per recipient.
+//!
+//! Not here: reserving, touching, recording and deleting the job ([`crate::queue`]), what the
+//! outcomes mean for the job ([`crate::plan`]).
+
+use hedwig_core::unix_now;
+use hedwig_queue::job::Job;
+
+use crate::deliver::group_by_domain;
+use crate::metrics::MessageCounter;
+use crate::plan::Outcome;
+use crate::queue::Worker;
+
+impl Worker {
+    /// Delivers every recipient of `job`, one domain at a time in parallel.
+    pub async fn attempt(&self, job: &Job) -> Vec<(String, Outcome)> {
+        let env = &job.envelope;
+        // RFC 5321 §6.3: a message going round in a circle is not delivered again.
+        let hops = crate::hops::received_count(&job.message);
+        let limit = self.config.hop_limit;
+        if hops > limit {
+            self.metrics.count(MessageCounter::Loop, &env.host);
+            tracing::warn!(
+                queue_id = %env.queue_id, host = %env.host, from = %env.mail_from, hops, limit,
+                "{}: mail loop: {hops} Received headers, more than hop_limit {limit}; not delivered",
+                env.queue_id
+            );
+            let outcome = Outcome::failed(&crate::error::Error::Loop { hops }, None);
+            return env
+                .rcpt_to
+                .iter()
+                .map(|r| (r.clone(), outcome.clone()))
+                .collect();
+        }
+        let mail_from = self
+            .config
+            .return_path
+            .apply(&env.host, &env.mail_from)
+            .to_string();
+        // Bare LFs (old hedwig clients send them) and over-long lines are fixed before
+        // signing, so that the signature covers exactly what the receiver gets.
+        let wire = hedwig_message::smtp_form(&job.message);
+        let signed;
+        let message: &[u8] = match &self.signer {
+            Some(signer) => {
+                // An RSA signature is about a millisecond of CPU: keep it off the threads that
+                // drive every other delivery's timeouts.
+                // Only for the domains the post office authorised (or, for a bounce, our own
+                // name): never for a domain just because the From: names it.
+                let authorised =
+                    hedwig_message::dkim::authorised_domains(env, &wire, self.config.ehlo_name());
+                let (signer, original) = (signer.clone(), wire.to_vec());
+                let result = tokio::task::spawn_blocking(move || {
+                    signer.sign_message_for(&original, &authorised, unix_now())
+                })
+                .await;
+                match result {
+                    Ok(Ok(s)) => {
+                        signed = s;
+                        &signed
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!(queue_id = %env.queue_id, "DKIM signing failed, sending unsigned: {e}");
+                        &wire
+                    }
+                    Err(e) => {
+                        tracing::error!(queue_id = %env.queue_id, "DKIM signing task failed, sending unsigned: {e}");
+                        &wire
+                    }
+                }
+            }
+            None => &wire,
+        };
+        // The sender goes into a command line: never send one that is not a valid path
+        // (a CR or LF in it would inject SMTP commands).
+        if let Err(e) = hedwig_core::address::parse_reverse_path(&mail_from) {
+            let error = crate::error::Error::BadAddress(format!("sender: {e}"));
+            let outcome = Outcome::failed(&error, None);
+            return env
+                .rcpt_to
+                .iter()
+                .map(|r| (r.clone(), outcome.clone()))
+                .collect();
+        }
+        let (groups, mut outcomes) = group_by_domain(&env.rcpt_to);
+        let deliveries = groups.iter().map(|(domain, rcpts)| {
+            self.deliverer
+                .deliver_domain(&env.host, domain, &mail_from, rcpts, message)
+        });
+        for result in futures_util::future::join_all(deliveries).await {
+            outcomes.extend(result);
+        }
+        outcomes
+    }
+}
