@@ -60,7 +60,9 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
-    let secrets = config.validate().map_err(StartError::Config)?;
+    let config::Settings {
+        config, secrets, ..
+    } = config.check().map_err(StartError::Config)?;
     from_policy::warn_unsigned_hosts(&config);
     let max_job_size = queue::wait_and_check(&config).await?;
     let queue = queue::Queue::new(&config)?;

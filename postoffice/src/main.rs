@@ -127,7 +127,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig => {
-            let mut problems = config.validate().err().unwrap_or_default();
+            let mut problems = config.check().err().unwrap_or_default();
             for (_, result) in postoffice::queue::check_all(&config).await {
                 if let Err(e) = result {
                     problems.push(format!("beanstalkd: {e}"));

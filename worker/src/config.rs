@@ -2,23 +2,25 @@
 //!
 //! Every key has a default (so an empty file is valid) and an environment override
 //! `HEDWIG_<KEY>` (nested keys joined with `__`). [`Config::check`] finds what the types cannot
-//! (unparsable nexthops, an empty hostname); [`crate::check`] adds the checks that need I/O.
+//! (unparsable nexthops, an empty hostname, a domain key that is not a domain) and turns the
+//! config into [`Settings`]: nameservers and routes parsed once, domain keys in the lowercase
+//! A-label form recipient domains have. [`crate::check`] adds the checks that need I/O.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
-use crate::route::Nexthop;
+use crate::route::{Nexthop, Route, Routes};
 
 /// Everything the worker reads from its config file and environment.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// beanstalkd `host:port`, or a list: the delivery tasks are spread over the servers.
-    #[serde(deserialize_with = "one_or_many")]
+    #[serde(deserialize_with = "hedwig_core::config::comma_list")]
     pub beanstalkd: Vec<String>,
     /// How many deliveries run at once in this process (each with its own beanstalkd
     /// connection).
@@ -271,9 +273,12 @@ impl Tls {
 }
 
 impl Config {
-    /// Problems the types cannot catch, one line each (empty when fine).
-    pub fn check(&self) -> Vec<String> {
+    /// Checks what the types cannot catch and parses, once, what delivery needs typed:
+    /// nameservers, nexthops, domain keys (into the lowercase A-label form recipient domains
+    /// have). Every problem is returned, one line each, naming its key.
+    pub fn check(&self) -> Result<Settings, Vec<String>> {
         let mut errors = Vec::new();
+        let mut config = self.clone();
         for key in &self.dkim.keys {
             if let Err(e) =
                 hedwig_core::keyfile::check("DKIM key file", &key.key_file, self.require_safe_keys)
@@ -283,6 +288,11 @@ impl Config {
         }
         if self.beanstalkd.is_empty() {
             errors.push("beanstalkd: at least one host:port is needed".into());
+        }
+        for addr in &self.beanstalkd {
+            if let Err(e) = hedwig_core::config::check_host_port(addr) {
+                errors.push(format!("beanstalkd: {e}"));
+            }
         }
         if self.concurrency == 0 {
             errors.push("concurrency: must be at least 1".into());
@@ -300,27 +310,53 @@ impl Config {
                     .into(),
             );
         }
+        let mut nameservers = Vec::new();
         for ns in &self.nameservers {
-            if let Err(e) = parse_nameserver(ns) {
-                errors.push(format!("nameservers: {e}"));
+            match parse_nameserver(ns) {
+                Ok(addr) => nameservers.push(addr),
+                Err(e) => errors.push(format!("nameservers: {e}")),
             }
         }
-        if let Some(relay) = &self.relayhost {
-            if let Err(e) = Nexthop::parse(relay, self.smtp_port) {
-                errors.push(format!("relayhost: {e}"));
-            }
-        }
-        for (domain, value) in &self.transports {
-            if value == "capture" {
+        let relayhost = match &self.relayhost {
+            None => None,
+            Some(relay) => Nexthop::parse(relay, self.smtp_port)
+                .map_err(|e| errors.push(format!("relayhost: {e}")))
+                .ok(),
+        };
+        let mut transports = BTreeMap::new();
+        config.transports.clear();
+        for (key, domain, value) in domain_keys("transports", &self.transports, &mut errors) {
+            let route = if value == "capture" {
                 if self.capture_maildir.is_none() {
                     errors.push(format!(
-                        "transports.{domain}: capture needs capture_maildir to be set"
+                        "transports.{key}: capture needs capture_maildir to be set"
                     ));
                 }
-            } else if let Err(e) = Nexthop::parse(value, self.smtp_port) {
-                errors.push(format!("transports.{domain}: {e}"));
-            }
+                Route::Capture
+            } else {
+                match Nexthop::parse(value, self.smtp_port) {
+                    Ok(hop) => Route::Smtp(hop),
+                    Err(e) => {
+                        errors.push(format!("transports.{key}: {e}"));
+                        continue;
+                    }
+                }
+            };
+            transports.insert(domain.clone(), route);
+            config.transports.insert(domain, value.clone());
         }
+        config.tls.domains = domain_keys("tls.domains", &self.tls.domains, &mut errors)
+            .into_iter()
+            .map(|(_, domain, mode)| (domain, *mode))
+            .collect();
+        config.limits.destinations = domain_keys(
+            "limits.destinations",
+            &self.limits.destinations,
+            &mut errors,
+        )
+        .into_iter()
+        .map(|(_, domain, limit)| (domain, limit.clone()))
+        .collect();
         for (key, path) in self
             .return_path
             .default
@@ -362,7 +398,20 @@ impl Config {
         if self.retry.first.is_zero() {
             errors.push("retry.first: must be more than 0s".into());
         }
-        errors
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let routes = Routes {
+            capture_all: self.capture_maildir.is_some(),
+            transports,
+            relayhost,
+            port: self.smtp_port,
+        };
+        Ok(Settings {
+            config,
+            nameservers,
+            routes,
+        })
     }
 
     /// The EHLO name (the configured hostname, or `localhost` in capture-only setups).
@@ -372,6 +421,40 @@ impl Config {
             name => name,
         }
     }
+}
+
+/// A checked configuration, ready to run: the [`Config`] with its domain keys normalised, and
+/// what was parsed from it once so that nothing is re-parsed per delivery.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub config: Config,
+    /// `nameservers`, parsed.
+    pub nameservers: Vec<SocketAddr>,
+    /// `capture_maildir`, `transports` and `relayhost`, parsed.
+    pub routes: Routes,
+}
+
+/// The keys of `map` (the config section `section`, keyed by recipient domain) in the
+/// lowercase A-label form recipient domains have, each with the key as written and its value.
+/// A key that is not a domain, or that has the same form as an earlier one, is a problem.
+fn domain_keys<'a, V>(
+    section: &str,
+    map: &'a BTreeMap<String, V>,
+    errors: &mut Vec<String>,
+) -> Vec<(&'a str, String, &'a V)> {
+    let mut out: Vec<(&str, String, &V)> = Vec::new();
+    for (key, value) in map {
+        match hedwig_core::address::parse_domain(key) {
+            Ok(domain) => match out.iter().find(|(_, d, _)| *d == domain) {
+                Some((twin, _, _)) => errors.push(format!(
+                    "{section}.{key}: the same domain as {section}.{twin}"
+                )),
+                None => out.push((key, domain, value)),
+            },
+            Err(e) => errors.push(format!("{section}.{key}: not a domain ({e})")),
+        }
+    }
+    out
 }
 
 /// Loads the config from `path` (optional) and the environment.
@@ -387,24 +470,6 @@ pub fn parse_nameserver(s: &str) -> Result<SocketAddr, String> {
     s.parse::<std::net::IpAddr>()
         .map(|ip| SocketAddr::new(ip, 53))
         .map_err(|_| format!("{s:?} is not ip or ip:port"))
-}
-
-/// A string (`"a:1"`, or `"a:1, b:2"` from the environment) or a list of strings.
-fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        One(String),
-        Many(Vec<String>),
-    }
-    Ok(match Raw::deserialize(d)? {
-        Raw::One(s) => s
-            .split(',')
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect(),
-        Raw::Many(v) => v,
-    })
 }
 
 #[cfg(test)]
@@ -440,7 +505,7 @@ mod tests {
         assert_eq!(c.retry.max_lifetime, Duration::from_secs(60));
         assert_eq!(c.tls.mode("bank.example"), TlsMode::Required);
         assert_eq!(c.tls.mode("other.example"), TlsMode::Opportunistic);
-        assert!(c.check().is_empty(), "{:?}", c.check());
+        assert!(c.check().is_ok(), "{:?}", c.check().err());
     }
 
     #[test]
@@ -472,7 +537,7 @@ mod tests {
             concurrency: 0,
             ..Config::default()
         };
-        let errors = c.check().join("\n");
+        let errors = c.check().unwrap_err().join("\n");
         for key in [
             "hostname",
             "relayhost",
@@ -482,6 +547,57 @@ mod tests {
         ] {
             assert!(errors.contains(key), "{key} missing in {errors}");
         }
+    }
+
+    #[test]
+    fn check_parses_routes_and_domain_keys_once() {
+        let c = Config {
+            hostname: "relay.example".into(),
+            relayhost: Some("Smart.Example:587".into()),
+            nameservers: vec!["127.0.0.1".into()],
+            transports: [("Bücher.Example".to_string(), "[10.0.0.1]".to_string())].into(),
+            tls: Tls {
+                domains: [("BANK.example".to_string(), TlsMode::Required)].into(),
+                ..Tls::default()
+            },
+            ..Config::default()
+        };
+        let s = c.check().unwrap();
+        assert_eq!(
+            s.nameservers,
+            ["127.0.0.1:53".parse::<SocketAddr>().unwrap()]
+        );
+        assert_eq!(
+            s.routes.route("xn--bcher-kva.example"),
+            Route::Smtp(Nexthop::Direct {
+                host: "10.0.0.1".into(),
+                port: 25
+            })
+        );
+        assert_eq!(
+            s.routes.route("other.example"),
+            Route::Smtp(Nexthop::Mx {
+                host: "smart.example".into(),
+                port: 587
+            })
+        );
+        assert_eq!(s.config.tls.mode("bank.example"), TlsMode::Required);
+        let twins = Config {
+            tls: Tls {
+                domains: [
+                    ("a.example".to_string(), TlsMode::None),
+                    ("A.example".to_string(), TlsMode::Required),
+                ]
+                .into(),
+                ..Tls::default()
+            },
+            ..c
+        };
+        let errors = twins.check().unwrap_err().join("\n");
+        assert!(
+            errors.contains("tls.domains.a.example: the same domain as tls.domains.A.example"),
+            "{errors}"
+        );
     }
 
     #[test]

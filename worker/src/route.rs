@@ -66,6 +66,55 @@ impl Nexthop {
     }
 }
 
+/// How the mail for a domain leaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Into the capture Maildir.
+    Capture,
+    /// Over SMTP to a nexthop.
+    Smtp(Nexthop),
+}
+
+/// The routing table, parsed once at start from `capture_maildir`, `transports` and
+/// `relayhost` (by [`crate::config::Config::check`]).
+#[derive(Debug, Clone, Default)]
+pub struct Routes {
+    /// `capture_maildir` is set: every domain is captured.
+    pub capture_all: bool,
+    /// Per recipient domain (lowercase A-labels).
+    pub transports: std::collections::BTreeMap<String, Route>,
+    pub relayhost: Option<Nexthop>,
+    /// `smtp_port`: the port of remote MX hosts.
+    pub port: u16,
+}
+
+impl Routes {
+    /// The route for recipients at `domain` (A-labels, lowercase): capture, its transport,
+    /// the relayhost, the address literal itself, or its MX.
+    pub fn route(&self, domain: &str) -> Route {
+        if self.capture_all {
+            return Route::Capture;
+        }
+        if let Some(route) = self.transports.get(domain) {
+            return route.clone();
+        }
+        if let Some(hop) = &self.relayhost {
+            return Route::Smtp(hop.clone());
+        }
+        // RFC 5321 §4.1.3: an address literal is the host itself.
+        if let Some(ip) = hedwig_core::address::literal_ip(domain) {
+            return Route::Smtp(Nexthop::Direct {
+                host: ip.to_string(),
+                port: self.port,
+            });
+        }
+        Route::Smtp(Nexthop::Mx {
+            host: domain.to_string(),
+            port: self.port,
+        })
+    }
+}
+
 /// One host to try, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MxHost {
