@@ -330,7 +330,7 @@ fn received_header() {
     );
     let m = &t.messages[0];
     assert_eq!(
-        m.received_header("mx.test", "ID1", "Mon, 23 Nov 2026 04:00:00 +0000"),
+        m.received_header("mx.test", "ID1", 1_795_406_400),
         "Received: from we_b_ ([172.17.0.5])\r\n\tby mx.test (mailman) with ESMTP id ID1\r\n\
 \tfor <x@y.test>;\r\n\tMon, 23 Nov 2026 04:00:00 +0000\r\n"
     );
@@ -338,7 +338,7 @@ fn received_header() {
     two.rcpt_to.push("z@y.test".into());
     two.client = "::1".parse().unwrap();
     two.esmtp = false;
-    let h = two.received_header("mx.test", "ID2", "D");
+    let h = two.received_header("mx.test", "ID2", 0);
     assert!(!h.contains("for <"), "{h}");
     assert!(
         h.contains("([IPv6:::1])") && h.contains("with SMTP id ID2"),
