@@ -312,7 +312,7 @@ impl Config {
         }
         let mut nameservers = Vec::new();
         for ns in &self.nameservers {
-            match parse_nameserver(ns) {
+            match hedwig_dns::parse_nameserver(ns) {
                 Ok(addr) => nameservers.push(addr),
                 Err(e) => errors.push(format!("nameservers: {e}")),
             }
@@ -462,16 +462,6 @@ pub fn load(path: Option<&Path>) -> Result<Config, hedwig_core::config::ConfigEr
     hedwig_core::config::load(path)
 }
 
-/// `ip:port` or `ip` (port 53).
-pub fn parse_nameserver(s: &str) -> Result<SocketAddr, String> {
-    if let Ok(addr) = s.parse::<SocketAddr>() {
-        return Ok(addr);
-    }
-    s.parse::<std::net::IpAddr>()
-        .map(|ip| SocketAddr::new(ip, 53))
-        .map_err(|_| format!("{s:?} is not ip or ip:port"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -610,15 +600,5 @@ mod tests {
         assert_eq!(rp.apply("web2.example", "a@b"), "bounces@relay.example");
         assert_eq!(rp.apply("web2.example", ""), "");
         assert_eq!(ReturnPath::default().apply("h", "a@b"), "a@b");
-    }
-
-    #[test]
-    fn nameservers_with_and_without_port() {
-        assert_eq!(
-            parse_nameserver("127.0.0.1:5353").unwrap().to_string(),
-            "127.0.0.1:5353"
-        );
-        assert_eq!(parse_nameserver("::1").unwrap().port(), 53);
-        assert!(parse_nameserver("dns.example").is_err());
     }
 }

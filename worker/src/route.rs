@@ -12,11 +12,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::NetError;
 use hickory_resolver::proto::rr::RData;
-use hickory_resolver::Resolver;
 use rand::seq::SliceRandom;
 
 use crate::error::Error;
@@ -126,7 +123,7 @@ pub struct MxHost {
 /// A DNS resolver for routing.
 #[derive(Clone)]
 pub struct Dns {
-    resolver: Resolver<TokioRuntimeProvider>,
+    resolver: hedwig_dns::Dns,
     ipv6: bool,
 }
 
@@ -137,37 +134,10 @@ impl std::fmt::Debug for Dns {
 }
 
 impl Dns {
-    /// A resolver asking `nameservers` (UDP, TCP on truncation), or the system's when empty.
+    /// A resolver asking `nameservers` (UDP, TCP on truncation), or the system's when empty;
+    /// answers are cached within their TTLs.
     pub fn new(nameservers: &[SocketAddr], timeout: Duration, ipv6: bool) -> Result<Dns, String> {
-        let resolver = if nameservers.is_empty() {
-            let mut builder = Resolver::builder_tokio()
-                .map_err(|e| format!("cannot read the system DNS configuration: {e}"))?;
-            builder.options_mut().timeout = timeout;
-            builder.build()
-        } else {
-            let servers = nameservers
-                .iter()
-                .map(|addr| {
-                    let mut server = NameServerConfig::udp_and_tcp(addr.ip());
-                    for connection in &mut server.connections {
-                        connection.port = addr.port();
-                    }
-                    server
-                })
-                .collect();
-            let mut opts = ResolverOpts::default();
-            opts.timeout = timeout;
-            opts.attempts = 2;
-            opts.ndots = 0;
-            opts.use_hosts_file = ResolveHosts::Never;
-            Resolver::builder_with_config(
-                ResolverConfig::from_name_servers(servers),
-                TokioRuntimeProvider::default(),
-            )
-            .with_options(opts)
-            .build()
-        }
-        .map_err(|e| format!("cannot build the DNS resolver: {e}"))?;
+        let resolver = hedwig_dns::resolver(nameservers, timeout, hedwig_dns::Cache::Answers)?;
         Ok(Dns { resolver, ipv6 })
     }
 
