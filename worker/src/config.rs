@@ -355,7 +355,7 @@ impl Config {
             &mut errors,
         )
         .into_iter()
-        .map(|(_, domain, limit)| (domain, limit.clone()))
+        .map(|(_, domain, limit)| (domain, *limit))
         .collect();
         for (key, path) in self
             .return_path
