@@ -314,11 +314,6 @@ impl Config {
     pub fn servers(&self) -> Vec<String> {
         parse_servers(&self.beanstalkd)
     }
-
-    /// The policy for `fqdn` (already lowercase).
-    pub fn policy(&self, fqdn: &str) -> &HostPolicy {
-        self.hosts.get(fqdn).unwrap_or(&self.default_policy)
-    }
 }
 
 /// `a:11300, b:11300` -> `["a:11300", "b:11300"]`.

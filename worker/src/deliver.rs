@@ -22,7 +22,7 @@ use crate::config::{Config, TlsMode};
 use crate::destination::{Busy, Destination, Destinations, PoolKey};
 use crate::error::{Error, Phase};
 use crate::metrics::{Counter, Metrics};
-use crate::plan::{Outcome, Status};
+use crate::plan::Outcome;
 pub use crate::route::Route;
 use crate::route::{Dns, MxHost, Nexthop, Routes};
 use crate::smtp::session::{RcptResults, Session, Transaction};
@@ -526,14 +526,10 @@ pub fn wire_address(address: &str) -> String {
     }
 }
 
-/// Whether an outcome counts as a success for logs.
-pub fn is_delivered(o: &Outcome) -> bool {
-    o.status == Status::Delivered
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::Status;
 
     #[test]
     fn grouping_by_domain() {

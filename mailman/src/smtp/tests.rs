@@ -344,6 +344,18 @@ fn received_header() {
         h.contains("([IPv6:::1])") && h.contains("with SMTP id ID2"),
         "{h}"
     );
+    // The HELO name and the recipient are untrusted: nothing in them can end a clause or
+    // open a comment or an address (hedwig_message::trace's sanitising).
+    let mut hostile = m.clone();
+    hostile.helo = "a<b>;c\"d\\".into();
+    hostile.rcpt_to = vec!["x>;y@y.test".into()];
+    hostile.client = "::ffff:192.0.2.1".parse().unwrap();
+    let h = hostile.received_header("mx.test", "ID3", 0);
+    assert!(
+        h.starts_with("Received: from a_b__c_d_ ([192.0.2.1])\r\n"),
+        "{h}"
+    );
+    assert!(h.contains("\tfor <x__y@y.test>;"), "{h}");
 }
 
 #[test]
