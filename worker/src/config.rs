@@ -373,6 +373,25 @@ impl Config {
                 errors.push(format!("return_path.{key}: {e}"));
             }
         }
+        // Sending hosts as the post office writes them into jobs (normalised fqdns).
+        config.return_path.hosts.clear();
+        for (host, path) in &self.return_path.hosts {
+            match hedwig_core::key::normalize_fqdn(host) {
+                Ok(fqdn) => {
+                    if config
+                        .return_path
+                        .hosts
+                        .insert(fqdn.clone(), path.clone())
+                        .is_some()
+                    {
+                        errors.push(format!(
+                            "return_path.hosts.{host}: another entry is for {fqdn} too"
+                        ));
+                    }
+                }
+                Err(e) => errors.push(format!("return_path.hosts.{host}: {e}")),
+            }
+        }
         if !self.http_listen.is_empty() && self.http_listen.parse::<SocketAddr>().is_err() {
             errors.push(format!(
                 "http_listen: {:?} is not ip:port",
@@ -572,6 +591,18 @@ mod tests {
             })
         );
         assert_eq!(s.config.tls.mode("bank.example"), TlsMode::Required);
+        let web1 = Config {
+            return_path: ReturnPath {
+                default: None,
+                hosts: [("Web1.Example.".to_string(), "b@relay.example".to_string())].into(),
+            },
+            ..c.clone()
+        };
+        let s = web1.check().unwrap();
+        assert_eq!(
+            s.config.return_path.apply("web1.example", "a@b"),
+            "b@relay.example"
+        );
         let twins = Config {
             tls: Tls {
                 domains: [
