@@ -6,6 +6,11 @@
 //! key of that binary's config are read, so `HEDWIG_SECRET` meant for `keygen` does not upset
 //! the worker. Unknown keys in a file are errors (binaries use `#[serde(deny_unknown_fields)]`),
 //! and every error is reported at once, each with the key and where its value came from.
+//!
+//! Also the small shared pieces of the binaries' configs: [`OneOrMany`] with [`one_or_many`]
+//! and [`comma_list`] (a key given as one value or a list), [`ByteSize`], [`read_secret`],
+//! [`check_host_port`]. Each binary turns its config into checked, typed settings
+//! (`check() -> Settings`) once at start.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
