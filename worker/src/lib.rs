@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-pub use config::Config;
+pub use config::{Config, Settings};
 
 /// Why the worker could not start.
 #[derive(Debug, thiserror::Error)]
