@@ -6,6 +6,11 @@
 //! key of that binary's config are read, so `HEDWIG_SECRET` meant for `keygen` does not upset
 //! the worker. Unknown keys in a file are errors (binaries use `#[serde(deny_unknown_fields)]`),
 //! and every error is reported at once, each with the key and where its value came from.
+//!
+//! Also the small shared pieces of the binaries' configs: [`OneOrMany`] with [`one_or_many`]
+//! and [`comma_list`] (a key given as one value or a list), [`ByteSize`], [`read_secret`],
+//! [`check_host_port`]. Each binary turns its config into checked, typed settings
+//! (`check() -> Settings`) once at start.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -122,6 +127,64 @@ pub fn read_secret(inline: Option<&str>, file: Option<&Path>) -> Result<Option<S
     Ok(inline
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty()))
+}
+
+/// One value or a list of them: the single untagged shape every "string or list" key and
+/// wire field is read through (see [`one_or_many`], [`comma_list`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    Many(Vec<T>),
+    One(T),
+}
+
+impl<T> OneOrMany<T> {
+    /// The values, in order.
+    pub fn into_vec(self) -> Vec<T> {
+        match self {
+            OneOrMany::Many(v) => v,
+            OneOrMany::One(t) => vec![t],
+        }
+    }
+}
+
+/// `deserialize_with` for a list key that may also be given as one value.
+pub fn one_or_many<'de, D, T>(de: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    OneOrMany::deserialize(de).map(OneOrMany::into_vec)
+}
+
+/// `deserialize_with` for a list of strings that may also be one string with commas, the way
+/// an environment variable gives it (`HEDWIG_BEANSTALKD=a:11300, b:11300`): items trimmed,
+/// empty ones dropped.
+pub fn comma_list<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<String>, D::Error> {
+    Ok(match OneOrMany::<String>::deserialize(de)? {
+        OneOrMany::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        OneOrMany::Many(v) => v,
+    })
+}
+
+/// Checks a `host:port` server address (beanstalkd): a non-empty host and a port number.
+/// The host is resolved when connecting, so a name is fine.
+pub fn check_host_port(addr: &str) -> Result<(), String> {
+    match addr.rsplit_once(':') {
+        Some((host, port))
+            if !host.is_empty()
+                && !host.contains(char::is_whitespace)
+                && port.parse::<u16>().is_ok() =>
+        {
+            Ok(())
+        }
+        _ => Err(format!("{addr:?} is not host:port")),
+    }
 }
 
 /// A number of bytes, written in configs as `25MB`, `64 KiB`, `1000` (bytes).
@@ -302,5 +365,33 @@ mod tests {
         );
         assert_eq!(read_secret(Some(""), None), Ok(None));
         assert!(read_secret(None, Some(&dir.path().join("missing"))).is_err());
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Lists {
+        #[serde(deserialize_with = "one_or_many", default)]
+        ports: Vec<u16>,
+        #[serde(deserialize_with = "comma_list", default)]
+        servers: Vec<String>,
+    }
+
+    #[test]
+    fn one_value_or_a_list() {
+        let l: Lists = serde_json::from_str(r#"{"ports": 25, "servers": "a:1, b:2,"}"#).unwrap();
+        assert_eq!(l.ports, [25]);
+        assert_eq!(l.servers, ["a:1", "b:2"]);
+        let l: Lists = serde_json::from_str(r#"{"ports": [25, 587], "servers": ["a,1"]}"#).unwrap();
+        assert_eq!(l.ports, [25, 587]);
+        assert_eq!(l.servers, ["a,1"], "a list is taken as it is");
+        assert!(serde_json::from_str::<Lists>(r#"{"ports": "x"}"#).is_err());
+    }
+
+    #[test]
+    fn host_port() {
+        assert!(check_host_port("beanstalkd:11300").is_ok());
+        assert!(check_host_port("[::1]:11300").is_ok());
+        for bad in ["nohost", ":11300", "h:port", "h:70000", "a b:1"] {
+            assert!(check_host_port(bad).is_err(), "{bad}");
+        }
     }
 }

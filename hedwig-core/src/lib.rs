@@ -6,7 +6,8 @@
 //! - [`key`]: host keys, `hex(HMAC-SHA256(secret, lowercase(fqdn)))`, checked in constant time.
 //! - [`address`]: RFC 5321 / RFC 6531 mailbox syntax (UTF-8 local parts, IDN domains).
 //! - [`from`]: the From: fields of a raw message (count, addresses, domains).
-//! - [`config`]: YAML files with `HEDWIG_…` environment overrides, byte sizes, secrets from files.
+//! - [`config`]: YAML files with `HEDWIG_…` environment overrides, byte sizes, secrets from files,
+//!   the "one value or a list" helpers, `host:port` checks.
 //! - [`keyfile`]: key files readable by their owner only (warn, or refuse with
 //!   `require_safe_keys`).
 //!

@@ -13,6 +13,8 @@
 use base64::Engine as _;
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::config::OneOrMany;
+
 /// Why a submission cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
@@ -80,17 +82,11 @@ impl Email {
     }
 }
 
+/// One recipient or a list; an empty string (old clients with no recipient) is none.
 fn one_or_many<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(String),
-        Many(Vec<String>),
-    }
-    Ok(match OneOrMany::deserialize(de)? {
+    Ok(match OneOrMany::<String>::deserialize(de)? {
         OneOrMany::One(s) if s.is_empty() => Vec::new(),
-        OneOrMany::One(s) => vec![s],
-        OneOrMany::Many(v) => v,
+        other => other.into_vec(),
     })
 }
 

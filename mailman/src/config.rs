@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hedwig_core::config::{read_secret, ByteSize};
+use hedwig_core::config::{one_or_many, read_secret, ByteSize, OneOrMany};
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -145,23 +145,6 @@ impl Default for Config {
     }
 }
 
-fn one_or_many<'de, D, T>(de: D) -> Result<Vec<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany<T> {
-        Many(Vec<T>),
-        One(T),
-    }
-    Ok(match OneOrMany::deserialize(de)? {
-        OneOrMany::Many(v) => v,
-        OneOrMany::One(t) => vec![t],
-    })
-}
-
 /// `listen` as a list, one string, or the old `{host, port}` map.
 fn listen_compat<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
@@ -173,13 +156,11 @@ fn listen_compat<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<String>, D::Err
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Listen {
-        Many(Vec<String>),
-        One(String),
+        New(OneOrMany<String>),
         Old(Old),
     }
     Ok(match Listen::deserialize(de)? {
-        Listen::Many(v) => v,
-        Listen::One(s) => vec![s],
+        Listen::New(list) => list.into_vec(),
         Listen::Old(Old { host, port }) if host.contains(':') => vec![format!("[{host}]:{port}")],
         Listen::Old(Old { host, port }) => vec![format!("{host}:{port}")],
     })

@@ -31,19 +31,11 @@ pub struct Core {
     pub postoffice_up: tokio::sync::Notify,
 }
 
-/// The current time as an RFC 5322 date-time (`Mon, 23 Nov 2026 04:00:00 +0000`).
-pub fn rfc5322_now() -> String {
-    let http = httpdate::fmt_http_date(std::time::SystemTime::now());
-    match http.strip_suffix(" GMT") {
-        Some(head) => format!("{head} +0000"),
-        None => http,
-    }
-}
-
 /// Spools `message`, tries the postoffice, and returns the reply for the client.
 pub async fn deliver(core: &Arc<Core>, message: Message) -> Reply {
     let id = hedwig_core::new_queue_id();
-    let received = message.received_header(&core.settings.fqdn, &id, &rfc5322_now());
+    let now = hedwig_core::unix_now();
+    let received = message.received_header(&core.settings.fqdn, &id, now);
     let size = received.len() + message.body.len();
     let header = SpoolHeader {
         v: 1,
@@ -51,7 +43,7 @@ pub async fn deliver(core: &Arc<Core>, message: Message) -> Reply {
         mail_from: message.mail_from,
         rcpt_to: message.rcpt_to,
         client: message.client.to_string(),
-        received_at: hedwig_core::unix_now(),
+        received_at: now,
         size: size as u64,
     };
     let to = header.rcpt_to.join(",");

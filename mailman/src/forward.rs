@@ -1,4 +1,5 @@
-//! Posting a message to the postoffice (the wire protocol in `DESIGN.md`, as its JSON body),
+//! Posting a message to the postoffice (the wire protocol in README.md, "Wire protocol", as its
+//! JSON body, [`hedwig_core::wire`]),
 //! with failover over the configured URLs, and the one place that decides what an answer means.
 //!
 //! This module does not retry or touch the spool; [`crate::deliver`] and

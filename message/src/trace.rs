@@ -1,67 +1,86 @@
 //! The `Received:` trace header field (RFC 5321 §4.4), added by each hop that takes a message.
 //!
-//! What the client said (its EHLO name) is untrusted: control characters, parentheses and
-//! spaces are replaced and it is cut to 255 octets, so a hostile name cannot break the
-//! header. Only the one field is built here; where it goes is the caller's business.
+//! What the client said (its EHLO name) is untrusted: control characters, spaces,
+//! parentheses, angle brackets, semicolons, backslashes and quotes are replaced and each word
+//! is cut to 255 octets, so a hostile name cannot break the header. mailman writes one for
+//! every message it takes. Only the one field is built here; where it goes is the caller's
+//! business.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use crate::rfc5322_date;
 
-/// A `Received:` field, CRLF-terminated and folded:
+/// The parts of a `Received:` field; [`Received::field`] writes it, CRLF-terminated and
+/// folded:
 ///
 /// ```text
 /// Received: from web1.example.com ([192.0.2.7])
-///         by relay.example.net with ESMTPS id 0190AB12CD34EF56;
+///         by relay.example.net (mailman) with ESMTPS id 0190AB12CD34EF56;
 ///         Mon, 23 Nov 2026 04:15:31 +0000
 /// ```
-///
-/// `protocol` is the RFC 3848 `with` keyword (`SMTP`, `ESMTP`, `ESMTPS`, `ESMTPA`, `ESMTPSA`,
-/// `UTF8SMTPS`, ... or `HTTP` for the post office); `for_rcpt` adds `for <rcpt>` (only
-/// for a single recipient, as that leaks no other recipient's address).
-pub fn received_header(
-    from_helo: &str,
-    client_ip: Option<IpAddr>,
-    by_host: &str,
-    protocol: &str,
-    id: &str,
-    for_rcpt: Option<&str>,
-    date: u64,
-) -> String {
-    let mut out = String::with_capacity(200);
-    let _ = write!(out, "Received: from {}", token(from_helo, "unknown"));
-    if let Some(ip) = client_ip {
-        // RFC 5321 §4.1.3 address literals.
-        match ip {
-            IpAddr::V4(v4) => {
-                let _ = write!(out, " ([{v4}])");
-            }
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => {
+#[derive(Debug, Clone, Copy)]
+pub struct Received<'a> {
+    /// What the client said in HELO/EHLO (untrusted).
+    pub from_helo: &'a str,
+    /// The client's address, written as an RFC 5321 §4.1.3 address literal.
+    pub client_ip: Option<IpAddr>,
+    /// This host's name.
+    pub by_host: &'a str,
+    /// The software, written as a comment after `by_host` (`mailman`).
+    pub by_software: Option<&'a str>,
+    /// The RFC 3848 `with` keyword (`SMTP`, `ESMTP`, `ESMTPS`, `ESMTPA`, `ESMTPSA`,
+    /// `UTF8SMTPS`, ... or `HTTP` for the post office).
+    pub protocol: &'a str,
+    /// The queue id.
+    pub id: &'a str,
+    /// Adds `for <rcpt>`: give it only for a single recipient, as that leaks no other
+    /// recipient's (a Bcc's) address.
+    pub for_rcpt: Option<&'a str>,
+    /// Unix seconds (passed in so the field is repeatable in tests).
+    pub date: u64,
+}
+
+impl Received<'_> {
+    /// The field, every client-given or configured word made safe by [`token`].
+    pub fn field(&self) -> String {
+        let mut out = String::with_capacity(200);
+        let _ = write!(out, "Received: from {}", token(self.from_helo, "unknown"));
+        if let Some(ip) = self.client_ip {
+            // RFC 5321 §4.1.3 address literals.
+            match ip {
+                IpAddr::V4(v4) => {
                     let _ = write!(out, " ([{v4}])");
                 }
-                None => {
-                    let _ = write!(out, " ([IPv6:{v6}])");
-                }
-            },
+                IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                    Some(v4) => {
+                        let _ = write!(out, " ([{v4}])");
+                    }
+                    None => {
+                        let _ = write!(out, " ([IPv6:{v6}])");
+                    }
+                },
+            }
         }
-    }
-    let _ = write!(
-        out,
-        "\r\n\tby {} with {} id {}",
-        token(by_host, "localhost"),
-        token(protocol, "SMTP"),
-        token(id, "unknown")
-    );
-    if let Some(rcpt) = for_rcpt {
-        let rcpt = token(rcpt.trim_start_matches('<').trim_end_matches('>'), "");
-        if !rcpt.is_empty() {
-            let _ = write!(out, "\r\n\tfor <{rcpt}>");
+        let _ = write!(out, "\r\n\tby {}", token(self.by_host, "localhost"));
+        if let Some(software) = self.by_software {
+            let _ = write!(out, " ({})", token(software, "unknown"));
         }
+        let _ = write!(
+            out,
+            " with {} id {}",
+            token(self.protocol, "SMTP"),
+            token(self.id, "unknown")
+        );
+        if let Some(rcpt) = self.for_rcpt {
+            let rcpt = token(rcpt.trim_start_matches('<').trim_end_matches('>'), "");
+            if !rcpt.is_empty() {
+                let _ = write!(out, "\r\n\tfor <{rcpt}>");
+            }
+        }
+        let _ = write!(out, ";\r\n\t{}\r\n", rfc5322_date(self.date));
+        out
     }
-    let _ = write!(out, ";\r\n\t{}\r\n", rfc5322_date(date));
-    out
 }
 
 /// One atom-like word: no controls, spaces, parentheses, angle brackets or semicolons;
@@ -90,21 +109,52 @@ fn token(text: &str, fallback: &str) -> String {
 mod tests {
     use super::*;
 
+    fn received_parts<'a>(
+        helo: &'a str,
+        ip: Option<IpAddr>,
+        by: &'a str,
+        protocol: &'a str,
+        rcpt: Option<&'a str>,
+    ) -> Received<'a> {
+        Received {
+            from_helo: helo,
+            client_ip: ip,
+            by_host: by,
+            by_software: None,
+            protocol,
+            id: "Q",
+            for_rcpt: rcpt,
+            date: 0,
+        }
+    }
+
+    fn received(
+        helo: &str,
+        ip: Option<IpAddr>,
+        by: &str,
+        protocol: &str,
+        rcpt: Option<&str>,
+    ) -> String {
+        received_parts(helo, ip, by, protocol, rcpt).field()
+    }
+
     #[test]
     fn a_received_field() {
-        let field = received_header(
-            "web1.example.com",
-            Some("192.0.2.7".parse().unwrap()),
-            "relay.example.net",
-            "ESMTPS",
-            "0190AB12",
-            Some("<bob@example.org>"),
-            1_795_407_331,
-        );
+        let field = Received {
+            from_helo: "web1.example.com",
+            client_ip: Some("192.0.2.7".parse().unwrap()),
+            by_host: "relay.example.net",
+            by_software: Some("mailman"),
+            protocol: "ESMTPS",
+            id: "0190AB12",
+            for_rcpt: Some("<bob@example.org>"),
+            date: 1_795_407_331,
+        }
+        .field();
         assert_eq!(
             field,
             "Received: from web1.example.com ([192.0.2.7])\r\n\
-             \tby relay.example.net with ESMTPS id 0190AB12\r\n\
+             \tby relay.example.net (mailman) with ESMTPS id 0190AB12\r\n\
              \tfor <bob@example.org>;\r\n\
              \tMon, 23 Nov 2026 04:15:31 +0000\r\n"
         );
@@ -128,28 +178,24 @@ mod tests {
 
     #[test]
     fn ipv6_and_no_recipient() {
-        let field = received_header(
+        let field = received(
             "h",
             Some("2001:db8::1".parse().unwrap()),
             "by.example",
             "ESMTP",
-            "Q",
             None,
-            0,
         );
         assert!(
             field.starts_with("Received: from h ([IPv6:2001:db8::1])\r\n"),
             "{field}"
         );
         assert!(!field.contains("for"));
-        let mapped = received_header(
+        let mapped = received(
             "h",
             Some("::ffff:192.0.2.1".parse().unwrap()),
             "b",
             "SMTP",
-            "Q",
             None,
-            0,
         );
         assert!(mapped.contains("([192.0.2.1])"), "{mapped}");
     }
@@ -157,14 +203,12 @@ mod tests {
     #[test]
     fn hostile_helo_cannot_break_the_field() {
         let long = "x".repeat(1000);
-        let field = received_header(
+        let field = received(
             "evil\r\nBcc: victim@example.com (x)",
             None,
             "by.example",
             "SMTP",
-            "Q",
             Some("a\r\nb@example.org"),
-            0,
         );
         // Exactly the four lines we write, each CRLF-terminated, no injected field.
         assert_eq!(field.matches("\r\n").count(), 4, "{field}");
@@ -173,8 +217,18 @@ mod tests {
             field.starts_with("Received: from evil__Bcc:_victim@example.com__x_\r\n"),
             "{field}"
         );
-        let field = received_header(&long, None, "", "", "", None, 0);
+        let field = Received {
+            id: "",
+            ..Received {
+                by_software: Some("(x)"),
+                ..received_parts(&long, None, "", "", None)
+            }
+        }
+        .field();
         assert!(field.contains(&format!("from {}\r\n", "x".repeat(255))));
-        assert!(field.contains("by localhost with SMTP id unknown"));
+        assert!(
+            field.contains("by localhost (_x_) with SMTP id unknown"),
+            "{field}"
+        );
     }
 }

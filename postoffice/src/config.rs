@@ -1,4 +1,5 @@
-//! The post office's configuration: one struct, loaded once, passed down.
+//! The post office's configuration: one struct, loaded once, checked into [`Settings`] (every
+//! problem reported at once, each naming its key), passed down.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -180,10 +181,23 @@ pub const JOB_OVERHEAD: u64 = 128 * 1024;
 #[derive(Debug, Clone)]
 pub struct Secrets(pub Vec<String>);
 
+/// A checked configuration, ready to serve: the [`Config`] with its host names normalised
+/// (lowercase A-labels, as a post's `fqdn` is compared), the secrets read, the beanstalkd
+/// servers parsed.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub config: Config,
+    pub secrets: Secrets,
+    /// `beanstalkd`, in configured order, each a checked `host:port`.
+    pub servers: Vec<String>,
+}
+
 impl Config {
-    /// Checks what can be checked without the network; every problem, one per entry.
-    pub fn validate(&self) -> Result<Secrets, Vec<String>> {
+    /// Checks what can be checked without the network and parses it once; every problem, one
+    /// per entry, naming its key.
+    pub fn check(&self) -> Result<Settings, Vec<String>> {
         let mut problems = Vec::new();
+        let mut config = self.clone();
         let mut secrets = Vec::new();
         if let Some(path) = &self.secret_file {
             if let Err(e) = hedwig_core::keyfile::check("secret file", path, self.require_safe_keys)
@@ -208,9 +222,22 @@ impl Config {
                 Err(e) => problems.push(format!("previous_secrets[{i}]: {e}")),
             }
         }
-        for host in self.revoked.iter().chain(self.hosts.keys()) {
-            if let Err(e) = hedwig_core::key::normalize_fqdn(host) {
-                problems.push(format!("revoked/hosts: {e}"));
+        config.revoked.clear();
+        for host in &self.revoked {
+            match hedwig_core::key::normalize_fqdn(host) {
+                Ok(host) => config.revoked.push(host),
+                Err(e) => problems.push(format!("revoked: {e}")),
+            }
+        }
+        config.hosts.clear();
+        for (host, policy) in &self.hosts {
+            match hedwig_core::key::normalize_fqdn(host) {
+                Ok(fqdn) => {
+                    if config.hosts.insert(fqdn.clone(), policy.clone()).is_some() {
+                        problems.push(format!("hosts.{host}: another entry is for {fqdn} too"));
+                    }
+                }
+                Err(e) => problems.push(format!("hosts.{host}: {e}")),
             }
         }
         if let Err(e) = self.tubes() {
@@ -224,11 +251,8 @@ impl Config {
             problems.push("beanstalkd: no server given".into());
         }
         for addr in &servers {
-            if addr
-                .rsplit_once(':')
-                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
-            {
-                problems.push(format!("beanstalkd: {addr:?} is not host:port"));
+            if let Err(e) = hedwig_core::config::check_host_port(addr) {
+                problems.push(format!("beanstalkd: {e}"));
             }
         }
         if self.pool_size == 0 || self.max_concurrent_requests == 0 {
@@ -275,7 +299,11 @@ impl Config {
             }
         }
         if problems.is_empty() {
-            Ok(Secrets(secrets))
+            Ok(Settings {
+                config,
+                secrets: Secrets(secrets),
+                servers,
+            })
         } else {
             Err(problems)
         }
@@ -323,11 +351,6 @@ impl Config {
     pub fn servers(&self) -> Vec<String> {
         parse_servers(&self.beanstalkd)
     }
-
-    /// The policy for `fqdn` (already lowercase).
-    pub fn policy(&self, fqdn: &str) -> &HostPolicy {
-        self.hosts.get(fqdn).unwrap_or(&self.default_policy)
-    }
 }
 
 /// `a:11300, b:11300` -> `["a:11300", "b:11300"]`.
@@ -342,16 +365,7 @@ pub fn parse_servers(text: &str) -> Vec<String> {
 /// `beanstalkd` from one string (comma-separated) or a YAML list, kept as one
 /// comma-separated string so that `Config { beanstalkd: url, .. }` stays simple.
 fn deserialize_servers<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        One(String),
-        Many(Vec<String>),
-    }
-    Ok(match Raw::deserialize(d)? {
-        Raw::One(s) => s,
-        Raw::Many(list) => list.join(","),
-    })
+    hedwig_core::config::comma_list(d).map(|servers| servers.join(","))
 }
 
 #[cfg(test)]
@@ -424,11 +438,41 @@ mod tests {
             secret: Some("x".repeat(40)),
             ..Config::default()
         };
-        let problems = c.validate().unwrap_err();
+        let problems = c.check().unwrap_err();
         assert!(
             problems.iter().any(|p| p.contains("nohost")),
             "{problems:?}"
         );
         assert!(!problems.iter().any(|p| p.contains("ok:1")), "{problems:?}");
+    }
+
+    #[test]
+    fn check_normalises_host_names_and_parses_servers_once() {
+        let c = Config {
+            beanstalkd: "a:1, b:2".into(),
+            secret: Some("x".repeat(40)),
+            revoked: vec!["Old.Example.".into()],
+            hosts: [("Web1.Example".to_string(), HostPolicy::default())].into(),
+            ..Config::default()
+        };
+        let s = c.check().unwrap();
+        assert_eq!(s.servers, ["a:1", "b:2"]);
+        assert_eq!(s.config.revoked, ["old.example"]);
+        assert!(s.config.hosts.contains_key("web1.example"));
+        let bad = Config {
+            hosts: [
+                ("bad host".to_string(), HostPolicy::default()),
+                ("web1.example".to_string(), HostPolicy::default()),
+                ("WEB1.example".to_string(), HostPolicy::default()),
+            ]
+            .into(),
+            ..c
+        };
+        let problems = bad.check().unwrap_err().join("\n");
+        assert!(problems.contains("hosts.bad host"), "{problems}");
+        assert!(
+            problems.contains("another entry is for web1.example"),
+            "{problems}"
+        );
     }
 }

@@ -1,4 +1,5 @@
-//! `POST /`: the hedwig wire protocol (DESIGN.md). Checks the host's key, the envelope, the size
+//! `POST /`: the hedwig wire protocol (README.md, "Wire protocol"; the body's types are
+//! [`hedwig_core::wire`]). Checks the host's key, the envelope, the size
 //! and the host's policy (envelope sender and From:, [`crate::from_policy`]), then queues the message and answers 200 only after beanstalkd
 //! acknowledged the put.
 

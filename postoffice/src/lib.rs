@@ -60,7 +60,9 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
-    let secrets = config.validate().map_err(StartError::Config)?;
+    let config::Settings {
+        config, secrets, ..
+    } = config.check().map_err(StartError::Config)?;
     for warning in config.renamed_keys() {
         tracing::warn!("{warning}");
     }

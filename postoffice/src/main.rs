@@ -129,7 +129,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for warning in config.renamed_keys() {
                 println!("warning: {warning}");
             }
-            let mut problems = config.validate().err().unwrap_or_default();
+            let mut problems = config.check().err().unwrap_or_default();
             for (_, result) in postoffice::queue::check_all(&config).await {
                 if let Err(e) = result {
                     problems.push(format!("beanstalkd: {e}"));

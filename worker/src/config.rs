@@ -2,23 +2,25 @@
 //!
 //! Every key has a default (so an empty file is valid) and an environment override
 //! `HEDWIG_<KEY>` (nested keys joined with `__`). [`Config::check`] finds what the types cannot
-//! (unparsable nexthops, an empty hostname); [`crate::check`] adds the checks that need I/O.
+//! (unparsable nexthops, an empty hostname, a domain key that is not a domain) and turns the
+//! config into [`Settings`]: nameservers and routes parsed once, domain keys in the lowercase
+//! A-label form recipient domains have. [`crate::check`] adds the checks that need I/O.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
-use crate::route::Nexthop;
+use crate::route::{Nexthop, Route, Routes};
 
 /// Everything the worker reads from its config file and environment.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// beanstalkd `host:port`, or a list: the delivery tasks are spread over the servers.
-    #[serde(deserialize_with = "one_or_many")]
+    #[serde(deserialize_with = "hedwig_core::config::comma_list")]
     pub beanstalkd: Vec<String>,
     /// Prefix of the tube names: reserves from `<prefix>`, records failures in
     /// `<prefix>-failed`, moves held hosts' mail to `<prefix>-held`, reads the hold list in
@@ -286,9 +288,12 @@ impl Config {
         hedwig_queue::Tubes::new(&self.tube_prefix).map_err(|e| format!("tube_prefix: {e}"))
     }
 
-    /// Problems the types cannot catch, one line each (empty when fine).
-    pub fn check(&self) -> Vec<String> {
+    /// Checks what the types cannot catch and parses, once, what delivery needs typed:
+    /// nameservers, nexthops, domain keys (into the lowercase A-label form recipient domains
+    /// have). Every problem is returned, one line each, naming its key.
+    pub fn check(&self) -> Result<Settings, Vec<String>> {
         let mut errors = Vec::new();
+        let mut config = self.clone();
         for key in &self.dkim.keys {
             if let Err(e) =
                 hedwig_core::keyfile::check("DKIM key file", &key.key_file, self.require_safe_keys)
@@ -301,6 +306,11 @@ impl Config {
         }
         if let Err(e) = self.tubes() {
             errors.push(e);
+        }
+        for addr in &self.beanstalkd {
+            if let Err(e) = hedwig_core::config::check_host_port(addr) {
+                errors.push(format!("beanstalkd: {e}"));
+            }
         }
         if self.concurrency == 0 {
             errors.push("concurrency: must be at least 1".into());
@@ -318,27 +328,53 @@ impl Config {
                     .into(),
             );
         }
+        let mut nameservers = Vec::new();
         for ns in &self.nameservers {
-            if let Err(e) = parse_nameserver(ns) {
-                errors.push(format!("nameservers: {e}"));
+            match hedwig_dns::parse_nameserver(ns) {
+                Ok(addr) => nameservers.push(addr),
+                Err(e) => errors.push(format!("nameservers: {e}")),
             }
         }
-        if let Some(relay) = &self.relayhost {
-            if let Err(e) = Nexthop::parse(relay, self.smtp_port) {
-                errors.push(format!("relayhost: {e}"));
-            }
-        }
-        for (domain, value) in &self.transports {
-            if value == "capture" {
+        let relayhost = match &self.relayhost {
+            None => None,
+            Some(relay) => Nexthop::parse(relay, self.smtp_port)
+                .map_err(|e| errors.push(format!("relayhost: {e}")))
+                .ok(),
+        };
+        let mut transports = BTreeMap::new();
+        config.transports.clear();
+        for (key, domain, value) in domain_keys("transports", &self.transports, &mut errors) {
+            let route = if value == "capture" {
                 if self.capture_maildir.is_none() {
                     errors.push(format!(
-                        "transports.{domain}: capture needs capture_maildir to be set"
+                        "transports.{key}: capture needs capture_maildir to be set"
                     ));
                 }
-            } else if let Err(e) = Nexthop::parse(value, self.smtp_port) {
-                errors.push(format!("transports.{domain}: {e}"));
-            }
+                Route::Capture
+            } else {
+                match Nexthop::parse(value, self.smtp_port) {
+                    Ok(hop) => Route::Smtp(hop),
+                    Err(e) => {
+                        errors.push(format!("transports.{key}: {e}"));
+                        continue;
+                    }
+                }
+            };
+            transports.insert(domain.clone(), route);
+            config.transports.insert(domain, value.clone());
         }
+        config.tls.domains = domain_keys("tls.domains", &self.tls.domains, &mut errors)
+            .into_iter()
+            .map(|(_, domain, mode)| (domain, *mode))
+            .collect();
+        config.limits.destinations = domain_keys(
+            "limits.destinations",
+            &self.limits.destinations,
+            &mut errors,
+        )
+        .into_iter()
+        .map(|(_, domain, limit)| (domain, *limit))
+        .collect();
         for (key, path) in self
             .return_path
             .default
@@ -353,6 +389,25 @@ impl Config {
         {
             if let Err(e) = hedwig_core::address::Mailbox::parse(path) {
                 errors.push(format!("return_path.{key}: {e}"));
+            }
+        }
+        // Sending hosts as the post office writes them into jobs (normalised fqdns).
+        config.return_path.hosts.clear();
+        for (host, path) in &self.return_path.hosts {
+            match hedwig_core::key::normalize_fqdn(host) {
+                Ok(fqdn) => {
+                    if config
+                        .return_path
+                        .hosts
+                        .insert(fqdn.clone(), path.clone())
+                        .is_some()
+                    {
+                        errors.push(format!(
+                            "return_path.hosts.{host}: another entry is for {fqdn} too"
+                        ));
+                    }
+                }
+                Err(e) => errors.push(format!("return_path.hosts.{host}: {e}")),
             }
         }
         if !self.http_listen.is_empty() && self.http_listen.parse::<SocketAddr>().is_err() {
@@ -380,7 +435,20 @@ impl Config {
         if self.retry.first.is_zero() {
             errors.push("retry.first: must be more than 0s".into());
         }
-        errors
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let routes = Routes {
+            capture_all: self.capture_maildir.is_some(),
+            transports,
+            relayhost,
+            port: self.smtp_port,
+        };
+        Ok(Settings {
+            config,
+            nameservers,
+            routes,
+        })
     }
 
     /// The EHLO name (the configured hostname, or `localhost` in capture-only setups).
@@ -392,37 +460,43 @@ impl Config {
     }
 }
 
+/// A checked configuration, ready to run: the [`Config`] with its domain keys normalised, and
+/// what was parsed from it once so that nothing is re-parsed per delivery.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub config: Config,
+    /// `nameservers`, parsed.
+    pub nameservers: Vec<SocketAddr>,
+    /// `capture_maildir`, `transports` and `relayhost`, parsed.
+    pub routes: Routes,
+}
+
+/// The keys of `map` (the config section `section`, keyed by recipient domain) in the
+/// lowercase A-label form recipient domains have, each with the key as written and its value.
+/// A key that is not a domain, or that has the same form as an earlier one, is a problem.
+fn domain_keys<'a, V>(
+    section: &str,
+    map: &'a BTreeMap<String, V>,
+    errors: &mut Vec<String>,
+) -> Vec<(&'a str, String, &'a V)> {
+    let mut out: Vec<(&str, String, &V)> = Vec::new();
+    for (key, value) in map {
+        match hedwig_core::address::parse_domain(key) {
+            Ok(domain) => match out.iter().find(|(_, d, _)| *d == domain) {
+                Some((twin, _, _)) => errors.push(format!(
+                    "{section}.{key}: the same domain as {section}.{twin}"
+                )),
+                None => out.push((key, domain, value)),
+            },
+            Err(e) => errors.push(format!("{section}.{key}: not a domain ({e})")),
+        }
+    }
+    out
+}
+
 /// Loads the config from `path` (optional) and the environment.
 pub fn load(path: Option<&Path>) -> Result<Config, hedwig_core::config::ConfigError> {
     hedwig_core::config::load(path)
-}
-
-/// `ip:port` or `ip` (port 53).
-pub fn parse_nameserver(s: &str) -> Result<SocketAddr, String> {
-    if let Ok(addr) = s.parse::<SocketAddr>() {
-        return Ok(addr);
-    }
-    s.parse::<std::net::IpAddr>()
-        .map(|ip| SocketAddr::new(ip, 53))
-        .map_err(|_| format!("{s:?} is not ip or ip:port"))
-}
-
-/// A string (`"a:1"`, or `"a:1, b:2"` from the environment) or a list of strings.
-fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        One(String),
-        Many(Vec<String>),
-    }
-    Ok(match Raw::deserialize(d)? {
-        Raw::One(s) => s
-            .split(',')
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect(),
-        Raw::Many(v) => v,
-    })
 }
 
 #[cfg(test)]
@@ -458,7 +532,7 @@ mod tests {
         assert_eq!(c.retry.max_lifetime, Duration::from_secs(60));
         assert_eq!(c.tls.mode("bank.example"), TlsMode::Required);
         assert_eq!(c.tls.mode("other.example"), TlsMode::Opportunistic);
-        assert!(c.check().is_empty(), "{:?}", c.check());
+        assert!(c.check().is_ok(), "{:?}", c.check().err());
     }
 
     #[test]
@@ -491,7 +565,7 @@ mod tests {
             tube_prefix: "bad prefix".into(),
             ..Config::default()
         };
-        let errors = c.check().join("\n");
+        let errors = c.check().unwrap_err().join("\n");
         for key in [
             "tube_prefix",
             "hostname",
@@ -505,6 +579,69 @@ mod tests {
     }
 
     #[test]
+    fn check_parses_routes_and_domain_keys_once() {
+        let c = Config {
+            hostname: "relay.example".into(),
+            relayhost: Some("Smart.Example:587".into()),
+            nameservers: vec!["127.0.0.1".into()],
+            transports: [("Bücher.Example".to_string(), "[10.0.0.1]".to_string())].into(),
+            tls: Tls {
+                domains: [("BANK.example".to_string(), TlsMode::Required)].into(),
+                ..Tls::default()
+            },
+            ..Config::default()
+        };
+        let s = c.check().unwrap();
+        assert_eq!(
+            s.nameservers,
+            ["127.0.0.1:53".parse::<SocketAddr>().unwrap()]
+        );
+        assert_eq!(
+            s.routes.route("xn--bcher-kva.example"),
+            Route::Smtp(Nexthop::Direct {
+                host: "10.0.0.1".into(),
+                port: 25
+            })
+        );
+        assert_eq!(
+            s.routes.route("other.example"),
+            Route::Smtp(Nexthop::Mx {
+                host: "smart.example".into(),
+                port: 587
+            })
+        );
+        assert_eq!(s.config.tls.mode("bank.example"), TlsMode::Required);
+        let web1 = Config {
+            return_path: ReturnPath {
+                default: None,
+                hosts: [("Web1.Example.".to_string(), "b@relay.example".to_string())].into(),
+            },
+            ..c.clone()
+        };
+        let s = web1.check().unwrap();
+        assert_eq!(
+            s.config.return_path.apply("web1.example", "a@b"),
+            "b@relay.example"
+        );
+        let twins = Config {
+            tls: Tls {
+                domains: [
+                    ("a.example".to_string(), TlsMode::None),
+                    ("A.example".to_string(), TlsMode::Required),
+                ]
+                .into(),
+                ..Tls::default()
+            },
+            ..c
+        };
+        let errors = twins.check().unwrap_err().join("\n");
+        assert!(
+            errors.contains("tls.domains.a.example: the same domain as tls.domains.A.example"),
+            "{errors}"
+        );
+    }
+
+    #[test]
     fn return_path_overrides() {
         let rp = ReturnPath {
             default: Some("bounces@relay.example".into()),
@@ -514,15 +651,5 @@ mod tests {
         assert_eq!(rp.apply("web2.example", "a@b"), "bounces@relay.example");
         assert_eq!(rp.apply("web2.example", ""), "");
         assert_eq!(ReturnPath::default().apply("h", "a@b"), "a@b");
-    }
-
-    #[test]
-    fn nameservers_with_and_without_port() {
-        assert_eq!(
-            parse_nameserver("127.0.0.1:5353").unwrap().to_string(),
-            "127.0.0.1:5353"
-        );
-        assert_eq!(parse_nameserver("::1").unwrap().port(), 53);
-        assert!(parse_nameserver("dns.example").is_err());
     }
 }

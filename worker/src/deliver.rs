@@ -22,24 +22,18 @@ use crate::config::{Config, TlsMode};
 use crate::destination::{Busy, Destination, Destinations, PoolKey};
 use crate::error::{Error, Phase};
 use crate::metrics::{Counter, Metrics};
-use crate::plan::{Outcome, Status};
-use crate::route::{Dns, MxHost, Nexthop};
+use crate::plan::Outcome;
+pub use crate::route::Route;
+use crate::route::{Dns, MxHost, Nexthop, Routes};
 use crate::smtp::session::{RcptResults, Session, Transaction};
 use crate::smtp::tls::{server_name, TlsClients};
-
-/// How the mail for a domain leaves.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route {
-    /// Into the capture Maildir.
-    Capture,
-    /// Over SMTP to a nexthop.
-    Smtp(Nexthop),
-}
 
 /// Everything a delivery needs, shared by all tasks.
 #[derive(Debug)]
 pub struct Deliverer {
     pub config: Arc<Config>,
+    /// Parsed once at start from the config.
+    pub routes: Routes,
     pub dests: Destinations,
     pub dns: Dns,
     pub tls: TlsClients,
@@ -59,35 +53,7 @@ enum Try {
 impl Deliverer {
     /// The route for recipients at `domain` (A-labels, lowercase).
     pub fn route(&self, domain: &str) -> Route {
-        let c = &self.config;
-        if c.capture_maildir.is_some() {
-            return Route::Capture;
-        }
-        let port = c.smtp_port;
-        if let Some(t) = c.transports.get(domain) {
-            if t == "capture" {
-                return Route::Capture;
-            }
-            if let Ok(hop) = Nexthop::parse(t, port) {
-                return Route::Smtp(hop);
-            }
-        }
-        if let Some(relay) = &c.relayhost {
-            if let Ok(hop) = Nexthop::parse(relay, port) {
-                return Route::Smtp(hop);
-            }
-        }
-        // RFC 5321 §4.1.3: an address literal is the host itself.
-        if let Some(ip) = hedwig_core::address::literal_ip(domain) {
-            return Route::Smtp(Nexthop::Direct {
-                host: ip.to_string(),
-                port,
-            });
-        }
-        Route::Smtp(Nexthop::Mx {
-            host: domain.to_string(),
-            port,
-        })
+        self.routes.route(domain)
     }
 
     /// Delivers `message` (from sending host `host`) to `rcpts` (all at `domain`), one
@@ -562,14 +528,10 @@ pub fn wire_address(address: &str) -> String {
     }
 }
 
-/// Whether an outcome counts as a success for logs.
-pub fn is_delivered(o: &Outcome) -> bool {
-    o.status == Status::Delivered
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::Status;
 
     #[test]
     fn grouping_by_domain() {

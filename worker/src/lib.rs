@@ -2,13 +2,14 @@
 //! recipients' mail servers.
 //!
 //! Layout:
-//! - [`config`]: the config struct, defaults, semantic checks.
+//! - [`config`]: the config struct, defaults, and `check() -> Settings` (parsed once at start).
 //! - [`plan`]: what becomes of a job after an attempt (retry with backoff, failed record,
 //!   bounce): pure decisions, no I/O.
 //! - [`bounce_limit`]: at most so many bounces per envelope sender per interval.
 //! - [`error`]: every delivery failure, and the one `is_permanent` classification.
 //! - [`hops`]: mail loop detection (counting `Received:` fields).
-//! - [`route`]: nexthops (relayhost, transports) and MX resolution with hickory.
+//! - [`route`]: the routing table (capture, transports, relayhost), nexthops, and MX
+//!   resolution with hickory.
 //! - [`smtp`]: the SMTP client: reply parsing, the session over any stream, STARTTLS.
 //! - [`deliver`]: one message to one domain: hosts, addresses, sessions, per-recipient outcomes.
 //! - [`destination`]: per-destination caps, slow-down after 421, idle connections for reuse.
@@ -38,13 +39,12 @@ pub mod queue;
 pub mod route;
 pub mod smtp;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-pub use config::Config;
+pub use config::{Config, Settings};
 
 /// Why the worker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -71,15 +71,13 @@ pub struct Parts {
 
 /// Builds the resolver, TLS configs, DKIM signer and metrics from `config`.
 pub fn build(config: Config) -> Result<Parts, RunError> {
-    let problems = config.check();
-    if !problems.is_empty() {
-        return Err(RunError::Config(problems.join("\n")));
-    }
-    let nameservers: Vec<SocketAddr> = config
-        .nameservers
-        .iter()
-        .filter_map(|ns| config::parse_nameserver(ns).ok())
-        .collect();
+    let config::Settings {
+        config,
+        nameservers,
+        routes,
+    } = config
+        .check()
+        .map_err(|problems| RunError::Config(problems.join("\n")))?;
     let dns_timeout = config.timeouts.connect.min(Duration::from_secs(10));
     let dns = route::Dns::new(&nameservers, dns_timeout, config.ipv6).map_err(RunError::Config)?;
     let tls =
@@ -99,6 +97,7 @@ pub fn build(config: Config) -> Result<Parts, RunError> {
     let deliverer = Arc::new(deliver::Deliverer {
         dests: destination::Destinations::new(config.limits.clone()),
         config: config.clone(),
+        routes,
         dns,
         tls,
         metrics: metrics.clone(),
@@ -180,7 +179,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 /// `worker check-config`: every problem found, one per line (empty when all is well):
 /// config semantics, DKIM keys, the TLS CA file, the capture Maildir, beanstalkd reachability.
 pub async fn check(config: &Config) -> Vec<String> {
-    let mut problems = config.check();
+    let mut problems = config.check().err().unwrap_or_default();
     if !config.dkim.keys.is_empty() {
         if let Err(e) = hedwig_message::dkim::Signer::new(&config.dkim) {
             problems.push(format!("dkim: {e}"));

@@ -12,11 +12,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::NetError;
 use hickory_resolver::proto::rr::RData;
-use hickory_resolver::Resolver;
 use rand::seq::SliceRandom;
 
 use crate::error::Error;
@@ -66,6 +63,55 @@ impl Nexthop {
     }
 }
 
+/// How the mail for a domain leaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Into the capture Maildir.
+    Capture,
+    /// Over SMTP to a nexthop.
+    Smtp(Nexthop),
+}
+
+/// The routing table, parsed once at start from `capture_maildir`, `transports` and
+/// `relayhost` (by [`crate::config::Config::check`]).
+#[derive(Debug, Clone, Default)]
+pub struct Routes {
+    /// `capture_maildir` is set: every domain is captured.
+    pub capture_all: bool,
+    /// Per recipient domain (lowercase A-labels).
+    pub transports: std::collections::BTreeMap<String, Route>,
+    pub relayhost: Option<Nexthop>,
+    /// `smtp_port`: the port of remote MX hosts.
+    pub port: u16,
+}
+
+impl Routes {
+    /// The route for recipients at `domain` (A-labels, lowercase): capture, its transport,
+    /// the relayhost, the address literal itself, or its MX.
+    pub fn route(&self, domain: &str) -> Route {
+        if self.capture_all {
+            return Route::Capture;
+        }
+        if let Some(route) = self.transports.get(domain) {
+            return route.clone();
+        }
+        if let Some(hop) = &self.relayhost {
+            return Route::Smtp(hop.clone());
+        }
+        // RFC 5321 §4.1.3: an address literal is the host itself.
+        if let Some(ip) = hedwig_core::address::literal_ip(domain) {
+            return Route::Smtp(Nexthop::Direct {
+                host: ip.to_string(),
+                port: self.port,
+            });
+        }
+        Route::Smtp(Nexthop::Mx {
+            host: domain.to_string(),
+            port: self.port,
+        })
+    }
+}
+
 /// One host to try, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MxHost {
@@ -77,7 +123,7 @@ pub struct MxHost {
 /// A DNS resolver for routing.
 #[derive(Clone)]
 pub struct Dns {
-    resolver: Resolver<TokioRuntimeProvider>,
+    resolver: hedwig_dns::Dns,
     ipv6: bool,
 }
 
@@ -88,37 +134,10 @@ impl std::fmt::Debug for Dns {
 }
 
 impl Dns {
-    /// A resolver asking `nameservers` (UDP, TCP on truncation), or the system's when empty.
+    /// A resolver asking `nameservers` (UDP, TCP on truncation), or the system's when empty;
+    /// answers are cached within their TTLs.
     pub fn new(nameservers: &[SocketAddr], timeout: Duration, ipv6: bool) -> Result<Dns, String> {
-        let resolver = if nameservers.is_empty() {
-            let mut builder = Resolver::builder_tokio()
-                .map_err(|e| format!("cannot read the system DNS configuration: {e}"))?;
-            builder.options_mut().timeout = timeout;
-            builder.build()
-        } else {
-            let servers = nameservers
-                .iter()
-                .map(|addr| {
-                    let mut server = NameServerConfig::udp_and_tcp(addr.ip());
-                    for connection in &mut server.connections {
-                        connection.port = addr.port();
-                    }
-                    server
-                })
-                .collect();
-            let mut opts = ResolverOpts::default();
-            opts.timeout = timeout;
-            opts.attempts = 2;
-            opts.ndots = 0;
-            opts.use_hosts_file = ResolveHosts::Never;
-            Resolver::builder_with_config(
-                ResolverConfig::from_name_servers(servers),
-                TokioRuntimeProvider::default(),
-            )
-            .with_options(opts)
-            .build()
-        }
-        .map_err(|e| format!("cannot build the DNS resolver: {e}"))?;
+        let resolver = hedwig_dns::resolver(nameservers, timeout, hedwig_dns::Cache::Answers)?;
         Ok(Dns { resolver, ipv6 })
     }
 

@@ -10,11 +10,8 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::NetError;
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
-use hickory_resolver::Resolver;
 
 use crate::Error;
 
@@ -34,7 +31,7 @@ pub trait Dns {
 /// [`Dns`] over a hickory resolver.
 #[derive(Clone)]
 pub struct HickoryDns {
-    resolver: Resolver<TokioRuntimeProvider>,
+    resolver: hedwig_dns::Dns,
 }
 
 impl std::fmt::Debug for HickoryDns {
@@ -48,40 +45,8 @@ impl HickoryDns {
     /// system's (`/etc/resolv.conf`) when the list is empty. `timeout` bounds each query
     /// attempt; there are two attempts. No cache: every run sees what is published now.
     pub fn new(nameservers: &[SocketAddr], timeout: Duration) -> Result<Self, Error> {
-        let built = if nameservers.is_empty() {
-            let mut builder = Resolver::builder_tokio().map_err(|e| {
-                Error::Resolver(format!("cannot read the system DNS configuration: {e}"))
-            })?;
-            let opts = builder.options_mut();
-            opts.timeout = timeout;
-            opts.attempts = 2;
-            opts.cache_size = 0;
-            builder.build()
-        } else {
-            let servers = nameservers
-                .iter()
-                .map(|addr| {
-                    let mut server = NameServerConfig::udp_and_tcp(addr.ip());
-                    for connection in &mut server.connections {
-                        connection.port = addr.port();
-                    }
-                    server
-                })
-                .collect();
-            let mut opts = ResolverOpts::default();
-            opts.timeout = timeout;
-            opts.attempts = 2;
-            opts.ndots = 0;
-            opts.cache_size = 0;
-            opts.use_hosts_file = ResolveHosts::Never;
-            Resolver::builder_with_config(
-                ResolverConfig::from_name_servers(servers),
-                TokioRuntimeProvider::default(),
-            )
-            .with_options(opts)
-            .build()
-        };
-        let resolver = built.map_err(|e| Error::Resolver(e.to_string()))?;
+        let resolver = hedwig_dns::resolver(nameservers, timeout, hedwig_dns::Cache::Off)
+            .map_err(Error::Resolver)?;
         Ok(HickoryDns { resolver })
     }
 

@@ -5,7 +5,7 @@
 //! Keys are loaded with [`hedwig_message::dkim::Signer`], exactly as the worker loads them,
 //! so a key the worker would refuse is refused here too.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use hedwig_message::dkim::{DkimConfig, DkimKey, KeyInfo, Signer};
@@ -61,14 +61,10 @@ pub fn load_keys(config: &DkimConfig) -> Result<Vec<KeyInfo>, Error> {
     Ok(Signer::new(&config)?.keys())
 }
 
-/// A nameserver as `ip`, `ip:port` or `[ipv6]:port`; the port defaults to 53.
+/// A nameserver as `ip`, `ip:port` or `[ipv6]:port`; the port defaults to 53
+/// ([`hedwig_dns::parse_nameserver`], as the worker reads its `nameservers`).
 pub fn parse_nameserver(s: &str) -> Result<SocketAddr, Error> {
-    if let Ok(addr) = s.parse::<SocketAddr>() {
-        return Ok(addr);
-    }
-    s.parse::<IpAddr>()
-        .map(|ip| SocketAddr::new(ip, 53))
-        .map_err(|_| Error::Config(format!("nameserver {s:?}: expected ip or ip:port")))
+    hedwig_dns::parse_nameserver(s).map_err(|e| Error::Config(format!("nameserver {e}")))
 }
 
 #[cfg(test)]

@@ -68,8 +68,6 @@ pub struct DataReceiver {
     /// `.` CRLF line end the message.
     after_crlf: bool,
     bare_newline: BareNewline,
-    /// Lines that ended in a bare LF.
-    bare_lf: usize,
 }
 
 /// What [`DataReceiver::push`] found.
@@ -98,22 +96,13 @@ impl DataReceiver {
             state: State::LineStart,
             after_crlf: true,
             bare_newline,
-            bare_lf: 0,
         }
-    }
-
-    /// Lines so far that ended in a bare LF (normalised to CRLF).
-    pub fn bare_lf_lines(&self) -> usize {
-        self.bare_lf
     }
 
     /// A line has ended; `crlf` when with a real CRLF. False when a bare LF is refused.
     fn end_line(&mut self, crlf: bool) -> bool {
-        if !crlf {
-            self.bare_lf += 1;
-            if self.bare_newline == BareNewline::Reject {
-                return false;
-            }
+        if !crlf && self.bare_newline == BareNewline::Reject {
+            return false;
         }
         self.store(b"\r\n");
         self.after_crlf = crlf;

@@ -79,10 +79,11 @@ pub struct Message {
 }
 
 impl Message {
-    /// The `Received:` trace header (RFC 5321 §4.4) to put in front of the body.
+    /// The `Received:` trace header (RFC 5321 §4.4) to put in front of the body, written by
+    /// [`hedwig_message::trace`] (which makes the client's HELO name safe for a header).
     ///
-    /// `date` is an RFC 5322 date-time; it is passed in so the header is repeatable in tests.
-    pub fn received_header(&self, hostname: &str, id: &str, date: &str) -> String {
+    /// `date` is Unix seconds; it is passed in so the header is repeatable in tests.
+    pub fn received_header(&self, hostname: &str, id: &str, date: u64) -> String {
         // RFC 3848 / RFC 6531 §4.3 "with" protocol types.
         let protocol = match (self.smtputf8, self.esmtp, self.tls) {
             (true, _, false) => "UTF8SMTP",
@@ -92,33 +93,22 @@ impl Message {
             (false, false, false) => "SMTP",
             (false, false, true) => "SMTPS",
         };
-        let literal = match self.client {
-            IpAddr::V4(ip) => format!("[{ip}]"),
-            IpAddr::V6(ip) => format!("[IPv6:{ip}]"),
-        };
-        let helo = sanitize_helo(&self.helo);
-        // Name the recipient only when there is one: more would disclose Bcc recipients.
-        let for_clause = match self.rcpt_to.as_slice() {
-            [one] => format!("\r\n\tfor <{one}>"),
-            _ => String::new(),
-        };
-        format!(
-            "Received: from {helo} ({literal})\r\n\tby {hostname} (mailman) with {protocol} id {id}{for_clause};\r\n\t{date}\r\n"
-        )
+        hedwig_message::trace::Received {
+            from_helo: &self.helo,
+            client_ip: Some(self.client),
+            by_host: hostname,
+            by_software: Some("mailman"),
+            protocol,
+            id,
+            // Name the recipient only when there is one: more would disclose Bcc recipients.
+            for_rcpt: match self.rcpt_to.as_slice() {
+                [one] => Some(one.as_str()),
+                _ => None,
+            },
+            date,
+        }
+        .field()
     }
-}
-
-/// The HELO name as it may appear in a header: printable, no spaces or parentheses.
-fn sanitize_helo(helo: &str) -> String {
-    helo.chars()
-        .map(|c| {
-            if c.is_control() || c.is_whitespace() || c == '(' || c == ')' {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect()
 }
 
 #[derive(Debug)]

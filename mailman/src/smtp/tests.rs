@@ -330,7 +330,7 @@ fn received_header() {
     );
     let m = &t.messages[0];
     assert_eq!(
-        m.received_header("mx.test", "ID1", "Mon, 23 Nov 2026 04:00:00 +0000"),
+        m.received_header("mx.test", "ID1", 1_795_406_400),
         "Received: from we_b_ ([172.17.0.5])\r\n\tby mx.test (mailman) with ESMTP id ID1\r\n\
 \tfor <x@y.test>;\r\n\tMon, 23 Nov 2026 04:00:00 +0000\r\n"
     );
@@ -338,12 +338,24 @@ fn received_header() {
     two.rcpt_to.push("z@y.test".into());
     two.client = "::1".parse().unwrap();
     two.esmtp = false;
-    let h = two.received_header("mx.test", "ID2", "D");
+    let h = two.received_header("mx.test", "ID2", 0);
     assert!(!h.contains("for <"), "{h}");
     assert!(
         h.contains("([IPv6:::1])") && h.contains("with SMTP id ID2"),
         "{h}"
     );
+    // The HELO name and the recipient are untrusted: nothing in them can end a clause or
+    // open a comment or an address (hedwig_message::trace's sanitising).
+    let mut hostile = m.clone();
+    hostile.helo = "a<b>;c\"d\\".into();
+    hostile.rcpt_to = vec!["x>;y@y.test".into()];
+    hostile.client = "::ffff:192.0.2.1".parse().unwrap();
+    let h = hostile.received_header("mx.test", "ID3", 0);
+    assert!(
+        h.starts_with("Received: from a_b__c_d_ ([192.0.2.1])\r\n"),
+        "{h}"
+    );
+    assert!(h.contains("\tfor <x__y@y.test>;"), "{h}");
 }
 
 #[test]

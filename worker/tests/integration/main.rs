@@ -25,6 +25,7 @@ mod partial_acceptance;
 mod relay_transport_return_path;
 mod retry_then_success;
 mod security;
+mod settings_checked;
 mod shutdown_hands_back;
 mod smtputf8;
 mod tls;
