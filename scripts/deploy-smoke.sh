@@ -89,7 +89,9 @@ trap cleanup EXIT
 ok() { passes=$((passes + 1)); echo "ok   $*"; }
 fail() { failures=$((failures + 1)); echo "FAIL $*"; }
 check() { local what="$1"; shift; if "$@"; then ok "$what"; else fail "$what"; fi; }
-has() { printf '%s' "$2" | grep -q -- "$1"; }
+# (a here-string, no pipe: with `printf | grep -q` under pipefail, grep's early exit can
+# break printf's pipe and turn a found line into a failure)
+has() { grep -q -- "$1" <<<"$2"; }
 
 step() { echo "== $* ($(date -u +%T))"; }
 
@@ -274,7 +276,10 @@ if [ "$workers" -gt 0 ]; then
         check "'$1': sent by a worker container ($client)" grep -qxF -- "${client:-none}" <(worker_addresses)
         check "'$1': envelope recipient <$2>" has "^X-Rcpt-Args: <$2>\$" "$h"
         check "'$1': EHLO $HEDWIG_HOSTNAME" has "^X-Helo-Args: $HEDWIG_HOSTNAME\$" "$h"
-        check "'$1': DKIM-Signature d=example.org" has '^DKIM-Signature:.*d=example.org' "$h"
+        if ! check "'$1': DKIM-Signature d=example.org" has '^DKIM-Signature:.*d=example.org' "$h"; then
+            # what arrived, to explain the failure (one CI run saw an unsigned message once)
+            printf '%s\n' "$h" | sed 's/^/  | /'
+        fi
         if [ "${3:-}" = mailman ]; then
             check "'$1': mailman's Received: header (by $fqdn), once" \
                 test "$(printf '%s\n' "$h" | grep -c "^[[:space:]]*by $fqdn (mailman) ")" = 1
