@@ -18,11 +18,12 @@ use std::time::Instant;
 use hedwig_core::address::Mailbox;
 use tokio::net::TcpStream;
 
-use crate::config::{Config, TlsMode};
+use crate::config::Config;
 use crate::destination::{Busy, Destination, Destinations, PoolKey};
 use crate::error::{Error, Phase};
 use crate::metrics::{Counter, Metrics};
 use crate::plan::Outcome;
+use crate::policy::TlsMode;
 pub use crate::route::Route;
 use crate::route::{Dns, MxHost, Nexthop, Routes};
 use crate::smtp::session::{RcptResults, Session, Transaction};

@@ -16,8 +16,8 @@ use tokio_rustls::TlsConnector;
 
 use super::reply::{self, Reply};
 use super::tls::Stream;
-use crate::config::Timeouts;
 use crate::error::{Error, Phase};
+use crate::policy::Timeouts;
 
 /// Most bytes buffered while waiting for one reply.
 const MAX_BUFFER: usize = reply::MAX_LINE * reply::MAX_LINES;
