@@ -15,7 +15,7 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Writes `message` for `rcpts` into the Maildir at `dir` (created if missing); returns the
 /// path of the new file.
-pub fn deliver(
+pub fn store(
     dir: &Path,
     mail_from: &str,
     rcpts: &[Recipient],
@@ -62,7 +62,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let md = dir.path().join("Maildir");
         let rcpts: Vec<Recipient> = vec!["a@x.example".into(), "b\r\nEvil: 1@x".into()];
-        let path = deliver(
+        let path = store(
             &md,
             "s@y.example",
             &rcpts,
@@ -74,7 +74,7 @@ mod tests {
         let got = std::fs::read(&path).unwrap();
         let expected: &[u8] = b"Return-Path: <s@y.example>\r\nDelivered-To: a@x.example\r\nDelivered-To: bEvil: 1@x\r\nSubject: hi\r\n\r\n\xff body\r\n";
         assert_eq!(got, expected);
-        let second = deliver(&md, "", &rcpts, b"x").unwrap();
+        let second = store(&md, "", &rcpts, b"x").unwrap();
         assert_ne!(second, path);
     }
 }

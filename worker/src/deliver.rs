@@ -100,7 +100,7 @@ impl Deliverer {
             return all(rcpts, &e, None);
         };
         let relay = Some(format!("maildir:{}", dir.display()));
-        match crate::capture::deliver(dir, mail_from, rcpts, message) {
+        match crate::capture::store(dir, mail_from, rcpts, message) {
             Ok(path) => {
                 let reply = crate::smtp::reply::Reply::from_text(&format!(
                     "250 2.0.0 captured as {}",

@@ -192,7 +192,7 @@ pub async fn check(config: &Config) -> Vec<String> {
         problems.push(e);
     }
     if let Some(dir) = &config.capture_maildir {
-        let probe = capture::deliver(dir, "", &[], b"");
+        let probe = capture::store(dir, "", &[], b"");
         match probe {
             Ok(path) => {
                 let _ = std::fs::remove_file(path);
