@@ -88,7 +88,7 @@ fuzz_target!(|data: &[u8]| {
         queue_id,
         "web1.example.test".into(),
         sender,
-        vec![recipient.clone()],
+        vec![recipient.clone().into()],
     );
     original.received_at = 1_795_400_000;
     let failure = Failure {

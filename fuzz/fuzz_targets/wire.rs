@@ -11,7 +11,7 @@
 //! - the message bytes survive `Email::new` / `into_message` and the job body encoding.
 #![no_main]
 
-use hedwig_core::address::{parse_reverse_path, Mailbox};
+use hedwig_core::address::{parse_reverse_path, Mailbox, Recipient};
 use hedwig_core::wire::{Email, Submission};
 use hedwig_queue::job::{decode_parts, encode_parts, Envelope};
 use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
@@ -77,7 +77,7 @@ fuzz_target!(|data: &[u8]| {
     for rcpt in &submission.email.rcpttos {
         if let Ok(mailbox) = Mailbox::parse(rcpt) {
             check_mailbox(&mailbox);
-            recipients.push(mailbox.to_string());
+            recipients.push(Recipient::from_mailbox(mailbox));
         }
     }
     let Email {
@@ -98,5 +98,9 @@ fuzz_target!(|data: &[u8]| {
     let job = encode_parts(&envelope, &message);
     let (decoded, bytes) = decode_parts(&job).expect("job decodes");
     assert_eq!(decoded, envelope);
+    // What the intake writes, the worker parses again at decode: to the same mailbox.
+    for (got, sent) in decoded.rcpt_to.iter().zip(&envelope.rcpt_to) {
+        assert_eq!(got.mailbox().ok(), sent.mailbox().ok(), "{sent}");
+    }
     assert_eq!(bytes, &message[..]);
 });

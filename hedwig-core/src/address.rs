@@ -3,7 +3,9 @@
 //! A mailbox is `local-part@domain`. The local part is a dot-string of atext (UTF-8 allowed) or a
 //! quoted string; the domain is a host name whose labels may be U-labels (IDN, checked and
 //! converted with the `idna` crate) or an address literal `[192.0.2.1]` / `[IPv6:2001:db8::1]`.
-//! This module checks syntax only; whether the domain exists is the worker's business.
+//! [`Recipient`] is a recipient as a queued job carries it: the text, and the mailbox parsed
+//! once from it (at intake, then when the worker decodes the job). This module checks syntax
+//! only; whether the domain exists is the worker's business.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -70,6 +72,157 @@ impl Mailbox {
     /// a non-ASCII domain can travel as A-labels).
     pub fn needs_smtputf8(&self) -> bool {
         !self.local.is_ascii()
+    }
+
+    /// The address as it goes on the wire (MAIL FROM, RCPT TO): a non-ASCII domain as
+    /// A-labels when the local part is ASCII (so it needs no SMTPUTF8); otherwise as written.
+    pub fn wire(&self) -> String {
+        if self.needs_smtputf8() {
+            self.to_string()
+        } else {
+            format!("{}@{}", self.local, self.ascii_domain)
+        }
+    }
+}
+
+/// A recipient as a queued job carries it: the address as queued (the post office writes
+/// [`Mailbox`]'s display form) and, parsed once when the job is decoded, its [`Mailbox`].
+///
+/// On the wire (the job's JSON) it is the plain string, so job bodies are unchanged. A
+/// string that does not parse still decodes: the recipient keeps its [`AddressError`] and
+/// the worker fails that one recipient for good (`bad-address`) instead of refusing the job.
+/// Equality, order and hashing are those of the text.
+#[derive(Debug, Clone)]
+pub struct Recipient {
+    text: String,
+    mailbox: Result<Mailbox, AddressError>,
+}
+
+impl Recipient {
+    /// Parses `text`; never fails (a bad address keeps its error, see [`Recipient::mailbox`]).
+    pub fn parse(text: impl Into<String>) -> Recipient {
+        let text = text.into();
+        let mailbox = Mailbox::parse(&text);
+        Recipient { text, mailbox }
+    }
+
+    /// A recipient already parsed (the post office's intake): the text is its display form.
+    pub fn from_mailbox(mailbox: Mailbox) -> Recipient {
+        Recipient {
+            text: mailbox.to_string(),
+            mailbox: Ok(mailbox),
+        }
+    }
+
+    /// The address as queued.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The parsed mailbox, or why the text is not one.
+    pub fn mailbox(&self) -> Result<&Mailbox, &AddressError> {
+        self.mailbox.as_ref()
+    }
+
+    /// The address for RCPT TO ([`Mailbox::wire`]); the text as queued when it does not parse.
+    pub fn wire(&self) -> std::borrow::Cow<'_, str> {
+        match &self.mailbox {
+            Ok(m) => m.wire().into(),
+            Err(_) => self.text.as_str().into(),
+        }
+    }
+}
+
+impl fmt::Display for Recipient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl PartialEq for Recipient {
+    fn eq(&self, other: &Recipient) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for Recipient {}
+
+impl std::hash::Hash for Recipient {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.text.hash(state)
+    }
+}
+
+impl PartialOrd for Recipient {
+    fn partial_cmp(&self, other: &Recipient) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Recipient {
+    fn cmp(&self, other: &Recipient) -> std::cmp::Ordering {
+        self.text.cmp(&other.text)
+    }
+}
+
+// Eq, Ord and Hash are the text's, as `Borrow` requires; it makes `[Recipient]::join` work.
+impl std::borrow::Borrow<str> for Recipient {
+    fn borrow(&self) -> &str {
+        &self.text
+    }
+}
+
+impl AsRef<str> for Recipient {
+    fn as_ref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl PartialEq<str> for Recipient {
+    fn eq(&self, other: &str) -> bool {
+        self.text == other
+    }
+}
+
+impl PartialEq<&str> for Recipient {
+    fn eq(&self, other: &&str) -> bool {
+        self.text == *other
+    }
+}
+
+impl PartialEq<String> for Recipient {
+    fn eq(&self, other: &String) -> bool {
+        self.text == *other
+    }
+}
+
+impl From<String> for Recipient {
+    fn from(text: String) -> Recipient {
+        Recipient::parse(text)
+    }
+}
+
+impl From<&str> for Recipient {
+    fn from(text: &str) -> Recipient {
+        Recipient::parse(text)
+    }
+}
+
+impl From<Recipient> for String {
+    fn from(r: Recipient) -> String {
+        r.text
+    }
+}
+
+impl Serialize for Recipient {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for Recipient {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Recipient, D::Error> {
+        String::deserialize(deserializer).map(Recipient::parse)
     }
 }
 
@@ -360,6 +513,29 @@ mod tests {
         assert!(some.check("[IPv6:fd00::25]").is_ok());
         assert!(some.check("[127.0.0.1]").is_err());
         assert!(some.check("[IPv6:::1]").is_err());
+    }
+
+    #[test]
+    fn recipients_keep_their_text_and_parse_once() {
+        let r = Recipient::parse("a@B\u{fc}cher.example");
+        assert_eq!(r, "a@B\u{fc}cher.example");
+        assert_eq!(r.mailbox().unwrap().ascii_domain, "xn--bcher-kva.example");
+        assert_eq!(r.wire(), "a@xn--bcher-kva.example");
+        let utf8 = Recipient::parse("j\u{f6}rg@b\u{fc}cher.example");
+        assert_eq!(utf8.wire(), "j\u{f6}rg@b\u{fc}cher.example");
+        // Not an address: kept, with its error; never a panic.
+        let bad = Recipient::parse("no at sign");
+        assert!(bad.mailbox().is_err());
+        assert_eq!(bad.wire(), "no at sign");
+        // The JSON form is the plain string, both ways.
+        let json = serde_json::to_string(&vec![r.clone(), bad.clone()]).unwrap();
+        assert_eq!(json, "[\"a@B\u{fc}cher.example\",\"no at sign\"]");
+        let back: Vec<Recipient> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, [r, bad]);
+        assert!(back[1].mailbox().is_err());
+        assert_eq!(back.join(","), "a@B\u{fc}cher.example,no at sign");
+        let m = Mailbox::parse("x@y.example").unwrap();
+        assert_eq!(Recipient::from_mailbox(m.clone()).mailbox(), Ok(&m));
     }
 
     #[test]

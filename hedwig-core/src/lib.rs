@@ -4,7 +4,8 @@
 //! - [`wire`]: the mailman → postoffice HTTP protocol (compatible with the original Python
 //!   hedwig): the `fqdn`/`key`/`email` submission and the JSON answers.
 //! - [`key`]: host keys, `hex(HMAC-SHA256(secret, lowercase(fqdn)))`, checked in constant time.
-//! - [`address`]: RFC 5321 / RFC 6531 mailbox syntax (UTF-8 local parts, IDN domains).
+//! - [`address`]: RFC 5321 / RFC 6531 mailbox syntax (UTF-8 local parts, IDN domains), and
+//!   [`Recipient`](address::Recipient), a job's recipient: its text and its mailbox, parsed once.
 //! - [`from`]: the From: fields of a raw message (count, addresses, domains).
 //! - [`config`]: YAML files with `HEDWIG_…` environment overrides, byte sizes, secrets from files,
 //!   the "one value or a list" helpers, `host:port` checks.

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use hedwig_core::address::Recipient;
 use hedwig_message::dsn;
 use hedwig_queue::job::{Envelope, Failure};
 
@@ -65,7 +66,7 @@ pub async fn bounce_refused(core: Arc<Core>, header: SpoolHeader, status: u16, r
         id.clone(),
         core.settings.fqdn.clone(),
         header.mail_from.clone(),
-        header.rcpt_to.clone(),
+        header.rcpt_to.iter().map(Recipient::parse).collect(),
     );
     let params = dsn::Params {
         hostname: &core.settings.fqdn,

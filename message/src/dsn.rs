@@ -22,6 +22,7 @@
 
 use std::fmt::Write as _;
 
+use hedwig_core::address::Recipient;
 use hedwig_queue::job::{Envelope, Failure, Job, Kind};
 
 use crate::{rfc5322_date, Error};
@@ -191,7 +192,7 @@ pub fn bounce_job(params: &Params<'_>, queue_id: String) -> Result<Job, Error> {
         queue_id,
         original.host.clone(),
         String::new(),
-        vec![original.mail_from.trim().to_string()],
+        vec![Recipient::parse(original.mail_from.trim())],
     );
     envelope.kind = Kind::Bounce;
     envelope.received_at = params.now;

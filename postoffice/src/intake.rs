@@ -10,7 +10,7 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, StatusCode};
 use beanstalk::Error as QueueError;
-use hedwig_core::address::{parse_reverse_path, Mailbox};
+use hedwig_core::address::{parse_reverse_path, Mailbox, Recipient};
 use hedwig_core::signing::Signed;
 use hedwig_core::wire::{Accepted, Submission};
 use hedwig_queue::job::{encode_parts, Envelope};
@@ -248,7 +248,8 @@ async fn queue_submission(
         literals
             .check(&mailbox.ascii_domain)
             .map_err(|why| Reject::bad_request(format!("rcpttos: {mailbox}: {why}")))?;
-        recipients.push(mailbox.to_string());
+        // Parsed here once; the job carries the text, the worker parses it at decode.
+        recipients.push(Recipient::from_mailbox(mailbox));
     }
     let mail_from = sender.as_ref().map(|m| m.to_string()).unwrap_or_default();
     let message = email

@@ -8,6 +8,7 @@
 //! The same format serves the outbound tube (a message to deliver), the failed tube (the
 //! recipients that failed for good, with [`Failure`] set) and bounces (`kind: bounce`).
 
+use hedwig_core::address::Recipient;
 use serde::{Deserialize, Serialize};
 
 /// Format version written by this build. Readers accept any version they know.
@@ -90,8 +91,10 @@ pub struct Envelope {
     pub received_at: u64,
     /// Envelope sender; empty is the null sender.
     pub mail_from: String,
-    /// The recipients still to deliver (or, in the failed tube, the ones that failed).
-    pub rcpt_to: Vec<String>,
+    /// The recipients still to deliver (or, in the failed tube, the ones that failed): strings
+    /// in the JSON, parsed once when the job is decoded. One that does not parse still decodes
+    /// (with its error; the worker fails it as `bad-address`).
+    pub rcpt_to: Vec<Recipient>,
     #[serde(default)]
     pub kind: Kind,
     /// Delivery attempts so far, oldest first.
@@ -117,7 +120,7 @@ impl Envelope {
         queue_id: String,
         host: String,
         mail_from: String,
-        rcpt_to: Vec<String>,
+        rcpt_to: Vec<Recipient>,
     ) -> Envelope {
         Envelope {
             v: VERSION,
@@ -234,6 +237,11 @@ msg"#;
         // Re-encoding writes the same bytes: nothing new is added to an old job.
         assert_eq!(job.encode(), before_issue_11);
 
+        assert_eq!(
+            job.envelope.rcpt_to[0].mailbox().unwrap().domain,
+            "example.test"
+        );
+
         // The issue 11 release: a failed record with `dkim_domains` and history.
         let failed = b"{\"v\":1,\"queue_id\":\"Q2\",\"host\":\"h\",\"received_at\":1,\"mail_from\":\"\",\"rcpt_to\":[\"b@x.test\"],\"kind\":\"bounce\",\"history\":[{\"at\":2,\"recipients\":[\"b@x.test\"],\"status\":\"bounced\",\"code\":550,\"dsn\":\"5.1.1\",\"response\":\"550 5.1.1 no\"}],\"failure\":{\"at\":2,\"reason\":\"rejected\",\"code\":550,\"dsn\":\"5.1.1\",\"response\":\"550 5.1.1 no\",\"relay\":\"mx[192.0.2.1]:25\"},\"dkim_domains\":[]}\n";
         let job = Job::decode(failed).unwrap();
@@ -246,6 +254,18 @@ msg"#;
         // The oldest bodies had no `kind`: a message.
         let no_kind = b"{\"v\":1,\"queue_id\":\"Q3\",\"host\":\"h\",\"received_at\":1,\"mail_from\":\"a@b\",\"rcpt_to\":[]}\nm";
         assert_eq!(Job::decode(no_kind).unwrap().envelope.kind, Kind::Message);
+    }
+
+    /// A recipient that is not an address (a hand-made job, a bug in an old release) does
+    /// not make the job undecodable: it keeps its text and its error, and re-encodes as it was.
+    #[test]
+    fn unparsable_recipient_still_decodes() {
+        let body = b"{\"v\":1,\"queue_id\":\"Q4\",\"host\":\"h\",\"received_at\":1,\"mail_from\":\"a@b.test\",\"rcpt_to\":[\"ok@x.test\",\"not an address\"],\"kind\":\"message\"}\nm";
+        let job = Job::decode(body).unwrap();
+        assert_eq!(job.envelope.rcpt_to, ["ok@x.test", "not an address"]);
+        assert!(job.envelope.rcpt_to[0].mailbox().is_ok());
+        assert!(job.envelope.rcpt_to[1].mailbox().is_err());
+        assert_eq!(job.encode(), body);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //!   prefix (the `tube_prefix` setting, default `hedwig`), as typed [`Tube`]s.
 //! - [`job`]: the body of a job: the envelope and history as one JSON line, then the message
 //!   bytes untouched. Bodies written by earlier releases still decode (optional fields absent).
+//!   Recipients come out parsed ([`Recipient`](hedwig_core::address::Recipient)).
 //! - [`hold`]: the hold list of held sending hosts: format, reading and writing it in
 //!   beanstalkd, the intake's [`HoldCache`](hold::HoldCache) and a worker task's
 //!   [`Snapshot`](hold::Snapshot).

@@ -85,7 +85,7 @@ async fn fill(url: &str, n: usize, body: &[u8]) {
             format!("BENCH{i:08}"),
             "web1.bench.example".into(),
             "app@bench.example".into(),
-            vec![format!("user{i}@bench.test")],
+            vec![format!("user{i}@bench.test").into()],
         );
         // As the post office writes it for a host allowed bench.example.
         envelope.dkim_domains = Some(vec!["bench.example".into()]);

@@ -9,6 +9,7 @@
 //! Not here: reserving, touching, recording and deleting the job ([`crate::queue`]), what the
 //! outcomes mean for the job ([`crate::plan`]).
 
+use hedwig_core::address::Recipient;
 use hedwig_core::unix_now;
 use hedwig_queue::job::Job;
 
@@ -19,7 +20,7 @@ use crate::queue::Worker;
 
 impl Worker {
     /// Delivers every recipient of `job`, one domain at a time in parallel.
-    pub async fn attempt(&self, job: &Job) -> Vec<(String, Outcome)> {
+    pub async fn attempt(&self, job: &Job) -> Vec<(Recipient, Outcome)> {
         let env = &job.envelope;
         // RFC 5321 §6.3: a message going round in a circle is not delivered again.
         let hops = crate::hops::received_count(&job.message);
@@ -79,19 +80,25 @@ impl Worker {
         };
         // The sender goes into a command line: never send one that is not a valid path
         // (a CR or LF in it would inject SMTP commands).
-        if let Err(e) = hedwig_core::address::parse_reverse_path(&mail_from) {
-            let error = crate::error::Error::BadAddress(format!("sender: {e}"));
-            let outcome = Outcome::failed(&error, None);
-            return env
-                .rcpt_to
-                .iter()
-                .map(|r| (r.clone(), outcome.clone()))
-                .collect();
-        }
+        let wire_from = match hedwig_core::address::parse_reverse_path(&mail_from) {
+            Ok(Some(mailbox)) => mailbox.wire(),
+            Ok(None) => String::new(),
+            Err(e) => {
+                let error = crate::error::Error::BadAddress(format!("sender: {e}"));
+                let outcome = Outcome::failed(&error, None);
+                return env
+                    .rcpt_to
+                    .iter()
+                    .map(|r| (r.clone(), outcome.clone()))
+                    .collect();
+            }
+        };
+        // The recipients were parsed when the job was decoded: grouped here, sent in their
+        // wire form, reported as queued, without parsing them again.
         let (groups, mut outcomes) = group_by_domain(&env.rcpt_to);
         let deliveries = groups.iter().map(|(domain, rcpts)| {
             self.deliverer
-                .deliver_domain(&env.host, domain, &mail_from, rcpts, message)
+                .deliver_domain(&env.host, domain, &mail_from, &wire_from, rcpts, message)
         });
         for result in futures_util::future::join_all(deliveries).await {
             outcomes.extend(result);

@@ -9,14 +9,16 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use hedwig_core::address::Recipient;
+
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Writes `message` for `rcpts` into the Maildir at `dir` (created if missing); returns the
 /// path of the new file.
-pub fn deliver(
+pub fn store(
     dir: &Path,
     mail_from: &str,
-    rcpts: &[String],
+    rcpts: &[Recipient],
     message: &[u8],
 ) -> std::io::Result<PathBuf> {
     for sub in ["tmp", "new", "cur"] {
@@ -36,7 +38,7 @@ pub fn deliver(
     let mut file = std::fs::File::create(&tmp)?;
     let mut head = format!("Return-Path: <{}>\r\n", clean(mail_from));
     for rcpt in rcpts {
-        head.push_str(&format!("Delivered-To: {}\r\n", clean(rcpt)));
+        head.push_str(&format!("Delivered-To: {}\r\n", clean(rcpt.as_str())));
     }
     file.write_all(head.as_bytes())?;
     file.write_all(message)?;
@@ -59,8 +61,8 @@ mod tests {
     fn writes_into_new_with_headers() {
         let dir = tempfile::tempdir().unwrap();
         let md = dir.path().join("Maildir");
-        let rcpts = vec!["a@x.example".to_string(), "b\r\nEvil: 1@x".to_string()];
-        let path = deliver(
+        let rcpts: Vec<Recipient> = vec!["a@x.example".into(), "b\r\nEvil: 1@x".into()];
+        let path = store(
             &md,
             "s@y.example",
             &rcpts,
@@ -72,7 +74,7 @@ mod tests {
         let got = std::fs::read(&path).unwrap();
         let expected: &[u8] = b"Return-Path: <s@y.example>\r\nDelivered-To: a@x.example\r\nDelivered-To: bEvil: 1@x\r\nSubject: hi\r\n\r\n\xff body\r\n";
         assert_eq!(got, expected);
-        let second = deliver(&md, "", &rcpts, b"x").unwrap();
+        let second = store(&md, "", &rcpts, b"x").unwrap();
         assert_ne!(second, path);
     }
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::policy::{Limit, Limits, Timeouts, Tls, TlsMode};
 use crate::route::{Nexthop, Route, Routes};
 
 /// Everything the worker reads from its config file and environment.
@@ -71,7 +72,7 @@ pub struct Config {
     /// Refuse to start when a DKIM key file is readable by group or others (else: a warning).
     pub require_safe_keys: bool,
     /// Per-destination caps, slow-down and connection reuse.
-    pub limits: crate::destination::Limits,
+    pub limits: Limits,
     /// Address literals (`x@[192.0.2.1]`) the worker may deliver to: only in these networks
     /// (`allow: [cidr, ...]`); others fail permanently without a connection. Default: none.
     pub address_literals: hedwig_core::address::AddressLiterals,
@@ -106,54 +107,9 @@ impl Default for Config {
             max_message_size: hedwig_core::config::ByteSize(0),
             dkim: hedwig_message::dkim::DkimConfig::default(),
             require_safe_keys: false,
-            limits: crate::destination::Limits::default(),
+            limits: Limits::default(),
             address_literals: Default::default(),
             hop_limit: 50,
-        }
-    }
-}
-
-/// RFC 5321 §4.5.3.2 timeouts, one per phase (defaults are the RFC's minimums).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Timeouts {
-    #[serde(with = "humantime_serde")]
-    pub connect: Duration,
-    /// §4.5.3.2.1: initial 220 message.
-    #[serde(with = "humantime_serde")]
-    pub greeting: Duration,
-    /// EHLO, STARTTLS, RSET, QUIT (not in the RFC; Postfix uses 300 s).
-    #[serde(with = "humantime_serde")]
-    pub helo: Duration,
-    /// §4.5.3.2.2.
-    #[serde(with = "humantime_serde")]
-    pub mail: Duration,
-    /// §4.5.3.2.3.
-    #[serde(with = "humantime_serde")]
-    pub rcpt: Duration,
-    /// §4.5.3.2.4: the 354 after DATA.
-    #[serde(with = "humantime_serde")]
-    pub data_init: Duration,
-    /// §4.5.3.2.5: each write of the message.
-    #[serde(with = "humantime_serde")]
-    pub data_block: Duration,
-    /// §4.5.3.2.6: the reply to the final dot.
-    #[serde(with = "humantime_serde")]
-    pub data_done: Duration,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        let m = |n: u64| Duration::from_secs(60 * n);
-        Timeouts {
-            connect: Duration::from_secs(30),
-            greeting: m(5),
-            helo: m(5),
-            mail: m(5),
-            rcpt: m(5),
-            data_init: m(2),
-            data_block: m(3),
-            data_done: m(10),
         }
     }
 }
@@ -248,37 +204,6 @@ impl ReturnPath {
             .or(self.default.as_ref())
             .map(String::as_str)
             .unwrap_or(mail_from)
-    }
-}
-
-/// STARTTLS policy.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TlsMode {
-    /// Use STARTTLS when offered, without verifying the certificate (what MTAs do).
-    #[default]
-    Opportunistic,
-    /// Never use TLS.
-    None,
-    /// Require STARTTLS and a certificate valid for the MX host name; defer otherwise.
-    Required,
-}
-
-/// TLS settings: a default mode and per-domain overrides.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Tls {
-    pub default: TlsMode,
-    /// Per recipient domain (lowercase, A-labels).
-    pub domains: BTreeMap<String, TlsMode>,
-    /// Extra trust anchors (PEM) for `required`, added to the built-in web PKI roots.
-    pub ca_file: Option<PathBuf>,
-}
-
-impl Tls {
-    /// The mode for a recipient domain.
-    pub fn mode(&self, domain: &str) -> TlsMode {
-        self.domains.get(domain).copied().unwrap_or(self.default)
     }
 }
 

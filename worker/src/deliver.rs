@@ -9,20 +9,24 @@
 //! telling error: a temporary one if any occurred (so a DNS or network hiccup on one MX never
 //! turns into a bounce), else the last permanent one.
 //!
+//! Recipients arrive parsed (they were when the job was decoded) and go out in their wire form
+//! (A-label domains unless SMTPUTF8 is needed); outcomes come back keyed by the recipient.
+//!
 //! Not here: retries and bounces ([`crate::plan`]), DKIM (the caller signs once per message).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use hedwig_core::address::Mailbox;
+use hedwig_core::address::Recipient;
 use tokio::net::TcpStream;
 
-use crate::config::{Config, TlsMode};
+use crate::config::Config;
 use crate::destination::{Busy, Destination, Destinations, PoolKey};
 use crate::error::{Error, Phase};
 use crate::metrics::{Counter, Metrics};
 use crate::plan::Outcome;
+use crate::policy::TlsMode;
 pub use crate::route::Route;
 use crate::route::{Dns, MxHost, Nexthop, Routes};
 use crate::smtp::session::{RcptResults, Session, Transaction};
@@ -56,16 +60,18 @@ impl Deliverer {
         self.routes.route(domain)
     }
 
-    /// Delivers `message` (from sending host `host`) to `rcpts` (all at `domain`), one
-    /// outcome per recipient, in order.
+    /// Delivers `message` (from sending host `host`) to `rcpts` (all at `domain`, parsed),
+    /// one outcome per recipient. `mail_from` is the sender as the capture transport writes
+    /// it, `wire_from` as MAIL FROM carries it (see `Mailbox::wire`).
     pub async fn deliver_domain(
         &self,
         host: &str,
         domain: &str,
         mail_from: &str,
-        rcpts: &[String],
+        wire_from: &str,
+        rcpts: &[Recipient],
         message: &[u8],
-    ) -> Vec<(String, Outcome)> {
+    ) -> Vec<(Recipient, Outcome)> {
         let started = Instant::now();
         // Before any route, relayhost included: a literal outside the allow-list is never
         // connected to (issue 11 F10), and retrying cannot change that.
@@ -74,23 +80,7 @@ impl Deliverer {
         }
         let outcomes = match self.route(domain) {
             Route::Capture => self.capture(mail_from, rcpts, message),
-            Route::Smtp(hop) => {
-                let wire: Vec<String> = rcpts.iter().map(|r| wire_address(r)).collect();
-                let from = wire_address(mail_from);
-                let by_wire = self.smtp(domain, hop, &from, &wire, message).await;
-                // Back to the addresses as queued, which the plan and the logs use.
-                by_wire
-                    .into_iter()
-                    .map(|(w, o)| {
-                        let original = wire
-                            .iter()
-                            .position(|x| *x == w)
-                            .map(|i| rcpts[i].clone())
-                            .unwrap_or(w);
-                        (original, o)
-                    })
-                    .collect()
-            }
+            Route::Smtp(hop) => self.smtp(domain, hop, wire_from, rcpts, message).await,
         };
         self.metrics.latency(started.elapsed());
         for (_, o) in &outcomes {
@@ -99,13 +89,18 @@ impl Deliverer {
         outcomes
     }
 
-    fn capture(&self, mail_from: &str, rcpts: &[String], message: &[u8]) -> Vec<(String, Outcome)> {
+    fn capture(
+        &self,
+        mail_from: &str,
+        rcpts: &[Recipient],
+        message: &[u8],
+    ) -> Vec<(Recipient, Outcome)> {
         let Some(dir) = &self.config.capture_maildir else {
             let e = Error::Local("capture transport without capture_maildir".into());
             return all(rcpts, &e, None);
         };
         let relay = Some(format!("maildir:{}", dir.display()));
-        match crate::capture::deliver(dir, mail_from, rcpts, message) {
+        match crate::capture::store(dir, mail_from, rcpts, message) {
             Ok(path) => {
                 let reply = crate::smtp::reply::Reply::from_text(&format!(
                     "250 2.0.0 captured as {}",
@@ -127,9 +122,9 @@ impl Deliverer {
         domain: &str,
         hop: Nexthop,
         mail_from: &str,
-        rcpts: &[String],
+        rcpts: &[Recipient],
         message: &[u8],
-    ) -> Vec<(String, Outcome)> {
+    ) -> Vec<(Recipient, Outcome)> {
         let limit = self.config.max_message_size.as_usize();
         if limit > 0 && message.len() > limit {
             let e = Error::TooBig {
@@ -375,7 +370,7 @@ impl Deliverer {
         results: RcptResults,
         relay: &str,
         dest: &Destination,
-    ) -> Vec<(String, Outcome)> {
+    ) -> Vec<(Recipient, Outcome)> {
         let cooldown = self.dests.limits().cooldown;
         let slow = results
             .iter()
@@ -429,7 +424,7 @@ fn is_stale(e: &Error) -> bool {
 }
 
 /// The same outcome for every recipient.
-fn all(rcpts: &[String], error: &Error, relay: Option<String>) -> Vec<(String, Outcome)> {
+fn all(rcpts: &[Recipient], error: &Error, relay: Option<String>) -> Vec<(Recipient, Outcome)> {
     let outcome = Outcome::failed(error, relay);
     rcpts.iter().map(|r| (r.clone(), outcome.clone())).collect()
 }
@@ -493,15 +488,16 @@ fn clone_error(e: &Error) -> Error {
 }
 
 /// A recipient domain (A-labels, lowercase) and its recipients.
-pub type DomainGroup = (String, Vec<String>);
+pub type DomainGroup = (String, Vec<Recipient>);
 
 /// Recipients grouped by domain (A-labels, lowercase), in first-seen order, duplicates
-/// dropped; invalid addresses come back separately as permanent failures.
-pub fn group_by_domain(rcpts: &[String]) -> (Vec<DomainGroup>, Vec<(String, Outcome)>) {
+/// dropped; those that are not addresses (their parse failed when the job was decoded) come
+/// back separately, each failed for good (`bad-address`).
+pub fn group_by_domain(rcpts: &[Recipient]) -> (Vec<DomainGroup>, Vec<(Recipient, Outcome)>) {
     let mut groups: Vec<DomainGroup> = Vec::new();
     let mut bad = Vec::new();
     for rcpt in rcpts {
-        match Mailbox::parse(rcpt) {
+        match rcpt.mailbox() {
             Ok(mailbox) => {
                 let domain = mailbox.ascii_domain.to_ascii_lowercase();
                 match groups.iter_mut().find(|(d, _)| *d == domain) {
@@ -519,15 +515,6 @@ pub fn group_by_domain(rcpts: &[String]) -> (Vec<DomainGroup>, Vec<(String, Outc
     (groups, bad)
 }
 
-/// The address as it goes on the wire: a non-ASCII domain as A-labels when the local part is
-/// ASCII (so it needs no SMTPUTF8); otherwise unchanged.
-pub fn wire_address(address: &str) -> String {
-    match Mailbox::parse(address) {
-        Ok(m) if !m.needs_smtputf8() => format!("{}@{}", m.local, m.ascii_domain),
-        _ => address.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -535,41 +522,24 @@ mod tests {
 
     #[test]
     fn grouping_by_domain() {
-        let rcpts: Vec<String> = [
+        let rcpts: Vec<Recipient> = [
             "a@X.example",
             "b@x.example",
             "a@X.example",
             "c@y.example",
             "bad",
         ]
-        .iter()
-        .map(|s| s.to_string())
+        .into_iter()
+        .map(Recipient::from)
         .collect();
         let (groups, bad) = group_by_domain(&rcpts);
         assert_eq!(groups.len(), 2);
-        assert_eq!(
-            groups[0],
-            (
-                "x.example".to_string(),
-                vec!["a@X.example".to_string(), "b@x.example".to_string()]
-            )
-        );
+        assert_eq!(groups[0].0, "x.example");
+        assert_eq!(groups[0].1, ["a@X.example", "b@x.example"]);
         assert_eq!(groups[1].0, "y.example");
         assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].0, "bad");
         assert_eq!(bad[0].1.status, Status::Bounced);
         assert_eq!(bad[0].1.reason, "bad-address");
-    }
-
-    #[test]
-    fn wire_addresses() {
-        assert_eq!(
-            wire_address("a@b\u{fc}cher.example"),
-            "a@xn--bcher-kva.example"
-        );
-        assert_eq!(
-            wire_address("j\u{f6}rg@b\u{fc}cher.example"),
-            "j\u{f6}rg@b\u{fc}cher.example"
-        );
-        assert_eq!(wire_address(""), "");
     }
 }

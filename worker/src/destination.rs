@@ -11,74 +11,20 @@
 //! for the next message to the same place; the server's `421` on a reused connection just
 //! means "open a new one".
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::config::TlsMode;
+use crate::policy::{Limit, Limits, TlsMode};
 use crate::smtp::session::Session;
 
 /// Most destinations remembered; idle ones are forgotten beyond this (bounded memory).
 const MAX_DESTINATIONS: usize = 10_000;
-
-/// The caps of one destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Limit {
-    /// Concurrent connections (0: no cap).
-    pub connections: usize,
-    /// Messages sent over one connection before it is closed (1: no reuse).
-    pub messages_per_connection: usize,
-    /// Messages per minute (0: no cap).
-    pub messages_per_minute: u32,
-}
-
-impl Default for Limit {
-    fn default() -> Self {
-        Limit {
-            connections: 20,
-            messages_per_connection: 100,
-            messages_per_minute: 0,
-        }
-    }
-}
-
-/// The `limits` config section.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Limits {
-    /// For every destination without its own entry.
-    pub default: Limit,
-    /// Per MX host name or recipient domain (lowercase, A-labels).
-    pub destinations: BTreeMap<String, Limit>,
-    /// How long a destination that said "slow down" (421, 4.7.x too many) is left alone.
-    #[serde(with = "humantime_serde")]
-    pub cooldown: Duration,
-    /// How long an idle connection is kept for reuse.
-    #[serde(with = "humantime_serde")]
-    pub idle_time: Duration,
-    /// How long a delivery waits for a free connection slot before it is deferred.
-    #[serde(with = "humantime_serde")]
-    pub wait: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            default: Limit::default(),
-            destinations: BTreeMap::new(),
-            cooldown: Duration::from_secs(60),
-            idle_time: Duration::from_secs(5),
-            wait: Duration::from_secs(10),
-        }
-    }
-}
 
 /// The runtime state of one destination.
 #[derive(Debug)]

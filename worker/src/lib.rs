@@ -3,6 +3,8 @@
 //!
 //! Layout:
 //! - [`config`]: the config struct, defaults, and `check() -> Settings` (parsed once at start).
+//! - [`policy`]: the delivery policy sections of the config (SMTP timeouts, TLS mode, caps
+//!   per destination), apart so the SMTP session and the destination pool need no config.
 //! - [`plan`]: what becomes of a job after an attempt (retry with backoff, failed record,
 //!   bounce): pure decisions, no I/O.
 //! - [`bounce_limit`]: at most so many bounces per envelope sender per interval.
@@ -35,6 +37,7 @@ pub mod hops;
 pub mod http;
 pub mod metrics;
 pub mod plan;
+pub mod policy;
 pub mod queue;
 pub mod route;
 pub mod smtp;
@@ -189,7 +192,7 @@ pub async fn check(config: &Config) -> Vec<String> {
         problems.push(e);
     }
     if let Some(dir) = &config.capture_maildir {
-        let probe = capture::deliver(dir, "", &[], b"");
+        let probe = capture::store(dir, "", &[], b"");
         match probe {
             Ok(path) => {
                 let _ = std::fs::remove_file(path);

@@ -14,6 +14,7 @@
 
 use std::time::Duration;
 
+use hedwig_core::address::Recipient;
 use hedwig_queue::job::{Attempt, Failure, Job, Kind};
 
 use crate::config::Retry;
@@ -118,7 +119,7 @@ pub struct Plan {
     pub bounce_to: String,
     pub delivered: Vec<String>,
     /// Every recipient's outcome of this attempt (after expiry), for the log.
-    pub finals: Vec<(String, Outcome)>,
+    pub finals: Vec<(Recipient, Outcome)>,
 }
 
 /// Decides what becomes of `job` after `outcomes` (one per recipient tried).
@@ -127,7 +128,7 @@ pub struct Plan {
 /// is the envelope sender used for delivery, where bounces go.
 pub fn plan(
     job: &Job,
-    outcomes: &[(String, Outcome)],
+    outcomes: &[(Recipient, Outcome)],
     now: u64,
     retry: &Retry,
     bounces: bool,
@@ -137,7 +138,7 @@ pub fn plan(
     let age = Duration::from_secs(now.saturating_sub(env.received_at));
     let expired = age >= retry.max_lifetime;
 
-    let mut finals: Vec<(String, Outcome)> = Vec::new();
+    let mut finals: Vec<(Recipient, Outcome)> = Vec::new();
     for rcpt in &env.rcpt_to {
         let outcome = outcomes
             .iter()
@@ -168,7 +169,7 @@ pub fn plan(
     let mut history = env.history.clone();
     history.extend(group(&finals).into_iter().map(|(o, rcpts)| Attempt {
         at: now,
-        recipients: rcpts,
+        recipients: rcpts.into_iter().map(String::from).collect(),
         status: o.status.as_str().into(),
         code: o.code,
         dsn: Some(o.dsn.clone()),
@@ -176,7 +177,7 @@ pub fn plan(
         relay: o.relay.clone(),
     }));
 
-    let with = |rcpts: Vec<String>, failure: Option<Failure>| {
+    let with = |rcpts: Vec<Recipient>, failure: Option<Failure>| {
         let mut envelope = env.clone();
         envelope.rcpt_to = rcpts;
         envelope.history = history.clone();
@@ -191,7 +192,7 @@ pub fn plan(
         bounce_to: return_path.to_string(),
         ..Plan::default()
     };
-    let deferred: Vec<&(String, Outcome)> = finals
+    let deferred: Vec<&(Recipient, Outcome)> = finals
         .iter()
         .filter(|(_, o)| o.status == Status::Deferred)
         .collect();
@@ -209,7 +210,7 @@ pub fn plan(
         let rcpts = deferred.iter().map(|(r, _)| r.clone()).collect();
         plan.retry = Some((with(rcpts, None), delay));
     }
-    let bounced: Vec<(String, Outcome)> = finals
+    let bounced: Vec<(Recipient, Outcome)> = finals
         .iter()
         .filter(|(_, o)| o.status == Status::Bounced)
         .cloned()
@@ -227,13 +228,13 @@ pub fn plan(
     if may_bounce {
         plan.bounce = bounced
             .iter()
-            .map(|(r, o)| (r.clone(), o.failure(now)))
+            .map(|(r, o)| (r.to_string(), o.failure(now)))
             .collect();
     }
     plan.delivered = finals
         .iter()
         .filter(|(_, o)| o.status == Status::Delivered)
-        .map(|(r, _)| r.clone())
+        .map(|(r, _)| r.to_string())
         .collect();
     plan.finals = finals;
     plan
@@ -247,8 +248,8 @@ pub fn next_delay(age: Duration, retry: &Retry) -> Duration {
 }
 
 /// Recipients with identical outcomes, in first-seen order.
-fn group(outcomes: &[(String, Outcome)]) -> Vec<(Outcome, Vec<String>)> {
-    let mut groups: Vec<(Outcome, Vec<String>)> = Vec::new();
+fn group(outcomes: &[(Recipient, Outcome)]) -> Vec<(Outcome, Vec<Recipient>)> {
+    let mut groups: Vec<(Outcome, Vec<Recipient>)> = Vec::new();
     for (rcpt, outcome) in outcomes {
         match groups.iter_mut().find(|(o, _)| o == outcome) {
             Some((_, rcpts)) => rcpts.push(rcpt.clone()),
@@ -271,7 +272,7 @@ mod tests {
             "Q1".into(),
             "web1.example".into(),
             "sender@example.com".into(),
-            rcpts.iter().map(|r| r.to_string()).collect(),
+            rcpts.iter().map(|&r| r.into()).collect(),
         );
         envelope.received_at = T0;
         Job {
@@ -307,8 +308,8 @@ mod tests {
     fn all_delivered_leaves_nothing_to_do() {
         let j = job(&["a@x.example", "b@x.example"]);
         let out = [
-            ("a@x.example".to_string(), reply("250 2.0.0 ok")),
-            ("b@x.example".to_string(), reply("250 2.0.0 ok")),
+            (Recipient::from("a@x.example"), reply("250 2.0.0 ok")),
+            (Recipient::from("b@x.example"), reply("250 2.0.0 ok")),
         ];
         let p = plan(&j, &out, T0 + 5, &retry(), true, "sender@example.com");
         assert!(p.retry.is_none());
@@ -326,11 +327,17 @@ mod tests {
             "bad2@x.example",
         ]);
         let out = [
-            ("ok@x.example".to_string(), reply("250 2.1.5 ok")),
-            ("grey@x.example".to_string(), reply("451 4.7.1 greylisted")),
-            ("bad@x.example".to_string(), reply("550 5.1.1 no such user")),
+            (Recipient::from("ok@x.example"), reply("250 2.1.5 ok")),
             (
-                "bad2@x.example".to_string(),
+                Recipient::from("grey@x.example"),
+                reply("451 4.7.1 greylisted"),
+            ),
+            (
+                Recipient::from("bad@x.example"),
+                reply("550 5.1.1 no such user"),
+            ),
+            (
+                Recipient::from("bad2@x.example"),
                 reply("550 5.1.1 no such user"),
             ),
         ];
@@ -365,9 +372,9 @@ mod tests {
     fn different_failures_make_separate_records() {
         let j = job(&["a@x.example", "b@y.example"]);
         let out = [
-            ("a@x.example".to_string(), reply("550 5.1.1 unknown")),
+            (Recipient::from("a@x.example"), reply("550 5.1.1 unknown")),
             (
-                "b@y.example".to_string(),
+                Recipient::from("b@y.example"),
                 Outcome::failed(&Error::NullMx("y.example".into()), None),
             ),
         ];
@@ -382,7 +389,10 @@ mod tests {
     #[test]
     fn expiry_turns_deferral_into_bounce() {
         let j = job(&["grey@x.example"]);
-        let out = [("grey@x.example".to_string(), reply("451 4.7.1 greylisted"))];
+        let out = [(
+            Recipient::from("grey@x.example"),
+            reply("451 4.7.1 greylisted"),
+        )];
         let p = plan(&j, &out, T0 + 86400, &retry(), true, "s@example.com");
         assert!(p.retry.is_none());
         let f = p.failed[0].envelope.failure.as_ref().unwrap();
@@ -400,7 +410,7 @@ mod tests {
 
     #[test]
     fn no_bounce_for_null_sender_bounces_or_when_off() {
-        let out = [("bad@x.example".to_string(), reply("550 5.1.1 no"))];
+        let out = [(Recipient::from("bad@x.example"), reply("550 5.1.1 no"))];
         let j = job(&["bad@x.example"]);
         assert!(plan(&j, &out, T0, &retry(), true, "").bounce.is_empty());
         assert!(plan(&j, &out, T0, &retry(), false, "s@e").bounce.is_empty());
@@ -418,7 +428,7 @@ mod tests {
     #[test]
     fn untried_recipients_are_deferred() {
         let j = job(&["a@x.example", "b@x.example"]);
-        let out = [("a@x.example".to_string(), reply("250 ok"))];
+        let out = [(Recipient::from("a@x.example"), reply("250 ok"))];
         let p = plan(&j, &out, T0, &retry(), true, "s@e");
         assert_eq!(p.retry.unwrap().0.envelope.rcpt_to, ["b@x.example"]);
     }
@@ -435,7 +445,7 @@ mod tests {
             None,
         );
         assert_eq!(throttled.status, Status::Deferred);
-        let out = [("a@x.example".to_string(), throttled)];
+        let out = [(Recipient::from("a@x.example"), throttled)];
         let p = plan(&j, &out, T0 + 10, &retry(), true, "s@e");
         assert_eq!(p.retry.unwrap().1, Duration::from_secs(900));
         // Never beyond the end of the lifetime.

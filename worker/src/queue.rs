@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use beanstalk::Client;
+use hedwig_core::address::Recipient;
 use hedwig_core::unix_now;
 use hedwig_message::dkim::Signer;
 use hedwig_queue::hold::Snapshot;
@@ -217,9 +218,9 @@ impl Worker {
         id: u64,
         attempt: F,
         shutdown: &CancellationToken,
-    ) -> Option<Vec<(String, Outcome)>>
+    ) -> Option<Vec<(Recipient, Outcome)>>
     where
-        F: std::future::Future<Output = Vec<(String, Outcome)>>,
+        F: std::future::Future<Output = Vec<(Recipient, Outcome)>>,
     {
         let mut attempt = std::pin::pin!(attempt);
         let mut next_touch = tokio::time::Instant::now() + Duration::from_millis(500);

@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::filter::Filter;
 use super::{cell, format_time, Target};
+use hedwig_core::address::Recipient;
 use hedwig_queue::scan::{Batch, DEFAULT_LIMIT};
 
 /// Options of `failed`.
@@ -42,7 +43,7 @@ pub struct Row {
 pub struct Selected {
     pub batch: Batch,
     /// Entry index and the recipients selected in it (never empty).
-    pub picks: Vec<(usize, Vec<String>)>,
+    pub picks: Vec<(usize, Vec<Recipient>)>,
 }
 
 impl Selected {
@@ -61,7 +62,7 @@ impl Selected {
                     queue_id: e.queue_id.clone(),
                     host: e.host.clone(),
                     from: e.mail_from.clone(),
-                    to: rcpt.clone(),
+                    to: rcpt.to_string(),
                     code: failure.and_then(|f| f.code),
                     dsn: failure.and_then(|f| f.dsn.clone()),
                     reason: failure.map(|f| f.reason.clone()).unwrap_or_default(),

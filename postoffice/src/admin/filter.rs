@@ -5,6 +5,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use hedwig_core::address::Recipient;
 use hedwig_queue::job::Envelope;
 
 /// The filter options shared by `failed`, `requeue` and `purge`.
@@ -151,12 +152,12 @@ impl Filter {
     }
 
     /// Splits the recipients into those `--domain` selects and the rest.
-    pub fn split_recipients(&self, envelope: &Envelope) -> (Vec<String>, Vec<String>) {
+    pub fn split_recipients(&self, envelope: &Envelope) -> (Vec<Recipient>, Vec<Recipient>) {
         envelope
             .rcpt_to
             .iter()
             .cloned()
-            .partition(|rcpt| self.wants_recipient(rcpt))
+            .partition(|rcpt| self.wants_recipient(rcpt.as_str()))
     }
 
     fn wants_recipient(&self, rcpt: &str) -> bool {
@@ -173,7 +174,7 @@ impl Filter {
     }
 
     /// The recipients this filter selects from a record, or none if the record does not match.
-    pub fn select(&self, envelope: &Envelope, now: u64) -> Vec<String> {
+    pub fn select(&self, envelope: &Envelope, now: u64) -> Vec<Recipient> {
         if self.matches_record(envelope, now) {
             self.split_recipients(envelope).0
         } else {
@@ -229,7 +230,7 @@ mod tests {
             "Q1".into(),
             host.into(),
             "a@example.com".into(),
-            rcpts.iter().map(|s| s.to_string()).collect(),
+            rcpts.iter().map(|&s| s.into()).collect(),
         );
         e.failure = Some(Failure {
             at,

@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::failed::{collect, render_rows, Row, Selected};
 use super::filter::Filter;
 use super::{AdminError, Target};
+use hedwig_core::address::Recipient;
 use hedwig_queue::scan::DEFAULT_LIMIT;
 
 /// Options of `requeue`.
@@ -83,7 +84,7 @@ async fn requeue_one(
     target: &Target,
     filter: &Filter,
     index: usize,
-    rcpts: Vec<String>,
+    rcpts: Vec<Recipient>,
     held: &hedwig_queue::hold::HoldList,
 ) -> Result<(), AdminError> {
     let id = s.batch.entries[index].id;

@@ -10,14 +10,15 @@
 //! Not here: which host to connect to, DKIM, connection pooling.
 
 use bytes::{Buf, BytesMut};
+use hedwig_core::address::Recipient;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::TlsConnector;
 
 use super::reply::{self, Reply};
 use super::tls::Stream;
-use crate::config::Timeouts;
 use crate::error::{Error, Phase};
+use crate::policy::Timeouts;
 
 /// Most bytes buffered while waiting for one reply.
 const MAX_BUFFER: usize = reply::MAX_LINE * reply::MAX_LINES;
@@ -57,17 +58,18 @@ impl Caps {
     }
 }
 
-/// The envelope of one transaction, addresses as they go on the wire.
+/// The envelope of one transaction.
 #[derive(Debug, Clone)]
 pub struct Transaction<'a> {
-    /// Empty for the null sender.
+    /// The sender as it goes on the wire (see `Mailbox::wire`); empty for the null sender.
     pub mail_from: &'a str,
-    pub rcpt_to: &'a [String],
+    /// The recipients, parsed; each goes out in its wire form ([`Recipient::wire`]).
+    pub rcpt_to: &'a [Recipient],
     pub message: &'a [u8],
 }
 
 /// Per recipient: `Ok(final reply)` when the message was accepted for it.
-pub type RcptResults = Vec<(String, Result<Reply, Error>)>;
+pub type RcptResults = Vec<(Recipient, Result<Reply, Error>)>;
 
 /// An SMTP client session.
 pub struct Session<S> {
@@ -241,20 +243,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
         let mut results: RcptResults = Vec::with_capacity(tx.rcpt_to.len());
-        let mut to_send: Vec<&String> = Vec::new();
+        // Each recipient with the address RCPT TO carries.
+        let mut to_send: Vec<(&Recipient, std::borrow::Cow<'_, str>)> = Vec::new();
         for rcpt in tx.rcpt_to {
-            if !rcpt.is_ascii() && !caps.smtputf8 {
+            let wire = rcpt.wire();
+            if !wire.is_ascii() && !caps.smtputf8 {
                 results.push((rcpt.clone(), Err(Error::NeedsSmtpUtf8("the server".into()))));
             } else {
-                to_send.push(rcpt);
+                to_send.push((rcpt, wire));
             }
         }
         if to_send.is_empty() {
             return Ok(results);
         }
 
-        let utf8 =
-            caps.smtputf8 && (!tx.mail_from.is_ascii() || to_send.iter().any(|r| !r.is_ascii()));
+        let utf8 = caps.smtputf8
+            && (!tx.mail_from.is_ascii() || to_send.iter().any(|(_, w)| !w.is_ascii()));
         let mut mail = format!("MAIL FROM:<{}>", tx.mail_from);
         if caps.eightbitmime && !tx.message.is_ascii() {
             mail.push_str(" BODY=8BITMIME");
@@ -268,13 +272,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         mail.push_str("\r\n");
 
         // Replies: MAIL, each RCPT, DATA.
-        let mut accepted: Vec<(String, Reply)> = Vec::new();
-        let mut rejected: Vec<(String, Error)> = Vec::new();
+        let mut accepted: Vec<(Recipient, Reply)> = Vec::new();
+        let mut rejected: Vec<(Recipient, Error)> = Vec::new();
         let data_reply;
         if caps.pipelining {
             let mut batch = mail;
-            for rcpt in &to_send {
-                batch.push_str(&format!("RCPT TO:<{rcpt}>\r\n"));
+            for (_, wire) in &to_send {
+                batch.push_str(&format!("RCPT TO:<{wire}>\r\n"));
             }
             batch.push_str("DATA\r\n");
             self.write(batch.as_bytes(), Phase::Mail).await?;
@@ -288,7 +292,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     reply: mail_reply,
                 });
             }
-            for rcpt in &to_send {
+            for (rcpt, _) in &to_send {
                 let reply = self.read_reply(Phase::Rcpt).await?;
                 sort_rcpt(rcpt, reply, &mut accepted, &mut rejected);
             }
@@ -301,9 +305,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         } else {
             let mail_reply = self.command(&mail, Phase::Mail).await?;
             expect(mail_reply, 2, Phase::Mail)?;
-            for rcpt in &to_send {
+            for (rcpt, wire) in &to_send {
                 let reply = self
-                    .command(&format!("RCPT TO:<{rcpt}>\r\n"), Phase::Rcpt)
+                    .command(&format!("RCPT TO:<{wire}>\r\n"), Phase::Rcpt)
                     .await?;
                 sort_rcpt(rcpt, reply, &mut accepted, &mut rejected);
             }
@@ -374,16 +378,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 }
 
 fn sort_rcpt(
-    rcpt: &str,
+    rcpt: &Recipient,
     reply: Reply,
-    accepted: &mut Vec<(String, Reply)>,
-    rejected: &mut Vec<(String, Error)>,
+    accepted: &mut Vec<(Recipient, Reply)>,
+    rejected: &mut Vec<(Recipient, Error)>,
 ) {
     if reply.is_positive() {
-        accepted.push((rcpt.to_string(), reply));
+        accepted.push((rcpt.clone(), reply));
     } else {
         rejected.push((
-            rcpt.to_string(),
+            rcpt.clone(),
             Error::Rejected {
                 phase: Phase::Rcpt,
                 reply,
@@ -547,7 +551,7 @@ mod tests {
         s.greeting().await.unwrap();
         s.ehlo("relay.example").await.unwrap();
         assert!(s.caps.pipelining);
-        let rcpts = vec!["a@x".to_string(), "b@x".to_string(), "c@x".to_string()];
+        let rcpts: Vec<Recipient> = vec!["a@x".into(), "b@x".into(), "c@x".into()];
         let message = b"Subject: caf\xc3\xa9\r\n\r\n.dot\r\n";
         let results = s
             .send(&Transaction {
@@ -582,7 +586,7 @@ mod tests {
         let mut s = Session::new(client, timeouts());
         s.greeting().await.unwrap();
         s.ehlo("relay.example").await.unwrap();
-        let rcpts = vec!["a@x".to_string()];
+        let rcpts: Vec<Recipient> = vec!["a@x".into()];
         let results = s
             .send(&Transaction {
                 mail_from: "",
@@ -611,7 +615,7 @@ mod tests {
         let mut s = Session::new(client, timeouts());
         s.greeting().await.unwrap();
         s.ehlo("h").await.unwrap();
-        let rcpts = vec!["j\u{f6}rg@x".to_string()];
+        let rcpts: Vec<Recipient> = vec!["j\u{f6}rg@x".into()];
         let r = s
             .send(&Transaction {
                 mail_from: "s@y",
@@ -621,7 +625,7 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(r[0].1, Err(Error::NeedsSmtpUtf8(_))));
-        let rcpts = vec!["a@x".to_string()];
+        let rcpts: Vec<Recipient> = vec!["a@x".into()];
         let big = s
             .send(&Transaction {
                 mail_from: "s@y",

@@ -6,6 +6,7 @@ use crate::common;
 
 use std::time::Duration;
 
+use hedwig_core::address::Recipient;
 use hedwig_testkit::dns::{DnsServer, Zone};
 use hedwig_testkit::smtp::Behaviour;
 use hedwig_testkit::Beanstalkd;
@@ -99,12 +100,12 @@ async fn literals_in_the_allow_list_are_delivered() {
         reasons,
         [
             (
-                vec!["x@[127.0.140.32]".to_string()],
+                vec![Recipient::from("x@[127.0.140.32]")],
                 "rejected".to_string(),
                 Some("127.0.140.32[127.0.140.32]:25".to_string())
             ),
             (
-                vec!["y@[127.0.140.33]".to_string()],
+                vec![Recipient::from("y@[127.0.140.33]")],
                 "address-literal".to_string(),
                 None
             ),

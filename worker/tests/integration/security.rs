@@ -105,7 +105,7 @@ async fn control_characters_in_an_envelope_never_reach_a_server() {
             "{failure:?}"
         );
         assert!(failure.relay.is_none(), "no server was asked: {failure:?}");
-        failed.extend(record.envelope.rcpt_to.iter().cloned());
+        failed.extend(record.envelope.rcpt_to.iter().map(|r| r.to_string()));
     }
     failed.sort();
     let mut expected: Vec<String> = hostile.iter().map(|s| s.to_string()).collect();

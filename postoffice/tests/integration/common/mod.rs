@@ -137,11 +137,13 @@ pub fn failed_record(
         queue_id.into(),
         host.into(),
         "app@example.com".into(),
-        rcpts.iter().map(|s| s.to_string()).collect(),
+        rcpts.iter().map(|&s| s.into()).collect(),
     );
+    // Fixed, not the clock's: two records built a second apart must compare equal.
+    envelope.received_at = at.saturating_sub(60);
     envelope.history.push(Attempt {
         at,
-        recipients: envelope.rcpt_to.clone(),
+        recipients: envelope.rcpt_to.iter().map(|r| r.to_string()).collect(),
         status: "bounced".into(),
         code: Some(code),
         dsn: Some(dsn.into()),

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use beanstalk::Client;
+use hedwig_core::address::Recipient;
 use hedwig_queue::job::{Envelope, Job};
 use hedwig_queue::tubes::{TUBE_FAILED, TUBE_OUTBOUND};
 use hedwig_testkit::smtp::{Behaviour, SmtpReceiver};
@@ -85,7 +86,7 @@ pub fn job(from: &str, rcpts: &[&str], message: &[u8]) -> Job {
         hedwig_core::new_queue_id(),
         "web1.example.test".into(),
         from.into(),
-        rcpts.iter().map(|r| r.to_string()).collect(),
+        rcpts.iter().map(|&r| r.into()).collect(),
     );
     Job {
         envelope,
@@ -173,11 +174,12 @@ pub async fn deliver(
     d: &worker::deliver::Deliverer,
     domain: &str,
     rcpts: &[&str],
-) -> Vec<(String, worker::plan::Outcome)> {
-    let rcpts: Vec<String> = rcpts.iter().map(|r| r.to_string()).collect();
+) -> Vec<(Recipient, worker::plan::Outcome)> {
+    let rcpts: Vec<Recipient> = rcpts.iter().map(|&r| r.into()).collect();
     d.deliver_domain(
         "web1.test",
         domain,
+        "sender@sender.test",
         "sender@sender.test",
         &rcpts,
         &message("direct"),
