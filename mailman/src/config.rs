@@ -83,7 +83,7 @@ pub struct Config {
     /// How long a client waits for the postoffice's answer before getting "250 queued locally".
     #[serde(with = "humantime_serde")]
     pub forward_deadline: Duration,
-    /// Time allowed for one HTTP post (connect + answer) by the background forwarder.
+    /// Time allowed for one HTTP post (connect + answer) by the background retries.
     #[serde(with = "humantime_serde")]
     pub forward_timeout: Duration,
     /// First retry delay of a spooled message; doubles on each failure...

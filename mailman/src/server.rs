@@ -13,7 +13,7 @@
 //! of the `max_connections` slots, so it cannot lock its neighbours out.
 //!
 //! The session logic is [`crate::smtp::Session`]; this module only moves bytes, upgrades to
-//! TLS on request, and hands finished messages to [`crate::deliver`]. On shutdown, a session
+//! TLS on request, and hands finished messages to [`crate::handoff`]. On shutdown, a session
 //! waiting for a command gets `421` and is closed; one in the middle of DATA may finish
 //! (bounded by `shutdown_timeout` in [`crate::Running::wait`]).
 
@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::deliver::{deliver, Core};
+use crate::handoff::{hand_off, Core};
 use crate::smtp::{reply, Action, Session, SessionConfig};
 
 /// A byte stream a session can run over (TCP, TLS over TCP, or an in-memory pipe in tests).
@@ -343,7 +343,7 @@ pub async fn serve(
             }
             Action::Message(message) => {
                 data = None;
-                let reply = deliver(core, message).await;
+                let reply = hand_off(core, message).await;
                 if let Action::Reply(r) = session.message_done(reply) {
                     out.extend_from_slice(r.as_bytes());
                 }
