@@ -24,7 +24,7 @@ async fn postoffice(
     let addr = listener.local_addr().unwrap();
     let mut config = postoffice::Config {
         listen: addr,
-        beanstalkd: bs.url(),
+        beanstalkd: vec![bs.url()],
         secret: Some(stack::SECRET.into()),
         shutdown_timeout: Duration::from_secs(2),
         ..postoffice::Config::default()

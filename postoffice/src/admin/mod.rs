@@ -65,11 +65,11 @@ impl Target {
     /// when not empty. An error when the tube prefix is not valid.
     pub fn new(config: &Config, servers: &[String]) -> Result<Target, AdminError> {
         let servers = if servers.is_empty() {
-            config.servers()
+            config.beanstalkd.clone()
         } else {
             servers
                 .iter()
-                .flat_map(|s| crate::config::parse_servers(s))
+                .flat_map(|s| hedwig_core::config::split_list(s))
                 .collect()
         };
         Ok(Target {
