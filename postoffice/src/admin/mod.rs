@@ -81,6 +81,28 @@ impl Target {
     }
 }
 
+impl Target {
+    /// What `purge` and `requeue` leave of a failed job they act on for some recipients only:
+    /// `job` again in the failed tube, with `rest` (the recipients the filter did not pick) as
+    /// its recipients. Nothing when `rest` is empty.
+    pub(crate) async fn keep_failed(
+        &self,
+        batch: &mut hedwig_queue::scan::Batch,
+        mut job: hedwig_queue::Job,
+        rest: Vec<String>,
+    ) -> Result<(), AdminError> {
+        if rest.is_empty() {
+            return Ok(());
+        }
+        job.envelope.rcpt_to = rest;
+        let failed = self.tubes.failed();
+        batch
+            .put(failed, &job.encode(), self.priority, self.ttr)
+            .await?;
+        Ok(())
+    }
+}
+
 /// Connects to one server with admin timeouts.
 pub async fn connect(addr: &str) -> Result<Client, AdminError> {
     Ok(hedwig_queue::scan::connect(addr).await?)
