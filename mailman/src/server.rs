@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -108,6 +108,15 @@ impl Drop for ClientSlot {
     }
 }
 
+/// Sends a refused connection its `text` (a `421` or `554` greeting), given 5 s at most, in a
+/// tracked task, and closes it.
+fn refuse(tracker: &TaskTracker, mut socket: TcpStream, text: String) {
+    tracker.spawn(async move {
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), socket.write_all(text.as_bytes())).await;
+    });
+}
+
 /// Accepts connections on `listener` until `shutdown`.
 pub async fn accept_loop(
     core: Arc<Core>,
@@ -138,38 +147,28 @@ pub async fn accept_loop(
         if !core.settings.allowed(peer.ip()) {
             core.metrics.connections_denied.inc();
             tracing::warn!(client = %peer, "connection from a client outside allowed_networks refused");
-            tracker.spawn(async move {
-                let mut socket = socket;
-                let text = reply::access_denied(&core.settings.fqdn);
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(5), socket.write_all(text.as_bytes()))
-                        .await;
-            });
+            refuse(&tracker, socket, reply::access_denied(&core.settings.fqdn));
             continue;
         }
         // The per-address cap first, so that one client over it never holds a global slot.
         let Some(client_slot) = per_client.take(peer.ip()) else {
             core.metrics.connections_over_client_limit.inc();
             tracing::warn!(client = %peer, limit = per_client.limit, "max_connections_per_client reached, connection refused");
-            tracker.spawn(async move {
-                let mut socket = socket;
-                let text = reply::too_many_from_client(&core.settings.fqdn);
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(5), socket.write_all(text.as_bytes()))
-                        .await;
-            });
+            refuse(
+                &tracker,
+                socket,
+                reply::too_many_from_client(&core.settings.fqdn),
+            );
             continue;
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             core.metrics.connections_over_limit.inc();
             tracing::warn!(client = %peer, "max_connections reached, connection refused");
-            tracker.spawn(async move {
-                let mut socket = socket;
-                let text = reply::too_many_connections(&core.settings.fqdn);
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(5), socket.write_all(text.as_bytes()))
-                        .await;
-            });
+            refuse(
+                &tracker,
+                socket,
+                reply::too_many_connections(&core.settings.fqdn),
+            );
             continue;
         };
         tracker.spawn(async move {
