@@ -8,7 +8,8 @@
 //! and every error is reported at once, each with the key and where its value came from.
 //!
 //! Also the small shared pieces of the binaries' configs: [`OneOrMany`] with [`one_or_many`]
-//! and [`comma_list`] (a key given as one value or a list), [`ByteSize`], [`read_secret`],
+//! and [`comma_list`] (a key given as one value or a list; [`split_list`] its split of one
+//! string), [`ByteSize`], [`read_secret`],
 //! [`check_host_port`]. Each binary turns its config into checked, typed settings
 //! (`check() -> Settings`) once at start.
 
@@ -162,14 +163,20 @@ where
 /// empty ones dropped.
 pub fn comma_list<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<String>, D::Error> {
     Ok(match OneOrMany::<String>::deserialize(de)? {
-        OneOrMany::One(s) => s
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect(),
+        OneOrMany::One(s) => split_list(&s),
         OneOrMany::Many(v) => v,
     })
+}
+
+/// `a:11300, b:11300` -> `["a:11300", "b:11300"]`: items trimmed, empty ones dropped. The
+/// split [`comma_list`] makes of one string, for values that come from elsewhere (a command
+/// line option, an item of a list that may hold commas itself).
+pub fn split_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Checks a `host:port` server address (beanstalkd): a non-empty host and a port number.
@@ -384,6 +391,8 @@ mod tests {
         assert_eq!(l.ports, [25, 587]);
         assert_eq!(l.servers, ["a,1"], "a list is taken as it is");
         assert!(serde_json::from_str::<Lists>(r#"{"ports": "x"}"#).is_err());
+        assert_eq!(split_list(" a:1 ,, b:2 "), ["a:1", "b:2"]);
+        assert!(split_list(" , ").is_empty());
     }
 
     #[test]

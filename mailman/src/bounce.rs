@@ -11,7 +11,7 @@ use hedwig_core::address::Recipient;
 use hedwig_message::dsn;
 use hedwig_queue::job::{Envelope, Failure};
 
-use crate::deliver::Core;
+use crate::handoff::Core;
 use crate::spool::SpoolHeader;
 
 /// The RFC 3463 status and SMTP-like code a postoffice refusal maps to.
@@ -27,7 +27,7 @@ fn status_for(status: u16) -> (&'static str, u16) {
 }
 
 /// Builds the bounce for `header` (refused with `status` and `reason`) and hands it to the
-/// forwarder. Errors are logged: the original message stays in `rejected/` either way.
+/// retry loop. Errors are logged: the original message stays in `rejected/` either way.
 pub async fn bounce_refused(core: Arc<Core>, header: SpoolHeader, status: u16, reason: String) {
     let id = header.id.clone();
     let sender = header.mail_from.trim();

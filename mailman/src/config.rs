@@ -83,7 +83,7 @@ pub struct Config {
     /// How long a client waits for the postoffice's answer before getting "250 queued locally".
     #[serde(with = "humantime_serde")]
     pub forward_deadline: Duration,
-    /// Time allowed for one HTTP post (connect + answer) by the background forwarder.
+    /// Time allowed for one HTTP post (connect + answer) by the background retries.
     #[serde(with = "humantime_serde")]
     pub forward_timeout: Duration,
     /// First retry delay of a spooled message; doubles on each failure...
@@ -385,21 +385,19 @@ impl Config {
             }
         };
         // `HEDWIG_POSTOFFICE=http://a/,http://b/` is a list too (a URL has no bare comma).
-        let mut urls: Vec<&str> = self
+        let mut urls: Vec<String> = self
             .postoffice
             .iter()
-            .flat_map(|u| u.split(','))
-            .map(str::trim)
-            .filter(|u| !u.is_empty())
+            .flat_map(|u| hedwig_core::config::split_list(u))
             .collect();
         if urls.is_empty() {
-            urls.extend(self.nest.as_deref());
+            urls.extend(self.nest.clone());
         }
         if urls.is_empty() {
             errors.push("postoffice: no URL given (postoffice, or the old nest)".to_string());
         }
         let mut postoffice = Vec::new();
-        for u in urls {
+        for u in &urls {
             match reqwest::Url::parse(u) {
                 Ok(url) if matches!(url.scheme(), "http" | "https") => postoffice.push(url),
                 Ok(url) => errors.push(format!(

@@ -14,8 +14,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
-use crate::deliver::Core;
-use crate::forwarder::Waiting;
+use crate::handoff::Core;
+use crate::retry::Waiting;
 
 /// What the handlers read.
 #[derive(Clone)]

@@ -4,10 +4,11 @@
 //! Layout:
 //! - [`smtp`]: the SMTP session state machine, DATA receiver and replies; no I/O.
 //! - [`server`]: the tokio listener and the byte-moving loop around a session.
-//! - [`deliver`]: after the final `.`: spool, post while the client waits, pick the reply.
+//! - [`handoff`]: after the final `.`: spool, post while the client waits, pick the reply
+//!   (the hand-off to the postoffice; delivery to the recipients is the worker's).
 //! - [`spool`]: the on-disk spool with group commit of fsyncs.
-//! - [`forward`]: the HTTP post to the postoffice, failover, and what each answer means.
-//! - [`forwarder`]: background retries with backoff, across restarts.
+//! - [`post`]: the HTTP post to the postoffice, failover, and what each answer means.
+//! - [`retry`]: the background retries of spooled messages with backoff, across restarts.
 //! - [`http`]: what `/health` says (the listener and `/metrics` are `hedwig_service::ops`).
 //! - [`metrics`], [`config`], [`tls`].
 //!
@@ -16,12 +17,12 @@
 
 pub mod bounce;
 pub mod config;
-pub mod deliver;
 pub mod encoding;
-pub mod forward;
-pub mod forwarder;
+pub mod handoff;
 pub mod http;
 pub mod metrics;
+pub mod post;
+pub mod retry;
 pub mod server;
 pub mod smtp;
 pub mod spool;
@@ -60,7 +61,7 @@ pub struct Running {
     /// The `/health` + `/metrics` address, as bound.
     pub http_addr: Option<SocketAddr>,
     /// Shared state (metrics, spool), for tests and the binary.
-    pub core: Arc<deliver::Core>,
+    pub core: Arc<handoff::Core>,
     done: tokio::task::JoinHandle<()>,
 }
 
@@ -74,7 +75,7 @@ impl Running {
 /// Opens the spool, binds the listeners and starts serving. Returns once everything listens.
 pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Running, Error> {
     let (spool, left) = spool::Spool::open(&settings.spool_dir, settings.spool_max)?;
-    let poster = forward::Poster::new(
+    let poster = post::Poster::new(
         settings.postoffice.clone(),
         settings.fqdn.clone(),
         settings.key.clone(),
@@ -109,7 +110,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
     let (retry_tx, retry_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = metrics::Metrics::register(&mut registry);
-    let core = Arc::new(deliver::Core {
+    let core = Arc::new(handoff::Core {
         settings,
         spool,
         poster,
@@ -118,9 +119,9 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         retry: retry_tx,
         postoffice_up: tokio::sync::Notify::new(),
     });
-    let waiting = Arc::new(forwarder::Waiting::default());
+    let waiting = Arc::new(retry::Waiting::default());
     let background = CancellationToken::new();
-    let forwarder = tokio::spawn(forwarder::run(
+    let retries = tokio::spawn(retry::run(
         core.clone(),
         waiting.clone(),
         left,
@@ -192,7 +193,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
                 tracing::warn!("sessions still open after shutdown_timeout; closing them");
             }
             background.cancel();
-            let _ = forwarder.await;
+            let _ = retries.await;
             if let Some(h) = http_task {
                 let _ = h.await;
             }
@@ -219,7 +220,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
 /// Checks the key at start and then every `key_check_interval`, so that `/health` turns
 /// unhealthy while the postoffice refuses it (even with no mail to send) and healthy again as
 /// soon as it accepts it (issue 11 F14).
-async fn check_key_every_interval(core: &deliver::Core) {
+async fn check_key_every_interval(core: &handoff::Core) {
     let interval = core.settings.key_check_interval;
     let mut first = true;
     loop {
@@ -232,10 +233,10 @@ async fn check_key_every_interval(core: &deliver::Core) {
                 if first {
                     tracing::info!("postoffice accepts our key");
                 }
-                deliver::key_accepted(core);
+                handoff::key_accepted(core);
             }
             Ok(false) => {
-                deliver::key_refused(core, "the postoffice REFUSES our key (401): fix fqdn/key")
+                handoff::key_refused(core, "the postoffice REFUSES our key (401): fix fqdn/key")
             }
             Err(why) if first => {
                 tracing::warn!(%why, "cannot check the key against the postoffice now")

@@ -76,7 +76,7 @@ async fn check_config(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         }
     };
     print!("config: ok\n{}", settings.summary());
-    let poster = mailman::forward::Poster::new(
+    let poster = mailman::post::Poster::new(
         settings.postoffice.clone(),
         settings.fqdn.clone(),
         settings.key.clone(),

@@ -12,7 +12,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::forward::RetryReason;
+use crate::post::RetryReason;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
@@ -32,13 +32,13 @@ pub struct Metrics {
     pub sessions_timed_out: Counter,
     /// `250` given and the postoffice had queued it.
     pub messages_forwarded_inline: Counter,
-    /// `250` given, message kept in the spool for the background forwarder.
+    /// `250` given, message kept in the spool for the background retries.
     pub messages_spooled: Counter,
     /// `5xx` given because the postoffice refused the message.
     pub messages_rejected: Counter,
     /// Refused before spooling: too big, spool full, disk error.
     pub messages_refused: Counter,
-    /// Spooled messages the background forwarder got queued.
+    /// Spooled messages the background retries got queued.
     pub messages_forwarded_later: Counter,
     /// Spooled messages the postoffice refused for good later (set aside).
     pub messages_set_aside: Counter,
@@ -52,7 +52,7 @@ pub struct Metrics {
     pub wrong_key_logged: AtomicU64,
 }
 
-/// The spool's state, filled in by the forwarder when metrics are read.
+/// The spool's state, filled in by the retry loop when metrics are read.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SpoolState {
     pub depth: u64,
@@ -196,7 +196,7 @@ impl Metrics {
             .unwrap_or(0)
     }
 
-    /// Sets the spool gauges (before a scrape: the forwarder knows the spool's state).
+    /// Sets the spool gauges (before a scrape: the retry loop knows the spool's state).
     pub fn set_spool(&self, spool: SpoolState) {
         let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         self.spool_depth.set(gauge(spool.depth));

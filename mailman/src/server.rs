@@ -13,7 +13,7 @@
 //! of the `max_connections` slots, so it cannot lock its neighbours out.
 //!
 //! The session logic is [`crate::smtp::Session`]; this module only moves bytes, upgrades to
-//! TLS on request, and hands finished messages to [`crate::deliver`]. On shutdown, a session
+//! TLS on request, and hands finished messages to [`crate::handoff`]. On shutdown, a session
 //! waiting for a command gets `421` and is closed; one in the middle of DATA may finish
 //! (bounded by `shutdown_timeout` in [`crate::Running::wait`]).
 
@@ -23,13 +23,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::deliver::{deliver, Core};
+use crate::handoff::{hand_off, Core};
 use crate::smtp::{reply, Action, Session, SessionConfig};
 
 /// A byte stream a session can run over (TCP, TLS over TCP, or an in-memory pipe in tests).
@@ -108,6 +108,15 @@ impl Drop for ClientSlot {
     }
 }
 
+/// Sends a refused connection its `text` (a `421` or `554` greeting), given 5 s at most, in a
+/// tracked task, and closes it.
+fn refuse(tracker: &TaskTracker, mut socket: TcpStream, text: String) {
+    tracker.spawn(async move {
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), socket.write_all(text.as_bytes())).await;
+    });
+}
+
 /// Accepts connections on `listener` until `shutdown`.
 pub async fn accept_loop(
     core: Arc<Core>,
@@ -138,38 +147,28 @@ pub async fn accept_loop(
         if !core.settings.allowed(peer.ip()) {
             core.metrics.connections_denied.inc();
             tracing::warn!(client = %peer, "connection from a client outside allowed_networks refused");
-            tracker.spawn(async move {
-                let mut socket = socket;
-                let text = reply::access_denied(&core.settings.fqdn);
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(5), socket.write_all(text.as_bytes()))
-                        .await;
-            });
+            refuse(&tracker, socket, reply::access_denied(&core.settings.fqdn));
             continue;
         }
         // The per-address cap first, so that one client over it never holds a global slot.
         let Some(client_slot) = per_client.take(peer.ip()) else {
             core.metrics.connections_over_client_limit.inc();
             tracing::warn!(client = %peer, limit = per_client.limit, "max_connections_per_client reached, connection refused");
-            tracker.spawn(async move {
-                let mut socket = socket;
-                let text = reply::too_many_from_client(&core.settings.fqdn);
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(5), socket.write_all(text.as_bytes()))
-                        .await;
-            });
+            refuse(
+                &tracker,
+                socket,
+                reply::too_many_from_client(&core.settings.fqdn),
+            );
             continue;
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             core.metrics.connections_over_limit.inc();
             tracing::warn!(client = %peer, "max_connections reached, connection refused");
-            tracker.spawn(async move {
-                let mut socket = socket;
-                let text = reply::too_many_connections(&core.settings.fqdn);
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(5), socket.write_all(text.as_bytes()))
-                        .await;
-            });
+            refuse(
+                &tracker,
+                socket,
+                reply::too_many_connections(&core.settings.fqdn),
+            );
             continue;
         };
         tracker.spawn(async move {
@@ -343,7 +342,7 @@ pub async fn serve(
             }
             Action::Message(message) => {
                 data = None;
-                let reply = deliver(core, message).await;
+                let reply = hand_off(core, message).await;
                 if let Action::Reply(r) = session.message_done(reply) {
                     out.extend_from_slice(r.as_bytes());
                 }

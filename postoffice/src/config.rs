@@ -19,8 +19,8 @@ pub struct Config {
     /// beanstalkd servers, `host:port` each: a YAML list, or one string with commas
     /// (`HEDWIG_BEANSTALKD=a:11300,b:11300`). Each host's mail goes to one server chosen by a
     /// hash of the host name, and to the next one while that one is down.
-    #[serde(deserialize_with = "deserialize_servers")]
-    pub beanstalkd: String,
+    #[serde(deserialize_with = "hedwig_core::config::comma_list")]
+    pub beanstalkd: Vec<String>,
     /// Prefix of the tube names (`hedwig`: tubes `hedwig`, `hedwig-failed`, `hedwig-held`,
     /// `hedwig-holds`); the workers must have the same.
     pub tube_prefix: String,
@@ -139,7 +139,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8025)),
-            beanstalkd: "127.0.0.1:11300".into(),
+            beanstalkd: vec!["127.0.0.1:11300".into()],
             tube_prefix: hedwig_queue::tubes::DEFAULT_PREFIX.into(),
             tube: None,
             pool_size: 32,
@@ -183,13 +183,15 @@ pub struct Secrets(pub Vec<String>);
 
 /// A checked configuration, ready to serve: the [`Config`] with its host names normalised
 /// (lowercase A-labels, as a post's `fqdn` is compared), the secrets read, the beanstalkd
-/// servers parsed.
+/// servers checked, the tube names made.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub config: Config,
     pub secrets: Secrets,
     /// `beanstalkd`, in configured order, each a checked `host:port`.
     pub servers: Vec<String>,
+    /// The tube names, from `tube_prefix` (or the old `tube`).
+    pub tubes: Tubes,
 }
 
 impl Config {
@@ -240,13 +242,11 @@ impl Config {
                 Err(e) => problems.push(format!("hosts.{host}: {e}")),
             }
         }
-        if let Err(e) = self.tubes() {
-            problems.push(e);
-        }
+        let tubes = self.tubes().map_err(|e| problems.push(e)).ok();
         if self.max_message_size.0 == 0 {
             problems.push("max_message_size: must be more than 0".into());
         }
-        let servers = self.servers();
+        let servers = self.beanstalkd.clone();
         if servers.is_empty() {
             problems.push("beanstalkd: no server given".into());
         }
@@ -298,14 +298,14 @@ impl Config {
                 problems.push(format!("tls: {e}"));
             }
         }
-        if problems.is_empty() {
-            Ok(Settings {
+        match tubes {
+            Some(tubes) if problems.is_empty() => Ok(Settings {
                 config,
                 secrets: Secrets(secrets),
                 servers,
-            })
-        } else {
-            Err(problems)
+                tubes,
+            }),
+            _ => Err(problems),
         }
     }
 
@@ -346,26 +346,6 @@ impl Config {
         }
         warnings
     }
-
-    /// The beanstalkd servers, in configured order.
-    pub fn servers(&self) -> Vec<String> {
-        parse_servers(&self.beanstalkd)
-    }
-}
-
-/// `a:11300, b:11300` -> `["a:11300", "b:11300"]`.
-pub fn parse_servers(text: &str) -> Vec<String> {
-    text.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// `beanstalkd` from one string (comma-separated) or a YAML list, kept as one
-/// comma-separated string so that `Config { beanstalkd: url, .. }` stays simple.
-fn deserialize_servers<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    hedwig_core::config::comma_list(d).map(|servers| servers.join(","))
 }
 
 #[cfg(test)]
@@ -384,14 +364,16 @@ mod tests {
 
     #[test]
     fn beanstalkd_accepts_a_string_a_comma_list_and_a_yaml_list() {
-        assert_eq!(load(None, &[]).servers(), ["127.0.0.1:11300"]);
+        assert_eq!(load(None, &[]).beanstalkd, ["127.0.0.1:11300"]);
         let c = load(None, &[("HEDWIG_BEANSTALKD", "a:11300, b:11301")]);
-        assert_eq!(c.servers(), ["a:11300", "b:11301"]);
+        assert_eq!(c.beanstalkd, ["a:11300", "b:11301"]);
         let c = load(Some("beanstalkd: q:1\n"), &[]);
-        assert_eq!(c.servers(), ["q:1"]);
+        assert_eq!(c.beanstalkd, ["q:1"]);
+        // the old form: one string with commas, in the file
+        let c = load(Some("beanstalkd: \"a:1, b:2,\"\n"), &[]);
+        assert_eq!(c.beanstalkd, ["a:1", "b:2"]);
         let c = load(Some("beanstalkd:\n  - a:1\n  - b:2\n"), &[]);
-        assert_eq!(c.servers(), ["a:1", "b:2"]);
-        assert_eq!(c.beanstalkd, "a:1,b:2");
+        assert_eq!(c.beanstalkd, ["a:1", "b:2"]);
     }
 
     #[test]
@@ -434,7 +416,7 @@ mod tests {
     #[test]
     fn bad_server_addresses_are_reported() {
         let c = Config {
-            beanstalkd: "nohost,ok:1".into(),
+            beanstalkd: vec!["nohost".into(), "ok:1".into()],
             secret: Some("x".repeat(40)),
             ..Config::default()
         };
@@ -449,7 +431,7 @@ mod tests {
     #[test]
     fn check_normalises_host_names_and_parses_servers_once() {
         let c = Config {
-            beanstalkd: "a:1, b:2".into(),
+            beanstalkd: vec!["a:1".into(), "b:2".into()],
             secret: Some("x".repeat(40)),
             revoked: vec!["Old.Example.".into()],
             hosts: [("Web1.Example".to_string(), HostPolicy::default())].into(),

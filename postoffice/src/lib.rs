@@ -60,20 +60,23 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
-    let config::Settings {
-        config, secrets, ..
-    } = config.check().map_err(StartError::Config)?;
-    for warning in config.renamed_keys() {
+    let settings = config.check().map_err(StartError::Config)?;
+    for warning in settings.config.renamed_keys() {
         tracing::warn!("{warning}");
     }
-    let tubes = config.tubes().map_err(|e| StartError::Config(vec![e]))?;
-    from_policy::warn_unsigned_hosts(&config);
-    let max_job_size = queue::wait_and_check(&config).await?;
-    let queue = queue::Queue::new(&config, &tubes)?;
+    from_policy::warn_unsigned_hosts(&settings.config);
+    let max_job_size = queue::wait_and_check(&settings).await?;
+    let queue = queue::Queue::new(&settings)?;
+    let config::Settings {
+        config,
+        secrets,
+        servers,
+        tubes,
+    } = settings;
     let state = Arc::new(state::AppState::new(config, secrets, tubes.clone(), queue));
     let addr = listener.local_addr()?;
     tracing::info!(
-        listen = %addr, tls = state.config.tls.is_some(), beanstalkd = %state.config.beanstalkd, tube_prefix = %tubes,
+        listen = %addr, tls = state.config.tls.is_some(), beanstalkd = %servers.join(","), tube_prefix = %tubes,
         max_message_size = state.config.max_message_size.0, max_job_size,
         "postoffice started"
     );

@@ -130,7 +130,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("warning: {warning}");
             }
             let mut problems = config.check().err().unwrap_or_default();
-            for (_, result) in postoffice::queue::check_all(&config).await {
+            let servers = &config.beanstalkd;
+            for (_, result) in
+                postoffice::queue::check_all(servers, config.max_message_size.0).await
+            {
                 if let Err(e) = result {
                     problems.push(format!("beanstalkd: {e}"));
                 }
@@ -138,7 +141,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if problems.is_empty() {
                 println!(
                     "configuration OK; beanstalkd at {} is ready",
-                    config.beanstalkd
+                    config.beanstalkd.join(",")
                 );
                 Ok(ExitCode::SUCCESS)
             } else {

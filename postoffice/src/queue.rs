@@ -14,9 +14,7 @@ use std::time::{Duration, Instant};
 
 use beanstalk::{Client, Error as BeanstalkError, Pool};
 
-use hedwig_queue::Tubes;
-
-use crate::config::{Config, JOB_OVERHEAD};
+use crate::config::{Settings, JOB_OVERHEAD};
 
 /// How long a server that refused a connection is tried last.
 const DOWN_FOR: Duration = Duration::from_secs(2);
@@ -50,9 +48,9 @@ pub enum QueueCheckError {
     NoServers,
 }
 
-/// Connects once to `addr` and compares `max-job-size` with our limit. Returns the server's
-/// limit.
-pub async fn check_one(config: &Config, addr: &str) -> Result<u64, QueueCheckError> {
+/// Connects once to `addr` and compares `max-job-size` with `max_message_size` (plus the
+/// envelope). Returns the server's limit.
+pub async fn check_one(addr: &str, max_message_size: u64) -> Result<u64, QueueCheckError> {
     let unreachable = |source| QueueCheckError::Unreachable {
         addr: addr.to_owned(),
         source,
@@ -62,47 +60,42 @@ pub async fn check_one(config: &Config, addr: &str) -> Result<u64, QueueCheckErr
         .map_err(unreachable)?;
     let stats = client.stats().await.map_err(unreachable)?;
     let max_job_size = stats.get_u64("max-job-size").unwrap_or(65_535);
-    let needed = config.max_message_size.0 + JOB_OVERHEAD;
+    let needed = max_message_size + JOB_OVERHEAD;
     if max_job_size < needed {
         return Err(QueueCheckError::JobSize {
             addr: addr.to_owned(),
             max_job_size,
-            max_message_size: config.max_message_size.0,
+            max_message_size,
             needed,
         });
     }
     Ok(max_job_size)
 }
 
-/// Checks every server; one result per server, in configured order.
-pub async fn check_all(config: &Config) -> Vec<(String, Result<u64, QueueCheckError>)> {
+/// Checks every server of `servers` (the `beanstalkd` list, parsed when the config was
+/// read); one result per server, in that order.
+pub async fn check_all(
+    servers: &[String],
+    max_message_size: u64,
+) -> Vec<(String, Result<u64, QueueCheckError>)> {
     let mut results = Vec::new();
-    for addr in config.servers() {
-        let result = check_one(config, &addr).await;
-        results.push((addr, result));
+    for addr in servers {
+        let result = check_one(addr, max_message_size).await;
+        results.push((addr.clone(), result));
     }
     results
-}
-
-/// [`check_all`] as one result: the first problem, or the smallest `max-job-size`.
-pub async fn check(config: &Config) -> Result<u64, QueueCheckError> {
-    let mut smallest = None;
-    for (_, result) in check_all(config).await {
-        let size = result?;
-        smallest = Some(smallest.map_or(size, |s: u64| s.min(size)));
-    }
-    smallest.ok_or(QueueCheckError::NoServers)
 }
 
 /// Waits up to `startup_wait` until at least one server answers (they may be starting next to
 /// us under docker-compose), then checks the job size on every server that answers. Servers
 /// still down are logged and used once they come up. Returns the smallest `max-job-size`.
-pub async fn wait_and_check(config: &Config) -> Result<u64, QueueCheckError> {
+pub async fn wait_and_check(settings: &Settings) -> Result<u64, QueueCheckError> {
+    let config = &settings.config;
     let deadline = Instant::now() + config.startup_wait;
     loop {
         let mut smallest: Option<u64> = None;
         let mut last_unreachable = None;
-        for (addr, result) in check_all(config).await {
+        for (addr, result) in check_all(&settings.servers, config.max_message_size.0).await {
             match result {
                 Ok(size) => smallest = Some(smallest.map_or(size, |s| s.min(size))),
                 Err(e @ QueueCheckError::Unreachable { .. }) => {
@@ -117,7 +110,7 @@ pub async fn wait_and_check(config: &Config) -> Result<u64, QueueCheckError> {
             (None, Some(e)) if Instant::now() >= deadline => return Err(e),
             (None, None) => return Err(QueueCheckError::NoServers),
             (None, Some(_)) => {
-                tracing::warn!(beanstalkd = %config.beanstalkd, "waiting for beanstalkd");
+                tracing::warn!(beanstalkd = %settings.servers.join(","), "waiting for beanstalkd");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
@@ -209,9 +202,10 @@ pub fn certainly_not_sent(err: &BeanstalkError) -> bool {
 }
 
 impl Queue {
-    /// Pools for every server in `config.beanstalkd` (connects lazily).
-    pub fn new(config: &Config, tubes: &Tubes) -> Result<Queue, QueueCheckError> {
-        let addrs = config.servers();
+    /// Pools for every server of the checked `beanstalkd` list, putting into the checked
+    /// tubes (connects lazily).
+    pub fn new(settings: &Settings) -> Result<Queue, QueueCheckError> {
+        let (config, tubes, addrs) = (&settings.config, &settings.tubes, &settings.servers);
         if addrs.is_empty() {
             return Err(QueueCheckError::NoServers);
         }
@@ -354,6 +348,7 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     #[test]
     fn hash_is_stable_and_case_insensitive() {
@@ -367,10 +362,15 @@ mod tests {
     #[test]
     fn order_starts_at_the_hosts_server_and_demotes_down_ones() {
         let config = Config {
-            beanstalkd: "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3".into(),
+            beanstalkd: vec![
+                "127.0.0.1:1".into(),
+                "127.0.0.1:2".into(),
+                "127.0.0.1:3".into(),
+            ],
+            secret: Some("x".repeat(40)),
             ..Config::default()
         };
-        let q = Queue::new(&config, &Tubes::default()).unwrap();
+        let q = Queue::new(&config.check().unwrap()).unwrap();
         let start = (host_hash("h.example") % 3) as usize;
         let order = q.order("h.example");
         assert_eq!(order, [start, (start + 1) % 3, (start + 2) % 3]);

@@ -8,8 +8,6 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use serde::{Deserialize, Serialize};
@@ -35,15 +33,7 @@ fn provider() -> Arc<CryptoProvider> {
 
 /// Reads and checks the certificate and key.
 pub fn load(settings: &TlsSettings) -> Result<CertifiedKey, String> {
-    let (cert, key) = (&settings.cert_file, &settings.key_file);
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| format!("{}: {e}", cert.display()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", cert.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: no certificate found", cert.display()));
-    }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let (certs, key) = hedwig_service::tls::read_pem(&settings.cert_file, &settings.key_file)?;
     let signing = provider()
         .key_provider
         .load_private_key(key)

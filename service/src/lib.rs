@@ -10,6 +10,8 @@
 //! - [`health_check`]: the client side of `<daemon> health-check` (container health checks; the
 //!   images have no curl).
 //! - [`logging`]: the tracing subscriber (text or JSON lines on stderr).
+//! - [`tls`]: the server certificate and key from PEM files (mailman's STARTTLS, the post
+//!   office's HTTPS).
 //!
 //! Not here: what `/health` says (each daemon knows what makes it healthy: beanstalkd for the
 //! post office, the key check and spool for mailman) and the metrics themselves (each daemon's
@@ -22,3 +24,4 @@ pub mod logging;
 pub mod metrics;
 pub mod ops;
 pub mod signal;
+pub mod tls;

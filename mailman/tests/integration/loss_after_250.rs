@@ -1,6 +1,6 @@
 //! Issue 11 F8, silent loss after `250`, with the real `mailman` binary, the real postoffice
 //! (in-process) and beanstalkd. The postoffice is down when the client sends, so mailman
-//! answers `250 … queued locally`; it comes up later and the background forwarder posts.
+//! answers `250 … queued locally`; it comes up later and the background retries post.
 //!
 //! - 13 MB of control characters (6x when JSON-escaped, past the postoffice's HTTP body limit)
 //!   must be refused at DATA or delivered, never end in `rejected/` unseen: mailman sends the

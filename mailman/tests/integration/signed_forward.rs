@@ -24,7 +24,7 @@ async fn postoffice(
     let addr = listener.local_addr().unwrap();
     let mut config = postoffice::Config {
         listen: addr,
-        beanstalkd: bs.url(),
+        beanstalkd: vec![bs.url()],
         secret: Some(stack::SECRET.into()),
         shutdown_timeout: Duration::from_secs(2),
         ..postoffice::Config::default()
@@ -69,7 +69,7 @@ async fn signed_posts_reach_a_post_office_that_requires_them() {
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].envelope.host, stack::FQDN);
     // mailman's key check at start is signed too.
-    let poster = mailman::forward::Poster::new(
+    let poster = mailman::post::Poster::new(
         vec![url.parse().unwrap()],
         stack::FQDN.into(),
         stack::key(),

@@ -96,7 +96,7 @@ async fn tls_intake_with_a_private_ca_and_reload_without_restart() {
     let addr = listener.local_addr().unwrap();
     let config = postoffice::Config {
         listen: addr,
-        beanstalkd: bs.url(),
+        beanstalkd: vec![bs.url()],
         secret: Some(stack::SECRET.into()),
         tls: Some(postoffice::tls::TlsSettings {
             cert_file: certs.path().join("cert.pem"),

@@ -65,11 +65,11 @@ impl Target {
     /// when not empty. An error when the tube prefix is not valid.
     pub fn new(config: &Config, servers: &[String]) -> Result<Target, AdminError> {
         let servers = if servers.is_empty() {
-            config.servers()
+            config.beanstalkd.clone()
         } else {
             servers
                 .iter()
-                .flat_map(|s| crate::config::parse_servers(s))
+                .flat_map(|s| hedwig_core::config::split_list(s))
                 .collect()
         };
         Ok(Target {
@@ -78,6 +78,28 @@ impl Target {
             priority: config.job_priority,
             ttr: config.job_ttr,
         })
+    }
+}
+
+impl Target {
+    /// What `purge` and `requeue` leave of a failed job they act on for some recipients only:
+    /// `job` again in the failed tube, with `rest` (the recipients the filter did not pick) as
+    /// its recipients. Nothing when `rest` is empty.
+    pub(crate) async fn keep_failed(
+        &self,
+        batch: &mut hedwig_queue::scan::Batch,
+        mut job: hedwig_queue::Job,
+        rest: Vec<String>,
+    ) -> Result<(), AdminError> {
+        if rest.is_empty() {
+            return Ok(());
+        }
+        job.envelope.rcpt_to = rest;
+        let failed = self.tubes.failed();
+        batch
+            .put(failed, &job.encode(), self.priority, self.ttr)
+            .await?;
+        Ok(())
     }
 }
 

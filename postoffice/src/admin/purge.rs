@@ -86,16 +86,8 @@ async fn purge_one(
     };
     let rest = filter.split_recipients(&envelope).1;
     if !rest.is_empty() {
-        let mut kept = s.batch.fetch(s.batch.entries[index].id).await?;
-        kept.envelope.rcpt_to = rest;
-        s.batch
-            .put(
-                target.tubes.failed(),
-                &kept.encode(),
-                target.priority,
-                target.ttr,
-            )
-            .await?;
+        let job = s.batch.fetch(s.batch.entries[index].id).await?;
+        target.keep_failed(&mut s.batch, job, rest).await?;
     }
     Ok(s.batch.delete(index).await?)
 }

@@ -101,18 +101,7 @@ async fn requeue_one(
     s.batch
         .put(tube, &again.encode(), target.priority, target.ttr)
         .await?;
-    if !rest.is_empty() {
-        let mut kept = original;
-        kept.envelope.rcpt_to = rest;
-        s.batch
-            .put(
-                target.tubes.failed(),
-                &kept.encode(),
-                target.priority,
-                target.ttr,
-            )
-            .await?;
-    }
+    target.keep_failed(&mut s.batch, original, rest).await?;
     s.batch.delete(index).await?;
     tracing::info!(queue_id = %again.envelope.queue_id, beanstalkd = %s.batch.addr, tube, "requeued");
     Ok(())

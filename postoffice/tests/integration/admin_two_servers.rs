@@ -114,3 +114,51 @@ fn check_config_names_each_unreachable_server() {
         "{out}"
     );
 }
+
+/// `beanstalkd` in a config file: the old form (one string with commas) and a YAML list are
+/// the same two servers, for `check-config` and for an admin command.
+#[tokio::test]
+async fn beanstalkd_in_a_file_as_a_comma_string_or_a_list() {
+    let a = hedwig_testkit::Beanstalkd::start();
+    let b = hedwig_testkit::Beanstalkd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let forms = [
+        format!("beanstalkd: \"{}, {}\"\n", a.url(), b.url()),
+        format!("beanstalkd:\n  - \"{}\"\n  - \"{}\"\n", a.url(), b.url()),
+    ];
+    for (i, form) in forms.iter().enumerate() {
+        let path = dir.path().join(format!("postoffice-{i}.yaml"));
+        std::fs::write(&path, format!("{form}secret: {}\n", common::SECRET)).unwrap();
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_postoffice"))
+                .arg("--config")
+                .arg(&path)
+                .args(args)
+                .env_remove("HEDWIG_CONFIG")
+                .env_remove("HEDWIG_BEANSTALKD")
+                .env_remove("HEDWIG_SECRET")
+                .output()
+                .unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        };
+        let (ok, out, err) = run(&["check-config"]);
+        assert!(ok, "{form}: {out}{err}");
+        assert!(
+            out.contains(&format!("beanstalkd at {},{} is ready", a.url(), b.url())),
+            "{form}: {out}"
+        );
+        let host = format!("web{i}.example.com");
+        let (ok, out, err) = run(&["hold", &host]);
+        assert!(ok, "{form}: {out}{err}");
+        for url in [a.url(), b.url()] {
+            let mut client = beanstalk::Client::connect(url).await.unwrap();
+            client.use_tube(TUBE_HOLDS).await.unwrap();
+            let list = HoldList::decode(&client.peek_buried().await.unwrap().body).unwrap();
+            assert!(list.is_held(&host), "{form}: {host} not held");
+        }
+    }
+}

@@ -79,7 +79,7 @@ async fn one_server_down_nothing_lost_nothing_twice() {
     let b = Beanstalkd::start();
     let (a_url, b_url) = (a.url(), b.url());
     let mut config = common::config(&b);
-    config.beanstalkd = format!("{a_url},{b_url}");
+    config.beanstalkd = vec![a_url.clone(), b_url.clone()];
     let po = Arc::new(PostOffice::start_with(b, config).await);
     assert_eq!(health(&po).await, 200);
 
@@ -179,7 +179,7 @@ async fn health_is_503_only_when_every_server_is_down() {
     let mut a = Beanstalkd::start();
     let b = Beanstalkd::start();
     let mut config = common::config(&b);
-    config.beanstalkd = format!("{},{}", a.url(), b.url());
+    config.beanstalkd = vec![a.url(), b.url()];
     let mut po = PostOffice::start_with(b, config).await;
     assert_eq!(health(&po).await, 200);
     a.stop();

@@ -140,7 +140,7 @@ impl Postoffice {
     ) -> Postoffice {
         let mut config = postoffice::Config {
             listen: addr,
-            beanstalkd: beanstalkd.url(),
+            beanstalkd: vec![beanstalkd.url()],
             secret: Some(SECRET.into()),
             startup_wait: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(2),

@@ -1,5 +1,5 @@
 //! Test helpers: a small SMTP client, a stand-in postoffice that answers what it is told
-//! (for the forwarder's decisions; the end-to-end tests use the real postoffice), and a way
+//! (for the retry loop's decisions; the end-to-end tests use the real postoffice), and a way
 //! to start mailman in-process.
 #![allow(dead_code)]
 

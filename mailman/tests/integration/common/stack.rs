@@ -42,7 +42,7 @@ impl Postoffice {
         let addr = listener.local_addr().unwrap();
         let mut config = postoffice::Config {
             listen: addr,
-            beanstalkd: beanstalkd.url(),
+            beanstalkd: vec![beanstalkd.url()],
             secret: Some(SECRET.into()),
             shutdown_timeout: Duration::from_secs(2),
             ..postoffice::Config::default()

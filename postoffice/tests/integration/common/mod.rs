@@ -21,7 +21,7 @@ pub struct PostOffice {
 
 pub fn config(beanstalkd: &Beanstalkd) -> postoffice::Config {
     postoffice::Config {
-        beanstalkd: beanstalkd.url(),
+        beanstalkd: vec![beanstalkd.url()],
         secret: Some(SECRET.into()),
         startup_wait: Duration::from_secs(2),
         ..postoffice::Config::default()

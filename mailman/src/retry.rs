@@ -1,9 +1,10 @@
-//! The background forwarder: retries spooled messages with capped exponential backoff until
+//! The background retries: posts spooled messages again with capped exponential backoff until
 //! the postoffice takes them. It also picks up what an earlier run left in the spool.
 //!
 //! Messages arrive on a channel with their attempt count; at most [`CONCURRENCY`] posts run at
 //! once. When a post succeeds (here or while a client waits), messages still waiting out their
-//! backoff are retried at once (at most once per `retry_min`). On shutdown it stops; every message it held is still in the spool for the next start.
+//! backoff are retried at once (at most once per `retry_min`). On shutdown it stops; every
+//! message it held is still in the spool for the next start.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -15,9 +16,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::deliver::{settle_later, Core};
-use crate::forward::{RetryReason, Verdict};
+use crate::handoff::{settle_later, Core};
 use crate::metrics::SpoolState;
+use crate::post::{RetryReason, Verdict};
 use crate::spool::SpoolHeader;
 
 /// Posts in flight at once.
@@ -32,7 +33,7 @@ pub fn backoff(attempts: u32, min: Duration, max: Duration) -> Duration {
     base.mul_f64(jitter).min(max)
 }
 
-/// What the forwarder holds, readable for metrics.
+/// What the retry loop holds, readable for metrics.
 #[derive(Default)]
 pub struct Waiting {
     /// id → (received_at, size)

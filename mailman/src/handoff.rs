@@ -1,5 +1,7 @@
-//! What happens to a message after the final `.`: spool it, offer it to the postoffice while
-//! the client waits (up to `forward_deadline`), and pick the reply.
+//! The hand-off after the final `.`: spool the message, offer it to the postoffice while the
+//! client waits (up to `forward_deadline`, through [`crate::post`]), and pick the reply. What
+//! is not taken here goes to the background retries ([`crate::retry`]). (Delivery to the
+//! recipients is the worker's job, not mailman's.)
 //!
 //! Every message gets one log line here with its message id, client, sender, recipients, size
 //! and outcome (`forwarded`, `rejected`, `spooled`, `refused`).
@@ -10,13 +12,13 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::config::Settings;
-use crate::forward::{Poster, RetryReason, Verdict};
 use crate::metrics::Metrics;
+use crate::post::{Poster, RetryReason, Verdict};
 use crate::smtp::reply::{self, Reply};
 use crate::smtp::Message;
 use crate::spool::{Spool, SpoolError, SpoolHeader};
 
-/// What every session and the forwarder share.
+/// What every session and the background retries share.
 pub struct Core {
     pub settings: Settings,
     pub spool: Spool,
@@ -24,15 +26,15 @@ pub struct Core {
     pub metrics: Metrics,
     /// The registry behind `metrics` and the draining flag `/health` reads.
     pub shell: Arc<hedwig_service::ops::Shell>,
-    /// Messages for the background forwarder, with the number of attempts so far.
+    /// Messages for the background retries, with the number of attempts so far.
     pub retry: mpsc::UnboundedSender<(SpoolHeader, u32)>,
-    /// Signalled when a post succeeds: the forwarder then retries what it holds without
+    /// Signalled when a post succeeds: the retry loop then retries what it holds without
     /// waiting out each message's backoff.
     pub postoffice_up: tokio::sync::Notify,
 }
 
 /// Spools `message`, tries the postoffice, and returns the reply for the client.
-pub async fn deliver(core: &Arc<Core>, message: Message) -> Reply {
+pub async fn hand_off(core: &Arc<Core>, message: Message) -> Reply {
     let id = hedwig_core::new_queue_id();
     let now = hedwig_core::unix_now();
     let received = message.received_header(&core.settings.fqdn, &id, now);

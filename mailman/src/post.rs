@@ -2,8 +2,8 @@
 //! JSON body, [`hedwig_core::wire`]),
 //! with failover over the configured URLs, and the one place that decides what an answer means.
 //!
-//! This module does not retry or touch the spool; [`crate::deliver`] and
-//! [`crate::forwarder`] act on the [`Verdict`].
+//! This module does not retry or touch the spool; [`crate::handoff`] and
+//! [`crate::retry`] act on the [`Verdict`].
 
 use std::time::Duration;
 
