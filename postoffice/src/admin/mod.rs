@@ -89,7 +89,7 @@ impl Target {
         &self,
         batch: &mut hedwig_queue::scan::Batch,
         mut job: hedwig_queue::Job,
-        rest: Vec<String>,
+        rest: Vec<hedwig_core::address::Recipient>,
     ) -> Result<(), AdminError> {
         if rest.is_empty() {
             return Ok(());
