@@ -10,7 +10,7 @@
 //!
 //! Not here: the policy itself (the post office), signing (`hedwig_message::dkim`).
 
-use crate::address::parse_domain;
+use crate::address::Mailbox;
 
 /// What the From: fields of a message say.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -62,6 +62,13 @@ impl FromHeader {
         value.extend_from_slice(b"\r\n");
         let parsed = mail_parser::parsers::MessageStream::new(&value).parse_address();
         let Some(list) = parsed.as_address() else {
+            // Not readable as addresses at all: kept as written, so that a policy fails it
+            // (a receiver may still find an address in it) instead of letting it pass unseen.
+            let raw = String::from_utf8_lossy(&value);
+            let raw = raw.trim();
+            if !raw.is_empty() {
+                self.addresses.push(raw.to_string());
+            }
             return;
         };
         for addr in list.iter() {
@@ -77,15 +84,18 @@ impl FromHeader {
         }
     }
 
-    /// The domain (A-labels, lowercase) of each address, in order; the first address without
-    /// a valid domain is an error.
+    /// The domain (A-labels, lowercase) of each address, in order; the first address that is
+    /// not one valid mailbox (`local@domain`, RFC 5321 syntax) is an error. Whole-mailbox
+    /// parsing, not "what follows the last @": the parser joins `<a@b.test> <x@c.test>` or
+    /// `a@b.test x@c.test` into one token, which must not pass as `c.test`.
     pub fn domains(&self) -> Result<Vec<String>, NoDomain> {
         self.addresses
             .iter()
             .map(|address| {
-                address
-                    .rsplit_once('@')
-                    .and_then(|(_, domain)| parse_domain(domain).ok())
+                Mailbox::parse(address)
+                    .ok()
+                    .filter(|m| !m.ascii_domain.starts_with('['))
+                    .map(|m| m.ascii_domain)
                     .ok_or_else(|| NoDomain(address.clone()))
             })
             .collect()
@@ -205,6 +215,15 @@ mod tests {
         assert_eq!((h.fields, h.addresses.len()), (1, 0));
         let h = FromHeader::parse(b"From: a@exa_mple.test\r\n\r\n");
         assert_eq!(h.domains(), Err(NoDomain("a@exa_mple.test".into())));
+        // Two mailboxes run together are no mailbox: never read as the last one's domain.
+        for field in [
+            "From: <ceo@tenant-b.test> <x@tenant-a.test>\r\n\r\n",
+            "From: ceo@tenant-b.test x@tenant-a.test\r\n\r\n",
+            "From: a@[192.0.2.1]\r\n\r\n",
+        ] {
+            let h = FromHeader::parse(field.as_bytes());
+            assert!(h.domains().is_err(), "{field:?}: {:?}", h.domains());
+        }
     }
 
     #[test]

@@ -294,7 +294,27 @@ async fn queue_submission(
             format!("From: domain {domain} is not allowed for this host"),
         ),
     })?;
-    // Taken last, so a post refused for its From: spends no tokens.
+    let pending = match &submission.id {
+        Some(id) => match state.dedupe.claim(&fqdn, id).await {
+            Claim::Seen(queue_id) => {
+                state.metrics.duplicate(&fqdn);
+                tracing::info!(
+                    queue_id = %queue_id, host = %fqdn, message_id = %id,
+                    outcome = "duplicate", "repeat of a queued message id; not queued again"
+                );
+                return Ok(Accepted {
+                    id: queue_id,
+                    duplicate: true,
+                });
+            }
+            Claim::New(pending) => Some(pending),
+        },
+        None => None,
+    };
+
+    // Taken last: a post refused for its From:, and a repeat of a queued id (a replay, or
+    // mailman retrying after a lost answer), spend no tokens. A refusal here drops `pending`,
+    // which releases the id.
     // The rate limit counts recipients: a post to n recipients takes n tokens.
     state
         .policies
@@ -317,24 +337,6 @@ async fn queue_submission(
                 ),
             ),
         })?;
-
-    let pending = match &submission.id {
-        Some(id) => match state.dedupe.claim(&fqdn, id).await {
-            Claim::Seen(queue_id) => {
-                state.metrics.duplicate(&fqdn);
-                tracing::info!(
-                    queue_id = %queue_id, host = %fqdn, message_id = %id,
-                    outcome = "duplicate", "repeat of a queued message id; not queued again"
-                );
-                return Ok(Accepted {
-                    id: queue_id,
-                    duplicate: true,
-                });
-            }
-            Claim::New(pending) => Some(pending),
-        },
-        None => None,
-    };
 
     let mut envelope = Envelope::new(hedwig_core::new_queue_id(), fqdn, mail_from, recipients);
     envelope.message_id = submission.id;

@@ -114,7 +114,12 @@ impl Conn {
             }
             let class = u8::from(self.authenticated.load(Ordering::Relaxed));
             Some((class, last))
-        } else if self.unsigned_in_flight.load(Ordering::Relaxed) > 0 {
+        } else if self.unsigned_in_flight.load(Ordering::Relaxed) > 0
+            || !self.authenticated.load(Ordering::Relaxed)
+        {
+            // Reading an unsigned body, or a request on a connection that never authenticated
+            // (an unsigned `/check` waiting for its slot, `/health`): sheddable. Only a
+            // connection that proved a signature holds its place.
             Some((2, last))
         } else {
             None
@@ -552,13 +557,20 @@ mod tests {
         tokio::time::advance(Duration::from_secs(2)).await;
         // A signed request in flight is never shed; one reading an unsigned body is, after
         // idle ones.
+        c.authenticated();
         let _signed = InFlight::new(c.clone());
         let _unsigned = InFlight::new(d.clone());
         let _reading = d.reading_unsigned();
         let (e, _) = registry.admit(ip(6), &limits).unwrap();
         assert!(d.close.is_cancelled() && !c.close.is_cancelled());
         assert_eq!(registry.len(), 2);
-        drop(e);
+        // A request in flight on a connection that never authenticated (an unsigned /check
+        // waiting for its slot, a /health probe) is shed too: it cannot pin its place.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let _probe = InFlight::new(e.clone());
+        let (f, _) = registry.admit(ip(7), &limits).unwrap();
+        assert!(e.close.is_cancelled() && !c.close.is_cancelled());
+        drop(f);
     }
 
     #[tokio::test(start_paused = true)]

@@ -239,3 +239,32 @@ async fn captured_unsigned_post_replays_until_the_host_must_sign() {
     .await;
     assert_eq!(replay_seven_times(po).await, 0);
 }
+
+/// Replays of a captured post (or mailman's retries after a lost answer) are answered from the
+/// duplicate window before the rate limit is charged: they cannot drain the host's limit and
+/// lock its real mail out with 429s.
+#[tokio::test]
+async fn replays_do_not_spend_the_hosts_rate_limit() {
+    let po = serve([127, 0, 114, 6], |c| {
+        c.default_policy = HostPolicy {
+            rate_per_minute: 2,
+            ..HostPolicy::default()
+        };
+    })
+    .await;
+    let now = hedwig_core::unix_now();
+    let (headers, body) = signed(HOST, "r-1", now);
+    assert_eq!(po.raw(&headers, body.clone()).await.0, 200);
+    for _ in 0..5 {
+        let (status, answer) = po.raw(&headers, body.clone()).await;
+        assert_eq!(
+            status, 200,
+            "a replay is a duplicate, not a rate refusal: {answer}"
+        );
+    }
+    // The host's second recipient of the minute still goes through.
+    let (headers, body) = signed(HOST, "r-2", now);
+    let (status, answer) = po.raw(&headers, body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(po.jobs().await, 2);
+}
