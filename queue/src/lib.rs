@@ -11,6 +11,8 @@
 //! - [`hold`]: the hold list of held sending hosts: format, reading and writing it in
 //!   beanstalkd, the intake's [`HoldCache`](hold::HoldCache) and a worker task's
 //!   [`Snapshot`](hold::Snapshot).
+//! - [`event`]: ledger events (queued, each recipient's outcomes, bounces) as they travel
+//!   through the events tube to the ledger writer.
 //! - [`scan`]: reading the tubes no worker watches (failed, held) and sampling recent jobs,
 //!   for the admin commands.
 //!
@@ -18,6 +20,7 @@
 //! the intake's pools (`postoffice::queue`), the delivery loop (`worker::queue`), what happens
 //! to a job after an attempt (`worker::plan`).
 
+pub mod event;
 pub mod hold;
 pub mod job;
 pub mod scan;

@@ -10,6 +10,7 @@
 //! | [`Tube::Held`] | `<prefix>-held` | intake and workers, for held hosts | `release` only |
 //! | [`Tube::Holds`] | `<prefix>-holds` | `hold` / `release` (one buried job: the hold list) | nobody (`peek-buried`) |
 //! | [`Tube::Probe`] | `<prefix>-admin` | admin commands (a probe job, deleted at once) | nobody |
+//! | [`Tube::Events`] | `<prefix>-events` | post office, workers, admin commands ([`crate::event`] batches) | the ledger writer |
 //!
 //! Not here: what a job body holds ([`crate::job`]), the hold list ([`crate::hold`]).
 
@@ -41,6 +42,8 @@ pub enum Tube {
     Holds,
     /// The admin commands' probe job (learns the newest job id).
     Probe,
+    /// Ledger events on their way to the store.
+    Events,
 }
 
 impl Tube {
@@ -52,6 +55,7 @@ impl Tube {
             Tube::Held => "-held",
             Tube::Holds => "-holds",
             Tube::Probe => "-admin",
+            Tube::Events => "-events",
         }
     }
 }
@@ -72,6 +76,7 @@ pub struct Tubes {
     held: String,
     holds: String,
     probe: String,
+    events: String,
 }
 
 impl Tubes {
@@ -89,6 +94,7 @@ impl Tubes {
             held: name(Tube::Held)?,
             holds: name(Tube::Holds)?,
             probe: name(Tube::Probe)?,
+            events: name(Tube::Events)?,
         })
     }
 
@@ -100,6 +106,7 @@ impl Tubes {
             Tube::Held => &self.held,
             Tube::Holds => &self.holds,
             Tube::Probe => &self.probe,
+            Tube::Events => &self.events,
         }
     }
 
@@ -131,6 +138,11 @@ impl Tubes {
     /// The admin probe.
     pub fn probe(&self) -> &str {
         &self.probe
+    }
+
+    /// Ledger events.
+    pub fn events(&self) -> &str {
+        &self.events
     }
 }
 
@@ -174,6 +186,7 @@ mod tests {
         assert_eq!(t.failed(), "acme.mail-failed");
         assert_eq!(t.held(), "acme.mail-held");
         assert_eq!(t.holds(), "acme.mail-holds");
+        assert_eq!(t.events(), "acme.mail-events");
     }
 
     #[test]

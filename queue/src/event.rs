@@ -1,0 +1,384 @@
+//! Ledger events: what happened to a message, as the tiers saw it.
+//!
+//! The post office and the workers put events into the events tube (`<prefix>-events`,
+//! [`Tube::Events`](crate::Tube::Events)); the ledger writer reserves them, writes them into the
+//! store in batches and only then deletes the jobs. One job carries a [`Batch`] of events (one
+//! line of JSON), so that under load one put carries many messages' events.
+//!
+//! Every event has a unique [`Event::id`]: a batch written twice (a writer killed after its
+//! commit and before its delete) changes nothing the second time.
+//!
+//! The JSON is a stable, documented format (docs/ledger.md): fields are only ever added, and
+//! a reader ignores fields it does not know, so old writers read new events and the other
+//! way round.
+
+use serde::{Deserialize, Serialize};
+
+/// Format version of [`Batch`] written by this build.
+pub const VERSION: u32 = 1;
+
+/// Why an events job cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    #[error("events job is not valid JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("events format version {0} is newer than this build understands")]
+    Version(u32),
+}
+
+/// The body of one job in the events tube.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    pub v: u32,
+    pub events: Vec<Event>,
+}
+
+impl Batch {
+    pub fn new(events: Vec<Event>) -> Batch {
+        Batch { v: VERSION, events }
+    }
+
+    /// The job body.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_else(|_| unreachable!("Batch serializes to JSON"))
+    }
+
+    /// Reads a job body.
+    pub fn decode(body: &[u8]) -> Result<Batch, EventError> {
+        let batch: Batch = serde_json::from_slice(body).map_err(EventError::Json)?;
+        if batch.v > VERSION {
+            return Err(EventError::Version(batch.v));
+        }
+        Ok(batch)
+    }
+}
+
+/// One thing that happened to one message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Unique id (see [`new_event_id`]); the store keeps the first event with an id.
+    pub id: String,
+    /// Unix milliseconds when it happened.
+    pub at: u64,
+    /// The message's queue id (for [`What::Queued`] of a bounce: the bounce's own).
+    pub queue_id: String,
+    #[serde(flatten)]
+    pub what: What,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum What {
+    /// The post office queued the message (or a worker queued a bounce).
+    Queued(Queued),
+    /// A delivery attempt's outcome for one recipient, or an operator's action on it.
+    Recipient(RecipientEvent),
+    /// A worker queued a bounce (delivery status notification) for this message.
+    BounceQueued {
+        /// The bounce's queue id.
+        bounce_queue_id: String,
+        /// The recipients the bounce reports.
+        recipients: Vec<String>,
+    },
+}
+
+/// A message entering the queue, with what the edge knew of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Queued {
+    /// The sending host's fqdn.
+    pub host: String,
+    /// Envelope sender; empty is the null sender.
+    pub sender: String,
+    pub recipients: Vec<String>,
+    /// Bytes of the message.
+    pub size: u64,
+    /// `message` or `bounce`.
+    #[serde(default = "message_kind")]
+    pub message_kind: String,
+    /// The sending mailman's message id (its spool id), when it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge_id: Option<String>,
+    /// The address of the container (or other client) that handed the message to mailman,
+    /// from mailman's `Received:` field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge_client: Option<String>,
+    /// The address the post office saw the post come from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_client: Option<String>,
+    /// The `Message-ID:` header field, without angle brackets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    /// The `Subject:` header field, decoded, cut to 200 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// For a bounce: the queue id of the message it reports on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bounce_of: Option<String>,
+    /// Unix seconds after which the workers give up on the message (its lifetime), when the
+    /// post office knows it; the ledger calls a message stuck some time after that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+    /// `held` when the host was held at intake (the job went to the held tube).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
+}
+
+fn message_kind() -> String {
+    "message".into()
+}
+
+/// What became of one recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecipientEvent {
+    pub recipient: String,
+    pub outcome: Outcome,
+    /// The MX host name tried, when one was reached or chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mx: Option<String>,
+    /// Its address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// Whether the session ran under TLS, when a server was reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<bool>,
+    /// The SMTP reply code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<u16>,
+    /// The enhanced status code (RFC 3463), e.g. `5.1.1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dsn: Option<String>,
+    /// The remote server's reply, or a local explanation (DNS, timeout, operator).
+    #[serde(default)]
+    pub reply: String,
+    /// Which attempt this was (1 = first), for outcomes of attempts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// Who acted, for operator actions (`postoffice requeue` ...): the command and the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+/// The outcome of an attempt or an operator action, for one recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// The recipient's server accepted the message. Final.
+    Sent,
+    /// Temporary failure; it will be tried again.
+    Deferred,
+    /// Refused for good by the recipient's server (or no such domain). Final.
+    Bounced,
+    /// Its lifetime ran out before a server took it. Final.
+    Expired,
+    /// Failed for good without a server's refusal (bad address, policy). Final.
+    Failed,
+    /// Set aside because its host is held.
+    Held,
+    /// Released from hold by an operator.
+    Released,
+    /// Put back in the queue by an operator.
+    Requeued,
+    /// Deleted by an operator. Final.
+    Purged,
+}
+
+impl Outcome {
+    /// Every outcome, in the order of the list above.
+    pub const ALL: [Outcome; 9] = [
+        Outcome::Sent,
+        Outcome::Deferred,
+        Outcome::Bounced,
+        Outcome::Expired,
+        Outcome::Failed,
+        Outcome::Held,
+        Outcome::Released,
+        Outcome::Requeued,
+        Outcome::Purged,
+    ];
+
+    /// Whether nothing more will happen to the recipient after it (unless an operator acts).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Outcome::Sent | Outcome::Bounced | Outcome::Expired | Outcome::Failed | Outcome::Purged
+        )
+    }
+
+    /// The lowercase name used in JSON, the store and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Sent => "sent",
+            Outcome::Deferred => "deferred",
+            Outcome::Bounced => "bounced",
+            Outcome::Expired => "expired",
+            Outcome::Failed => "failed",
+            Outcome::Held => "held",
+            Outcome::Released => "released",
+            Outcome::Requeued => "requeued",
+            Outcome::Purged => "purged",
+        }
+    }
+
+    /// The outcome named `name` (as [`Outcome::as_str`] writes it).
+    pub fn parse(name: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A new event id: 12 hex digits of milliseconds since the epoch, then 20 random hex digits
+/// (80 bits: no two events collide in practice, across every process of a fleet).
+pub fn new_event_id() -> String {
+    use rand::Rng;
+    let millis = now_millis();
+    let random: u128 = rand::thread_rng().gen::<u128>() & ((1u128 << 80) - 1);
+    format!("{millis:012x}{random:020x}")
+}
+
+/// Unix milliseconds, now.
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Event {
+    /// An event that happens now, with a fresh id.
+    pub fn now(queue_id: impl Into<String>, what: What) -> Event {
+        Event {
+            id: new_event_id(),
+            at: now_millis(),
+            queue_id: queue_id.into(),
+            what,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sent(recipient: &str) -> What {
+        What::Recipient(RecipientEvent {
+            recipient: recipient.into(),
+            outcome: Outcome::Sent,
+            mx: Some("mx.example.test".into()),
+            ip: Some("192.0.2.1".into()),
+            tls: Some(true),
+            code: Some(250),
+            dsn: Some("2.0.0".into()),
+            reply: "250 2.0.0 ok".into(),
+            attempt: Some(1),
+            by: None,
+        })
+    }
+
+    #[test]
+    fn batches_round_trip() {
+        let batch = Batch::new(vec![
+            Event::now(
+                "Q1",
+                What::Queued(Queued {
+                    host: "web1.example.test".into(),
+                    sender: "app@example.test".into(),
+                    recipients: vec!["a@example.org".into()],
+                    size: 123,
+                    message_kind: "message".into(),
+                    edge_id: Some("e1".into()),
+                    edge_client: Some("172.17.0.5".into()),
+                    post_client: None,
+                    message_id: Some("x@y".into()),
+                    subject: Some("Hi".into()),
+                    bounce_of: None,
+                    expires_at: Some(10),
+                    held: false,
+                }),
+            ),
+            Event::now("Q1", sent("a@example.org")),
+            Event::now(
+                "Q1",
+                What::BounceQueued {
+                    bounce_queue_id: "Q2".into(),
+                    recipients: vec!["b@example.org".into()],
+                },
+            ),
+        ]);
+        let body = batch.encode();
+        assert_eq!(Batch::decode(&body).unwrap(), batch);
+    }
+
+    /// The documented shape (docs/ledger.md): readers of the tube and of the API rely on it.
+    #[test]
+    fn json_shape_is_stable() {
+        let event = Event {
+            id: "i".into(),
+            at: 5,
+            queue_id: "Q".into(),
+            what: sent("a@b.test"),
+        };
+        assert_eq!(
+            serde_json::to_string(&event).unwrap(),
+            r#"{"id":"i","at":5,"queue_id":"Q","kind":"recipient","recipient":"a@b.test","outcome":"sent","mx":"mx.example.test","ip":"192.0.2.1","tls":true,"code":250,"dsn":"2.0.0","reply":"250 2.0.0 ok","attempt":1}"#
+        );
+        // Unknown fields (a newer writer) are ignored; absent optional ones are None.
+        let newer = br#"{"v":1,"events":[{"id":"i","at":5,"queue_id":"Q","kind":"recipient","recipient":"a@b.test","outcome":"deferred","future":1}]}"#;
+        let batch = Batch::decode(newer).unwrap();
+        match &batch.events[0].what {
+            What::Recipient(r) => {
+                assert_eq!(r.outcome, Outcome::Deferred);
+                assert_eq!(r.reply, "");
+                assert_eq!(r.mx, None);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_bodies_are_errors() {
+        assert!(matches!(Batch::decode(b"{"), Err(EventError::Json(_))));
+        assert!(matches!(
+            Batch::decode(br#"{"v":9,"events":[]}"#),
+            Err(EventError::Version(9))
+        ));
+        assert!(matches!(
+            Batch::decode(br#"{"v":1,"events":[{"id":"i","at":1,"queue_id":"Q","kind":"nope"}]}"#),
+            Err(EventError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn outcomes_name_and_finality() {
+        for o in Outcome::ALL {
+            assert_eq!(Outcome::parse(o.as_str()), Some(o));
+            assert_eq!(serde_json::to_string(&o).unwrap(), format!("\"{o}\""));
+        }
+        let finals: Vec<_> = Outcome::ALL.into_iter().filter(|o| o.is_final()).collect();
+        assert_eq!(
+            finals,
+            [
+                Outcome::Sent,
+                Outcome::Bounced,
+                Outcome::Expired,
+                Outcome::Failed,
+                Outcome::Purged
+            ]
+        );
+        assert_eq!(Outcome::parse("nope"), None);
+    }
+
+    #[test]
+    fn event_ids_are_unique_and_sort_by_time() {
+        let a = new_event_id();
+        let b = new_event_id();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
+        assert!(a[..12] <= b[..12]);
+    }
+}
