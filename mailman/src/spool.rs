@@ -13,8 +13,11 @@
 //! Recycling: creating and deleting an inode per message costs more kernel time than the
 //! fsync on ext4, so a forwarded message's file is renamed to `<id>.free` (small files only, up
 //! to [`FREE_POOL`] of them) and a later message is written over it, then renamed to
-//! `<id>.msg`. A `.free` file is cut to length 0 as it is renamed, so no message outlives its
-//! delivery on disk (the inode is what is reused); `.free` files found at start are cut too.
+//! `<id>.msg`. A `.free` file is overwritten with zeros as it is renamed, so no message
+//! outlives its delivery in it; `.free` files found at start are zeroed too. Zeroed in place,
+//! not truncated: the file keeps its disk blocks, so the next message written over it needs no
+//! block allocation and its `fdatasync` no journal commit. (Truncating to 0 instead made each
+//! fdatasync about three times as long and cost a third of mailman's throughput.)
 //!
 //! Modes: the directory (and `rejected/`) is 0700 and every file 0600; a spool directory or
 //! file found with wider modes at start is narrowed, with a warning.
@@ -125,11 +128,10 @@ impl Spool {
             }
             match path.extension().and_then(|e| e.to_str()) {
                 Some("free") if free.len() < FREE_POOL => {
-                    // Left by an older version or a crash before the cut: drop the contents.
-                    File::options()
-                        .write(true)
-                        .open(&path)
-                        .and_then(|f| f.set_len(0))
+                    // Left by an older version (which kept the bytes) or a crash before the
+                    // scrub: drop the contents.
+                    std::fs::metadata(&path)
+                        .and_then(|m| scrub(&path, m.len()))
                         .map_err(io_err(&path))?;
                     free.push(path)
                 }
@@ -285,10 +287,8 @@ impl Spool {
             // Named after the message it held: unique, never clashes with a pooled file.
             let free = self.path(id, "free");
             std::fs::rename(&path, &free)
-                .and_then(|_| {
-                    // The message is delivered: its bytes must not stay on disk.
-                    File::options().write(true).open(&free)?.set_len(0)
-                })
+                // The message is delivered: its bytes must not stay in the file.
+                .and_then(|_| scrub(&free, len))
                 .map(|_| {
                     if let Ok(mut f) = self.free.lock() {
                         f.push(free);
@@ -317,6 +317,20 @@ impl Spool {
             Err(err) => tracing::error!(%err, path = %path.display(), "cannot move spool file"),
         }
     }
+}
+
+/// Overwrites the file at `path`, `len` bytes long, with zeros, keeping its length and its
+/// blocks (see the module docs for why not a truncate).
+fn scrub(path: &Path, len: u64) -> std::io::Result<()> {
+    const ZEROS: [u8; 16 * 1024] = [0; 16 * 1024];
+    let mut file = File::options().write(true).open(path)?;
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(ZEROS.len() as u64);
+        file.write_all(&ZEROS[..n as usize])?;
+        left -= n;
+    }
+    Ok(())
 }
 
 /// Narrows the mode of `path` to `mode` if it allows more; whether it did. A path mailman may
@@ -477,10 +491,11 @@ mod tests {
         assert_eq!(mode(&dir.path().join("A.msg")), 0o600);
         spool.remove("A");
         assert!(spool.used() < used);
-        // A's file is kept for reuse, emptied, and a message written over it reads back exactly
-        assert_eq!(
-            std::fs::metadata(dir.path().join("A.free")).unwrap().len(),
-            0
+        // A's file is kept for reuse, zeroed, and a message written over it reads back exactly
+        let a_free = std::fs::read(dir.path().join("A.free")).unwrap();
+        assert!(
+            !a_free.is_empty() && a_free.iter().all(|&b| b == 0),
+            "{a_free:?}"
         );
         spool.store(&header("E", 1, 3), &[b"e"]).await.unwrap();
         assert!(!dir.path().join("A.free").exists());
@@ -515,7 +530,9 @@ mod tests {
         assert_eq!(mode(&spool_dir.join("rejected")), 0o700);
         assert_eq!(mode(&old), 0o600);
         assert_eq!(mode(&kept), 0o600);
-        assert_eq!(std::fs::metadata(&old).unwrap().len(), 0);
+        let zeroed = std::fs::read(&old).unwrap();
+        assert_eq!(zeroed.len(), b"an old delivered message".len());
+        assert!(zeroed.iter().all(|&b| b == 0), "{zeroed:?}");
         // a new spool is created private
         let fresh = dir.path().join("fresh/spool");
         let (spool, _) = Spool::open(&fresh, 1 << 20).unwrap();
