@@ -182,7 +182,7 @@ impl Store {
         // The first statement of a write takes SQLite's write lock, so that nothing this
         // transaction reads can change before it commits.
         self.lock(&mut tx).await?;
-        let new_ids = insert_events(&mut tx, &unique).await?;
+        let new_ids = insert_events(self.backend, &mut tx, &unique).await?;
         let new: Vec<&Event> = unique
             .into_iter()
             .filter(|e| new_ids.contains(&e.id))
@@ -194,8 +194,8 @@ impl Store {
         let mut touched: Vec<String> = new.iter().map(|e| e.queue_id.clone()).collect();
         touched.sort();
         touched.dedup();
-        let messages = load_messages(&mut tx, &touched).await?;
-        let recipients = load_recipients(&mut tx, &touched).await?;
+        let messages = load_messages(self.backend, &mut tx, &touched).await?;
+        let recipients = load_recipients(self.backend, &mut tx, &touched).await?;
         let mut apply = Apply::new(messages, recipients);
 
         // Messages stored before without a host that get it now: their earlier events were
@@ -232,9 +232,9 @@ impl Store {
         }
 
         apply.events(&new);
-        upsert_messages(&mut tx, &apply).await?;
-        upsert_recipients(&mut tx, &apply).await?;
-        add_hourly(&mut tx, &apply.hourly).await?;
+        upsert_messages(self.backend, &mut tx, &apply).await?;
+        upsert_recipients(self.backend, &mut tx, &apply).await?;
+        add_hourly(self.backend, &mut tx, &apply.hourly).await?;
         tx.commit().await?;
         Ok(new.len())
     }
@@ -275,8 +275,10 @@ fn connect_url(url: &str) -> Result<(Backend, String), StoreError> {
     Ok((Backend::Sqlite, url))
 }
 
-/// `($1, $2, $3), ($4, $5, $6)` for 2 rows of 3 columns.
-pub(crate) fn placeholders(rows: usize, columns: usize) -> String {
+/// `($1, $2, $3), ($4, $5, $6)` for 2 rows of 3 columns; on SQLite `(?, ?, ?), (?, ?, ?)`
+/// (numbered or named parameters are looked up in a list, one by one, when the statement is
+/// parsed and again when each is bound: quadratic in a statement of thousands).
+pub(crate) fn placeholders(backend: Backend, rows: usize, columns: usize) -> String {
     let mut s = String::with_capacity(rows * columns * 5);
     for r in 0..rows {
         if r > 0 {
@@ -287,18 +289,27 @@ pub(crate) fn placeholders(rows: usize, columns: usize) -> String {
             if c > 0 {
                 s.push_str(", ");
             }
-            s.push('$');
-            s.push_str(&(r * columns + c + 1).to_string());
+            match backend {
+                Backend::Sqlite => s.push('?'),
+                Backend::Postgres => {
+                    s.push('$');
+                    s.push_str(&(r * columns + c + 1).to_string());
+                }
+            }
         }
         s.push(')');
     }
     s
 }
 
-/// `$from, $from+1, ...`: `count` placeholders for an `IN (...)` list.
-pub(crate) fn list(from: usize, count: usize) -> String {
+/// `$from, $from+1, ...`: `count` placeholders for an `IN (...)` list (on SQLite `?, ?...`,
+/// see [`placeholders`]; then the list must hold every parameter of its statement).
+pub(crate) fn list(backend: Backend, from: usize, count: usize) -> String {
     (from..from + count)
-        .map(|i| format!("${i}"))
+        .map(|i| match backend {
+            Backend::Sqlite => "?".to_owned(),
+            Backend::Postgres => format!("${i}"),
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -316,6 +327,7 @@ fn kind_of(what: &What) -> &'static str {
 }
 
 async fn insert_events(
+    backend: Backend,
     tx: &mut Transaction<'_, Any>,
     events: &[&Event],
 ) -> Result<HashSet<String>, StoreError> {
@@ -324,7 +336,7 @@ async fn insert_events(
         let sql = format!(
             "INSERT INTO events ({EVENT_COLUMNS}) VALUES {} ON CONFLICT (id) DO NOTHING \
              RETURNING id",
-            placeholders(chunk.len(), 13)
+            placeholders(backend, chunk.len(), 13)
         );
         let mut q = sqlx::query(&sql).persistent(false);
         for e in chunk {
@@ -357,6 +369,7 @@ async fn insert_events(
 }
 
 async fn load_messages(
+    backend: Backend,
     tx: &mut Transaction<'_, Any>,
     queue_ids: &[String],
 ) -> Result<Vec<Message>, StoreError> {
@@ -364,7 +377,7 @@ async fn load_messages(
     for chunk in queue_ids.chunks(CHUNK) {
         let sql = format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE queue_id IN ({})",
-            list(1, chunk.len())
+            list(backend, 1, chunk.len())
         );
         let mut q = sqlx::query(&sql).persistent(false);
         for id in chunk {
@@ -378,6 +391,7 @@ async fn load_messages(
 }
 
 async fn load_recipients(
+    backend: Backend,
     tx: &mut Transaction<'_, Any>,
     queue_ids: &[String],
 ) -> Result<Vec<(String, Recipient)>, StoreError> {
@@ -385,7 +399,7 @@ async fn load_recipients(
     for chunk in queue_ids.chunks(CHUNK) {
         let sql = format!(
             "SELECT {RECIPIENT_COLUMNS} FROM recipients WHERE queue_id IN ({})",
-            list(1, chunk.len())
+            list(backend, 1, chunk.len())
         );
         let mut q = sqlx::query(&sql).persistent(false);
         for id in chunk {
@@ -398,7 +412,11 @@ async fn load_recipients(
     Ok(out)
 }
 
-async fn upsert_messages(tx: &mut Transaction<'_, Any>, apply: &Apply) -> Result<(), StoreError> {
+async fn upsert_messages(
+    backend: Backend,
+    tx: &mut Transaction<'_, Any>,
+    apply: &Apply,
+) -> Result<(), StoreError> {
     let messages: Vec<&Message> = apply.messages.values().collect();
     for chunk in messages.chunks(CHUNK / 2) {
         let sql = format!(
@@ -411,7 +429,7 @@ async fn upsert_messages(tx: &mut Transaction<'_, Any>, apply: &Apply) -> Result
              queued_at = excluded.queued_at, expires_at = excluded.expires_at, \
              recipients = excluded.recipients, status = excluded.status, \
              last_event_at = excluded.last_event_at, final_at = excluded.final_at",
-            placeholders(chunk.len(), 17)
+            placeholders(backend, chunk.len(), 17)
         );
         let mut q = sqlx::query(&sql).persistent(false);
         for m in chunk {
@@ -439,7 +457,11 @@ async fn upsert_messages(tx: &mut Transaction<'_, Any>, apply: &Apply) -> Result
     Ok(())
 }
 
-async fn upsert_recipients(tx: &mut Transaction<'_, Any>, apply: &Apply) -> Result<(), StoreError> {
+async fn upsert_recipients(
+    backend: Backend,
+    tx: &mut Transaction<'_, Any>,
+    apply: &Apply,
+) -> Result<(), StoreError> {
     let mut rows: Vec<(&str, &Recipient, u64)> = Vec::new();
     for (queue_id, address) in &apply.dirty {
         let recipient = apply
@@ -458,7 +480,7 @@ async fn upsert_recipients(tx: &mut Transaction<'_, Any>, apply: &Apply) -> Resu
              status = excluded.status, attempts = excluded.attempts, code = excluded.code, \
              dsn = excluded.dsn, reply = excluded.reply, mx = excluded.mx, \
              updated_at = excluded.updated_at, is_final = excluded.is_final",
-            placeholders(chunk.len(), 11)
+            placeholders(backend, chunk.len(), 11)
         );
         let mut q = sqlx::query(&sql).persistent(false);
         for (queue_id, r, queued_at) in chunk {
@@ -481,6 +503,7 @@ async fn upsert_recipients(tx: &mut Transaction<'_, Any>, apply: &Apply) -> Resu
 }
 
 async fn add_hourly(
+    backend: Backend,
     tx: &mut Transaction<'_, Any>,
     hourly: &HashMap<(String, u64, String), u64>,
 ) -> Result<(), StoreError> {
@@ -489,7 +512,7 @@ async fn add_hourly(
         let sql = format!(
             "INSERT INTO hourly (host, hour, outcome, count) VALUES {} ON CONFLICT (host, \
              hour, outcome) DO UPDATE SET count = hourly.count + excluded.count",
-            placeholders(chunk.len(), 4)
+            placeholders(backend, chunk.len(), 4)
         );
         let mut q = sqlx::query(&sql).persistent(false);
         for ((host, hour, outcome), count) in chunk {
@@ -579,7 +602,9 @@ mod tests {
 
     #[test]
     fn placeholder_lists() {
-        assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
-        assert_eq!(list(3, 2), "$3, $4");
+        let pg = Backend::Postgres;
+        assert_eq!(placeholders(pg, 2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(list(pg, 3, 2), "$3, $4");
+        assert_eq!(placeholders(Backend::Sqlite, 2, 2), "(?, ?), (?, ?)");
     }
 }
