@@ -95,6 +95,50 @@ pub struct Config {
     pub replay_window: Duration,
     /// Serve HTTPS: `{cert_file, key_file}` (PEM). Reloaded when a file changes or on SIGHUP.
     pub tls: Option<crate::tls::TlsSettings>,
+    /// Where the post office keeps its files (the ledger's SQLite database by default).
+    pub data_dir: PathBuf,
+    /// The delivery ledger: its store, the writer, the admin API (docs/ledger.md).
+    pub ledger: LedgerConfig,
+}
+
+/// The `ledger:` section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    /// The store: `sqlite://PATH` or `postgres://USER:PASSWORD@HOST/DATABASE`. Default:
+    /// `sqlite://<data_dir>/ledger.db`.
+    pub url: Option<String>,
+    /// How long records are kept; older ones are pruned in the background (by the writer).
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// A message without a final outcome for every recipient this long after it was queued
+    /// is stuck (the workers' `max_lifetime`, 5 days by default, plus a margin).
+    #[serde(with = "humantime_serde")]
+    pub stuck_after: Duration,
+    /// Run the ledger writer here (events tube -> store), with the pruner and the stuck
+    /// check. With SQLite exactly one post office runs it; with PostgreSQL any number.
+    pub writer: bool,
+    /// How often the writer's post office counts stuck messages (and prunes, hourly at most).
+    #[serde(with = "humantime_serde")]
+    pub check_interval: Duration,
+    /// Serve the admin API (`/api/v1/...`) on this address; never the intake port.
+    pub api_listen: Option<SocketAddr>,
+    /// A file holding the API's bearer token (or set `HEDWIG_LEDGER_API_TOKEN`).
+    pub api_token_file: Option<PathBuf>,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            url: None,
+            retention: Duration::from_secs(30 * 86_400),
+            stuck_after: Duration::from_secs(5 * 86_400 + 3600),
+            writer: false,
+            check_interval: Duration::from_secs(60),
+            api_listen: None,
+            api_token_file: None,
+        }
+    }
 }
 
 /// Default of [`HostPolicy::rate_per_minute`]: recipients per minute per host.
@@ -169,6 +213,8 @@ impl Default for Config {
             max_bytes_in_flight: ByteSize(512 * 1024 * 1024),
             replay_window: Duration::from_secs(300),
             tls: None,
+            data_dir: PathBuf::from("/var/lib/hedwig/postoffice"),
+            ledger: LedgerConfig::default(),
         }
     }
 }
@@ -192,6 +238,8 @@ pub struct Settings {
     pub servers: Vec<String>,
     /// The tube names, from `tube_prefix` (or the old `tube`).
     pub tubes: Tubes,
+    /// The ledger's checked settings.
+    pub ledger: crate::ledger::LedgerSettings,
 }
 
 impl Config {
@@ -298,12 +346,16 @@ impl Config {
                 problems.push(format!("tls: {e}"));
             }
         }
-        match tubes {
-            Some(tubes) if problems.is_empty() => Ok(Settings {
+        let ledger = crate::ledger::LedgerSettings::check(self)
+            .map_err(|e| problems.extend(e))
+            .ok();
+        match (tubes, ledger) {
+            (Some(tubes), Some(ledger)) if problems.is_empty() => Ok(Settings {
                 config,
                 secrets: Secrets(secrets),
                 servers,
                 tubes,
+                ledger,
             }),
             _ => Err(problems),
         }

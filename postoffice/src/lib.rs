@@ -15,6 +15,8 @@
 //! - [`queue`]: the beanstalkd servers: choice by sending host, failover, start-up check.
 //!   The queue schema (tube names, job format, hold list, failed-tube scan) is the
 //!   `hedwig-queue` crate's.
+//! - [`ledger`]: the delivery ledger here: its settings, the writer with the pruner and the
+//!   stuck check (`ledger.writer`), the admin API (`ledger.api_listen`), `trace` and `stuck`.
 //! - [`admin`]: the queue administration subcommands (`stats`, `failed`, `requeue`, `show`,
 //!   `purge`, `hold`, `release`).
 //!
@@ -29,6 +31,7 @@ pub mod dedupe;
 pub mod error;
 pub mod from_policy;
 pub mod intake;
+pub mod ledger;
 pub mod metrics;
 pub mod policy;
 pub mod queue;
@@ -72,8 +75,10 @@ pub async fn serve(
         secrets,
         servers,
         tubes,
+        ledger,
     } = settings;
     let state = Arc::new(state::AppState::new(config, secrets, tubes.clone(), queue));
+    start_ledger(&ledger, &state, &servers, &tubes, &shutdown).await?;
     let addr = listener.local_addr()?;
     tracing::info!(
         listen = %addr, tls = state.config.tls.is_some(), beanstalkd = %servers.join(","), tube_prefix = %tubes,
@@ -119,5 +124,50 @@ pub async fn serve(
         }
     }
     tracing::info!("postoffice stopped");
+    Ok(())
+}
+
+/// Starts what `ledger:` asks for: the writer (with pruner and stuck check) and the admin
+/// API on its own listener. Neither waits for the store: a store that is down is opened
+/// later, and intake never depends on it.
+async fn start_ledger(
+    settings: &ledger::LedgerSettings,
+    state: &Arc<state::AppState>,
+    servers: &[String],
+    tubes: &hedwig_queue::Tubes,
+    shutdown: &CancellationToken,
+) -> Result<(), StartError> {
+    if !settings.writer && settings.api_listen.is_none() {
+        return Ok(());
+    }
+    let handle = Arc::new(ledger::StoreHandle::new(settings.url.clone()));
+    if settings.writer {
+        tokio::spawn(ledger::run_writer(
+            settings.clone(),
+            handle.clone(),
+            servers.to_vec(),
+            tubes.clone(),
+            state.metrics.ledger.clone(),
+            shutdown.clone(),
+        ));
+    }
+    if let (Some(addr), Some(token)) = (settings.api_listen, settings.token.as_deref()) {
+        let listener = TcpListener::bind(addr).await?;
+        let api = ledger::api::router(Arc::new(ledger::api::ApiState::new(
+            handle,
+            settings.stuck_after,
+            token,
+        )));
+        tracing::info!(listen = %listener.local_addr()?, "ledger API started");
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, api)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "ledger API stopped");
+            }
+        });
+    }
     Ok(())
 }

@@ -84,6 +84,16 @@ enum Command {
         #[command(flatten)]
         args: admin::hold::ReleaseArgs,
     },
+    /// A message's whole history from the ledger, by queue id, Message-ID or recipient.
+    Trace {
+        #[command(flatten)]
+        args: postoffice::ledger::cli::TraceArgs,
+    },
+    /// Messages without a final outcome long after they were queued (from the ledger).
+    Stuck {
+        #[command(flatten)]
+        args: postoffice::ledger::cli::StuckArgs,
+    },
 }
 
 #[derive(clap::Args)]
@@ -209,7 +219,65 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", report.render(args.json));
             Ok(problems(&report.problems))
         }
+        Command::Trace { args } => {
+            use postoffice::ledger::cli;
+            let store = ledger_store(&config).await?;
+            let timelines = cli::trace(&store, &args.what)
+                .await
+                .context("cannot read the ledger")?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&timelines)?);
+            } else if timelines.is_empty() {
+                eprintln!("postoffice: the ledger has no message for {:?}", args.what);
+            } else {
+                print!("{}", cli::render_timelines(&timelines));
+            }
+            Ok(outcome(!timelines.is_empty()))
+        }
+        Command::Stuck { args } => {
+            use postoffice::ledger::{cli, now_ms};
+            let settings = postoffice::ledger::LedgerSettings::check(&config)
+                .map_err(|p| anyhow::anyhow!("configuration:\n{}", p.join("\n")))?;
+            let store = ledger_store(&config).await?;
+            let now = now_ms();
+            let count = store
+                .stuck_count(now, settings.stuck_after)
+                .await
+                .context("cannot read the ledger")?;
+            let messages = store
+                .stuck(now, settings.stuck_after, args.limit)
+                .await
+                .context("cannot read the ledger")?;
+            if args.json {
+                let body = serde_json::json!({
+                    "count": count,
+                    "stuck_after_ms": settings.stuck_after.as_millis() as u64,
+                    "messages": messages,
+                });
+                println!("{}", serde_json::to_string_pretty(&body)?);
+            } else {
+                print!(
+                    "{}",
+                    cli::render_stuck(count, &messages, settings.stuck_after)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// The ledger store the config names (opened read-write: it is migrated if new).
+async fn ledger_store(config: &postoffice::Config) -> anyhow::Result<hedwig_ledger::Store> {
+    let settings = postoffice::ledger::LedgerSettings::check(config)
+        .map_err(|p| anyhow::anyhow!("configuration:\n{}", p.join("\n")))?;
+    hedwig_ledger::Store::open(&settings.url)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the ledger store {}",
+                postoffice::ledger::redact(&settings.url)
+            )
+        })
 }
 
 fn target(

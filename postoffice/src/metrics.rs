@@ -52,11 +52,14 @@ pub struct Metrics {
     pub duplicates: Family<HostLabel, Counter>,
     pub queue_seconds: Histogram,
     pub connections: ConnectionMetrics,
+    /// The ledger's (prefix `hedwig_ledger`).
+    pub ledger: crate::ledger::LedgerMetrics,
 }
 
 impl Metrics {
     /// Creates the metrics and registers them (prefix `hedwig_postoffice`) in `registry`.
     pub fn register(registry: &mut Registry) -> Metrics {
+        let ledger = crate::ledger::LedgerMetrics::register(registry);
         let registry = registry.sub_registry_with_prefix("hedwig_postoffice");
         let requests = Family::<StatusLabel, Counter>::default();
         let messages = Family::<HostLabel, Counter>::default();
@@ -100,6 +103,7 @@ impl Metrics {
             connections.open.clone(),
         );
         Metrics {
+            ledger,
             connections,
             requests,
             messages,

@@ -2,7 +2,7 @@
 //! temporary directory so that a restart keeps the queued jobs.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,8 +32,18 @@ impl Beanstalkd {
 
     /// Starts beanstalkd with `-z max_job_size`.
     pub fn start_with_max_job_size(max_job_size: usize) -> Self {
+        Self::start_on_with_max_job_size(Ipv4Addr::LOCALHOST, max_job_size)
+    }
+
+    /// Starts beanstalkd on a free port of `ip` (a 127.0.0.0/8 address), like [`start`](Self::start).
+    pub fn start_on(ip: Ipv4Addr) -> Self {
+        Self::start_on_with_max_job_size(ip, 30 * 1024 * 1024)
+    }
+
+    /// Starts beanstalkd on a free port of `ip` with `-z max_job_size`.
+    pub fn start_on_with_max_job_size(ip: Ipv4Addr, max_job_size: usize) -> Self {
         let binlog = tempfile::tempdir().expect("binlog tempdir");
-        let addr = crate::net::free_addr();
+        let addr = SocketAddr::from((ip, crate::net::free_port(ip)));
         let mut server = Beanstalkd {
             addr,
             max_job_size,
@@ -45,7 +55,7 @@ impl Beanstalkd {
         server
     }
 
-    /// The server's address (127.0.0.1:port).
+    /// The server's address (ip:port).
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -91,7 +101,11 @@ impl Beanstalkd {
         let first_start = self.child.is_none() && !self.started_once;
         for attempt in 0..10 {
             if first_start && attempt > 0 {
-                self.addr = crate::net::free_addr();
+                let ip = match self.addr.ip() {
+                    IpAddr::V4(ip) => ip,
+                    IpAddr::V6(_) => Ipv4Addr::LOCALHOST,
+                };
+                self.addr = SocketAddr::from((ip, crate::net::free_port(ip)));
             }
             let mut child = Command::new(binary())
                 .arg("-l")

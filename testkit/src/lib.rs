@@ -9,14 +9,17 @@
 //! | [`dns`] | an authoritative DNS server (UDP + TCP) answering from an in-memory [`Zone`] (switchable at runtime, or silenced), plus a hickory resolver pointed at it |
 //! | [`smtp`] | a scriptable SMTP receiver: extensions, replies per phase and recipient, drops and stalls, STARTTLS, runtime faults (random 451/421, cuts mid-DATA, pause/resume); it records what it accepted |
 //! | [`tls`] | a self-signed certificate made at start (rcgen), for the SMTP receiver's STARTTLS |
+//! | [`postgres`] | a PostgreSQL server (`initdb` in a temp dir, run as the `postgres` user under root) on a free loopback port, with one database |
 //! | [`net`] | free loopback ports |
 
 pub mod beanstalkd;
 pub mod dns;
 pub mod net;
+pub mod postgres;
 pub mod smtp;
 pub mod tls;
 
 pub use beanstalkd::Beanstalkd;
 pub use dns::{DnsServer, Zone};
+pub use postgres::Postgres;
 pub use smtp::{Behaviour, Extension, FaultCounts, Faults, Phase, Received, SmtpReceiver};

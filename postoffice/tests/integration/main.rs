@@ -18,6 +18,7 @@ mod from_policy;
 mod hold_release;
 mod intake;
 mod key_file_modes;
+mod ledger;
 mod lockout;
 mod queue_outage;
 mod rate_counts_recipients;

@@ -3,5 +3,6 @@
 //! `cargo test -p testkit --test integration dns::`.
 
 mod dns;
+mod postgres;
 mod smtp_raw;
 mod smtp_swaks;

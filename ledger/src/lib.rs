@@ -1,0 +1,35 @@
+//! The delivery ledger: every message's events on record, searchable, and a check that
+//! nothing is left without an end (issue 13, docs/ledger.md).
+//!
+//! The post office and the workers put [`hedwig_queue::event`] batches into the events tube;
+//! the [`writer`] moves them into a [`Store`] (SQLite by default, PostgreSQL for a fleet:
+//! one schema, the same queries); the admin API, `postoffice trace` and `postoffice stuck`
+//! read it.
+//!
+//! # Layout
+//!
+//! - [`store`]: [`Store`]: open by URL (schema migrated at open), write a batch of events in
+//!   one transaction, idempotent by event id.
+//! - `apply`: the rules that derive messages, recipients and hourly counts from events, in
+//!   any order (no I/O).
+//! - `query`: search (filters, cursor pagination), timeline, hourly counts, stuck messages,
+//!   pruning (methods of [`Store`]).
+//! - [`model`]: what the store answers and is asked ([`Message`], [`Timeline`], [`Filter`]...).
+//! - [`schema`]: the tables, one list of statements per version.
+//! - [`writer`]: events tube -> store, with batching, backoff and no loss.
+//! - [`error`]: the one error type, [`StoreError`].
+//!
+//! Not here: emitting events (post office, worker), the HTTP API and the CLI (post office).
+
+mod apply;
+pub mod error;
+pub mod model;
+mod query;
+pub mod schema;
+pub mod store;
+pub mod writer;
+
+pub use error::StoreError;
+pub use model::{Cursor, Filter, HourlyCount, Message, MessageStatus, Page, Recipient, Timeline};
+pub use store::{Backend, Options, Store};
+pub use writer::{WriterConfig, WriterStats};

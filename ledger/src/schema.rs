@@ -1,0 +1,85 @@
+//! The schema, one list of statements per version, run by [`crate::Store::open`] in one
+//! transaction when the database is older than this build (`schema_version` holds the
+//! version). The same SQL runs on SQLite and PostgreSQL: every integer is `BIGINT`, every
+//! time Unix milliseconds, flags are 0/1, JSON is `TEXT`.
+//!
+//! Not here: the queries (`store`, `query`).
+
+/// The newest schema version this build writes.
+pub const VERSION: i64 = 1;
+
+/// `schema_version`: one row, the version the database is at.
+pub(crate) const VERSION_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)";
+
+/// The statements that take the database from version `i` to `i + 1`, at index `i`.
+pub(crate) const MIGRATIONS: &[&[&str]] = &[V1];
+
+const V1: &[&str] = &[
+    // Every event as it came, the first with each id.
+    "CREATE TABLE events (
+        id TEXT PRIMARY KEY,
+        queue_id TEXT NOT NULL,
+        at BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        recipient TEXT,
+        outcome TEXT,
+        mx TEXT,
+        ip TEXT,
+        tls BIGINT,
+        code BIGINT,
+        dsn TEXT,
+        reply TEXT,
+        detail TEXT NOT NULL
+    )",
+    "CREATE INDEX events_queue_at ON events (queue_id, at)",
+    // One row per message, derived from its events.
+    "CREATE TABLE messages (
+        queue_id TEXT PRIMARY KEY,
+        host TEXT,
+        sender TEXT,
+        message_id TEXT,
+        subject TEXT,
+        size BIGINT,
+        edge_id TEXT,
+        edge_client TEXT,
+        post_client TEXT,
+        kind TEXT NOT NULL,
+        bounce_of TEXT,
+        queued_at BIGINT NOT NULL,
+        expires_at BIGINT,
+        recipients BIGINT NOT NULL,
+        status TEXT NOT NULL,
+        last_event_at BIGINT NOT NULL,
+        final_at BIGINT
+    )",
+    "CREATE INDEX messages_queued ON messages (queued_at, queue_id)",
+    "CREATE INDEX messages_host ON messages (host, queued_at, queue_id)",
+    "CREATE INDEX messages_sender ON messages (sender, queued_at, queue_id)",
+    "CREATE INDEX messages_message_id ON messages (message_id)",
+    "CREATE INDEX messages_open ON messages (queued_at) WHERE final_at IS NULL",
+    // One row per recipient of a message; queued_at is the message's (the search order).
+    "CREATE TABLE recipients (
+        queue_id TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        queued_at BIGINT NOT NULL,
+        status TEXT NOT NULL,
+        attempts BIGINT NOT NULL,
+        code BIGINT,
+        dsn TEXT,
+        reply TEXT,
+        mx TEXT,
+        updated_at BIGINT NOT NULL,
+        is_final BIGINT NOT NULL,
+        PRIMARY KEY (queue_id, recipient)
+    )",
+    "CREATE INDEX recipients_recipient ON recipients (recipient, queued_at, queue_id)",
+    // Per sending host, per hour, per outcome (`queued` for queued messages).
+    "CREATE TABLE hourly (
+        host TEXT NOT NULL,
+        hour BIGINT NOT NULL,
+        outcome TEXT NOT NULL,
+        count BIGINT NOT NULL,
+        PRIMARY KEY (host, hour, outcome)
+    )",
+];

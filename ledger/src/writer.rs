@@ -1,0 +1,289 @@
+//! The ledger writer: moves events from the events tube of every beanstalkd server into the
+//! store.
+//!
+//! One task per server watches `<prefix>-events`, reserves jobs until it holds
+//! [`WriterConfig::max_events`] events or [`WriterConfig::max_wait`] has passed since the
+//! first, writes all their events with one [`Store::write`] (one transaction) and only then
+//! deletes the jobs. So:
+//!
+//! - a writer killed after the commit and before the deletes leaves the jobs to be reserved
+//!   again (by it after a restart, or by beanstalkd's time-to-run); the store ignores events
+//!   it has, so nothing is duplicated;
+//! - when the store fails (down, disk full, read-only), the jobs are released with a delay and
+//!   the writer backs off (doubling up to [`WriterConfig::max_backoff`]) and tries again by
+//!   itself: nothing is lost, and the failure is logged once, with one line again when the
+//!   store is back;
+//! - a job whose body is not an events batch is buried (with a log line), for an operator to
+//!   look at (`peek-buried`), and never blocks the others.
+//!
+//! Not here: what the events mean (`apply`), who puts them (the post office and workers).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use beanstalk::{Client, Job};
+use hedwig_queue::event::{Batch, Event};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::Store;
+
+/// Priority for burying and releasing events jobs.
+const PRIORITY: u32 = 1024;
+
+/// The writer's settings.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// beanstalkd servers (`host:port`); one task each.
+    pub servers: Vec<String>,
+    /// The events tube (`Tubes::events()`).
+    pub tube: String,
+    /// Most events written in one transaction.
+    pub max_events: usize,
+    /// Longest time a batch gathers after its first job.
+    pub max_wait: Duration,
+    /// First delay after a store failure (the jobs' release delay and the wait before the
+    /// next try); doubles on each failure in a row.
+    pub backoff: Duration,
+    /// Cap of the doubling backoff.
+    pub max_backoff: Duration,
+    /// Test hook: after a commit, notify this and stop before deleting the jobs (as a writer
+    /// killed at the worst moment does). `None` in production.
+    #[doc(hidden)]
+    pub stall_after_commit: Option<Arc<Notify>>,
+}
+
+impl WriterConfig {
+    /// Defaults for `servers` and `tube`: batches of up to 1,000 events or 200 ms, backoff
+    /// from 1 s to 60 s.
+    pub fn new(servers: Vec<String>, tube: impl Into<String>) -> WriterConfig {
+        WriterConfig {
+            servers,
+            tube: tube.into(),
+            max_events: 1000,
+            max_wait: Duration::from_millis(200),
+            backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+            stall_after_commit: None,
+        }
+    }
+}
+
+/// What the writer did, for metrics. Shared by all its tasks.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Events the store took as new.
+    pub events_written: AtomicU64,
+    /// Events the store already had (written again after a crash or a redelivery).
+    pub events_duplicate: AtomicU64,
+    /// Transactions committed.
+    pub batches: AtomicU64,
+    /// Store failures (each one a batch released for later).
+    pub store_errors: AtomicU64,
+    /// Jobs buried because their body was not an events batch.
+    pub jobs_buried: AtomicU64,
+    /// Whether the store is failing now.
+    pub store_down: AtomicBool,
+}
+
+/// Runs the writer until `shutdown`: one task per server. Jobs reserved at shutdown go back
+/// to beanstalkd when the connection closes.
+pub async fn run(
+    store: Store,
+    config: WriterConfig,
+    stats: Arc<WriterStats>,
+    shutdown: CancellationToken,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for server in config.servers.clone() {
+        tasks.spawn(serve(
+            store.clone(),
+            config.clone(),
+            server,
+            stats.clone(),
+            shutdown.clone(),
+        ));
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Sleeps `d`; false when `shutdown` came first.
+async fn pause(d: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        _ = shutdown.cancelled() => false,
+    }
+}
+
+/// The loop of one server.
+async fn serve(
+    store: Store,
+    config: WriterConfig,
+    server: String,
+    stats: Arc<WriterStats>,
+    shutdown: CancellationToken,
+) {
+    let mut client: Option<Client> = None;
+    let mut queue_down = false;
+    let mut backoff = config.backoff;
+    while !shutdown.is_cancelled() {
+        let c = match client.as_mut() {
+            Some(c) => c,
+            None => match connect(&server, &config.tube).await {
+                Ok(c) => {
+                    if queue_down {
+                        tracing::info!(server, "ledger writer: beanstalkd reachable again");
+                        queue_down = false;
+                    }
+                    client.insert(c)
+                }
+                Err(e) => {
+                    if !queue_down {
+                        tracing::warn!(server, error = %e, "ledger writer: cannot reach beanstalkd; retrying");
+                        queue_down = true;
+                    }
+                    if !pause(Duration::from_secs(1), &shutdown).await {
+                        break;
+                    }
+                    continue;
+                }
+            },
+        };
+        let jobs = tokio::select! {
+            jobs = gather(c, &config, &shutdown) => jobs,
+            _ = shutdown.cancelled() => break,
+        };
+        let jobs = match jobs {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                if !queue_down {
+                    tracing::warn!(server, error = %e, "ledger writer: beanstalkd failed; retrying");
+                    queue_down = true;
+                }
+                client = None;
+                if !pause(Duration::from_secs(1), &shutdown).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        queue_down = false;
+        if jobs.is_empty() {
+            continue;
+        }
+        let mut ids = Vec::with_capacity(jobs.len());
+        let mut events: Vec<Event> = Vec::new();
+        for job in jobs {
+            match Batch::decode(&job.body) {
+                Ok(batch) => {
+                    ids.push(job.id);
+                    events.extend(batch.events);
+                }
+                Err(e) => {
+                    tracing::error!(server, job = job.id, error = %e, "ledger writer: burying an events job that cannot be read");
+                    stats.jobs_buried.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = c.bury(job.id, PRIORITY).await {
+                        tracing::warn!(server, job = job.id, error = %e, "ledger writer: cannot bury job");
+                    }
+                }
+            }
+        }
+        match store.write(&events).await {
+            Ok(new) => {
+                backoff = config.backoff;
+                stats.batches.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .events_written
+                    .fetch_add(new as u64, Ordering::Relaxed);
+                stats.events_duplicate.fetch_add(
+                    (events.len() - new.min(events.len())) as u64,
+                    Ordering::Relaxed,
+                );
+                if stats.store_down.swap(false, Ordering::Relaxed) {
+                    tracing::info!(
+                        "ledger writer: store available again; writing the events that waited"
+                    );
+                }
+                if let Some(stall) = &config.stall_after_commit {
+                    stall.notify_one();
+                    std::future::pending::<()>().await;
+                }
+                for id in ids {
+                    // A failed delete leaves the job to come back after its time-to-run:
+                    // written again, it changes nothing.
+                    if let Err(e) = c.delete(id).await {
+                        tracing::warn!(server, job = id, error = %e, "ledger writer: cannot delete a written job");
+                    }
+                }
+            }
+            Err(e) => {
+                stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                if !stats.store_down.swap(true, Ordering::Relaxed) {
+                    tracing::error!(error = %e, "ledger writer: cannot write to the ledger store; events wait in beanstalkd and are retried with backoff");
+                }
+                for id in ids {
+                    let _ = c.release(id, PRIORITY, backoff).await;
+                }
+                if !pause(backoff, &shutdown).await {
+                    break;
+                }
+                backoff = (backoff * 2).min(config.max_backoff);
+            }
+        }
+    }
+}
+
+async fn connect(server: &str, tube: &str) -> beanstalk::Result<Client> {
+    let mut c = Client::connect(server).await?;
+    c.watch(tube).await?;
+    c.ignore("default").await?;
+    Ok(c)
+}
+
+/// Reserves jobs for one batch: waits up to a second for the first, then takes what becomes
+/// ready until `max_events` events or `max_wait` (polling every 10 ms).
+async fn gather(
+    c: &mut Client,
+    config: &WriterConfig,
+    shutdown: &CancellationToken,
+) -> beanstalk::Result<Vec<Job>> {
+    let mut jobs = Vec::new();
+    match c.reserve_with_timeout(Duration::from_secs(1)).await {
+        Ok(job) => jobs.push(job),
+        Err(beanstalk::Error::TimedOut) | Err(beanstalk::Error::DeadlineSoon) => return Ok(jobs),
+        Err(e) => return Err(e),
+    }
+    let started = Instant::now();
+    // Counting events needs the body; a cheap upper bound is enough: one JSON event is
+    // at least 60 bytes, and a batch carries at least one.
+    let mut events = estimate(&jobs[0]);
+    while events < config.max_events {
+        match c.reserve_with_timeout(Duration::ZERO).await {
+            Ok(job) => {
+                events += estimate(&job);
+                jobs.push(job);
+            }
+            Err(beanstalk::Error::TimedOut) => {
+                let left = config.max_wait.saturating_sub(started.elapsed());
+                if left.is_zero() || !pause(left.min(Duration::from_millis(10)), shutdown).await {
+                    break;
+                }
+            }
+            Err(beanstalk::Error::DeadlineSoon) => break,
+            // The jobs held so far go back to the ready queue with the connection.
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(jobs)
+}
+
+/// Events in a job, counted from its body (`"kind":` appears once per event).
+fn estimate(job: &Job) -> usize {
+    let needle = b"\"kind\":";
+    job.body
+        .windows(needle.len())
+        .filter(|w| *w == needle)
+        .count()
+        .max(1)
+}

@@ -1,0 +1,11 @@
+//! Integration tests of the ledger against real stores (SQLite files and a PostgreSQL server
+//! from the testkit) and a real beanstalkd, gathered in one test binary. Run one module with
+//! e.g. `cargo test -p hedwig-ledger --test integration writer::`.
+//!
+//! Addresses: 127.0.130.0/24 only.
+
+mod common;
+mod open;
+mod queries;
+mod writer;
+mod writes;

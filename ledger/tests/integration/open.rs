@@ -1,0 +1,64 @@
+//! Opening a store: the schema is made once and found again; a newer schema is refused.
+
+use std::net::Ipv4Addr;
+
+use hedwig_ledger::{schema, Store, StoreError};
+use sqlx::Executor;
+
+use crate::common::{queued, Stores};
+
+#[tokio::test]
+async fn opens_migrates_once_and_reopens_with_its_data() {
+    let stores = Stores::start(Ipv4Addr::new(127, 0, 130, 10)).await;
+    // The SQLite file was made, with its directory.
+    assert!(stores.dir.path().join("sub/ledger.db").exists());
+    for (url, store) in [
+        (stores.sqlite_url.clone(), &stores.sqlite),
+        (stores.pg.url(), &stores.postgres),
+    ] {
+        assert_eq!(store.schema_version().await.unwrap(), schema::VERSION);
+        store
+            .write(&[queued("Q1", 1_000, "web1", "a@x.test", &["b@y.test"])])
+            .await
+            .unwrap();
+        store.close().await;
+
+        let again = Store::open(&url).await.expect("reopen");
+        assert_eq!(
+            again.schema_version().await.unwrap(),
+            schema::VERSION,
+            "{url}"
+        );
+        assert!(again.timeline("Q1").await.unwrap().is_some(), "{url}");
+        assert_eq!(again.event_count().await.unwrap(), 1);
+
+        // A database migrated by a newer build is not touched.
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+        pool.execute("UPDATE schema_version SET version = 99")
+            .await
+            .unwrap();
+        pool.close().await;
+        match Store::open(&url).await {
+            Err(StoreError::Schema { found: 99, known }) => assert_eq!(known, schema::VERSION),
+            other => panic!("{url}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_urls_and_unreachable_servers() {
+    assert!(matches!(
+        Store::open("mysql://x/y").await,
+        Err(StoreError::Url(_))
+    ));
+    // A port nothing listens on: unavailable, not a panic or a hang.
+    let port = hedwig_testkit::net::free_port(Ipv4Addr::new(127, 0, 130, 11));
+    let url = format!("postgres://hedwig@127.0.130.11:{port}/hedwig");
+    let options = hedwig_ledger::Options {
+        acquire_timeout: std::time::Duration::from_secs(2),
+        ..Default::default()
+    };
+    let err = Store::open_with(&url, options).await.unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+}

@@ -1,0 +1,250 @@
+//! The writer with a real beanstalkd: events reach the store, a writer stopped between its
+//! commit and its deletes duplicates nothing, a store outage loses nothing, bad jobs are
+//! buried.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use beanstalk::Client;
+use hedwig_ledger::writer::{self, WriterConfig, WriterStats};
+use hedwig_ledger::Store;
+use hedwig_queue::event::{Batch, Outcome};
+use hedwig_testkit::Beanstalkd;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::common::{eventually, outcome, queued, Stores};
+
+const TUBE: &str = "ledgertest-events";
+const T0: u64 = 1_800_000_000_000;
+
+/// Puts `n` jobs, each a batch of a message's `queued` and `sent` events; returns the number
+/// of events.
+async fn put_batches(server: &str, first: usize, n: usize) -> u64 {
+    let mut c = Client::connect(server).await.unwrap();
+    c.use_tube(TUBE).await.unwrap();
+    for i in first..first + n {
+        let id = format!("M{i}");
+        let at = T0 + i as u64;
+        let batch = Batch::new(vec![
+            queued(&id, at, "web1", "a@b.test", &["c@d.test"]),
+            outcome(&id, at + 1, "c@d.test", Outcome::Sent, 1),
+        ]);
+        c.put(
+            &batch.encode(),
+            1024,
+            Duration::ZERO,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    }
+    2 * n as u64
+}
+
+/// Jobs in the tube: (ready + delayed + reserved, buried).
+async fn jobs(server: &str) -> (u64, u64) {
+    let mut c = Client::connect(server).await.unwrap();
+    match c.stats_tube(TUBE).await {
+        Ok(s) => (
+            s.current_jobs_ready().unwrap_or(0)
+                + s.current_jobs_delayed().unwrap_or(0)
+                + s.current_jobs_reserved().unwrap_or(0),
+            s.current_jobs_buried().unwrap_or(0),
+        ),
+        Err(_) => (0, 0),
+    }
+}
+
+fn config(servers: Vec<String>) -> WriterConfig {
+    let mut config = WriterConfig::new(servers, TUBE);
+    config.max_events = 50;
+    config.max_wait = Duration::from_millis(50);
+    config.backoff = Duration::from_millis(200);
+    config.max_backoff = Duration::from_millis(500);
+    config
+}
+
+fn start(
+    store: &Store,
+    config: WriterConfig,
+) -> (
+    Arc<WriterStats>,
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
+    let stats = Arc::new(WriterStats::default());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(writer::run(
+        store.clone(),
+        config,
+        stats.clone(),
+        shutdown.clone(),
+    ));
+    (stats, shutdown, task)
+}
+
+async fn count(store: &Store) -> u64 {
+    store.event_count().await.unwrap_or(0)
+}
+
+#[tokio::test]
+async fn events_from_two_servers_reach_the_store_and_bad_jobs_are_buried() {
+    let stores = Stores::start(Ipv4Addr::new(127, 0, 130, 20)).await;
+    let b1 = Beanstalkd::start_on(Ipv4Addr::new(127, 0, 130, 21));
+    let b2 = Beanstalkd::start_on(Ipv4Addr::new(127, 0, 130, 22));
+    for (name, store) in stores.each() {
+        let offset = if name == "sqlite" { 0 } else { 1000 };
+        let mut total = put_batches(&b1.url(), offset, 120).await;
+        total += put_batches(&b2.url(), offset + 500, 80).await;
+        let mut c = Client::connect(b1.url()).await.unwrap();
+        c.use_tube(TUBE).await.unwrap();
+        c.put(b"not json", 1024, Duration::ZERO, Duration::from_secs(60))
+            .await
+            .unwrap();
+
+        let (stats, shutdown, task) = start(store, config(vec![b1.url(), b2.url()]));
+        assert!(
+            eventually(Duration::from_secs(30), || async {
+                count(store).await == total
+            })
+            .await,
+            "{name}: {} of {total} events",
+            count(store).await
+        );
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                jobs(&b1.url()).await == (0, 1) && jobs(&b2.url()).await == (0, 0)
+            })
+            .await,
+            "{name}: jobs left {:?} {:?}",
+            jobs(&b1.url()).await,
+            jobs(&b2.url()).await
+        );
+        assert_eq!(stats.jobs_buried.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.events_written.load(Ordering::Relaxed), total);
+        let t = store
+            .timeline(&format!("M{}", offset + 500))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{name}"));
+        assert_eq!(t.message.status, hedwig_ledger::MessageStatus::Sent);
+        shutdown.cancel();
+        task.await.unwrap();
+        // Clear the buried job for the next store's round.
+        let mut c = Client::connect(b1.url()).await.unwrap();
+        c.use_tube(TUBE).await.unwrap();
+        let job = c.peek_buried().await.unwrap();
+        c.delete(job.id).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_writer_stopped_after_its_commit_duplicates_nothing() {
+    let stores = Stores::start(Ipv4Addr::new(127, 0, 130, 23)).await;
+    let b = Beanstalkd::start_on(Ipv4Addr::new(127, 0, 130, 24));
+    for (name, store) in stores.each() {
+        let offset = if name == "sqlite" { 0 } else { 1000 };
+        let total = put_batches(&b.url(), offset, 10).await;
+        let stall = Arc::new(Notify::new());
+        let mut stalled = config(vec![b.url()]);
+        stalled.stall_after_commit = Some(stall.clone());
+        let (_, _, task) = start(store, stalled);
+        tokio::time::timeout(Duration::from_secs(30), stall.notified())
+            .await
+            .expect("the writer committed a batch");
+        let written = count(store).await;
+        assert!(written > 0 && written <= total, "{name}: {written}");
+        // Killed between the commit and the deletes: its jobs come back.
+        task.abort();
+        let _ = task.await;
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                jobs(&b.url()).await.0 == 10
+            })
+            .await,
+            "{name}: {:?}",
+            jobs(&b.url()).await
+        );
+        let hourly_before = store.hourly("web1", 0, u64::MAX / 2).await.unwrap();
+
+        // A new writer writes them all again: the committed ones change nothing.
+        let (stats, shutdown, task) = start(store, config(vec![b.url()]));
+        assert!(
+            eventually(Duration::from_secs(30), || async {
+                jobs(&b.url()).await.0 == 0
+            })
+            .await,
+            "{name}"
+        );
+        assert_eq!(count(store).await, total, "{name}");
+        assert_eq!(
+            stats.events_duplicate.load(Ordering::Relaxed),
+            written,
+            "{name}"
+        );
+        let hourly = store.hourly("web1", 0, u64::MAX / 2).await.unwrap();
+        let sum = |h: &[hedwig_ledger::HourlyCount], o: &str| -> u64 {
+            h.iter().filter(|c| c.outcome == o).map(|c| c.count).sum()
+        };
+        assert_eq!(
+            sum(&hourly, "sent"),
+            total / 2,
+            "{name}: each message sent once"
+        );
+        assert_eq!(sum(&hourly, "queued"), total / 2);
+        assert!(sum(&hourly, "sent") >= sum(&hourly_before, "sent"));
+        shutdown.cancel();
+        task.await.unwrap();
+        store.prune(u64::MAX / 2, 1000).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_store_outage_loses_nothing() {
+    let mut stores = Stores::start(Ipv4Addr::new(127, 0, 130, 25)).await;
+    let b = Beanstalkd::start_on(Ipv4Addr::new(127, 0, 130, 26));
+    let store = stores.postgres.clone();
+    let (stats, shutdown, task) = start(&store, config(vec![b.url()]));
+    let first = put_batches(&b.url(), 0, 5).await;
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            count(&store).await == first
+        })
+        .await
+    );
+
+    stores.pg.stop();
+    let total = first + put_batches(&b.url(), 5, 20).await;
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            stats.store_errors.load(Ordering::Relaxed) >= 2
+        })
+        .await,
+        "the writer saw the outage"
+    );
+    assert!(stats.store_down.load(Ordering::Relaxed));
+    // Nothing was deleted: every job is still in beanstalkd.
+    assert_eq!(jobs(&b.url()).await, (20, 0));
+
+    stores.pg.restart();
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            count(&store).await == total
+        })
+        .await,
+        "{} of {total} after recovery",
+        count(&store).await
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            jobs(&b.url()).await == (0, 0)
+        })
+        .await
+    );
+    assert!(!stats.store_down.load(Ordering::Relaxed));
+    shutdown.cancel();
+    task.await.unwrap();
+}

@@ -1,0 +1,387 @@
+//! The delivery ledger inside the post office (docs/ledger.md): the checked `ledger:`
+//! settings, the background work of a post office with `ledger.writer: true` (the writer,
+//! the pruner, the stuck check), the metrics, and a store handle that opens late.
+//!
+//! Layout: [`api`] (the admin HTTP API on its own listener), [`cli`] (`postoffice trace`,
+//! `postoffice stuck`).
+//!
+//! Not here: the store and the writer themselves (`hedwig-ledger`), emitting events (intake).
+
+pub mod api;
+pub mod cli;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hedwig_ledger::writer::{WriterConfig, WriterStats};
+use hedwig_ledger::{Store, StoreError};
+use hedwig_queue::Tubes;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+/// The environment variable holding the API token (wins over `ledger.api_token_file`).
+pub const TOKEN_ENV: &str = "HEDWIG_LEDGER_API_TOKEN";
+
+/// Shortest API token accepted.
+const MIN_TOKEN: usize = 16;
+
+/// The `ledger:` section, checked.
+#[derive(Clone)]
+pub struct LedgerSettings {
+    /// The store URL (the default filled in from `data_dir`).
+    pub url: String,
+    pub retention: Duration,
+    pub stuck_after: Duration,
+    pub writer: bool,
+    pub check_interval: Duration,
+    pub api_listen: Option<SocketAddr>,
+    /// The API's bearer token (required when `api_listen` is set).
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for LedgerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LedgerSettings")
+            .field("url", &redact(&self.url))
+            .field("writer", &self.writer)
+            .field("api_listen", &self.api_listen)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The URL with any password replaced, for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl LedgerSettings {
+    /// Checks the section; every problem names its key.
+    pub fn check(config: &Config) -> Result<LedgerSettings, Vec<String>> {
+        let l = &config.ledger;
+        let mut problems = Vec::new();
+        let url = l
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", config.data_dir.join("ledger.db").display()));
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            problems.push(format!(
+                "ledger.url: {:?} is neither sqlite://PATH nor postgres://...",
+                redact(&url)
+            ));
+        }
+        if l.retention < Duration::from_secs(3600) {
+            problems.push("ledger.retention: must be at least 1h".into());
+        }
+        if l.stuck_after.is_zero() {
+            problems.push("ledger.stuck_after: must be more than 0".into());
+        }
+        if l.check_interval.is_zero() {
+            problems.push("ledger.check_interval: must be more than 0".into());
+        }
+        let token = match std::env::var(TOKEN_ENV) {
+            Ok(token) if !token.trim().is_empty() => Some(token.trim().to_owned()),
+            _ => match &l.api_token_file {
+                Some(path) => match std::fs::read_to_string(path) {
+                    Ok(token) => Some(token.trim().to_owned()),
+                    Err(e) => {
+                        problems.push(format!("ledger.api_token_file: {}: {e}", path.display()));
+                        None
+                    }
+                },
+                None => None,
+            },
+        };
+        if l.api_listen.is_some() {
+            match &token {
+                None if problems.is_empty() => problems.push(format!(
+                    "ledger.api_listen is set but no token: set ledger.api_token_file or {TOKEN_ENV}"
+                )),
+                Some(t) if t.len() < MIN_TOKEN => problems.push(format!(
+                    "ledger.api_token_file / {TOKEN_ENV}: the token must be at least {MIN_TOKEN} characters"
+                )),
+                _ => {}
+            }
+            if l.api_listen == Some(config.listen) {
+                problems.push(
+                    "ledger.api_listen: must differ from listen (the intake port is open to every host)"
+                        .into(),
+                );
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(LedgerSettings {
+            url,
+            retention: l.retention,
+            stuck_after: l.stuck_after,
+            writer: l.writer,
+            check_interval: l.check_interval,
+            api_listen: l.api_listen,
+            token,
+        })
+    }
+}
+
+/// The ledger's metrics (prefix `hedwig_ledger`).
+#[derive(Clone, Default)]
+pub struct LedgerMetrics {
+    /// Messages stuck now (counted by the post office that runs the writer).
+    pub stuck: Gauge,
+    /// Events written (new to the store).
+    pub events_written: Counter,
+    /// Events written again that the store already had.
+    pub events_duplicate: Counter,
+    /// Writer transactions committed.
+    pub batches: Counter,
+    /// Store failures seen by the writer.
+    pub store_errors: Counter,
+    /// Events jobs buried because they could not be read.
+    pub jobs_buried: Counter,
+    /// 1 while the writer can write to the store.
+    pub store_up: Gauge,
+    /// Messages pruned.
+    pub pruned: Counter,
+}
+
+impl LedgerMetrics {
+    /// Registers the metrics in the root `registry` under `hedwig_ledger_`.
+    pub fn register(registry: &mut Registry) -> LedgerMetrics {
+        let m = LedgerMetrics::default();
+        let r = registry.sub_registry_with_prefix("hedwig_ledger");
+        r.register(
+            "stuck_messages",
+            "Messages without a final outcome for every recipient long after they were queued",
+            m.stuck.clone(),
+        );
+        r.register(
+            "events_written",
+            "Events the ledger writer stored",
+            m.events_written.clone(),
+        );
+        r.register(
+            "events_duplicate",
+            "Events the ledger writer got again and the store already had",
+            m.events_duplicate.clone(),
+        );
+        r.register(
+            "batches",
+            "Transactions the ledger writer committed",
+            m.batches.clone(),
+        );
+        r.register(
+            "store_errors",
+            "Failed writes to the ledger store (the events wait in beanstalkd)",
+            m.store_errors.clone(),
+        );
+        r.register(
+            "jobs_buried",
+            "Events jobs buried because they could not be read",
+            m.jobs_buried.clone(),
+        );
+        r.register(
+            "store_up",
+            "1 while the ledger writer can write to the store",
+            m.store_up.clone(),
+        );
+        r.register(
+            "pruned",
+            "Messages pruned from the ledger",
+            m.pruned.clone(),
+        );
+        m
+    }
+
+    /// Copies the writer's counters (it keeps its own, without prometheus).
+    fn sync(&self, stats: &WriterStats, seen: &mut [u64; 5]) {
+        let now = [
+            stats.events_written.load(Ordering::Relaxed),
+            stats.events_duplicate.load(Ordering::Relaxed),
+            stats.batches.load(Ordering::Relaxed),
+            stats.store_errors.load(Ordering::Relaxed),
+            stats.jobs_buried.load(Ordering::Relaxed),
+        ];
+        let counters = [
+            &self.events_written,
+            &self.events_duplicate,
+            &self.batches,
+            &self.store_errors,
+            &self.jobs_buried,
+        ];
+        for ((counter, now), seen) in counters.iter().zip(now).zip(seen.iter_mut()) {
+            counter.inc_by(now.saturating_sub(*seen));
+            *seen = now;
+        }
+        self.store_up
+            .set(i64::from(!stats.store_down.load(Ordering::Relaxed)));
+    }
+}
+
+/// The store, opened on first use and again after a failed open (a PostgreSQL that is down
+/// when the post office starts must not stop it).
+pub struct StoreHandle {
+    url: String,
+    store: tokio::sync::Mutex<Option<Store>>,
+    /// Open failures logged (one line per outage, not per try).
+    failures: AtomicU64,
+}
+
+impl StoreHandle {
+    pub fn new(url: String) -> StoreHandle {
+        StoreHandle {
+            url,
+            store: tokio::sync::Mutex::new(None),
+            failures: AtomicU64::new(0),
+        }
+    }
+
+    /// The store, opening it if it is not open yet.
+    pub async fn get(&self) -> Result<Store, StoreError> {
+        let mut slot = self.store.lock().await;
+        if let Some(store) = slot.as_ref() {
+            return Ok(store.clone());
+        }
+        let options = hedwig_ledger::Options {
+            acquire_timeout: Duration::from_secs(3),
+            ..Default::default()
+        };
+        match Store::open_with(&self.url, options).await {
+            Ok(store) => {
+                if self.failures.swap(0, Ordering::Relaxed) > 0 {
+                    tracing::info!(url = %redact(&self.url), "ledger store opened");
+                }
+                *slot = Some(store.clone());
+                Ok(store)
+            }
+            Err(e) => {
+                if self.failures.fetch_add(1, Ordering::Relaxed) == 0 {
+                    tracing::error!(url = %redact(&self.url), error = %e, "cannot open the ledger store; retrying");
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Runs the writer, the pruner and the stuck check until `shutdown` (for
+/// `ledger.writer: true`).
+pub async fn run_writer(
+    settings: LedgerSettings,
+    handle: Arc<StoreHandle>,
+    servers: Vec<String>,
+    tubes: Tubes,
+    metrics: LedgerMetrics,
+    shutdown: CancellationToken,
+) {
+    let store = loop {
+        match handle.get().await {
+            Ok(store) => break store,
+            Err(_) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        }
+    };
+    tracing::info!(url = %redact(&settings.url), tube = tubes.events(), "ledger writer started");
+    let stats = Arc::new(WriterStats::default());
+    let config = WriterConfig::new(servers, tubes.events());
+    let writer = tokio::spawn(hedwig_ledger::writer::run(
+        store.clone(),
+        config,
+        stats.clone(),
+        shutdown.clone(),
+    ));
+    let mut seen = [0u64; 5];
+    let mut logged: HashSet<String> = HashSet::new();
+    let mut last_prune: Option<tokio::time::Instant> = None;
+    let mut ticks = tokio::time::interval(Duration::from_secs(1).min(settings.check_interval));
+    let mut last_check: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = shutdown.cancelled() => break,
+        }
+        metrics.sync(&stats, &mut seen);
+        let now = tokio::time::Instant::now();
+        if last_check.is_some_and(|t| now - t < settings.check_interval) {
+            continue;
+        }
+        last_check = Some(now);
+        check_stuck(&store, &settings, &metrics, &mut logged).await;
+        if last_prune.is_none_or(|t| now - t >= Duration::from_secs(3600)) {
+            last_prune = Some(now);
+            let cutoff = now_ms().saturating_sub(settings.retention.as_millis() as u64);
+            match store.prune(cutoff, 1000).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    metrics.pruned.inc_by(n);
+                    tracing::info!(messages = n, "ledger: pruned records past retention");
+                }
+                Err(e) => tracing::warn!(error = %e, "ledger: pruning failed; trying again later"),
+            }
+        }
+    }
+    let _ = writer.await;
+}
+
+/// Counts stuck messages into the gauge and logs each one once.
+async fn check_stuck(
+    store: &Store,
+    settings: &LedgerSettings,
+    metrics: &LedgerMetrics,
+    logged: &mut HashSet<String>,
+) {
+    let now = now_ms();
+    match store.stuck_count(now, settings.stuck_after).await {
+        Ok(n) => {
+            metrics.stuck.set(i64::try_from(n).unwrap_or(i64::MAX));
+            if n == 0 {
+                logged.clear();
+                return;
+            }
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "ledger: stuck check failed");
+            return;
+        }
+    }
+    if let Ok(stuck) = store.stuck(now, settings.stuck_after, 100).await {
+        for m in stuck {
+            if logged.len() < 100_000 && logged.insert(m.queue_id.clone()) {
+                tracing::warn!(
+                    queue_id = %m.queue_id,
+                    host = m.host.as_deref().unwrap_or("-"),
+                    queued_at = m.queued_at,
+                    status = %m.status,
+                    "ledger: message stuck: no final outcome for every recipient"
+                );
+            }
+        }
+    }
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    hedwig_queue::event::now_millis()
+}

@@ -1,0 +1,390 @@
+//! The ledger in the post office: the writer moves events from the events tube into the
+//! store, the admin API answers on its own listener (token, 400/401/404/503), `trace` and
+//! `stuck` read the same store, the stuck gauge counts, and a store outage leaves intake
+//! alone. Events are put by hand here, as the post office and workers put them.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use hedwig_queue::event::{new_event_id, Batch, Event, Outcome, Queued, RecipientEvent, What};
+use hedwig_testkit::{Beanstalkd, Postgres};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::common::{email, SECRET};
+
+const TOKEN: &str = "ledger-test-token-0123456789";
+const DAY: u64 = 86_400_000;
+
+fn now() -> u64 {
+    hedwig_queue::event::now_millis()
+}
+
+fn queued(queue_id: &str, at: u64, recipients: &[&str]) -> Event {
+    Event {
+        id: new_event_id(),
+        at,
+        queue_id: queue_id.into(),
+        what: What::Queued(Queued {
+            host: "web1.example.com".into(),
+            sender: "app@example.com".into(),
+            recipients: recipients.iter().map(|r| r.to_string()).collect(),
+            size: 321,
+            message_kind: "message".into(),
+            edge_id: None,
+            edge_client: None,
+            post_client: None,
+            message_id: Some(format!("{queue_id}@example.com")),
+            subject: Some("Hello".into()),
+            bounce_of: None,
+            expires_at: None,
+            held: false,
+        }),
+    }
+}
+
+fn attempt(queue_id: &str, at: u64, recipient: &str, outcome: Outcome, code: u16) -> Event {
+    Event {
+        id: new_event_id(),
+        at,
+        queue_id: queue_id.into(),
+        what: What::Recipient(RecipientEvent {
+            recipient: recipient.into(),
+            outcome,
+            mx: Some("mx.example.org".into()),
+            ip: Some("127.0.130.99".into()),
+            tls: Some(false),
+            code: Some(code),
+            dsn: None,
+            reply: format!("{code} reply"),
+            attempt: Some(1),
+            by: None,
+        }),
+    }
+}
+
+async fn put_events(beanstalkd: &str, events: Vec<Event>) {
+    let mut c = beanstalk::Client::connect(beanstalkd.to_owned())
+        .await
+        .unwrap();
+    c.use_tube("hedwig-events").await.unwrap();
+    c.put(
+        &Batch::new(events).encode(),
+        1024,
+        Duration::ZERO,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+}
+
+struct Running {
+    intake: SocketAddr,
+    api: SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), postoffice::StartError>>,
+    http: reqwest::Client,
+}
+
+impl Running {
+    async fn start(
+        ip: Ipv4Addr,
+        beanstalkd: &Beanstalkd,
+        url: &str,
+        dir: &std::path::Path,
+    ) -> Running {
+        let token_file = dir.join("token");
+        std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+        let api = SocketAddr::from((ip, hedwig_testkit::net::free_port(ip)));
+        let mut config = postoffice::Config {
+            beanstalkd: vec![beanstalkd.url()],
+            secret: Some(SECRET.into()),
+            startup_wait: Duration::from_secs(2),
+            data_dir: dir.to_path_buf(),
+            ..postoffice::Config::default()
+        };
+        config.ledger.url = Some(url.to_owned());
+        config.ledger.writer = true;
+        config.ledger.check_interval = Duration::from_millis(200);
+        config.ledger.api_listen = Some(api);
+        config.ledger.api_token_file = Some(token_file);
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+        let intake = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(postoffice::serve(config, listener, shutdown.clone()));
+        let running = Running {
+            intake,
+            api,
+            shutdown,
+            task,
+            http: reqwest::Client::new(),
+        };
+        assert!(
+            running
+                .until(Duration::from_secs(10), || async {
+                    running.get("/api/v1/stuck", Some(TOKEN)).await.0 == 200
+                })
+                .await,
+            "the API came up"
+        );
+        running
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut request = self.http.get(format!("http://{}{path}", self.api));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        match request.send().await {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                (status, r.json().await.unwrap_or(Value::Null))
+            }
+            Err(_) => (0, Value::Null),
+        }
+    }
+
+    async fn until<F, Fut>(&self, limit: Duration, mut check: F) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if check().await {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    async fn metrics(&self) -> String {
+        self.http
+            .get(format!("http://{}/metrics", self.intake))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}
+
+#[tokio::test]
+async fn writer_api_trace_and_stuck_on_sqlite() {
+    let ip = Ipv4Addr::new(127, 0, 130, 50);
+    let beanstalkd = Beanstalkd::start_on(ip);
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/ledger.db", dir.path().display());
+    let po = Running::start(ip, &beanstalkd, &url, dir.path()).await;
+
+    let t = now();
+    put_events(
+        &beanstalkd.url(),
+        vec![
+            queued("QL1", t - 60_000, &["bob@example.org"]),
+            attempt("QL1", t - 50_000, "bob@example.org", Outcome::Deferred, 451),
+            attempt("QL1", t - 40_000, "bob@example.org", Outcome::Sent, 250),
+            queued("QL2", t - 30_000, &["carol@example.org"]),
+            attempt(
+                "QL2",
+                t - 20_000,
+                "carol@example.org",
+                Outcome::Bounced,
+                550,
+            ),
+        ],
+    )
+    .await;
+    // Queued six days ago and never finished: stuck.
+    put_events(
+        &beanstalkd.url(),
+        vec![queued("QOLD", t - 6 * DAY, &["dave@example.org"])],
+    )
+    .await;
+
+    assert!(
+        po.until(Duration::from_secs(20), || async {
+            po.get("/api/v1/messages/QOLD", Some(TOKEN)).await.0 == 200
+        })
+        .await,
+        "the writer stored the events"
+    );
+    let (status, body) = po.get("/api/v1/messages/QL1", Some(TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["message"]["status"], "sent");
+    assert_eq!(body["message"]["host"], "web1.example.com");
+    assert_eq!(body["recipients"][0]["status"], "sent");
+    assert_eq!(body["recipients"][0]["final"], true);
+    let kinds: Vec<&str> = body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap_or(e["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(kinds, ["queued", "deferred", "sent"]);
+
+    // Search, by recipient and by status; pages.
+    let (status, body) = po
+        .get("/api/v1/messages?recipient=Carol@example.org", Some(TOKEN))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["messages"][0]["queue_id"], "QL2");
+    assert_eq!(body["messages"][0]["status"], "bounced");
+    let (_, body) = po.get("/api/v1/messages?limit=2", Some(TOKEN)).await;
+    assert_eq!(body["messages"].as_array().unwrap().len(), 2);
+    let next = body["next"].as_str().expect("a next page").to_owned();
+    let (_, body) = po
+        .get(
+            &format!("/api/v1/messages?limit=2&cursor={next}"),
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!(body["messages"][0]["queue_id"], "QOLD");
+    assert_eq!(body["next"], Value::Null);
+
+    // Bad input, tokens, unknown messages.
+    let (status, body) = po.get("/api/v1/messages?status=lost", Some(TOKEN)).await;
+    assert_eq!((status, body["parameter"].as_str()), (400, Some("status")));
+    let (status, body) = po.get("/api/v1/messages?colour=red", Some(TOKEN)).await;
+    assert_eq!((status, body["parameter"].as_str()), (400, Some("colour")));
+    assert_eq!(po.get("/api/v1/messages", None).await.0, 401);
+    assert_eq!(
+        po.get("/api/v1/messages", Some("ledger-test-token-012345678"))
+            .await
+            .0,
+        401
+    );
+    assert_eq!(po.get("/api/v1/messages/NOPE", Some(TOKEN)).await.0, 404);
+    // The API is not on the intake port.
+    let intake = po
+        .http
+        .get(format!("http://{}/api/v1/messages", po.intake))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(intake.status().as_u16(), 404);
+
+    // Stuck: the API, the gauge.
+    let (_, body) = po.get("/api/v1/stuck", Some(TOKEN)).await;
+    assert_eq!(body["count"], 1);
+    assert_eq!(body["messages"][0]["queue_id"], "QOLD");
+    assert!(
+        po.until(Duration::from_secs(10), || async {
+            po.metrics()
+                .await
+                .contains("hedwig_ledger_stuck_messages 1")
+        })
+        .await,
+        "{}",
+        po.metrics().await
+    );
+    let (_, body) = po
+        .get("/api/v1/hosts/web1.example.com/hourly", Some(TOKEN))
+        .await;
+    let total: u64 = body["hours"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["outcome"] == "queued")
+        .map(|h| h["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 2, "{body}");
+
+    // The command line reads the same store.
+    let config = dir.path().join("postoffice.yaml");
+    std::fs::write(&config, format!("ledger:\n  url: \"{url}\"\n")).unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_postoffice"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["trace", "QL1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("message QL1  sent"), "{text}");
+    assert!(text.contains("bob@example.org  deferred  451"), "{text}");
+    let out = run(&["trace", "<QL2@example.com>", "--json"]);
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json[0]["message"]["queue_id"], "QL2");
+    let out = run(&["trace", "carol@example.org"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("message QL2"));
+    assert_eq!(run(&["trace", "nothing-like-it"]).status.code(), Some(1));
+    let out = run(&["stuck", "--json"]);
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["count"], 1);
+    assert!(String::from_utf8_lossy(&run(&["stuck"]).stdout).contains("message QOLD"));
+    po.stop().await;
+}
+
+#[tokio::test]
+async fn store_down_means_503_and_intake_goes_on() {
+    let ip = Ipv4Addr::new(127, 0, 130, 52);
+    let beanstalkd = Beanstalkd::start_on(ip);
+    let mut pg = Postgres::start_on(ip);
+    let dir = tempfile::tempdir().unwrap();
+    let po = Running::start(ip, &beanstalkd, &pg.url(), dir.path()).await;
+    put_events(
+        &beanstalkd.url(),
+        vec![queued("QP1", now(), &["bob@example.org"])],
+    )
+    .await;
+    assert!(
+        po.until(Duration::from_secs(20), || async {
+            po.get("/api/v1/messages/QP1", Some(TOKEN)).await.0 == 200
+        })
+        .await
+    );
+
+    pg.stop();
+    assert!(
+        po.until(Duration::from_secs(20), || async {
+            po.get("/api/v1/messages/QP1", Some(TOKEN)).await.0 == 503
+        })
+        .await
+    );
+    // Intake does not depend on the ledger.
+    let key = hedwig_core::key::derive_key(SECRET, "web1.example.com");
+    let mail = email(&["bob@example.org"], "Subject: hi\r\n\r\nbody\r\n").to_string();
+    let posted = po
+        .http
+        .post(format!("http://{}/", po.intake))
+        .form(&[
+            ("fqdn", "web1.example.com"),
+            ("key", &key),
+            ("email", &mail),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status().as_u16(), 200);
+    // Events put meanwhile wait, and arrive after the store is back.
+    put_events(
+        &beanstalkd.url(),
+        vec![queued("QP2", now(), &["bob@example.org"])],
+    )
+    .await;
+    pg.restart();
+    assert!(
+        po.until(Duration::from_secs(60), || async {
+            po.get("/api/v1/messages/QP2", Some(TOKEN)).await.0 == 200
+        })
+        .await,
+        "events written after the outage"
+    );
+    po.stop().await;
+}
