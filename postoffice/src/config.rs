@@ -95,6 +95,10 @@ pub struct Config {
     pub replay_window: Duration,
     /// Serve HTTPS: `{cert_file, key_file}` (PEM). Reloaded when a file changes or on SIGHUP.
     pub tls: Option<crate::tls::TlsSettings>,
+    /// Put delivery ledger events (a `queued` event per message; `requeued`, `released`,
+    /// `purged` from the admin commands) into the events tube (`<tube_prefix>-events`) of the
+    /// server the job went to. `false`: none.
+    pub events: bool,
 }
 
 /// Default of [`HostPolicy::rate_per_minute`]: recipients per minute per host.
@@ -169,6 +173,7 @@ impl Default for Config {
             max_bytes_in_flight: ByteSize(512 * 1024 * 1024),
             replay_window: Duration::from_secs(300),
             tls: None,
+            events: true,
         }
     }
 }
