@@ -15,9 +15,10 @@
 //! own (the post office's servers take jobs as large as a message).
 //!
 //! Failure never stops mail: when beanstalkd does not take the events, `emit` returns an
-//! error and the caller carries on. After a connection failure the emitter fails calls at
-//! once for [`Limits::retry_after`] instead of making every message wait for a dead server,
-//! then tries again (the client reconnects by itself). [`Emitter::record`] is `emit` plus the
+//! error and the caller carries on. After a connect or put that timed out (a server that
+//! does not answer) the emitter fails calls at once for [`Limits::retry_after`] instead of
+//! making every message wait for it, then tries again; a refused connection costs nothing to
+//! retry, so every call tries (the client reconnects by itself). [`Emitter::record`] is `emit` plus the
 //! logging callers want: one warning when an outage starts, one line when it ends (with how
 //! many events were lost), nothing per message.
 //!
@@ -46,7 +47,7 @@ pub struct Limits {
     pub connect_timeout: Duration,
     /// Limit on each put.
     pub io_timeout: Duration,
-    /// After a connection failure, calls fail at once for this long.
+    /// After a connect or put that timed out, calls fail at once for this long.
     pub retry_after: Duration,
     /// Priority of events jobs.
     pub priority: u32,
@@ -81,7 +82,7 @@ pub enum EmitError {
     /// reply; a second copy would be harmless).
     #[error("beanstalkd at {addr} did not take the events: {reason}")]
     Put { addr: String, reason: String },
-    /// A connection failed less than [`Limits::retry_after`] ago; not tried.
+    /// A connect or put timed out less than [`Limits::retry_after`] ago; not tried.
     #[error("beanstalkd at {addr} is unreachable (retrying shortly): {reason}")]
     Down { addr: String, reason: String },
     /// The emitter's task is gone (the runtime is shutting down).
@@ -383,7 +384,7 @@ impl Task {
         }
     }
 
-    /// One put; after a connection failure the emitter is down for `retry_after`.
+    /// One put; after a timeout the emitter is down for `retry_after`.
     async fn put(&mut self, body: &[u8]) -> Result<(), EmitError> {
         let result = async {
             if self.client.is_none() {
@@ -408,11 +409,10 @@ impl Task {
             Ok(_) => Ok(()),
             Err(e) => {
                 let reason = e.to_string();
-                let unreachable = matches!(
-                    e,
-                    BeanstalkError::Io(_) | BeanstalkError::Timeout(_) | BeanstalkError::Draining
-                ) || e.is_connection_error();
-                if unreachable {
+                // Only a server that does not answer makes callers wait (up to the timeout):
+                // then fail fast for a while. A refused connection fails at once anyway, so
+                // every call tries, and the first after the server's return succeeds.
+                if matches!(e, BeanstalkError::Timeout(_)) {
                     self.down = Some((Instant::now() + self.limits.retry_after, reason.clone()));
                 }
                 Err(EmitError::Put {

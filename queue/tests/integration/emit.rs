@@ -118,7 +118,7 @@ async fn an_outage_fails_calls_and_emission_resumes() {
     bs.stop();
     let down = event("Q2", "b@example.org");
     assert!(emitter.emit(vec![down.clone()]).await.is_err());
-    // While it is down calls fail at once (no wait for a dead server); record() says so.
+    // While it is down calls fail (a refused connection, at once); record() says so.
     assert!(!emitter.record(vec![event("Q3", "c@example.org")]).await);
 
     bs.restart();
