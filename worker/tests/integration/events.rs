@@ -293,3 +293,32 @@ async fn a_beanstalkd_outage_mid_attempt_does_not_stop_delivery() {
     assert!(mx.received().len() >= 3);
     worker.stop().await;
 }
+
+#[tokio::test]
+async fn a_held_hosts_job_is_recorded_as_held() {
+    let bs = Beanstalkd::start();
+    let url = bs.url();
+    let dns = DnsServer::start(Zone::new()).await;
+    let mut c = beanstalk::Client::connect(url.clone()).await.unwrap();
+    hedwig_queue::hold::update(&mut c, &Tubes::default(), |l| l.hold("web1.example.test"))
+        .await
+        .unwrap();
+    let job = common::job(
+        "sender@sender.test",
+        &["a@ok.test", "b@ok.test"],
+        &common::message("held"),
+    );
+    let q = job.envelope.queue_id.clone();
+    common::enqueue(&url, &job).await;
+    let worker = common::start(common::config(&url, dns.addr()));
+    let mut events = Vec::new();
+    assert!(
+        wait_events(&url, &mut events, Duration::from_secs(10), |e| {
+            has(e, &q, "a@ok.test", Outcome::Held) && has(e, &q, "b@ok.test", Outcome::Held)
+        })
+        .await,
+        "{events:#?}"
+    );
+    assert_eq!(events.len(), 2);
+    worker.stop().await;
+}
