@@ -148,11 +148,13 @@ mod tests {
     use super::*;
 
     /// mailman's field exactly as `mailman/src/smtp/tests.rs` pins it.
-    const MAILMAN: &str = "Received: from we_b_ ([172.17.0.5])\r\n\tby mx.test (mailman) with ESMTP id ID1\r\n\
+    const MAILMAN: &str =
+        "Received: from we_b_ ([172.17.0.5])\r\n\tby mx.test (mailman) with ESMTP id ID1\r\n\
 \tfor <x@y.test>;\r\n\tMon, 23 Nov 2026 04:00:00 +0000\r\n";
 
     fn message(headers: &str) -> Vec<u8> {
-        format!("{headers}\r\nbody\r\nReceived: from x ([10.9.9.9]) by y (mailman)\r\n").into_bytes()
+        format!("{headers}\r\nbody\r\nReceived: from x ([10.9.9.9]) by y (mailman)\r\n")
+            .into_bytes()
     }
 
     #[test]
@@ -180,10 +182,13 @@ mod tests {
         ));
         assert_eq!(Summary::of(&m).edge_client, None);
         // None at all, or one in the body only.
-        assert_eq!(Summary::of(&message("Subject: x\r\n")), Summary {
-            subject: Some("x".into()),
-            ..Summary::default()
-        });
+        assert_eq!(
+            Summary::of(&message("Subject: x\r\n")),
+            Summary {
+                subject: Some("x".into()),
+                ..Summary::default()
+            }
+        );
         // Not an address.
         let bad = "Received: from a ([not.an.ip]) by b (mailman) with ESMTP id X; date\r\n";
         assert_eq!(Summary::of(&message(bad)).edge_client, None);
@@ -194,10 +199,14 @@ mod tests {
     #[test]
     fn hostile_input() {
         assert_eq!(Summary::of(b""), Summary::default());
-        assert_eq!(Summary::of(b"\r\n\r\nSubject: body\r\n"), Summary::default());
+        assert_eq!(
+            Summary::of(b"\r\n\r\nSubject: body\r\n"),
+            Summary::default()
+        );
         // Invalid UTF-8 everywhere.
-        let mut m = b"Received: from \xff\xfe ([192.0.2.9])\r\n\tby \xc3 (mailman) with ESMTP id I; d\r\n"
-            .to_vec();
+        let mut m =
+            b"Received: from \xff\xfe ([192.0.2.9])\r\n\tby \xc3 (mailman) with ESMTP id I; d\r\n"
+                .to_vec();
         m.extend_from_slice(b"Subject: \xff\xfe\x80 bad\r\nMessage-ID: <\xff@x>\r\n\r\nbody");
         let s = Summary::of(&m);
         assert_eq!(s.edge_client, Some("192.0.2.9".parse().unwrap()));
@@ -231,7 +240,10 @@ mod tests {
 
     #[test]
     fn the_header_block_ends_at_the_empty_line() {
-        assert_eq!(header_block(b"A: 1\r\nB: 2\r\n\r\nbody"), b"A: 1\r\nB: 2\r\n");
+        assert_eq!(
+            header_block(b"A: 1\r\nB: 2\r\n\r\nbody"),
+            b"A: 1\r\nB: 2\r\n"
+        );
         assert_eq!(header_block(b"A: 1\n\nbody"), b"A: 1\n");
         assert_eq!(header_block(b"A: 1"), b"A: 1");
         let mut long = b"A: 1\r\nB: ".to_vec();

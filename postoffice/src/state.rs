@@ -47,9 +47,7 @@ impl AppState {
             policies: Policies::new(&config),
             dedupe: Dedupe::new(config.duplicate_window, config.duplicate_capacity),
             secrets,
-            events: config
-                .events
-                .then(|| Emitters::new(queue.addrs(), &tubes)),
+            events: config.events.then(|| Emitters::new(queue.addrs(), &tubes)),
             holds: HoldCache::new(queue.addrs(), tubes),
             queue,
             metrics,

@@ -369,7 +369,9 @@ impl Task {
                 Ok(()) => {
                     if let Some(inner) = self.counters.upgrade() {
                         inner.jobs.fetch_add(1, Ordering::Relaxed);
-                        inner.events.fetch_add(range.len() as u64, Ordering::Relaxed);
+                        inner
+                            .events
+                            .fetch_add(range.len() as u64, Ordering::Relaxed);
                     }
                 }
                 Err(e) => {

@@ -113,9 +113,12 @@ pub fn build(config: Config) -> Result<Parts, RunError> {
                 config.bounce_limits.per_sender,
                 config.bounce_limits.interval,
             ),
-            events: config
-                .events
-                .then(|| hedwig_queue::emit::Emitters::new(config.beanstalkd.iter().map(String::as_str), &tubes)),
+            events: config.events.then(|| {
+                hedwig_queue::emit::Emitters::new(
+                    config.beanstalkd.iter().map(String::as_str),
+                    &tubes,
+                )
+            }),
             config,
             tubes,
             deliverer,

@@ -24,7 +24,9 @@ Message-ID: <reset.42@example.com>\r\n\r\nbody\r\n";
 async fn start(beanstalkd: Beanstalkd, change: impl FnOnce(&mut postoffice::Config)) -> PostOffice {
     let mut config = config(&beanstalkd);
     change(&mut config);
-    let listener = tokio::net::TcpListener::bind("127.0.140.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.140.1:0")
+        .await
+        .unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
     let shutdown = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(postoffice::serve(config, listener, shutdown.clone()));
@@ -51,8 +53,9 @@ async fn start(beanstalkd: Beanstalkd, change: impl FnOnce(&mut postoffice::Conf
 
 async fn post(po: &PostOffice, id: &str, rcpts: &[&str]) -> String {
     let key = hedwig_core::key::derive_key(SECRET, HOST);
-    let email = serde_json::json!({"mailfrom": "app@example.com", "rcpttos": rcpts, "data": MESSAGE})
-        .to_string();
+    let email =
+        serde_json::json!({"mailfrom": "app@example.com", "rcpttos": rcpts, "data": MESSAGE})
+            .to_string();
     let (status, body) = po
         .post_form(&[("fqdn", HOST), ("key", &key), ("email", &email), ("id", id)])
         .await;
@@ -90,7 +93,12 @@ fn queued(event: &Event) -> &Queued {
 async fn a_post_is_queued_in_the_ledger_with_what_the_edge_knew() {
     let po = start(Beanstalkd::start(), |_| {}).await;
     let url = po.beanstalkd.url();
-    let queue_id = post(&po, "M0190AB12CD34EF56", &["a@example.org", "b@example.org"]).await;
+    let queue_id = post(
+        &po,
+        "M0190AB12CD34EF56",
+        &["a@example.org", "b@example.org"],
+    )
+    .await;
     // Put before the answer: already there.
     let events = drain_events(&url, &Tubes::default()).await;
     assert_eq!(events.len(), 1, "{events:?}");
@@ -139,7 +147,9 @@ async fn events_false_puts_none_and_the_prefix_names_the_tube() {
     assert!(drain_events(&po.beanstalkd.url(), &Tubes::default())
         .await
         .is_empty());
-    let mut c = beanstalk::Client::connect(po.beanstalkd.url()).await.unwrap();
+    let mut c = beanstalk::Client::connect(po.beanstalkd.url())
+        .await
+        .unwrap();
     assert!(!c
         .list_tubes()
         .await
@@ -229,7 +239,12 @@ async fn admin_commands_record_what_they_did() {
     assert_eq!(
         actions(&drain_events(&url, &tubes).await),
         [
-            ("Q1".into(), "b@example.org".into(), Outcome::Purged, by.clone()),
+            (
+                "Q1".into(),
+                "b@example.org".into(),
+                Outcome::Purged,
+                by.clone()
+            ),
             ("Q2".into(), "c@example.net".into(), Outcome::Purged, by),
         ]
     );
@@ -238,7 +253,10 @@ async fn admin_commands_record_what_they_did() {
     let mut held = failed_record("Q3", HOST, &["d@example.org"], 550, "5.1.1", now);
     held.envelope.failure = None;
     put(&url, TUBE_HELD, &held).await;
-    let (ok, _, err) = admin_as_ops(&["release", HOST, "--beanstalkd", &url, "--settle", "0s"], &[]);
+    let (ok, _, err) = admin_as_ops(
+        &["release", HOST, "--beanstalkd", &url, "--settle", "0s"],
+        &[],
+    );
     assert!(ok, "{err}");
     let by = "postoffice release (ops)".to_owned();
     assert_eq!(

@@ -254,7 +254,11 @@ async fn a_beanstalkd_outage_mid_attempt_does_not_stop_delivery() {
     config.limits.default.messages_per_connection = 1;
     let worker = common::start(config);
 
-    let first = common::job("sender@sender.test", &["a@ok.test"], &common::message("one"));
+    let first = common::job(
+        "sender@sender.test",
+        &["a@ok.test"],
+        &common::message("one"),
+    );
     common::enqueue(&url, &first).await;
     let mut events = Vec::new();
     let q1 = first.envelope.queue_id.clone();
@@ -268,7 +272,11 @@ async fn a_beanstalkd_outage_mid_attempt_does_not_stop_delivery() {
     // The next message's final reply is held back; beanstalkd dies meanwhile, so the 250
     // arrives while neither the delete nor the events can reach it.
     mx.set_behaviour(Behaviour::new().stall_at(Phase::DataEnd, Duration::from_secs(2)));
-    let second = common::job("sender@sender.test", &["b@ok.test"], &common::message("two"));
+    let second = common::job(
+        "sender@sender.test",
+        &["b@ok.test"],
+        &common::message("two"),
+    );
     let q2 = second.envelope.queue_id.clone();
     common::enqueue(&url, &second).await;
     assert!(mx.wait_for_connections(2, Duration::from_secs(10)).await);
