@@ -35,7 +35,7 @@ pub fn attempt_events(job: &Job, plan: &Plan) -> Vec<Event> {
             let before = env
                 .history
                 .iter()
-                .filter(|a| a.recipients.iter().any(|r| *r == rcpt))
+                .filter(|a| a.recipients.contains(&rcpt))
                 .count();
             let attempt = u32::try_from(before).unwrap_or(u32::MAX).saturating_add(1);
             Event::now(
