@@ -11,7 +11,8 @@
 //! loss).
 //!
 //! The duplicate windows: a worker killed after the remote server's 250 but before the delete
-//! sends that message again when the job comes back. SMTP has no way to close it (RFC 1047).
+//! (or a beanstalkd killed then, since the delete follows the ledger's events put to it) sends
+//! that message again when the job comes back. SMTP has no way to close it (RFC 1047).
 //! A worker killed after putting a deferral's retry job but before deleting the reserved job
 //! leaves two jobs of the message, each delivered once (put-then-delete never loses one).
 //!
