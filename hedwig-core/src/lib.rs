@@ -7,6 +7,8 @@
 //! - [`address`]: RFC 5321 / RFC 6531 mailbox syntax (UTF-8 local parts, IDN domains), and
 //!   [`Recipient`](address::Recipient), a job's recipient: its text and its mailbox, parsed once.
 //! - [`from`]: the From: fields of a raw message (count, addresses, domains).
+//! - [`summary`]: what the delivery ledger keeps of a message's header block (Message-ID,
+//!   decoded Subject, the client address in mailman's `Received:` field).
 //! - [`config`]: YAML files with `HEDWIG_…` environment overrides, byte sizes, secrets from files,
 //!   the "one value or a list" helpers, `host:port` checks.
 //! - [`keyfile`]: key files readable by their owner only (warn, or refuse with
@@ -21,6 +23,7 @@ pub mod from;
 pub mod key;
 pub mod keyfile;
 pub mod signing;
+pub mod summary;
 pub mod wire;
 
 /// A new queue id: 12 hex digits of milliseconds since the epoch, then 12 random hex digits.

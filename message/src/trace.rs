@@ -176,6 +176,33 @@ mod tests {
         assert_eq!(parsed.2.as_deref(), Some("0190AB12"));
     }
 
+    /// The delivery ledger reads the client address back out of this field
+    /// (`hedwig_core::summary`): the writer and the reader agree, for every address form.
+    #[test]
+    fn the_ledger_reads_the_client_back() {
+        for ip in ["192.0.2.7", "2001:db8::1", "::ffff:192.0.2.1"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let field = Received {
+                from_helo: "we(b) [1.2.3.4] ([5.6.7.8])",
+                client_ip: Some(ip),
+                by_host: "relay.example.net",
+                by_software: Some("mailman"),
+                protocol: "ESMTPS",
+                id: "0190AB12",
+                for_rcpt: Some("<bob@example.org>"),
+                date: 1_795_407_331,
+            }
+            .field();
+            let message = format!("{field}Subject: s\r\n\r\nbody\r\n");
+            let read = hedwig_core::summary::Summary::of(message.as_bytes()).edge_client;
+            let want = match ip {
+                IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+                v4 => v4,
+            };
+            assert_eq!(read, Some(want), "{field}");
+        }
+    }
+
     #[test]
     fn ipv6_and_no_recipient() {
         let field = received(

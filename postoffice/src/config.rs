@@ -99,6 +99,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The delivery ledger: its store, the writer, the admin API (docs/ledger.md).
     pub ledger: LedgerConfig,
+    /// Put delivery ledger events (a `queued` event per message; `requeued`, `released`,
+    /// `purged` from the admin commands) into the events tube (`<tube_prefix>-events`) of the
+    /// server the job went to. `false`: none.
+    pub events: bool,
 }
 
 /// The `ledger:` section.
@@ -215,6 +219,7 @@ impl Default for Config {
             tls: None,
             data_dir: PathBuf::from("/var/lib/hedwig/postoffice"),
             ledger: LedgerConfig::default(),
+            events: true,
         }
     }
 }

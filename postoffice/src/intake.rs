@@ -1,7 +1,8 @@
 //! `POST /`: the hedwig wire protocol (README.md, "Wire protocol"; the body's types are
 //! [`hedwig_core::wire`]). Checks the host's key, the envelope, the size
 //! and the host's policy (envelope sender and From:, [`crate::from_policy`]), then queues the message and answers 200 only after beanstalkd
-//! acknowledged the put.
+//! acknowledged the put, and after the ledger's `queued` event was put in the events tube of
+//! the same server (or could not be: the ledger never stops mail).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,7 +13,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use beanstalk::Error as QueueError;
 use hedwig_core::address::{parse_reverse_path, Mailbox, Recipient};
 use hedwig_core::signing::Signed;
+use hedwig_core::summary::Summary;
 use hedwig_core::wire::{Accepted, Submission};
+use hedwig_queue::event::{Event, Queued, What};
 use hedwig_queue::job::{encode_parts, Envelope};
 
 use crate::body::Budget;
@@ -403,6 +406,13 @@ async fn put_and_record(
                 outcome = if target == Target::Held { "held" } else { "queued" },
                 "message queued"
             );
+            // Before the answer: once mailman has its 200 the ledger has the message (or the
+            // outage was logged). To the server the job is on, so the writer that drains
+            // that server sees the message arrive before its worker's outcomes.
+            if let Some(events) = &state.events {
+                let event = queued_event(&envelope, &message, target == Target::Held);
+                events.record(&placed.server, vec![event]).await;
+            }
             Ok(Accepted {
                 id: envelope.queue_id,
                 duplicate: false,
@@ -423,6 +433,30 @@ async fn put_and_record(
             Err(Reject::unavailable())
         }
     }
+}
+
+/// The ledger's `queued` event of a message just put: the envelope, and what the header
+/// block says (Message-ID, Subject, the client mailman took it from).
+pub fn queued_event(envelope: &Envelope, message: &[u8], held: bool) -> Event {
+    let summary = Summary::of(message);
+    Event::now(
+        envelope.queue_id.clone(),
+        What::Queued(Queued {
+            host: envelope.host.clone(),
+            sender: envelope.mail_from.clone(),
+            recipients: envelope.rcpt_to.iter().map(|r| r.to_string()).collect(),
+            size: message.len() as u64,
+            message_kind: "message".into(),
+            edge_id: envelope.message_id.clone(),
+            edge_client: summary.edge_client.map(|ip| ip.to_string()),
+            post_client: envelope.client_ip.clone(),
+            message_id: summary.message_id,
+            subject: summary.subject,
+            bounce_of: None,
+            expires_at: None,
+            held,
+        }),
+    )
 }
 
 /// Longest sender message id accepted (mailman's are 24 characters).

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use hedwig_queue::emit::Emitters;
 use hedwig_queue::hold::HoldCache;
 use hedwig_queue::Tubes;
 use tokio::sync::Semaphore;
@@ -20,6 +21,8 @@ pub struct AppState {
     pub queue: Queue,
     /// Which hosts are held (their mail goes to the held tube).
     pub holds: HoldCache,
+    /// The ledger's events tube on each server; `None` with `events: false`.
+    pub events: Option<Emitters>,
     pub metrics: Metrics,
     /// The registry behind `metrics`, and the draining flag: set on SIGTERM, `/health` then
     /// answers 503 so that load balancers stop sending.
@@ -44,6 +47,7 @@ impl AppState {
             policies: Policies::new(&config),
             dedupe: Dedupe::new(config.duplicate_window, config.duplicate_capacity),
             secrets,
+            events: config.events.then(|| Emitters::new(queue.addrs(), &tubes)),
             holds: HoldCache::new(queue.addrs(), tubes),
             queue,
             metrics,

@@ -13,6 +13,9 @@
 //!   [`Snapshot`](hold::Snapshot).
 //! - [`event`]: ledger events (queued, each recipient's outcomes, bounces) as they travel
 //!   through the events tube to the ledger writer.
+//! - [`emit`]: the [`Emitter`](emit::Emitter) that puts events into the events tube with
+//!   group commit (many callers' events in one job), one per server
+//!   ([`Emitters`](emit::Emitters)).
 //! - [`scan`]: reading the tubes no worker watches (failed, held) and sampling recent jobs,
 //!   for the admin commands.
 //!
@@ -20,6 +23,7 @@
 //! the intake's pools (`postoffice::queue`), the delivery loop (`worker::queue`), what happens
 //! to a job after an attempt (`worker::plan`).
 
+pub mod emit;
 pub mod event;
 pub mod hold;
 pub mod job;

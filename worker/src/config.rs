@@ -79,6 +79,10 @@ pub struct Config {
     /// A message with more `Received:` header fields than this is looping: it is not
     /// delivered, every recipient fails with `5.4.6` (Postfix's `hopcount_limit`).
     pub hop_limit: usize,
+    /// Put delivery ledger events (each recipient's outcome of each attempt, bounces queued,
+    /// jobs set aside for held hosts) into the events tube (`<tube_prefix>-events`) of the
+    /// server the job came from, before the job is deleted. `false`: none.
+    pub events: bool,
 }
 
 impl Default for Config {
@@ -110,6 +114,7 @@ impl Default for Config {
             limits: Limits::default(),
             address_literals: Default::default(),
             hop_limit: 50,
+            events: true,
         }
     }
 }

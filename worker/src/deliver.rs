@@ -211,13 +211,14 @@ impl Deliverer {
                 };
                 // An open connection to the same place first; a stale one is dropped.
                 while let Some(idle) = self.dests.take_idle(&key) {
+                    let tls = idle.session.tls;
                     match self.transact(idle.session, &tx, true).await {
                         Sent::Done(results, session) => {
                             if let Some(session) = session {
                                 self.dests
                                     .put_idle(key, session, idle.sent + 1, &dest.limit);
                             }
-                            return self.finish(results, &relay, &dest);
+                            return self.finish(results, &relay, tls, &dest);
                         }
                         Sent::Stale(e) => {
                             tracing::debug!(%relay, "reused connection unusable: {e}")
@@ -227,18 +228,21 @@ impl Deliverer {
                 let mut tls = mode;
                 loop {
                     match self.open(&host.name, ip, port, tls).await {
-                        Ok(session) => match self.transact(session, &tx, false).await {
-                            Sent::Done(results, session) => {
-                                if let Some(session) = session {
-                                    self.dests.put_idle(key, session, 1, &dest.limit);
+                        Ok(session) => {
+                            let used_tls = session.tls;
+                            match self.transact(session, &tx, false).await {
+                                Sent::Done(results, session) => {
+                                    if let Some(session) = session {
+                                        self.dests.put_idle(key, session, 1, &dest.limit);
+                                    }
+                                    return self.finish(results, &relay, used_tls, &dest);
                                 }
-                                return self.finish(results, &relay, &dest);
+                                Sent::Stale(e) => {
+                                    note(e, Some(relay.clone()));
+                                    break;
+                                }
                             }
-                            Sent::Stale(e) => {
-                                note(e, Some(relay.clone()));
-                                break;
-                            }
-                        },
+                        }
                         Err(Try::NextAddr(e)) => {
                             note(e, Some(relay.clone()));
                             break;
@@ -369,6 +373,7 @@ impl Deliverer {
         &self,
         results: RcptResults,
         relay: &str,
+        tls: bool,
         dest: &Destination,
     ) -> Vec<(Recipient, Outcome)> {
         let cooldown = self.dests.limits().cooldown;
@@ -381,7 +386,7 @@ impl Deliverer {
         results
             .into_iter()
             .map(|(rcpt, result)| {
-                let outcome = match result {
+                let mut outcome = match result {
                     Ok(reply) => Outcome::delivered(&reply, Some(relay.to_string())),
                     Err(e) => {
                         let mut o = Outcome::failed(&e, Some(relay.to_string()));
@@ -391,6 +396,7 @@ impl Deliverer {
                         o
                     }
                 };
+                outcome.tls = Some(tls);
                 (rcpt, outcome)
             })
             .collect()

@@ -18,7 +18,8 @@
 //! - [`capture`]: the Maildir "transport" for staging.
 //! - [`attempt`]: one delivery attempt of a whole job: loop check, line fixing, DKIM signing,
 //!   recipients grouped by domain, domains in parallel.
-//! - [`queue`]: the beanstalkd loop: reserve, touch, record, delete. The queue
+//! - [`ledger`]: the delivery ledger's events of an attempt, a bounce, a held job.
+//! - [`queue`]: the beanstalkd loop: reserve, touch, record, emit the ledger's events, delete. The queue
 //!   schema (tube names, job format, hold list) is the `hedwig-queue` crate's.
 //! - [`metrics`]: what `/metrics` counts; [`http`]: what `/health` says (the listener is
 //!   `hedwig_service::ops`).
@@ -35,6 +36,7 @@ pub mod destination;
 pub mod error;
 pub mod hops;
 pub mod http;
+pub mod ledger;
 pub mod metrics;
 pub mod plan;
 pub mod policy;
@@ -111,6 +113,12 @@ pub fn build(config: Config) -> Result<Parts, RunError> {
                 config.bounce_limits.per_sender,
                 config.bounce_limits.interval,
             ),
+            events: config.events.then(|| {
+                hedwig_queue::emit::Emitters::new(
+                    config.beanstalkd.iter().map(String::as_str),
+                    &tubes,
+                )
+            }),
             config,
             tubes,
             deliverer,

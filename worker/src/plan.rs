@@ -53,6 +53,8 @@ pub struct Outcome {
     pub response: String,
     /// `mx.example.com[192.0.2.1]:25`, when a server was reached.
     pub relay: Option<String>,
+    /// Whether the session ran under TLS, when a server took part in the transaction.
+    pub tls: Option<bool>,
     /// For a deferral: the destination asked for (or is held to) at least this wait.
     pub retry_after: Option<Duration>,
 }
@@ -67,6 +69,7 @@ impl Outcome {
             dsn: reply.dsn.clone().unwrap_or_else(|| "2.0.0".into()),
             response: reply.to_string(),
             relay,
+            tls: None,
             retry_after: None,
         }
     }
@@ -87,6 +90,7 @@ impl Outcome {
                 other => other.to_string(),
             },
             relay,
+            tls: None,
             retry_after: match error {
                 Error::Throttled { retry_after, .. } => Some(*retry_after),
                 _ => None,
@@ -151,6 +155,7 @@ pub fn plan(
                 dsn: "4.3.0".into(),
                 response: "not tried in this attempt".into(),
                 relay: None,
+                tls: None,
                 retry_after: None,
             });
         let outcome = if outcome.status == Status::Deferred && expired {

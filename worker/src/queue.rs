@@ -11,12 +11,17 @@
 //! loss).
 //!
 //! The duplicate windows: a worker killed after the remote server's 250 but before the delete
-//! sends that message again when the job comes back. SMTP has no way to close it (RFC 1047).
+//! (or a beanstalkd killed then, since the delete follows the ledger's events put to it) sends
+//! that message again when the job comes back. SMTP has no way to close it (RFC 1047).
 //! A worker killed after putting a deferral's retry job but before deleting the reserved job
 //! leaves two jobs of the message, each delivered once (put-then-delete never loses one).
 //!
 //! The queue schema (tube names from `tube_prefix`, the job format, the hold list and its
 //! cache) is the `hedwig-queue` crate's; this module only moves jobs between tubes.
+//!
+//! The ledger: after each attempt (and when a held host's job is set aside) the worker puts
+//! the events of [`crate::ledger`] into the events tube of the job's server, before it deletes
+//! the job; when they cannot be put, it logs that once per outage and carries on.
 //!
 //! One log line per recipient per attempt, in the style of Postfix:
 //! `Q1: to=<a@example.com>, relay=mx[192.0.2.1]:25, delay=1.2, dsn=2.0.0, status=sent (250 ok)`.
@@ -28,6 +33,8 @@ use beanstalk::Client;
 use hedwig_core::address::Recipient;
 use hedwig_core::unix_now;
 use hedwig_message::dkim::Signer;
+use hedwig_queue::emit::Emitters;
+use hedwig_queue::event::Event;
 use hedwig_queue::hold::Snapshot;
 use hedwig_queue::job::Job;
 use hedwig_queue::Tubes;
@@ -53,6 +60,8 @@ pub struct Worker {
     pub metrics: Arc<Metrics>,
     /// Bounces per envelope sender per interval.
     pub bounce_limiter: crate::bounce_limit::SenderLimiter,
+    /// The ledger's events tube on each server; `None` with `events: false`.
+    pub events: Option<Emitters>,
 }
 
 impl Worker {
@@ -158,8 +167,23 @@ impl Worker {
             return_path,
         );
         log_attempt(&job, &plan, now);
-        match self.record(putter, &job, &plan, now).await {
-            Ok(()) => {
+        let recorded = self.record(putter, &job, &plan, now).await;
+        // The attempt happened whether or not its outcome could be recorded in beanstalkd:
+        // its events go to the ledger either way, before the job is deleted.
+        if self.events.is_some() {
+            let mut events = crate::ledger::attempt_events(&job, &plan);
+            if let Ok(Some(bounce)) = &recorded {
+                events.extend(crate::ledger::bounce_events(
+                    &job,
+                    &plan,
+                    bounce,
+                    self.config.retry.max_lifetime,
+                ));
+            }
+            self.emit(reserver.addr(), events).await;
+        }
+        match recorded {
+            Ok(_) => {
                 if let Err(e) = reserver.delete(id).await {
                     tracing::error!(job = id, queue_id = %env.queue_id, "delete failed, the job will be delivered again: {e}");
                 }
@@ -199,6 +223,10 @@ impl Worker {
                     to = %env.rcpt_to.join(","), outcome = "held",
                     "{}: host {} is held; message moved to {held}", env.queue_id, env.host
                 );
+                if self.events.is_some() {
+                    let events = crate::ledger::held_events(job, held);
+                    self.emit(reserver.addr(), events).await;
+                }
                 if let Err(e) = reserver.delete(reserved.id).await {
                     tracing::error!(job = reserved.id, queue_id = %env.queue_id, "delete after hold failed: {e}");
                 }
@@ -264,14 +292,23 @@ impl Worker {
         }
     }
 
-    /// Puts what the plan asks for: the retry, the failed records, the bounce.
+    /// Puts `events` into the events tube of the server at `addr` (the job's); a failure is
+    /// logged once per outage and otherwise ignored: the ledger never stops delivery.
+    async fn emit(&self, addr: &str, events: Vec<Event>) {
+        if let Some(emitters) = &self.events {
+            emitters.record(addr, events).await;
+        }
+    }
+
+    /// Puts what the plan asks for: the retry, the failed records, the bounce. Returns the
+    /// bounce, when one was queued.
     async fn record(
         &self,
         putter: &mut Client,
         job: &Job,
         plan: &Plan,
         now: u64,
-    ) -> Result<(), beanstalk::Error> {
+    ) -> Result<Option<Job>, beanstalk::Error> {
         let ttr = self.config.job_ttr;
         if let Some((again, delay)) = &plan.retry {
             put(putter, self.tubes.outbound(), &again.encode(), *delay, ttr).await?;
@@ -292,6 +329,7 @@ impl Worker {
         }
         // Over the sender's bounce limit, the failed-tube records above hold everything;
         // only the bounce is left out.
+        let mut queued = None;
         if !plan.bounce.is_empty() && self.bounce_allowed(job, plan) {
             match self.bounce(job, plan, now) {
                 Ok(bounce) => {
@@ -305,13 +343,14 @@ impl Worker {
                         job.envelope.queue_id,
                         bounce.envelope.queue_id
                     );
+                    queued = Some(bounce);
                 }
                 // The failed-tube record holds everything; a bounce that cannot be built
                 // must not keep the job in the queue.
                 Err(e) => tracing::error!(queue_id = %job.envelope.queue_id, "no bounce: {e}"),
             }
         }
-        Ok(())
+        Ok(queued)
     }
 
     /// Whether the bounce's recipient is still within `bounce_limits.per_sender`; logs the

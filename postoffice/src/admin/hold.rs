@@ -14,6 +14,7 @@
 
 use std::time::Duration;
 
+use hedwig_queue::event::Outcome;
 use hedwig_queue::hold::HoldList;
 use serde::Serialize;
 
@@ -140,13 +141,10 @@ pub async fn sweep(target: &Target, host: &str, limit: usize, report: &mut Repor
                 .push(format!("{addr}: held tube sweep incomplete: {why}"));
         }
         for index in 0..batch.entries.len() {
-            let mine = batch.entries[index]
-                .envelope
-                .as_ref()
-                .is_ok_and(|e| hedwig_queue::hold::normalize(&e.host) == host);
-            if !mine {
-                continue;
-            }
+            let envelope = match &batch.entries[index].envelope {
+                Ok(e) if hedwig_queue::hold::normalize(&e.host) == host => e.clone(),
+                _ => continue,
+            };
             let id = batch.entries[index].id;
             let moved = async {
                 let job = batch.client.peek(id).await.map_err(super::at(addr))?;
@@ -158,6 +156,15 @@ pub async fn sweep(target: &Target, host: &str, limit: usize, report: &mut Repor
                         target.ttr,
                     )
                     .await?;
+                target
+                    .record(
+                        &mut batch,
+                        "release",
+                        &envelope.queue_id,
+                        &envelope.rcpt_to,
+                        Outcome::Released,
+                    )
+                    .await;
                 Ok::<(), AdminError>(batch.delete(index).await?)
             }
             .await;

@@ -5,6 +5,11 @@
 //! Reading the tubes without disturbing the workers, and the tube names, are the
 //! `hedwig-queue` crate's (`hedwig_queue::scan`, `hedwig_queue::tubes`).
 //!
+//! The commands that change a message (`requeue`, `release`, `purge`) record what they did in
+//! the delivery ledger ([`Target::record`]): per recipient an event `requeued`, `released` or
+//! `purged`, naming the command and the user, before the job they acted on is deleted.
+//! `hold` moves no job (workers move a held host's jobs, and record `held`).
+//!
 //! Every command acts on every configured beanstalkd server. Each returns its report as a
 //! value and renders it as text or JSON; the binary only prints.
 //! How the failed tube is read while workers run: see `hedwig_queue::scan`.
@@ -17,10 +22,12 @@ pub mod requeue;
 pub mod show;
 pub mod stats;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
 use beanstalk::Client;
 
+use hedwig_queue::event::{Event, Outcome, RecipientEvent, What};
 use hedwig_queue::Tubes;
 
 use crate::config::Config;
@@ -58,6 +65,9 @@ pub struct Target {
     /// Priority and time-to-run of jobs put back for delivery.
     pub priority: u32,
     pub ttr: Duration,
+    /// Put ledger events (`requeued`, `released`, `purged`) into the events tube (the
+    /// `events` setting).
+    pub events: bool,
 }
 
 impl Target {
@@ -77,6 +87,7 @@ impl Target {
             tubes: config.tubes().map_err(AdminError::Usage)?,
             priority: config.job_priority,
             ttr: config.job_ttr,
+            events: config.events,
         })
     }
 }
@@ -100,6 +111,76 @@ impl Target {
             .put(failed, &job.encode(), self.priority, self.ttr)
             .await?;
         Ok(())
+    }
+}
+
+/// Whether a ledger event failed already in this process (warned once, not per message).
+static LEDGER_FAILED: AtomicBool = AtomicBool::new(false);
+
+impl Target {
+    /// Records an operator's action on `recipients` of message `queue_id` in the ledger: one
+    /// `Recipient` event each with `outcome`, `by` naming `command` and the user, put into the
+    /// events tube of the batch's server through its connection, before the caller deletes
+    /// the job it acted on. A failure is warned about once and otherwise ignored: the ledger
+    /// never stops an operator.
+    pub(crate) async fn record(
+        &self,
+        batch: &mut hedwig_queue::scan::Batch,
+        command: &str,
+        queue_id: &str,
+        recipients: &[hedwig_core::address::Recipient],
+        outcome: Outcome,
+    ) {
+        if !self.events || recipients.is_empty() {
+            return;
+        }
+        let by = operator(command);
+        let events: Vec<Event> = recipients
+            .iter()
+            .map(|rcpt| {
+                Event::now(
+                    queue_id,
+                    What::Recipient(RecipientEvent {
+                        recipient: rcpt.to_string(),
+                        outcome,
+                        mx: None,
+                        ip: None,
+                        tls: None,
+                        code: None,
+                        dsn: None,
+                        reply: format!("{outcome} by an operator ({by})"),
+                        attempt: None,
+                        by: Some(by.clone()),
+                    }),
+                )
+            })
+            .collect();
+        let limits = hedwig_queue::emit::Limits::default();
+        for body in hedwig_queue::emit::encode_batches(&events, &limits) {
+            let put = batch
+                .put(self.tubes.events(), &body, limits.priority, limits.ttr)
+                .await;
+            if let Err(e) = put {
+                if !LEDGER_FAILED.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "ledger events cannot be queued; carrying on without them");
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// `by` of an operator's event: `postoffice <command>`, and the user who ran it
+/// (`$SUDO_USER`, else `$USER`) when known.
+pub fn operator(command: &str) -> String {
+    let user = ["SUDO_USER", "USER"]
+        .iter()
+        .filter_map(|name| std::env::var(name).ok())
+        .map(|user| cell(user.trim(), 64))
+        .find(|user| !user.is_empty());
+    match user {
+        Some(user) => format!("postoffice {command} ({user})"),
+        None => format!("postoffice {command}"),
     }
 }
 

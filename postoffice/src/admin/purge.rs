@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::failed::{collect, render_rows, Row, Selected};
 use super::filter::Filter;
 use super::{AdminError, Target};
+use hedwig_queue::event::Outcome;
 use hedwig_queue::scan::DEFAULT_LIMIT;
 
 /// Options of `purge`.
@@ -84,11 +85,20 @@ async fn purge_one(
         Ok(e) => e.clone(),
         Err(e) => return Err(AdminError::Usage(e.clone())),
     };
-    let rest = filter.split_recipients(&envelope).1;
+    let (picked, rest) = filter.split_recipients(&envelope);
     if !rest.is_empty() {
         let job = s.batch.fetch(s.batch.entries[index].id).await?;
         target.keep_failed(&mut s.batch, job, rest).await?;
     }
+    target
+        .record(
+            &mut s.batch,
+            "purge",
+            &envelope.queue_id,
+            &picked,
+            Outcome::Purged,
+        )
+        .await;
     Ok(s.batch.delete(index).await?)
 }
 

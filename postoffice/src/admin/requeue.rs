@@ -12,6 +12,7 @@ use super::failed::{collect, render_rows, Row, Selected};
 use super::filter::Filter;
 use super::{AdminError, Target};
 use hedwig_core::address::Recipient;
+use hedwig_queue::event::Outcome;
 use hedwig_queue::scan::DEFAULT_LIMIT;
 
 /// Options of `requeue`.
@@ -102,6 +103,16 @@ async fn requeue_one(
         .put(tube, &again.encode(), target.priority, target.ttr)
         .await?;
     target.keep_failed(&mut s.batch, original, rest).await?;
+    let queue_id = again.envelope.queue_id.clone();
+    target
+        .record(
+            &mut s.batch,
+            "requeue",
+            &queue_id,
+            &again.envelope.rcpt_to,
+            Outcome::Requeued,
+        )
+        .await;
     s.batch.delete(index).await?;
     tracing::info!(queue_id = %again.envelope.queue_id, beanstalkd = %s.batch.addr, tube, "requeued");
     Ok(())

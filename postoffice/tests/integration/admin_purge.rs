@@ -73,6 +73,7 @@ async fn purge_asks_and_a_no_keeps_everything() {
         tubes: hedwig_queue::Tubes::default(),
         priority: 1024,
         ttr: std::time::Duration::from_secs(60),
+        events: true,
     };
     let args = postoffice::admin::purge::PurgeArgs {
         filter: Default::default(),

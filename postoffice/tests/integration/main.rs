@@ -14,6 +14,7 @@ mod admin_tube_prefix;
 mod admin_two_servers;
 mod bad_input;
 mod concurrency;
+mod events;
 mod from_policy;
 mod hold_release;
 mod intake;

@@ -15,6 +15,7 @@ mod disconnect_and_size;
 mod dkim_authorised;
 mod dkim_signed;
 mod dns_failures;
+mod events;
 mod expiry_bounce;
 mod hold;
 mod key_file_modes;

@@ -1,0 +1,145 @@
+//! The events emitter against a real beanstalkd: group commit (many concurrent calls, fewer
+//! jobs), batches within beanstalkd's default job size, and an outage (calls fail, then work
+//! again once the server is back).
+
+use std::time::Duration;
+
+use hedwig_queue::emit::{Emitter, Limits};
+use hedwig_queue::event::{Batch, Event, Outcome, RecipientEvent, What};
+use hedwig_queue::Tubes;
+use hedwig_testkit::Beanstalkd;
+
+fn event(queue_id: &str, recipient: &str) -> Event {
+    Event::now(
+        queue_id,
+        What::Recipient(RecipientEvent {
+            recipient: recipient.into(),
+            outcome: Outcome::Sent,
+            mx: Some("mx.example.test".into()),
+            ip: Some("192.0.2.1".into()),
+            tls: Some(true),
+            code: Some(250),
+            dsn: Some("2.0.0".into()),
+            reply: "250 2.0.0 ok queued as 12345".into(),
+            attempt: Some(1),
+            by: None,
+        }),
+    )
+}
+
+/// Every job in the events tube, decoded (reserved and deleted).
+async fn drain(url: &str, tubes: &Tubes) -> Vec<Batch> {
+    let mut c = beanstalk::Client::connect(url.to_owned()).await.unwrap();
+    c.watch(tubes.events()).await.unwrap();
+    c.ignore("default").await.unwrap();
+    let mut batches = Vec::new();
+    for _ in 0..100_000 {
+        match c.reserve_with_timeout(Duration::ZERO).await {
+            Ok(job) => {
+                batches.push(Batch::decode(&job.body).unwrap());
+                c.delete(job.id).await.unwrap();
+            }
+            Err(beanstalk::Error::TimedOut) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    batches
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_share_jobs() {
+    let bs = Beanstalkd::start();
+    let tubes = Tubes::new("em").unwrap();
+    let emitter = Emitter::new(bs.url(), &tubes);
+    let n = 400;
+    let mut calls = tokio::task::JoinSet::new();
+    let mut sent = Vec::new();
+    for i in 0..n {
+        let e = event(&format!("Q{i}"), "a@example.org");
+        sent.push(e.id.clone());
+        let emitter = emitter.clone();
+        calls.spawn(async move { emitter.emit(vec![e]).await });
+    }
+    while let Some(result) = calls.join_next().await {
+        result.unwrap().unwrap();
+    }
+    let batches = drain(&bs.url(), &tubes).await;
+    let mut got: Vec<String> = batches
+        .iter()
+        .flat_map(|b| b.events.iter().map(|e| e.id.clone()))
+        .collect();
+    println!(
+        "group commit: {n} events from {n} concurrent calls in {} jobs",
+        batches.len()
+    );
+    assert!(
+        batches.len() < n,
+        "{} jobs for {n} events: no group commit",
+        batches.len()
+    );
+    assert_eq!(emitter.jobs_put(), batches.len() as u64);
+    assert_eq!(emitter.events_put(), n as u64);
+    got.sort();
+    sent.sort();
+    assert_eq!(got, sent, "every event exactly once");
+}
+
+#[tokio::test]
+async fn large_calls_are_split_below_the_default_job_size() {
+    // beanstalkd's own default limit: every job must fit.
+    let bs = Beanstalkd::start_with_max_job_size(65_535);
+    let tubes = Tubes::default();
+    let emitter = Emitter::new(bs.url(), &tubes);
+    let events: Vec<Event> = (0..3000)
+        .map(|i| event("Q1", &format!("recipient{i}@example.org")))
+        .collect();
+    emitter.emit(events.clone()).await.unwrap();
+    let batches = drain(&bs.url(), &tubes).await;
+    assert!(batches.len() > 1, "{} jobs", batches.len());
+    let got: Vec<Event> = batches.into_iter().flat_map(|b| b.events).collect();
+    assert_eq!(got, events, "all of them, in order");
+    // An empty call puts nothing.
+    emitter.emit(vec![]).await.unwrap();
+    assert!(drain(&bs.url(), &tubes).await.is_empty());
+}
+
+#[tokio::test]
+async fn an_outage_fails_calls_and_emission_resumes() {
+    let mut bs = Beanstalkd::start();
+    let tubes = Tubes::default();
+    let limits = Limits {
+        retry_after: Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let emitter = Emitter::with_limits(bs.url(), &tubes, limits);
+    let before = event("Q1", "a@example.org");
+    emitter.emit(vec![before.clone()]).await.unwrap();
+
+    bs.stop();
+    let down = event("Q2", "b@example.org");
+    assert!(emitter.emit(vec![down.clone()]).await.is_err());
+    // While it is down calls fail (a refused connection, at once); record() says so.
+    assert!(!emitter.record(vec![event("Q3", "c@example.org")]).await);
+
+    bs.restart();
+    let after = event("Q4", "d@example.org");
+    let mut resumed = false;
+    for _ in 0..100 {
+        if emitter.record(vec![after.clone()]).await {
+            resumed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(resumed, "emission resumes after the restart");
+    let got: Vec<String> = drain(&bs.url(), &tubes)
+        .await
+        .into_iter()
+        .flat_map(|b| b.events)
+        .map(|e| e.id)
+        .collect();
+    // The first one survived the restart (binlog); the last one is there once.
+    assert!(got.contains(&before.id), "{got:?}");
+    assert_eq!(got.iter().filter(|id| **id == after.id).count(), 1);
+    assert!(!got.contains(&down.id));
+}
