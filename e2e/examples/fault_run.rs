@@ -961,6 +961,94 @@ fn check(
 // ---------------------------------------------------------------------------------------------
 // The run
 
+/// The post office's data directory: its ledger (SQLite) lives there.
+fn ledger_dir(work: &Path) -> PathBuf {
+    work.join("postoffice-data")
+}
+
+fn ledger_url(work: &Path) -> String {
+    format!("sqlite://{}", ledger_dir(work).join("ledger.db").display())
+}
+
+/// What the delivery ledger says about the run (issue 13): every delivered copy is a `sent`
+/// recipient of a message the ledger knows by mailman's id, and every message it knows
+/// reached a final outcome. Read after the queues (the events tube among them) are empty.
+struct LedgerVerdict {
+    messages: usize,
+    events: u64,
+    unsent_copies: Vec<String>,
+    not_final: Vec<String>,
+}
+
+async fn check_ledger(url: &str, received: &[Received]) -> anyhow::Result<LedgerVerdict> {
+    let store = hedwig_ledger::Store::open(url).await?;
+    let mut by_edge: HashMap<String, Vec<hedwig_ledger::Message>> = HashMap::new();
+    let mut messages = 0;
+    let mut not_final = Vec::new();
+    let mut filter = hedwig_ledger::Filter {
+        limit: Some(hedwig_ledger::model::MAX_LIMIT),
+        ..Default::default()
+    };
+    loop {
+        let page = store.search(&filter).await?;
+        for m in page.messages {
+            messages += 1;
+            if m.final_at.is_none() {
+                not_final.push(format!(
+                    "{} ({}, {})",
+                    m.queue_id,
+                    m.kind,
+                    m.status.as_str()
+                ));
+            }
+            if let Some(edge) = m.edge_id.clone() {
+                by_edge.entry(edge).or_default().push(m);
+            }
+        }
+        match page.next {
+            Some(next) => filter.cursor = Some(next),
+            None => break,
+        }
+    }
+    let mut unsent_copies = Vec::new();
+    for r in received {
+        let text = String::from_utf8_lossy(&r.data);
+        let (head, _) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let Some(edge) = mailman_id(head) else {
+            unsent_copies.push(format!("a copy to {:?} without mailman's id", r.rcpt_to));
+            continue;
+        };
+        let sent = match by_edge.get(&edge) {
+            Some(ms) => {
+                let mut any = false;
+                for m in ms {
+                    let timeline = store.timeline(&m.queue_id).await?;
+                    any |= timeline.is_some_and(|t| {
+                        t.recipients
+                            .iter()
+                            .any(|rc| r.rcpt_to.contains(&rc.recipient) && rc.status == "sent")
+                    });
+                }
+                any
+            }
+            None => false,
+        };
+        if !sent {
+            unsent_copies.push(format!("mailman id {edge} to {:?}", r.rcpt_to));
+        }
+    }
+    unsent_copies.sort();
+    unsent_copies.dedup();
+    let events = store.event_count().await?;
+    store.close().await;
+    Ok(LedgerVerdict {
+        messages,
+        events,
+        unsent_copies,
+        not_final,
+    })
+}
+
 fn write_configs(
     work: &Path,
     spool: &Path,
@@ -987,7 +1075,9 @@ fn write_configs(
         format!(
             "listen: \"{postoffice}\"\nbeanstalkd: \"{beanstalkd}\"\nsecret: {SECRET}\n\
              max_message_size: {MAX_MESSAGE}\njob_ttr: 60s\nstartup_wait: 30s\n\
-             shutdown_timeout: 1s\ndefault_policy: {{rate_per_minute: 0}}\n"
+             shutdown_timeout: 1s\ndefault_policy: {{rate_per_minute: 0}}\n\
+             data_dir: {}\nledger: {{writer: true, check_interval: 1s}}\n",
+            ledger_dir(work).display()
         ),
     )?;
     let w = work.join("worker.yaml");
@@ -1224,6 +1314,7 @@ async fn run() -> anyhow::Result<bool> {
 
     let attempts = std::mem::take(&mut *stats.attempts.lock().unwrap());
     let verdict = check(&messages, &received, &attempts, &injected);
+    let ledger = check_ledger(&ledger_url(work.path()), &received).await;
     let failed_submissions = stats.failed.lock().unwrap().clone();
     let rcpt_faults = stack.rcpt_mx.fault_counts();
 
@@ -1293,6 +1384,17 @@ async fn run() -> anyhow::Result<bool> {
     println!("unknown messages:    {}", verdict.unknown.len());
     println!("bounces:             {bounces}");
     println!("left in queues:      {queued:?}");
+    match &ledger {
+        Ok(l) => println!(
+            "ledger:              {} messages, {} events; {} delivered copies without a sent \
+             recipient, {} messages without a final outcome",
+            l.messages,
+            l.events,
+            l.unsent_copies.len(),
+            l.not_final.len()
+        ),
+        Err(e) => println!("ledger:              cannot be read: {e:#}"),
+    }
     println!("left in spool:       {}", spool_left.len());
     println!("arrived after drain: {late}");
     println!(
@@ -1327,6 +1429,13 @@ async fn run() -> anyhow::Result<bool> {
     list("unexplained duplicates", &verdict.unexplained);
     list("failed submissions", &failed_submissions);
     list("left in spool", &spool_left);
+    match &ledger {
+        Ok(l) => {
+            list("delivered but not sent in the ledger", &l.unsent_copies);
+            list("without a final outcome in the ledger", &l.not_final);
+        }
+        Err(e) => list("the ledger cannot be read", &[format!("{e:#}")]),
+    }
     let left: Vec<String> = queued
         .iter()
         .filter(|(t, n)| t.as_str() != hedwig_queue::tubes::TUBE_HOLDS && **n > 0)

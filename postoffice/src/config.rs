@@ -137,7 +137,7 @@ impl Default for LedgerConfig {
             url: None,
             retention: Duration::from_secs(30 * 86_400),
             stuck_after: Duration::from_secs(5 * 86_400 + 3600),
-            writer: false,
+            writer: true,
             check_interval: Duration::from_secs(60),
             api_listen: None,
             api_token_file: None,

@@ -27,6 +27,11 @@ async fn postoffice(
         beanstalkd: vec![bs.url()],
         secret: Some(stack::SECRET.into()),
         shutdown_timeout: Duration::from_secs(2),
+        // No ledger writer (it would write to /var/lib/hedwig); ledger tests turn it on.
+        ledger: postoffice::config::LedgerConfig {
+            writer: false,
+            ..Default::default()
+        },
         ..postoffice::Config::default()
     };
     config.default_policy.require_signed = require_signed;

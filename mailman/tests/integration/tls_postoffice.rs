@@ -102,6 +102,11 @@ async fn tls_intake_with_a_private_ca_and_reload_without_restart() {
             cert_file: certs.path().join("cert.pem"),
             key_file: certs.path().join("key.pem"),
         }),
+        // No ledger writer (it would write to /var/lib/hedwig); ledger tests turn it on.
+        ledger: postoffice::config::LedgerConfig {
+            writer: false,
+            ..Default::default()
+        },
         ..postoffice::Config::default()
     };
     let stop = CancellationToken::new();

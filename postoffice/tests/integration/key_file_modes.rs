@@ -14,6 +14,7 @@ fn run(env: &[(&str, String)], limit: Duration, stop_at: &str) -> (Option<i32>, 
     let mut child = Command::new(env!("CARGO_BIN_EXE_postoffice"))
         .env_clear()
         .env("RUST_LOG", "info")
+        .env("HEDWIG_LEDGER__WRITER", "false")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::null())

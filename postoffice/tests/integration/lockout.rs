@@ -63,6 +63,7 @@ async fn start(addr: SocketAddr, beanstalkd: &str, extra: &[(&str, &str)]) -> Pr
     let mut command = Command::new(env!("CARGO_BIN_EXE_postoffice"));
     command
         .env_clear()
+        .env("HEDWIG_LEDGER__WRITER", "false")
         .env("HEDWIG_LISTEN", addr.to_string())
         .env("HEDWIG_BEANSTALKD", beanstalkd)
         .env("HEDWIG_SECRET", SECRET)

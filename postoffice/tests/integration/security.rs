@@ -352,6 +352,7 @@ async fn body_limit_is_enforced_while_streaming_and_no_key_is_logged() {
     let logs = tempfile::NamedTempFile::new().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_postoffice"))
         .env_clear()
+        .env("HEDWIG_LEDGER__WRITER", "false")
         .env("HEDWIG_LISTEN", addr.to_string())
         .env("HEDWIG_BEANSTALKD", beanstalkd.url())
         .env("HEDWIG_SECRET", SECRET)

@@ -149,6 +149,11 @@ impl Postoffice {
                 allowed_sender_domains: vec![SENDER_DOMAIN.into()],
                 ..postoffice::config::HostPolicy::default()
             },
+            // No ledger writer (it would write to /var/lib/hedwig); ledger tests turn it on.
+            ledger: postoffice::config::LedgerConfig {
+                writer: false,
+                ..Default::default()
+            },
             ..postoffice::Config::default()
         };
         change(&mut config);
@@ -263,6 +268,17 @@ impl Worker {
             .expect("the worker stops within 10 s")
             .expect("the worker task did not panic");
         result.expect("the worker ran without error");
+    }
+
+    /// Stops it (as on SIGTERM: jobs in hand finish) and starts a new one with `config`.
+    pub async fn restart(&mut self, config: worker::Config) {
+        self.stop.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(10), &mut self.task)
+            .await
+            .expect("the worker stops within 10 s")
+            .expect("the worker task did not panic");
+        result.expect("the worker ran without error");
+        *self = Worker::start(config);
     }
 }
 

@@ -45,6 +45,11 @@ impl Postoffice {
             beanstalkd: vec![beanstalkd.url()],
             secret: Some(SECRET.into()),
             shutdown_timeout: Duration::from_secs(2),
+            // No ledger writer (it would write to /var/lib/hedwig); ledger tests turn it on.
+            ledger: postoffice::config::LedgerConfig {
+                writer: false,
+                ..Default::default()
+            },
             ..postoffice::Config::default()
         };
         tweak(&mut config);

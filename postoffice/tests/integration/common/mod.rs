@@ -24,6 +24,11 @@ pub fn config(beanstalkd: &Beanstalkd) -> postoffice::Config {
         beanstalkd: vec![beanstalkd.url()],
         secret: Some(SECRET.into()),
         startup_wait: Duration::from_secs(2),
+        // No ledger writer (it would write to /var/lib/hedwig); ledger tests turn it on.
+        ledger: postoffice::config::LedgerConfig {
+            writer: false,
+            ..Default::default()
+        },
         ..postoffice::Config::default()
     }
 }
@@ -214,7 +219,9 @@ pub fn admin(args: &[&str]) -> (bool, String, String) {
 /// [`admin`] with `HEDWIG_BEANSTALKD` set to `beanstalkd`.
 pub fn admin_env(args: &[&str], beanstalkd: Option<&str>) -> (bool, String, String) {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_postoffice"));
-    command.env_remove("HEDWIG_BEANSTALKD");
+    command
+        .env_remove("HEDWIG_BEANSTALKD")
+        .env("HEDWIG_LEDGER__WRITER", "false");
     if let Some(servers) = beanstalkd {
         command.env("HEDWIG_BEANSTALKD", servers);
     }
