@@ -657,6 +657,42 @@ listen:\n  host: 127.0.0.2\n  port: 25\n",
     }
 
     #[test]
+    fn header_fixups_are_on_by_default_and_switch_one_by_one() {
+        let base = [
+            ("HEDWIG_FQDN", "h.example"),
+            ("HEDWIG_KEY", "k"),
+            ("HEDWIG_POSTOFFICE", "http://a:1/"),
+        ];
+        let c: Config = load_from_env(None, base).unwrap();
+        let s = c.check().unwrap();
+        assert_eq!(
+            s.add_missing_headers,
+            crate::fixup::AddMissingHeaders::default()
+        );
+        assert!(s.add_missing_headers.strip_bcc && s.refuse_bad_headers);
+        let vars = base.into_iter().chain([
+            ("HEDWIG_ADD_MISSING_HEADERS__STRIP_BCC", "false"),
+            ("HEDWIG_REFUSE_BAD_HEADERS", "false"),
+        ]);
+        let s = load_from_env::<Config, _, _, _>(None, vars)
+            .unwrap()
+            .check()
+            .unwrap();
+        assert!(!s.add_missing_headers.strip_bcc && s.add_missing_headers.date);
+        assert!(!s.refuse_bad_headers);
+        assert!(s.summary().contains("date, message_id, from, to\n"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.yaml");
+        std::fs::write(
+            &path,
+            "fqdn: h.example\nkey: k\npostoffice: http://a:1/\nadd_missing_headers:\n  date: false\n  mesage_id: false\n",
+        )
+        .unwrap();
+        let err = load_from_env::<Config, _, _, _>(Some(&path), [("", ""); 0]).unwrap_err();
+        assert!(err.to_string().contains("mesage_id"), "{err}");
+    }
+
+    #[test]
     fn key_file_wins() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("key");

@@ -23,7 +23,7 @@
 //! Lines are split the way `hedwig_core::from` (the post office's view) splits them: CRLF, a
 //! bare LF and a bare CR each end a line, so a bare CR cannot hide a field from one reader
 //! and show it to another. The header block ends at the first empty line or at the first line
-//! that is neither a field nor a continuation.
+//! that is neither a field (a line with a colon) nor a continuation.
 //!
 //! Not here: the I/O, the log line and the reply (see [`crate::handoff`]); the `Received:`
 //! field (`crate::smtp::Message::received_header`); the loop limit (`crate::smtp::hops`).
@@ -217,24 +217,21 @@ fn header(message: &[u8]) -> Header {
         }
         let next = pos + len + ending;
         if line[0] == b' ' || line[0] == b'\t' {
-            match fields.last_mut() {
-                Some(field) => field.end = next,
-                None => break,
+            // A continuation before any field belongs to none; it is skipped, as
+            // `hedwig_core::from` skips it.
+            if let Some(field) = fields.last_mut() {
+                field.end = next;
             }
         } else {
-            let name = line
-                .iter()
-                .position(|&b| b == b':')
-                .map(|colon| trim_end_wsp(&line[..colon]));
-            match name {
-                Some(name) if !name.is_empty() && name.iter().all(|&b| (33..=126).contains(&b)) => {
-                    fields.push(Field {
-                        name: name.to_vec(),
-                        start: pos,
-                        end: next,
-                    })
-                }
-                _ => break,
+            // Any line with a colon is a field, as `hedwig_core::from` (the post office) reads
+            // it: the two must agree on which fields a message has.
+            match line.iter().position(|&b| b == b':') {
+                Some(colon) => fields.push(Field {
+                    name: trim_end_wsp(&line[..colon]).to_vec(),
+                    start: pos,
+                    end: next,
+                }),
+                None => break,
             }
         }
         number += 1;
@@ -503,6 +500,9 @@ X-Odd:no space\r\n\r\n.leading dot\r\nCaf\xe9\r\n\r\n\r\nBcc: in the body stays\
     #[test]
     fn shapes_of_the_header_block() {
         let all = AddMissingHeaders::default();
+        // A continuation line before any field is skipped, as the post office skips it.
+        let (out, fixed) = run(b" x\r\nFrom: a@b.example\r\n\r\n", all);
+        assert!(!fixed.contains(&"from"), "{}", text(&out));
         // No header at all: the text stays the body.
         let (out, _) = run(b"just text\r\n", all);
         assert_eq!(
@@ -533,6 +533,72 @@ X-Odd:no space\r\n\r\n.leading dot\r\nCaf\xe9\r\n\r\n\r\nBcc: in the body stays\
         // A bare CR ends a line, as the post office reads it: the From: behind it counts.
         let (out, fixed) = run(b"Subject: s\rFrom: a@b.example\r\n\r\n", all);
         assert!(!fixed.contains(&"from"), "{}", text(&out));
+    }
+
+    #[test]
+    fn random_messages_never_panic_and_fixing_is_idempotent() {
+        use rand::{Rng, SeedableRng};
+        const PARTS: &[&[u8]] = &[
+            b"From:",
+            b"from :",
+            b"To:",
+            b"Cc:",
+            b"Bcc:",
+            b"Date:",
+            b"Message-ID:",
+            b"Subject:",
+            b" a@b.example",
+            b"<c@d.example>",
+            b"root",
+            b"x",
+            b":",
+            b" ",
+            b"\t",
+            b"\r\n",
+            b"\r\n",
+            b"\r\n\r\n",
+            b"\n",
+            b"\r",
+            b"\xe9",
+            b"\x00",
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(19);
+        let (mut accepted, mut refused) = (0, 0);
+        for _ in 0..5000 {
+            let mut m = Vec::new();
+            for _ in 0..rng.gen_range(0..24) {
+                m.extend_from_slice(PARTS[rng.gen_range(0..PARTS.len())]);
+            }
+            let mut i = input(AddMissingHeaders::default());
+            i.refuse = rng.gen_bool(0.5);
+            i.smtputf8 = rng.gen_bool(0.5);
+            match apply(&m, &i) {
+                Ok(out) => {
+                    accepted += 1;
+                    let again = apply(&out.message, &i).unwrap_or_else(|e| {
+                        panic!("{:?} -> {:?}: {e}", text(&m), text(&out.message))
+                    });
+                    assert!(
+                        again.fixed.is_empty(),
+                        "{:?} -> {:?}",
+                        text(&m),
+                        again.fixed
+                    );
+                    assert_eq!(&*again.message, &*out.message);
+                    // The post office sees a From: after the fix-ups; exactly one unless the
+                    // refusals are off.
+                    let froms = FromHeader::parse(&out.message).fields;
+                    assert!(
+                        froms == 1 || (!i.refuse && froms > 1),
+                        "{froms} From: {:?} -> {:?}",
+                        text(&m),
+                        text(&out.message)
+                    );
+                }
+                Err(_) => refused += 1,
+            }
+        }
+        assert!(accepted > 1000 && refused > 200, "{accepted} / {refused}");
     }
 
     #[test]
