@@ -76,6 +76,13 @@ pub struct Config {
     /// A message whose header would hold more `Received:` lines than this (counting the one
     /// mailman adds) is refused with `554 5.4.6` (Postfix's `hopcount_limit`).
     pub max_received_headers: usize,
+    /// Header fields added when missing, each switchable (`date`, `message_id`, `from`, `to`,
+    /// `strip_bcc`); see [`crate::fixup`].
+    pub add_missing_headers: crate::fixup::AddMissingHeaders,
+    /// Refuse with `554 5.6.0` at DATA a message with more than one `From:`, a `From:`
+    /// without an address, a header line over 998 octets, or raw 8-bit header bytes without
+    /// `SMTPUTF8`.
+    pub refuse_bad_headers: bool,
     /// How often the key is checked against the postoffice (`/health` turns unhealthy while
     /// it is refused).
     #[serde(with = "humantime_serde")]
@@ -132,6 +139,8 @@ impl Default for Config {
             session_timeout: Duration::from_secs(1800),
             bare_newline: crate::smtp::data::BareNewline::Normalize,
             max_received_headers: 50,
+            add_missing_headers: crate::fixup::AddMissingHeaders::default(),
+            refuse_bad_headers: true,
             key_check_interval: Duration::from_secs(60),
             forward_deadline: Duration::from_secs(5),
             forward_timeout: Duration::from_secs(60),
@@ -191,6 +200,8 @@ pub struct Settings {
     pub session_timeout: Duration,
     pub bare_newline: crate::smtp::data::BareNewline,
     pub max_received_headers: usize,
+    pub add_missing_headers: crate::fixup::AddMissingHeaders,
+    pub refuse_bad_headers: bool,
     pub key_check_interval: Duration,
     pub forward_deadline: Duration,
     pub forward_timeout: Duration,
@@ -257,6 +268,8 @@ impl Settings {
                 "max_received_headers",
                 self.max_received_headers.to_string(),
             ),
+            ("add_missing_headers", self.add_missing_headers.summary()),
+            ("refuse_bad_headers", self.refuse_bad_headers.to_string()),
             ("max_connections", self.max_connections.to_string()),
             (
                 "max_connections_per_client",
@@ -513,6 +526,8 @@ impl Config {
             session_timeout: self.session_timeout,
             bare_newline: self.bare_newline,
             max_received_headers: self.max_received_headers,
+            add_missing_headers: self.add_missing_headers,
+            refuse_bad_headers: self.refuse_bad_headers,
             key_check_interval: self.key_check_interval,
             forward_deadline: self.forward_deadline,
             forward_timeout: self.forward_timeout,
@@ -639,6 +654,42 @@ listen:\n  host: 127.0.0.2\n  port: 25\n",
         std::fs::write(&path, "fqdn: a\nlisen: x\n").unwrap();
         let err = load_from_env::<Config, _, _, _>(Some(&path), [("", ""); 0]).unwrap_err();
         assert!(err.to_string().contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn header_fixups_are_on_by_default_and_switch_one_by_one() {
+        let base = [
+            ("HEDWIG_FQDN", "h.example"),
+            ("HEDWIG_KEY", "k"),
+            ("HEDWIG_POSTOFFICE", "http://a:1/"),
+        ];
+        let c: Config = load_from_env(None, base).unwrap();
+        let s = c.check().unwrap();
+        assert_eq!(
+            s.add_missing_headers,
+            crate::fixup::AddMissingHeaders::default()
+        );
+        assert!(s.add_missing_headers.strip_bcc && s.refuse_bad_headers);
+        let vars = base.into_iter().chain([
+            ("HEDWIG_ADD_MISSING_HEADERS__STRIP_BCC", "false"),
+            ("HEDWIG_REFUSE_BAD_HEADERS", "false"),
+        ]);
+        let s = load_from_env::<Config, _, _, _>(None, vars)
+            .unwrap()
+            .check()
+            .unwrap();
+        assert!(!s.add_missing_headers.strip_bcc && s.add_missing_headers.date);
+        assert!(!s.refuse_bad_headers);
+        assert!(s.summary().contains("date, message_id, from, to\n"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.yaml");
+        std::fs::write(
+            &path,
+            "fqdn: h.example\nkey: k\npostoffice: http://a:1/\nadd_missing_headers:\n  date: false\n  mesage_id: false\n",
+        )
+        .unwrap();
+        let err = load_from_env::<Config, _, _, _>(Some(&path), [("", ""); 0]).unwrap_err();
+        assert!(err.to_string().contains("mesage_id"), "{err}");
     }
 
     #[test]

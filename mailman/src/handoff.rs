@@ -4,7 +4,8 @@
 //! recipients is the worker's job, not mailman's.)
 //!
 //! Every message gets one log line here with its message id, client, sender, recipients, size
-//! and outcome (`forwarded`, `rejected`, `spooled`, `refused`).
+//! and outcome (`forwarded`, `rejected`, `spooled`, `refused`), and `fixed`: the header fields
+//! [`crate::fixup`] added (`date,message-id,from,to`, `bcc` for removed `Bcc:` fields).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -34,9 +35,49 @@ pub struct Core {
 }
 
 /// Spools `message`, tries the postoffice, and returns the reply for the client.
-pub async fn hand_off(core: &Arc<Core>, message: Message) -> Reply {
+pub async fn hand_off(core: &Arc<Core>, mut message: Message) -> Reply {
     let id = hedwig_core::new_queue_id();
     let now = hedwig_core::unix_now();
+    // Header refusals and fix-ups (issue 19), before anything is measured or spooled.
+    let fixups = crate::fixup::apply(
+        &message.body,
+        &crate::fixup::Input {
+            add: core.settings.add_missing_headers,
+            refuse: core.settings.refuse_bad_headers,
+            mail_from: &message.mail_from,
+            smtputf8: message.smtputf8,
+            now,
+            id: &id,
+            fqdn: &core.settings.fqdn,
+        },
+    )
+    .map(|outcome| match outcome.message {
+        std::borrow::Cow::Owned(fixed) => (Some(fixed), outcome.fixed),
+        std::borrow::Cow::Borrowed(_) => (None, outcome.fixed),
+    });
+    let fixed = match fixups {
+        Ok((body, fixed)) => {
+            if let Some(body) = body {
+                message.body = body;
+            }
+            fixed.join(",")
+        }
+        Err(refusal) => {
+            core.metrics.messages_refused.inc();
+            tracing::info!(
+                message_id = %id,
+                client = %message.client,
+                from = %message.mail_from,
+                to = %message.rcpt_to.join(","),
+                size = message.body.len(),
+                outcome = "refused",
+                queue_id = "",
+                detail = %refusal,
+                "message"
+            );
+            return reply::bad_header(&refusal);
+        }
+    };
     let received = message.received_header(&core.settings.fqdn, &id, now);
     let size = received.len() + message.body.len();
     let header = SpoolHeader {
@@ -59,6 +100,7 @@ pub async fn hand_off(core: &Arc<Core>, message: Message) -> Reply {
             outcome,
             queue_id,
             detail,
+            fixed = %fixed,
             "message"
         );
     };

@@ -6,6 +6,8 @@
 //! - [`server`]: the tokio listener and the byte-moving loop around a session.
 //! - [`handoff`]: after the final `.`: spool, post while the client waits, pick the reply
 //!   (the hand-off to the postoffice; delivery to the recipients is the worker's).
+//! - [`fixup`]: header fix-ups (`Date:`, `Message-ID:`, `From:`, `To:`, no `Bcc:`) and header
+//!   refusals before a message is spooled.
 //! - [`spool`]: the on-disk spool with group commit of fsyncs.
 //! - [`post`]: the HTTP post to the postoffice, failover, and what each answer means.
 //! - [`retry`]: the background retries of spooled messages with backoff, across restarts.
@@ -18,6 +20,7 @@
 pub mod bounce;
 pub mod config;
 pub mod encoding;
+pub mod fixup;
 pub mod handoff;
 pub mod http;
 pub mod metrics;

@@ -6,6 +6,7 @@ mod common;
 
 mod bounce;
 mod draining;
+mod header_fixups;
 mod ledger;
 mod mail_loop;
 mod metric_names;

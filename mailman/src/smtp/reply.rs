@@ -76,6 +76,12 @@ pub fn too_many_hops() -> Reply {
     reply(554, "5.4.6 too many hops (mail loop?)")
 }
 
+/// The message's header is one receivers refuse ([`crate::fixup::Refusal`]): `554 5.6.0`
+/// with the reason.
+pub fn bad_header(refusal: &crate::fixup::Refusal) -> Reply {
+    reply(554, &refusal.reply_text())
+}
+
 /// Sent on shutdown, before closing (RFC 5321 §3.8).
 pub fn shutting_down(hostname: &str) -> Reply {
     reply(

@@ -12,7 +12,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use crate::common::real::{connect_from, read_until, send, RealMailman};
+use crate::common::real::{connect_from, read_until, send, RealMailman, FIXUPS_OFF};
 use crate::common::stack::{split_received, take_jobs, Postoffice};
 use hedwig_testkit::Beanstalkd;
 
@@ -68,7 +68,7 @@ async fn jobs(
 async fn control_characters_are_delivered_or_refused_never_lost() {
     let bs = Beanstalkd::start();
     let po_addr = SocketAddr::new(IpAddr::V4(PO_IP), hedwig_testkit::net::free_port(PO_IP));
-    let mailman = RealMailman::start(MM_IP, &format!("http://{po_addr}/"), &[]).await;
+    let mailman = RealMailman::start(MM_IP, &format!("http://{po_addr}/"), FIXUPS_OFF).await;
     // 13 MB: lines of 998 control characters (each `\u0001` in JSON, 6 octets)
     let mut body = b"Subject: control characters\r\n\r\n".to_vec();
     let line = [[0x01u8; 998].as_slice(), b"\r\n"].concat();
@@ -104,7 +104,7 @@ async fn a_refusal_after_250_bounces_to_the_sender() {
     // and one from the null sender, also refused (413, over the postoffice's limit): never
     // bounced
     let big = [
-        b"Subject: a bounce\r\n\r\n".as_slice(),
+        b"From: MAILER-DAEMON@allowed.test\r\nSubject: a bounce\r\n\r\n".as_slice(),
         &[b'x'; 5000],
         b"\r\n",
     ]

@@ -8,6 +8,7 @@ mod bad_input;
 mod e2e_clients;
 mod e2e_outage;
 mod edge_slots;
+mod header_fixups;
 mod in_memory_session;
 mod key_file_modes;
 mod key_health;

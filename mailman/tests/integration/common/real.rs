@@ -10,6 +10,16 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
+/// Variables that turn every header fix-up off (issue 19), for tests that compare the bytes a
+/// client sent with what is posted.
+pub const FIXUPS_OFF: &[(&str, &str)] = &[
+    ("HEDWIG_ADD_MISSING_HEADERS__DATE", "false"),
+    ("HEDWIG_ADD_MISSING_HEADERS__MESSAGE_ID", "false"),
+    ("HEDWIG_ADD_MISSING_HEADERS__FROM", "false"),
+    ("HEDWIG_ADD_MISSING_HEADERS__TO", "false"),
+    ("HEDWIG_ADD_MISSING_HEADERS__STRIP_BCC", "false"),
+];
+
 /// A running `mailman` process.
 pub struct RealMailman {
     child: Child,
