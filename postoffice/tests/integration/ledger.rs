@@ -388,3 +388,128 @@ async fn store_down_means_503_and_intake_goes_on() {
     );
     po.stop().await;
 }
+
+/// The real binary with `ledger.writer: true`, SIGKILLed while it writes: after a restart
+/// every event is in the store once and the counts are not doubled.
+#[tokio::test]
+async fn writer_sigkilled_mid_stream_loses_and_duplicates_nothing() {
+    let ip = Ipv4Addr::new(127, 0, 130, 54);
+    let beanstalkd = Beanstalkd::start_on(ip);
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/ledger.db", dir.path().display());
+    let config = dir.path().join("postoffice.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: \"{ip}:{}\"\nbeanstalkd: \"{}\"\nsecret: \"{SECRET}\"\ndata_dir: \"{}\"\n\
+             ledger:\n  writer: true\n",
+            hedwig_testkit::net::free_port(ip),
+            beanstalkd.url(),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    // 2,000 messages, 2 events each, 10 messages per job.
+    let t = now();
+    for job in 0..200 {
+        let mut events = Vec::new();
+        for m in 0..10 {
+            let id = format!("K{job}-{m}");
+            events.push(queued(&id, t + job, &["bob@example.org"]));
+            events.push(attempt(
+                &id,
+                t + job + 1,
+                "bob@example.org",
+                Outcome::Sent,
+                250,
+            ));
+        }
+        put_events(&beanstalkd.url(), events).await;
+    }
+    let total = 4000;
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_postoffice"))
+            .arg("--config")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // The store exists once the post office opened it; read it beside the writer (WAL).
+    let mut child = spawn();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let store = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the post office never opened its ledger"
+        );
+        if dir.path().join("ledger.db").exists() {
+            if let Ok(store) = hedwig_ledger::Store::open(&url).await {
+                break store;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let count = || async { store.event_count().await.unwrap_or(0) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count().await == 0 {
+        assert!(Instant::now() < deadline, "nothing written");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().unwrap(); // SIGKILL, mid-stream
+    child.wait().unwrap();
+    let at_kill = count().await;
+    eprintln!("ledger: post office SIGKILLed with {at_kill} of {total} events written");
+
+    let mut child = spawn();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count().await < total {
+        assert!(Instant::now() < deadline, "{} of {total}", count().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Every job deleted once written.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut c = beanstalk::Client::connect(beanstalkd.url()).await.unwrap();
+        let left = c
+            .stats_tube("hedwig-events")
+            .await
+            .map(|s| s.current_jobs_ready().unwrap_or(0) + s.current_jobs_reserved().unwrap_or(0))
+            .unwrap_or(0);
+        if left == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{left} jobs left");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    assert_eq!(count().await, total, "killed at {at_kill}");
+    let hours = store
+        .hourly("web1.example.com", 0, u64::MAX / 2)
+        .await
+        .unwrap();
+    let sum = |o: &str| -> u64 {
+        hours
+            .iter()
+            .filter(|h| h.outcome == o)
+            .map(|h| h.count)
+            .sum()
+    };
+    assert_eq!(
+        (sum("queued"), sum("sent")),
+        (2000, 2000),
+        "killed at {at_kill}"
+    );
+    let page = store
+        .search(&hedwig_ledger::Filter {
+            status: Some(hedwig_ledger::MessageStatus::Sent),
+            limit: Some(500),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.messages.len(), 500);
+}
