@@ -86,6 +86,16 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.acquire_timeout)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // A committed batch survives a power cut before its jobs are
+                        // deleted (SQLite's default, said here rather than assumed).
+                        sqlx::Executor::execute(&mut *conn, "PRAGMA synchronous = FULL").await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect(&url)
             .await?;
         let store = Store { pool, backend };
