@@ -148,6 +148,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     problems.push(format!("beanstalkd: {e}"));
                 }
             }
+            // The ledger's store, when this post office uses it.
+            if let Ok(ledger) = postoffice::ledger::LedgerSettings::check(&config) {
+                if ledger.writer || ledger.api_listen.is_some() {
+                    if let Err(e) = hedwig_ledger::Store::open(&ledger.url).await {
+                        problems.push(format!(
+                            "ledger.url ({}): {e}",
+                            postoffice::ledger::redact(&ledger.url)
+                        ));
+                    }
+                }
+            }
             if problems.is_empty() {
                 println!(
                     "configuration OK; beanstalkd at {} is ready",

@@ -328,6 +328,20 @@ async fn writer_api_trace_and_stuck_on_sqlite() {
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["count"], 1);
     assert!(String::from_utf8_lossy(&run(&["stuck"]).stdout).contains("message QOLD"));
+    // check-config opens the store of a post office that uses it.
+    std::fs::write(
+        &config,
+        format!(
+            "beanstalkd: \"{}\"\nsecret: \"{SECRET}\"\nledger:\n  writer: true\n  url: \"postgres://hedwig@127.0.130.50:{}/none\"\n",
+            beanstalkd.url(),
+            hedwig_testkit::net::free_port(ip)
+        ),
+    )
+    .unwrap();
+    let out = run(&["check-config"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(text.contains("ledger.url (postgres://"), "{text}");
     po.stop().await;
 }
 
