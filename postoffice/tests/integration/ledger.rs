@@ -122,7 +122,7 @@ impl Running {
         assert!(
             running
                 .until(Duration::from_secs(10), || async {
-                    running.get("/api/v1/stuck", Some(TOKEN)).await.0 == 200
+                    running.get("/api/v1/stuck", Some(TOKEN)).await.0 != 0
                 })
                 .await,
             "the API came up"
@@ -526,4 +526,38 @@ async fn writer_sigkilled_mid_stream_loses_and_duplicates_nothing() {
         .await
         .unwrap();
     assert_eq!(page.messages.len(), 500);
+}
+
+/// A PostgreSQL that is down when the post office starts: intake works, the API answers 503,
+/// and the store is opened (and migrated) once the server is up.
+#[tokio::test]
+async fn a_store_down_at_start_is_opened_later() {
+    let ip = Ipv4Addr::new(127, 0, 130, 56);
+    let beanstalkd = Beanstalkd::start_on(ip);
+    let mut pg = Postgres::start_on(ip);
+    pg.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let po = Running::start(ip, &beanstalkd, &pg.url(), dir.path()).await;
+    assert_eq!(po.get("/api/v1/stuck", Some(TOKEN)).await.0, 503);
+    let health = po
+        .http
+        .get(format!("http://{}/health", po.intake))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    put_events(
+        &beanstalkd.url(),
+        vec![queued("QS1", now(), &["bob@example.org"])],
+    )
+    .await;
+    pg.restart();
+    assert!(
+        po.until(Duration::from_secs(60), || async {
+            po.get("/api/v1/messages/QS1", Some(TOKEN)).await.0 == 200
+        })
+        .await,
+        "the store was opened and the waiting events written"
+    );
+    po.stop().await;
 }
