@@ -277,11 +277,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The ledger store the config names (opened read-write: it is migrated if new).
+/// The ledger store the config names. A SQLite file that does not exist is an error, not
+/// made: the post office that writes the ledger makes it.
 async fn ledger_store(config: &postoffice::Config) -> anyhow::Result<hedwig_ledger::Store> {
     let settings = postoffice::ledger::LedgerSettings::check(config)
         .map_err(|p| anyhow::anyhow!("configuration:\n{}", p.join("\n")))?;
-    hedwig_ledger::Store::open(&settings.url)
+    let options = hedwig_ledger::Options {
+        create: false,
+        ..Default::default()
+    };
+    hedwig_ledger::Store::open_with(&settings.url, options)
         .await
         .with_context(|| {
             format!(

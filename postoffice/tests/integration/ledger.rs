@@ -328,6 +328,21 @@ async fn writer_api_trace_and_stuck_on_sqlite() {
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["count"], 1);
     assert!(String::from_utf8_lossy(&run(&["stuck"]).stdout).contains("message QOLD"));
+    // A store that does not exist is reported, not made.
+    let missing = dir.path().join("nothing/ledger.db");
+    std::fs::write(
+        &config,
+        format!("ledger:\n  url: \"sqlite://{}\"\n", missing.display()),
+    )
+    .unwrap();
+    let out = run(&["trace", "QL1"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot open the ledger store"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!missing.exists() && !dir.path().join("nothing").exists());
     // check-config opens the store of a post office that uses it.
     std::fs::write(
         &config,
