@@ -197,6 +197,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Show { admin, args } => {
             let report = admin::show::run(&target(&config, &admin)?, &args).await;
+            if report.found.is_empty() {
+                // Gone from beanstalkd (delivered, bounced, purged): the ledger may have it.
+                if let Some(timeline) = ledger_timeline(&config, &args.id).await {
+                    if args.json {
+                        let body = serde_json::json!({
+                            "found": [],
+                            "problems": report.problems,
+                            "ledger": timeline,
+                        });
+                        println!("{}", serde_json::to_string_pretty(&body)?);
+                    } else {
+                        println!(
+                            "{} is not in beanstalkd; the ledger has its history:",
+                            args.id.trim()
+                        );
+                        print!("{}", postoffice::ledger::cli::render_timelines(&[timeline]));
+                    }
+                    return Ok(problems(&report.problems));
+                }
+            }
             print!("{}", report.render(args.json));
             let code = problems(&report.problems);
             Ok(if report.found.is_empty() {
@@ -275,6 +295,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The ledger's timeline of `queue_id`, when the config names a store that exists and has it.
+async fn ledger_timeline(
+    config: &postoffice::Config,
+    queue_id: &str,
+) -> Option<hedwig_ledger::Timeline> {
+    let store = ledger_store(config).await.ok()?;
+    store.timeline(queue_id.trim()).await.ok().flatten()
 }
 
 /// The ledger store the config names. A SQLite file that does not exist is an error, not

@@ -328,6 +328,14 @@ async fn writer_api_trace_and_stuck_on_sqlite() {
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["count"], 1);
     assert!(String::from_utf8_lossy(&run(&["stuck"]).stdout).contains("message QOLD"));
+    // `show` finds what left beanstalkd in the ledger.
+    let out = run(&["show", "QL2", "--beanstalkd", &beanstalkd.url()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("the ledger has its history"), "{text}");
+    assert!(text.contains("carol@example.org  bounced  550"), "{text}");
+    let out = run(&["show", "NOPE", "--beanstalkd", &beanstalkd.url()]);
+    assert!(!out.status.success());
     // A store that does not exist is reported, not made.
     let missing = dir.path().join("nothing/ledger.db");
     std::fs::write(
