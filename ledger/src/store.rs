@@ -39,6 +39,9 @@ pub struct Options {
     /// How long a call waits for a connection before it fails with
     /// [`StoreError::Unavailable`].
     pub acquire_timeout: Duration,
+    /// SQLite: make the file (and its directory) when missing. Off for tools that only read
+    /// a store a daemon made.
+    pub create: bool,
 }
 
 impl Default for Options {
@@ -46,6 +49,7 @@ impl Default for Options {
         Options {
             max_connections: 4,
             acquire_timeout: Duration::from_secs(5),
+            create: true,
         }
     }
 }
@@ -82,10 +86,20 @@ impl Store {
     /// [`Store::open`] with `options`.
     pub async fn open_with(url: &str, options: Options) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
-        let (backend, url) = connect_url(url)?;
+        let (backend, url) = connect_url(url, options.create)?;
         let pool = AnyPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.acquire_timeout)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // A committed batch survives a power cut before its jobs are
+                        // deleted (SQLite's default, said here rather than assumed).
+                        sqlx::Executor::execute(&mut *conn, "PRAGMA synchronous = FULL").await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect(&url)
             .await?;
         let store = Store { pool, backend };
@@ -240,9 +254,9 @@ impl Store {
     }
 }
 
-/// The URL sqlx connects to, and the backend. SQLite: `mode=rwc` (create when missing) unless
-/// the URL says otherwise, and the file's directory made.
-fn connect_url(url: &str) -> Result<(Backend, String), StoreError> {
+/// The URL sqlx connects to, and the backend. SQLite: `mode=rwc` (create when missing, and
+/// make the file's directory) or, without `create`, `mode=rw`, unless the URL says otherwise.
+fn connect_url(url: &str, create: bool) -> Result<(Backend, String), StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return Ok((Backend::Postgres, url.to_owned()));
     }
@@ -259,7 +273,7 @@ fn connect_url(url: &str) -> Result<(Backend, String), StoreError> {
     if path.is_empty() {
         return Err(StoreError::Url(url.to_owned()));
     }
-    if path != ":memory:" {
+    if path != ":memory:" && create {
         if let Some(dir) = std::path::Path::new(path).parent() {
             if !dir.as_os_str().is_empty() && !dir.exists() {
                 std::fs::create_dir_all(dir)
@@ -267,10 +281,11 @@ fn connect_url(url: &str) -> Result<(Backend, String), StoreError> {
             }
         }
     }
+    let mode = if create { "rwc" } else { "rw" };
     let url = match query {
         Some(q) if q.split('&').any(|p| p.starts_with("mode=")) => url.to_owned(),
-        Some(q) => format!("sqlite://{path}?{q}&mode=rwc"),
-        None => format!("sqlite://{path}?mode=rwc"),
+        Some(q) => format!("sqlite://{path}?{q}&mode={mode}"),
+        None => format!("sqlite://{path}?mode={mode}"),
     };
     Ok((Backend::Sqlite, url))
 }
@@ -580,23 +595,30 @@ mod tests {
     #[test]
     fn urls() {
         assert_eq!(
-            connect_url("postgres://u@h/d").unwrap(),
+            connect_url("postgres://u@h/d", true).unwrap(),
             (Backend::Postgres, "postgres://u@h/d".into())
         );
         assert_eq!(
-            connect_url("sqlite://ledger.db").unwrap(),
+            connect_url("sqlite://ledger.db", true).unwrap(),
             (Backend::Sqlite, "sqlite://ledger.db?mode=rwc".into())
         );
         assert_eq!(
-            connect_url("sqlite://x.db?mode=ro").unwrap().1,
+            connect_url("sqlite://x.db?mode=ro", true).unwrap().1,
             "sqlite://x.db?mode=ro"
         );
         assert_eq!(
-            connect_url("sqlite://x.db?cache=shared").unwrap().1,
+            connect_url("sqlite://x.db", false).unwrap().1,
+            "sqlite://x.db?mode=rw"
+        );
+        assert_eq!(
+            connect_url("sqlite://x.db?cache=shared", true).unwrap().1,
             "sqlite://x.db?cache=shared&mode=rwc"
         );
         for bad in ["", "mysql://x", "sqlite://", "ledger.db"] {
-            assert!(matches!(connect_url(bad), Err(StoreError::Url(_))), "{bad}");
+            assert!(
+                matches!(connect_url(bad, true), Err(StoreError::Url(_))),
+                "{bad}"
+            );
         }
     }
 

@@ -148,6 +148,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     problems.push(format!("beanstalkd: {e}"));
                 }
             }
+            // The ledger's store, when this post office uses it.
+            if let Ok(ledger) = postoffice::ledger::LedgerSettings::check(&config) {
+                if ledger.writer || ledger.api_listen.is_some() {
+                    if let Err(e) = hedwig_ledger::Store::open(&ledger.url).await {
+                        problems.push(format!(
+                            "ledger.url ({}): {e}",
+                            postoffice::ledger::redact(&ledger.url)
+                        ));
+                    }
+                }
+            }
             if problems.is_empty() {
                 println!(
                     "configuration OK; beanstalkd at {} is ready",
@@ -186,6 +197,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Show { admin, args } => {
             let report = admin::show::run(&target(&config, &admin)?, &args).await;
+            if report.found.is_empty() {
+                // Gone from beanstalkd (delivered, bounced, purged): the ledger may have it.
+                if let Some(timeline) = ledger_timeline(&config, &args.id).await {
+                    if args.json {
+                        let body = serde_json::json!({
+                            "found": [],
+                            "problems": report.problems,
+                            "ledger": timeline,
+                        });
+                        println!("{}", serde_json::to_string_pretty(&body)?);
+                    } else {
+                        println!(
+                            "{} is not in beanstalkd; the ledger has its history:",
+                            args.id.trim()
+                        );
+                        print!("{}", postoffice::ledger::cli::render_timelines(&[timeline]));
+                    }
+                    return Ok(problems(&report.problems));
+                }
+            }
             print!("{}", report.render(args.json));
             let code = problems(&report.problems);
             Ok(if report.found.is_empty() {
@@ -266,11 +297,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The ledger store the config names (opened read-write: it is migrated if new).
+/// The ledger's timeline of `queue_id`, when the config names a store that exists and has it.
+async fn ledger_timeline(
+    config: &postoffice::Config,
+    queue_id: &str,
+) -> Option<hedwig_ledger::Timeline> {
+    let store = ledger_store(config).await.ok()?;
+    store.timeline(queue_id.trim()).await.ok().flatten()
+}
+
+/// The ledger store the config names. A SQLite file that does not exist is an error, not
+/// made: the post office that writes the ledger makes it.
 async fn ledger_store(config: &postoffice::Config) -> anyhow::Result<hedwig_ledger::Store> {
     let settings = postoffice::ledger::LedgerSettings::check(config)
         .map_err(|p| anyhow::anyhow!("configuration:\n{}", p.join("\n")))?;
-    hedwig_ledger::Store::open(&settings.url)
+    let options = hedwig_ledger::Options {
+        create: false,
+        ..Default::default()
+    };
+    hedwig_ledger::Store::open_with(&settings.url, options)
         .await
         .with_context(|| {
             format!(

@@ -29,6 +29,9 @@ use sha2::{Digest, Sha256};
 
 use super::StoreHandle;
 
+/// Requests served at once.
+const MAX_CONCURRENT: usize = 16;
+
 /// What the API's handlers share.
 pub struct ApiState {
     pub store: Arc<StoreHandle>,
@@ -56,6 +59,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/hosts/{host}/hourly", get(hourly))
         .fallback(|| async { ApiError::NotFound("no such API route".into()) })
         .layer(middleware::from_fn_with_state(state.clone(), auth))
+        // Searches share the store's few connections: at most this many at once, the rest
+        // wait (an operator's tool, not a public service).
+        .layer(tower::limit::ConcurrencyLimitLayer::new(MAX_CONCURRENT))
         .with_state(state)
 }
 

@@ -385,3 +385,72 @@ async fn check_stuck(
 pub fn now_ms() -> u64 {
     hedwig_queue::event::now_millis()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(edit: impl FnOnce(&mut Config)) -> Result<LedgerSettings, Vec<String>> {
+        let mut config = Config::default();
+        edit(&mut config);
+        LedgerSettings::check(&config)
+    }
+
+    #[test]
+    fn defaults_and_the_url_from_data_dir() {
+        let s = check(|_| {}).unwrap();
+        assert_eq!(s.url, "sqlite:///var/lib/hedwig/postoffice/ledger.db");
+        assert!(!s.writer);
+        assert_eq!(s.retention, Duration::from_secs(30 * 86_400));
+        assert_eq!(s.stuck_after, Duration::from_secs(5 * 86_400 + 3600));
+        let s = check(|c| c.data_dir = "/srv/po".into()).unwrap();
+        assert_eq!(s.url, "sqlite:///srv/po/ledger.db");
+    }
+
+    #[test]
+    fn problems_name_their_keys() {
+        let err = check(|c| c.ledger.url = Some("mysql://x".into())).unwrap_err();
+        assert!(err[0].starts_with("ledger.url"), "{err:?}");
+        let err = check(|c| c.ledger.retention = Duration::from_secs(60)).unwrap_err();
+        assert!(err[0].starts_with("ledger.retention"), "{err:?}");
+        let api = SocketAddr::from(([127, 0, 130, 60], 8026));
+        let err = check(|c| c.ledger.api_listen = Some(api)).unwrap_err();
+        assert!(err[0].contains("no token"), "{err:?}");
+        let dir = tempfile::tempdir().unwrap();
+        let short = dir.path().join("short");
+        std::fs::write(&short, "abc\n").unwrap();
+        let err = check(|c| {
+            c.ledger.api_listen = Some(api);
+            c.ledger.api_token_file = Some(short.clone());
+        })
+        .unwrap_err();
+        assert!(err[0].contains("at least 16"), "{err:?}");
+        let good = dir.path().join("good");
+        std::fs::write(&good, "0123456789abcdef0123\n").unwrap();
+        let s = check(|c| {
+            c.ledger.api_listen = Some(api);
+            c.ledger.api_token_file = Some(good.clone());
+        })
+        .unwrap();
+        assert_eq!(s.token.as_deref(), Some("0123456789abcdef0123"));
+        let err = check(|c| {
+            c.ledger.api_listen = Some(c.listen);
+            c.ledger.api_token_file = Some(good.clone());
+        })
+        .unwrap_err();
+        assert!(err[0].contains("must differ from listen"), "{err:?}");
+        let err =
+            check(|c| c.ledger.api_token_file = Some(dir.path().join("missing"))).unwrap_err();
+        assert!(err[0].starts_with("ledger.api_token_file"), "{err:?}");
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("postgres://hedwig:s3cret@db:5432/hedwig"),
+            "postgres://hedwig:***@db:5432/hedwig"
+        );
+        assert_eq!(redact("postgres://hedwig@db/h"), "postgres://hedwig@db/h");
+        assert_eq!(redact("sqlite:///var/x.db"), "sqlite:///var/x.db");
+    }
+}

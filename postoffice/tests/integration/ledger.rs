@@ -122,7 +122,7 @@ impl Running {
         assert!(
             running
                 .until(Duration::from_secs(10), || async {
-                    running.get("/api/v1/stuck", Some(TOKEN)).await.0 == 200
+                    running.get("/api/v1/stuck", Some(TOKEN)).await.0 != 0
                 })
                 .await,
             "the API came up"
@@ -328,6 +328,43 @@ async fn writer_api_trace_and_stuck_on_sqlite() {
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["count"], 1);
     assert!(String::from_utf8_lossy(&run(&["stuck"]).stdout).contains("message QOLD"));
+    // `show` finds what left beanstalkd in the ledger.
+    let out = run(&["show", "QL2", "--beanstalkd", &beanstalkd.url()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("the ledger has its history"), "{text}");
+    assert!(text.contains("carol@example.org  bounced  550"), "{text}");
+    let out = run(&["show", "NOPE", "--beanstalkd", &beanstalkd.url()]);
+    assert!(!out.status.success());
+    // A store that does not exist is reported, not made.
+    let missing = dir.path().join("nothing/ledger.db");
+    std::fs::write(
+        &config,
+        format!("ledger:\n  url: \"sqlite://{}\"\n", missing.display()),
+    )
+    .unwrap();
+    let out = run(&["trace", "QL1"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot open the ledger store"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!missing.exists() && !dir.path().join("nothing").exists());
+    // check-config opens the store of a post office that uses it.
+    std::fs::write(
+        &config,
+        format!(
+            "beanstalkd: \"{}\"\nsecret: \"{SECRET}\"\nledger:\n  writer: true\n  url: \"postgres://hedwig@127.0.130.50:{}/none\"\n",
+            beanstalkd.url(),
+            hedwig_testkit::net::free_port(ip)
+        ),
+    )
+    .unwrap();
+    let out = run(&["check-config"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(text.contains("ledger.url (postgres://"), "{text}");
     po.stop().await;
 }
 
@@ -385,6 +422,165 @@ async fn store_down_means_503_and_intake_goes_on() {
         })
         .await,
         "events written after the outage"
+    );
+    po.stop().await;
+}
+
+/// The real binary with `ledger.writer: true`, SIGKILLed while it writes: after a restart
+/// every event is in the store once and the counts are not doubled.
+#[tokio::test]
+async fn writer_sigkilled_mid_stream_loses_and_duplicates_nothing() {
+    let ip = Ipv4Addr::new(127, 0, 130, 54);
+    let beanstalkd = Beanstalkd::start_on(ip);
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/ledger.db", dir.path().display());
+    let config = dir.path().join("postoffice.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: \"{ip}:{}\"\nbeanstalkd: \"{}\"\nsecret: \"{SECRET}\"\ndata_dir: \"{}\"\n\
+             ledger:\n  writer: true\n",
+            hedwig_testkit::net::free_port(ip),
+            beanstalkd.url(),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    // 2,000 messages, 2 events each, 10 messages per job.
+    let t = now();
+    for job in 0..200 {
+        let mut events = Vec::new();
+        for m in 0..10 {
+            let id = format!("K{job}-{m}");
+            events.push(queued(&id, t + job, &["bob@example.org"]));
+            events.push(attempt(
+                &id,
+                t + job + 1,
+                "bob@example.org",
+                Outcome::Sent,
+                250,
+            ));
+        }
+        put_events(&beanstalkd.url(), events).await;
+    }
+    let total = 4000;
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_postoffice"))
+            .arg("--config")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // The store exists once the post office opened it; read it beside the writer (WAL).
+    let mut child = spawn();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let store = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the post office never opened its ledger"
+        );
+        if dir.path().join("ledger.db").exists() {
+            if let Ok(store) = hedwig_ledger::Store::open(&url).await {
+                break store;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let count = || async { store.event_count().await.unwrap_or(0) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count().await == 0 {
+        assert!(Instant::now() < deadline, "nothing written");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().unwrap(); // SIGKILL, mid-stream
+    child.wait().unwrap();
+    let at_kill = count().await;
+    eprintln!("ledger: post office SIGKILLed with {at_kill} of {total} events written");
+
+    let mut child = spawn();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count().await < total {
+        assert!(Instant::now() < deadline, "{} of {total}", count().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Every job deleted once written.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut c = beanstalk::Client::connect(beanstalkd.url()).await.unwrap();
+        let left = c
+            .stats_tube("hedwig-events")
+            .await
+            .map(|s| s.current_jobs_ready().unwrap_or(0) + s.current_jobs_reserved().unwrap_or(0))
+            .unwrap_or(0);
+        if left == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{left} jobs left");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    assert_eq!(count().await, total, "killed at {at_kill}");
+    let hours = store
+        .hourly("web1.example.com", 0, u64::MAX / 2)
+        .await
+        .unwrap();
+    let sum = |o: &str| -> u64 {
+        hours
+            .iter()
+            .filter(|h| h.outcome == o)
+            .map(|h| h.count)
+            .sum()
+    };
+    assert_eq!(
+        (sum("queued"), sum("sent")),
+        (2000, 2000),
+        "killed at {at_kill}"
+    );
+    let page = store
+        .search(&hedwig_ledger::Filter {
+            status: Some(hedwig_ledger::MessageStatus::Sent),
+            limit: Some(500),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.messages.len(), 500);
+}
+
+/// A PostgreSQL that is down when the post office starts: intake works, the API answers 503,
+/// and the store is opened (and migrated) once the server is up.
+#[tokio::test]
+async fn a_store_down_at_start_is_opened_later() {
+    let ip = Ipv4Addr::new(127, 0, 130, 56);
+    let beanstalkd = Beanstalkd::start_on(ip);
+    let mut pg = Postgres::start_on(ip);
+    pg.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let po = Running::start(ip, &beanstalkd, &pg.url(), dir.path()).await;
+    assert_eq!(po.get("/api/v1/stuck", Some(TOKEN)).await.0, 503);
+    let health = po
+        .http
+        .get(format!("http://{}/health", po.intake))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    put_events(
+        &beanstalkd.url(),
+        vec![queued("QS1", now(), &["bob@example.org"])],
+    )
+    .await;
+    pg.restart();
+    assert!(
+        po.until(Duration::from_secs(60), || async {
+            po.get("/api/v1/messages/QS1", Some(TOKEN)).await.0 == 200
+        })
+        .await,
+        "the store was opened and the waiting events written"
     );
     po.stop().await;
 }
