@@ -6,6 +6,7 @@ mod common;
 
 mod bounce;
 mod draining;
+mod ledger_events;
 mod mail_loop;
 mod metric_names;
 mod msmtp_plain;
