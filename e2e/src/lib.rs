@@ -9,6 +9,7 @@
 //! | `php_mail.rs` | PHP `mail()` with `sendmail_path = msmtp -t ...` returns true; the mail arrives |
 //! | `swaks.rs` | swaks, two recipient domains: each MX gets its own copy once |
 //! | `bounce.rs` | a 550 for one recipient: RFC 3464 DSN at the sender's MX, the other gets it once |
+//! | `ledger_events.rs` | the ledger's events: `queued` with mailman's id and client address, Message-ID, Subject; then `sent` |
 //! | `mail_loop.rs` | the recipients' MX is mailman itself: the loop stops at `hop_limit` with one `5.4.6` bounce |
 //! | `postoffice_outage.rs` | postoffice down: 250 from mailman, spooled, delivered once when it is back |
 //!

@@ -2,12 +2,13 @@
 //! commit.
 //!
 //! Callers `emit(events).await`. The events are encoded in the caller's task; one task per
-//! emitter gathers every call waiting for it into as few jobs as it can ([`Batch`] bodies of at
-//! most [`Limits::max_events`] events and [`Limits::max_bytes`] bytes, below beanstalkd's
-//! default `max-job-size` of 65,535 bytes) and puts them one after the other on one
-//! connection. While one put is on the wire the next calls queue up, so under load one put
-//! carries many messages' events and the cost per message is a share of one round trip;
-//! when idle, a call is put at once (no waiting for company).
+//! emitter gathers every call waiting for it into as few jobs as it can
+//! ([`Batch`](crate::event::Batch) bodies of at most [`Limits::max_events`] events and
+//! [`Limits::max_bytes`] bytes, below beanstalkd's default `max-job-size` of 65,535 bytes)
+//! and puts them one after the other on one connection. While one put is on the wire the
+//! next calls queue up, so under load one put carries many messages' events and the cost per
+//! message is a share of one round trip; when idle, a call is put at once (no waiting for
+//! company).
 //!
 //! `emit` returns when beanstalkd has the job, so a caller that emits before it deletes or
 //! acknowledges its own job records the event at least once (an event put twice is harmless:
@@ -18,9 +19,9 @@
 //! error and the caller carries on. After a connect or put that timed out (a server that
 //! does not answer) the emitter fails calls at once for [`Limits::retry_after`] instead of
 //! making every message wait for it, then tries again; a refused connection costs nothing to
-//! retry, so every call tries (the client reconnects by itself). [`Emitter::record`] is `emit` plus the
-//! logging callers want: one warning when an outage starts, one line when it ends (with how
-//! many events were lost), nothing per message.
+//! retry, so every call tries (the client reconnects by itself). [`Emitter::record`] is
+//! `emit` plus the logging callers want: one warning when an outage starts, one line when it
+//! ends (with how many events were lost), nothing per message.
 //!
 //! Not here: the event format ([`crate::event`]), reading the tube (the ledger writer).
 

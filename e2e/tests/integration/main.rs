@@ -8,6 +8,7 @@ mod bounce;
 mod draining;
 mod header_fixups;
 mod ledger;
+mod ledger_events;
 mod mail_loop;
 mod metric_names;
 mod msmtp_plain;

@@ -6,7 +6,7 @@
 //! `hedwig-queue` crate's (`hedwig_queue::scan`, `hedwig_queue::tubes`).
 //!
 //! The commands that change a message (`requeue`, `release`, `purge`) record what they did in
-//! the delivery ledger ([`Target::record`]): per recipient an event `requeued`, `released` or
+//! the delivery ledger (`Target::record`): per recipient an event `requeued`, `released` or
 //! `purged`, naming the command and the user, before the job they acted on is deleted.
 //! `hold` moves no job (workers move a held host's jobs, and record `held`).
 //!

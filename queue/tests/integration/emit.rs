@@ -1,10 +1,10 @@
 //! The events emitter against a real beanstalkd: group commit (many concurrent calls, fewer
-//! jobs), batches within beanstalkd's default job size, and an outage (calls fail, then work
-//! again once the server is back).
+//! jobs), batches within beanstalkd's default job size, an outage (calls fail, then work
+//! again once the server is back), and a server that stops answering (not waited for again).
 
 use std::time::Duration;
 
-use hedwig_queue::emit::{Emitter, Limits};
+use hedwig_queue::emit::{EmitError, Emitter, Limits};
 use hedwig_queue::event::{Batch, Event, Outcome, RecipientEvent, What};
 use hedwig_queue::Tubes;
 use hedwig_testkit::Beanstalkd;
@@ -142,4 +142,43 @@ async fn an_outage_fails_calls_and_emission_resumes() {
     assert!(got.contains(&before.id), "{got:?}");
     assert_eq!(got.iter().filter(|id| **id == after.id).count(), 1);
     assert!(!got.contains(&down.id));
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn a_server_that_does_not_answer_is_not_waited_for_again() {
+    let bs = Beanstalkd::start();
+    let pid = bs.pid().unwrap();
+    let tubes = Tubes::default();
+    let limits = Limits {
+        connect_timeout: Duration::from_millis(300),
+        io_timeout: Duration::from_millis(300),
+        retry_after: Duration::from_secs(600),
+        ..Limits::default()
+    };
+    let emitter = Emitter::with_limits(bs.url(), &tubes, limits);
+    emitter
+        .emit(vec![event("Q1", "a@example.org")])
+        .await
+        .unwrap();
+    signal(pid, "STOP");
+    let first = emitter.emit(vec![event("Q2", "b@example.org")]).await;
+    let second = emitter.emit(vec![event("Q3", "c@example.org")]).await;
+    signal(pid, "CONT");
+    assert!(
+        matches!(first, Err(EmitError::Put { .. })),
+        "the put times out: {first:?}"
+    );
+    assert!(
+        matches!(second, Err(EmitError::Down { .. })),
+        "then calls fail without trying: {second:?}"
+    );
 }
