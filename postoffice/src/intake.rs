@@ -368,6 +368,10 @@ async fn put_and_record(
 ) -> Result<Accepted, Reject> {
     let job = encode_parts(&envelope, &message);
     let started = Instant::now();
+    // The `queued` event's time is taken before the put: once beanstalkd has the job a worker
+    // may deliver it before this task runs again, and the timeline must not show the
+    // delivery first.
+    let queued_at = hedwig_queue::event::now_millis();
     let target = if state.holds.is_held(&envelope.host).await {
         Target::Held
     } else {
@@ -410,7 +414,8 @@ async fn put_and_record(
             // outage was logged). To the server the job is on, so the writer that drains
             // that server sees the message arrive before its worker's outcomes.
             if let Some(events) = &state.events {
-                let event = queued_event(&envelope, &message, target == Target::Held);
+                let mut event = queued_event(&envelope, &message, target == Target::Held);
+                event.at = queued_at;
                 events.record(&placed.server, vec![event]).await;
             }
             Ok(Accepted {

@@ -156,6 +156,9 @@ impl Worker {
             return;
         };
         let now = unix_now();
+        // The events' time: the attempt's end, before the bounce (if any) is put, so that a
+        // bounce delivered at once never precedes its own `queued` event in the ledger.
+        let attempt_end = hedwig_queue::event::now_millis();
         let env = &job.envelope;
         let return_path = self.config.return_path.apply(&env.host, &env.mail_from);
         let plan = plan(
@@ -179,6 +182,9 @@ impl Worker {
                     bounce,
                     self.config.retry.max_lifetime,
                 ));
+            }
+            for event in &mut events {
+                event.at = attempt_end;
             }
             self.emit(reserver.addr(), events).await;
         }

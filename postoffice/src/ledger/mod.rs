@@ -400,7 +400,10 @@ mod tests {
     fn defaults_and_the_url_from_data_dir() {
         let s = check(|_| {}).unwrap();
         assert_eq!(s.url, "sqlite:///var/lib/hedwig/postoffice/ledger.db");
-        assert!(!s.writer);
+        assert!(
+            s.writer,
+            "on by default: a single-machine install needs nothing more"
+        );
         assert_eq!(s.retention, Duration::from_secs(30 * 86_400));
         assert_eq!(s.stuck_after, Duration::from_secs(5 * 86_400 + 3600));
         let s = check(|c| c.data_dir = "/srv/po".into()).unwrap();

@@ -95,6 +95,8 @@ fn check_config_names_each_unreachable_server() {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_postoffice"))
             .arg("check-config")
             .env_remove("HEDWIG_CONFIG")
+            // check-config opens the ledger store when the writer is on: not here.
+            .env("HEDWIG_LEDGER__WRITER", "false")
             .env("HEDWIG_BEANSTALKD", servers)
             .env("HEDWIG_SECRET", common::SECRET)
             .output()
@@ -137,6 +139,7 @@ async fn beanstalkd_in_a_file_as_a_comma_string_or_a_list() {
                 .env_remove("HEDWIG_CONFIG")
                 .env_remove("HEDWIG_BEANSTALKD")
                 .env_remove("HEDWIG_SECRET")
+                .env("HEDWIG_LEDGER__WRITER", "false")
                 .output()
                 .unwrap();
             (
