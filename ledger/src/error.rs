@@ -2,6 +2,9 @@
 //! failure means "the store is unavailable, try again later" ([`StoreError::is_unavailable`]).
 
 /// What can go wrong with the store.
+///
+/// The variants that wrap a `sqlx::Error` print it in their message and do not also give it
+/// as `source()`: a chain printer (`anyhow`'s `{:#}`) would print the database's words twice.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The URL names no store this build knows (`sqlite://PATH` or `postgres://...`).
@@ -11,7 +14,7 @@ pub enum StoreError {
     /// shutting down, disk full, read-only file system, database locked for too long, pool
     /// exhausted. Nothing was written; the same call may succeed later.
     #[error("ledger store unavailable: {0}")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(sqlx::Error),
     /// The database holds a schema newer than this build knows (a newer hedwig migrated it).
     #[error("ledger store has schema version {found}; this build knows up to {known}")]
     Schema {
@@ -25,7 +28,7 @@ pub enum StoreError {
     Corrupt(String),
     /// Any other database error (a bug, or a database that was changed by hand).
     #[error("ledger store error: {0}")]
-    Database(#[source] sqlx::Error),
+    Database(sqlx::Error),
 }
 
 impl StoreError {

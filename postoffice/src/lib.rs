@@ -127,6 +127,10 @@ pub async fn serve(
     Ok(())
 }
 
+/// Connections the admin API keeps open at once, and from one address.
+const API_MAX_CONNECTIONS: usize = 64;
+const API_MAX_CONNECTIONS_PER_IP: usize = 16;
+
 /// Starts what `ledger:` asks for: the writer (with pruner and stuck check) and the admin
 /// API on its own listener. Neither waits for the store: a store that is down is opened
 /// later, and intake never depends on it.
@@ -159,15 +163,23 @@ async fn start_ledger(
             token,
         )));
         tracing::info!(listen = %listener.local_addr()?, "ledger API started");
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let served = axum::serve(listener, api)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "ledger API stopped");
-            }
-        });
+        // The intake's connection handling (header and idle timeouts, connection caps), with
+        // caps sized for a few operators and scripts rather than a fleet.
+        let limits = server::Limits {
+            header_timeout: state.config.header_timeout,
+            idle_timeout: state.config.idle_timeout,
+            max_connections: API_MAX_CONNECTIONS,
+            max_connections_per_ip: API_MAX_CONNECTIONS_PER_IP,
+        };
+        let registry = Arc::new(server::Registry::new(state.metrics.api_connections.clone()));
+        tokio::spawn(server::run(
+            listener,
+            api,
+            limits,
+            None,
+            registry,
+            shutdown.clone(),
+        ));
     }
     Ok(())
 }

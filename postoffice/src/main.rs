@@ -311,6 +311,17 @@ async fn ledger_timeline(
 async fn ledger_store(config: &postoffice::Config) -> anyhow::Result<hedwig_ledger::Store> {
     let settings = postoffice::ledger::LedgerSettings::check(config)
         .map_err(|p| anyhow::anyhow!("configuration:\n{}", p.join("\n")))?;
+    if let Some(path) = settings.url.strip_prefix("sqlite://") {
+        let path = std::path::Path::new(path.split('?').next().unwrap_or(path));
+        if !path.exists() {
+            anyhow::bail!(
+                "no ledger at {}: the post office that runs the ledger writer (ledger.writer) \
+                 creates it in its data_dir; run this where it runs, with its config, or set \
+                 ledger.url",
+                path.display()
+            );
+        }
+    }
     let options = hedwig_ledger::Options {
         create: false,
         ..Default::default()

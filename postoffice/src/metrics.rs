@@ -52,6 +52,8 @@ pub struct Metrics {
     pub duplicates: Family<HostLabel, Counter>,
     pub queue_seconds: Histogram,
     pub connections: ConnectionMetrics,
+    /// The ledger admin API's connections (`api_connections_*`).
+    pub api_connections: ConnectionMetrics,
     /// The ledger's (prefix `hedwig_ledger`).
     pub ledger: crate::ledger::LedgerMetrics,
 }
@@ -102,9 +104,21 @@ impl Metrics {
             "Client connections open now",
             connections.open.clone(),
         );
+        let api_connections = ConnectionMetrics::default();
+        registry.register(
+            "api_connections_closed",
+            "Admin API connections closed by the post office: timeout, shed, refused",
+            api_connections.closed.clone(),
+        );
+        registry.register(
+            "api_connections_open",
+            "Admin API connections open now",
+            api_connections.open.clone(),
+        );
         Metrics {
             ledger,
             connections,
+            api_connections,
             requests,
             messages,
             bytes,

@@ -36,6 +36,29 @@ pub struct StuckArgs {
 /// Most messages a recipient or Message-ID trace shows.
 const TRACE_LIMIT: u32 = 20;
 
+/// A stored string as terminal text: control characters (C0, DEL, C1) are shown escaped
+/// (`\u{1b}`), so a Message-ID, a remote reply or an address that a sender or a remote
+/// server chose cannot move the cursor, recolour or retitle the operator's terminal, or
+/// forge a line of the timeline (threat model: terminal injection).
+pub struct Clean<'a>(pub &'a str);
+
+impl std::fmt::Display for Clean<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for c in self.0.chars() {
+            if c.is_control() {
+                write!(f, "\\u{{{:x}}}", c as u32)?;
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn clean_opt<'a>(value: Option<&'a str>, absent: &'a str) -> Clean<'a> {
+    Clean(value.unwrap_or(absent))
+}
+
 /// The timelines `what` names (none: nothing found).
 pub async fn trace(store: &Store, what: &str) -> Result<Vec<Timeline>, StoreError> {
     let what = what.trim();
@@ -79,9 +102,9 @@ fn message_line(out: &mut String, m: &Message) {
     let _ = writeln!(
         out,
         "message {}  {}  host {}  queued {}{}",
-        m.queue_id,
+        Clean(&m.queue_id),
         m.status,
-        m.host.as_deref().unwrap_or("? (queued event not recorded)"),
+        clean_opt(m.host.as_deref(), "? (queued event not recorded)"),
         when(m.queued_at),
         m.final_at
             .map(|t| format!("  final {}", when(t)))
@@ -101,13 +124,13 @@ pub fn render_timelines(timelines: &[Timeline]) -> String {
         let _ = writeln!(
             out,
             "  from <{}>  message-id <{}>  size {}  kind {}{}",
-            m.sender.as_deref().unwrap_or("?"),
-            m.message_id.as_deref().unwrap_or("-"),
+            clean_opt(m.sender.as_deref(), "?"),
+            clean_opt(m.message_id.as_deref(), "-"),
             m.size.map(|s| s.to_string()).unwrap_or_else(|| "?".into()),
-            m.kind,
+            Clean(&m.kind),
             m.bounce_of
                 .as_deref()
-                .map(|b| format!(" (bounce of {b})"))
+                .map(|b| format!(" (bounce of {})", Clean(b)))
                 .unwrap_or_default()
         );
         if let Some(subject) = &m.subject {
@@ -117,9 +140,9 @@ pub fn render_timelines(timelines: &[Timeline]) -> String {
             let _ = writeln!(
                 out,
                 "  edge id {}  client {}  posted from {}",
-                m.edge_id.as_deref().unwrap_or("-"),
-                m.edge_client.as_deref().unwrap_or("-"),
-                m.post_client.as_deref().unwrap_or("-")
+                clean_opt(m.edge_id.as_deref(), "-"),
+                clean_opt(m.edge_client.as_deref(), "-"),
+                clean_opt(m.post_client.as_deref(), "-")
             );
         }
         let _ = writeln!(out, "  recipients:");
@@ -127,8 +150,8 @@ pub fn render_timelines(timelines: &[Timeline]) -> String {
             let _ = writeln!(
                 out,
                 "    {}  {}{}  attempts {}{}",
-                r.recipient,
-                r.status,
+                Clean(&r.recipient),
+                Clean(&r.status),
                 if r.is_final { " (final)" } else { "" },
                 r.attempts,
                 r.reply
@@ -146,17 +169,17 @@ pub fn render_timelines(timelines: &[Timeline]) -> String {
                     if q.held { " (held)" } else { "" }
                 ),
                 What::Recipient(r) => {
-                    let mut s = format!("{}  {}", r.recipient, r.outcome);
+                    let mut s = format!("{}  {}", Clean(&r.recipient), r.outcome);
                     if let Some(code) = r.code {
                         let _ = write!(s, "  {code}");
                     }
                     if let Some(dsn) = &r.dsn {
-                        let _ = write!(s, " {dsn}");
+                        let _ = write!(s, " {}", Clean(dsn));
                     }
                     if let Some(mx) = &r.mx {
-                        let _ = write!(s, "  via {mx}");
+                        let _ = write!(s, "  via {}", Clean(mx));
                         if let Some(ip) = &r.ip {
-                            let _ = write!(s, "[{ip}]");
+                            let _ = write!(s, "[{}]", Clean(ip));
                         }
                         if r.tls == Some(true) {
                             s.push_str(" tls");
@@ -166,7 +189,7 @@ pub fn render_timelines(timelines: &[Timeline]) -> String {
                         let _ = write!(s, "  attempt {n}");
                     }
                     if let Some(by) = &r.by {
-                        let _ = write!(s, "  by {by}");
+                        let _ = write!(s, "  by {}", Clean(by));
                     }
                     if !r.reply.is_empty() {
                         let _ = write!(s, "  {:?}", r.reply);
@@ -177,8 +200,9 @@ pub fn render_timelines(timelines: &[Timeline]) -> String {
                     bounce_queue_id,
                     recipients,
                 } => format!(
-                    "bounce {bounce_queue_id} queued for {}",
-                    recipients.join(", ")
+                    "bounce {} queued for {}",
+                    Clean(bounce_queue_id),
+                    Clean(&recipients.join(", "))
                 ),
             };
             let _ = writeln!(out, "    {}  {line}", when(e.at));

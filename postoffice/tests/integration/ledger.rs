@@ -93,6 +93,16 @@ impl Running {
         url: &str,
         dir: &std::path::Path,
     ) -> Running {
+        Running::start_with(ip, beanstalkd, url, dir, |_| {}).await
+    }
+
+    async fn start_with(
+        ip: Ipv4Addr,
+        beanstalkd: &Beanstalkd,
+        url: &str,
+        dir: &std::path::Path,
+        tweak: impl FnOnce(&mut postoffice::Config),
+    ) -> Running {
         let token_file = dir.join("token");
         std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
         let api = SocketAddr::from((ip, hedwig_testkit::net::free_port(ip)));
@@ -108,6 +118,7 @@ impl Running {
         config.ledger.check_interval = Duration::from_millis(200);
         config.ledger.api_listen = Some(api);
         config.ledger.api_token_file = Some(token_file);
+        tweak(&mut config);
         let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
         let intake = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
@@ -298,6 +309,33 @@ async fn writer_api_trace_and_stuck_on_sqlite() {
         .sum();
     assert_eq!(total, 2, "{body}");
 
+    // What a sender or a remote server chose reaches the terminal escaped: a Message-ID with
+    // an OSC title sequence, a recipient with a screen clear, a reply that forges a line.
+    let mut evil = queued("QEVIL", t - 10_000, &["x\u{1b}[2J@example.org"]);
+    if let What::Queued(q) = &mut evil.what {
+        q.message_id = Some("id\u{1b}]0;pwned\u{7}@example.com".into());
+        q.sender = "app\u{9b}31m@example.com".into();
+    }
+    let mut reply = attempt(
+        "QEVIL",
+        t - 5_000,
+        "x\u{1b}[2J@example.org",
+        Outcome::Sent,
+        250,
+    );
+    if let What::Recipient(r) = &mut reply.what {
+        r.reply = "250 ok\r\nmessage FAKE  sent".into();
+        r.mx = Some("mx\u{1b}[1Aevil".into());
+    }
+    put_events(&beanstalkd.url(), vec![evil, reply]).await;
+    assert!(
+        po.until(Duration::from_secs(20), || async {
+            po.get("/api/v1/messages/QEVIL", Some(TOKEN)).await.1["message"]["status"] == "sent"
+        })
+        .await,
+        "the writer stored the hostile events"
+    );
+
     // The command line reads the same store.
     let config = dir.path().join("postoffice.yaml");
     std::fs::write(&config, format!("ledger:\n  url: \"{url}\"\n")).unwrap();
@@ -324,6 +362,28 @@ async fn writer_api_trace_and_stuck_on_sqlite() {
     let out = run(&["trace", "carol@example.org"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("message QL2"));
     assert_eq!(run(&["trace", "nothing-like-it"]).status.code(), Some(1));
+    let out = run(&["trace", "QEVIL"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.stdout
+            .iter()
+            .any(|&b| (b < 0x20 && b != b'\n') || b == 0x7f)
+            && !text.contains('\u{9b}'),
+        "control characters reached the terminal: {text:?}"
+    );
+    assert!(
+        text.contains("message-id <id\\u{1b}]0;pwned\\u{7}@example.com>"),
+        "{text}"
+    );
+    assert!(text.contains("x\\u{1b}[2J@example.org  sent"), "{text}");
+    assert!(text.contains("via mx\\u{1b}[1Aevil"), "{text}");
+    assert!(text.contains("app\\u{9b}31m@example.com"), "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("message ")).count(),
+        1,
+        "{text}"
+    );
     let out = run(&["stuck", "--json"]);
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["count"], 1);
@@ -345,11 +405,12 @@ async fn writer_api_trace_and_stuck_on_sqlite() {
     .unwrap();
     let out = run(&["trace", "QL1"]);
     assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("cannot open the ledger store"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        stderr.contains("no ledger at ") && stderr.contains("ledger.writer"),
+        "{stderr}"
     );
+    assert_eq!(stderr.lines().count(), 1, "one line, said once: {stderr}");
     assert!(!missing.exists() && !dir.path().join("nothing").exists());
     // check-config opens the store of a post office that uses it.
     std::fs::write(
@@ -365,6 +426,61 @@ async fn writer_api_trace_and_stuck_on_sqlite() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success());
     assert!(text.contains("ledger.url (postgres://"), "{text}");
+    po.stop().await;
+}
+
+/// The admin API has the intake's connection handling: a client that stalls in its headers is
+/// closed at `header_timeout`, and a flood of connections stays within the API's cap while a
+/// real request is still answered.
+#[tokio::test]
+async fn api_closes_stalled_clients_and_caps_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ip = Ipv4Addr::new(127, 0, 130, 53);
+    let beanstalkd = Beanstalkd::start_on(ip);
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/ledger.db", dir.path().display());
+    let po = Running::start_with(ip, &beanstalkd, &url, dir.path(), |c| {
+        c.header_timeout = Duration::from_secs(1);
+    })
+    .await;
+
+    let mut stalled = tokio::net::TcpStream::connect(po.api).await.unwrap();
+    stalled
+        .write_all(b"GET /api/v1/stuck HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    let read = tokio::time::timeout(Duration::from_secs(10), stalled.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "a client stalled in its headers is closed: {read:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    let mut flood = Vec::new();
+    for _ in 0..100 {
+        if let Ok(s) = tokio::net::TcpStream::connect(po.api).await {
+            flood.push(s);
+        }
+    }
+    let metrics = po.metrics().await;
+    let open: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("hedwig_postoffice_api_connections_open"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no api_connections_open in {metrics}"));
+    assert!(open <= 64.0, "api connections open: {open}");
+    assert!(
+        metrics.contains("hedwig_postoffice_api_connections_closed_total{reason="),
+        "{metrics}"
+    );
+    // Idle connections older than the shed grace give way to a new one.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (status, _) = po.get("/api/v1/stuck", Some(TOKEN)).await;
+    assert_eq!(status, 200, "a real request is answered during the flood");
+    drop(flood);
     po.stop().await;
 }
 
