@@ -13,9 +13,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use beanstalk::Error as QueueError;
 use hedwig_core::address::{parse_reverse_path, Mailbox, Recipient};
 use hedwig_core::signing::Signed;
-use hedwig_core::summary::Summary;
 use hedwig_core::wire::{Accepted, Submission};
-use hedwig_queue::event::{Event, Queued, What};
 use hedwig_queue::job::{encode_parts, Envelope};
 
 use crate::body::Budget;
@@ -414,8 +412,12 @@ async fn put_and_record(
             // outage was logged). To the server the job is on, so the writer that drains
             // that server sees the message arrive before its worker's outcomes.
             if let Some(events) = &state.events {
-                let mut event = queued_event(&envelope, &message, target == Target::Held);
-                event.at = queued_at;
+                let event = hedwig_queue::event::queued_event(
+                    &envelope,
+                    &message,
+                    target == Target::Held,
+                    queued_at,
+                );
                 events.record(&placed.server, vec![event]).await;
             }
             Ok(Accepted {
@@ -442,28 +444,6 @@ async fn put_and_record(
 
 /// The ledger's `queued` event of a message just put: the envelope, and what the header
 /// block says (Message-ID, Subject, the client mailman took it from).
-pub fn queued_event(envelope: &Envelope, message: &[u8], held: bool) -> Event {
-    let summary = Summary::of(message);
-    Event::now(
-        envelope.queue_id.clone(),
-        What::Queued(Queued {
-            host: envelope.host.clone(),
-            sender: envelope.mail_from.clone(),
-            recipients: envelope.rcpt_to.iter().map(|r| r.to_string()).collect(),
-            size: message.len() as u64,
-            message_kind: "message".into(),
-            edge_id: envelope.message_id.clone(),
-            edge_client: summary.edge_client.map(|ip| ip.to_string()),
-            post_client: envelope.client_ip.clone(),
-            message_id: summary.message_id,
-            subject: summary.subject,
-            bounce_of: None,
-            expires_at: None,
-            held,
-        }),
-    )
-}
-
 /// Longest sender message id accepted (mailman's are 24 characters).
 pub const MAX_MESSAGE_ID: usize = 255;
 

@@ -16,12 +16,19 @@
 //! own (the post office's servers take jobs as large as a message).
 //!
 //! Failure never stops mail: when beanstalkd does not take the events, `emit` returns an
-//! error and the caller carries on. After a connect or put that timed out (a server that
-//! does not answer) the emitter fails calls at once for [`Limits::retry_after`] instead of
-//! making every message wait for it, then tries again; a refused connection costs nothing to
-//! retry, so every call tries (the client reconnects by itself). [`Emitter::record`] is
+//! error and the caller carries on, and the events wait in the emitter's backlog (in memory,
+//! at most [`Limits::backlog_bytes`]) and are put, oldest first, as soon as the server takes
+//! jobs again: before the next call's events, or every [`Limits::backlog_retry`] when no call
+//! comes. So a worker that deletes its job while beanstalkd restarts (the delete reaching the
+//! new server, the events put having failed on the old connection) still records the
+//! attempt. Events are lost only when the backlog overflows (the oldest go first) or the
+//! process ends with a backlog it cannot put within [`Limits::io_timeout`]; both are counted
+//! ([`Emitter::events_dropped`]) and logged. After a connect or put that timed out (a server
+//! that does not answer) the emitter fails calls at once for [`Limits::retry_after`] instead
+//! of making every message wait for it, then tries again; a refused connection costs nothing
+//! to retry, so every call tries (the client reconnects by itself). [`Emitter::record`] is
 //! `emit` plus the logging callers want: one warning when an outage starts, one line when it
-//! ends (with how many events were lost), nothing per message.
+//! ends (with how many events were dropped), nothing per message.
 //!
 //! Not here: the event format ([`crate::event`]), reading the tube (the ledger writer).
 
@@ -56,6 +63,10 @@ pub struct Limits {
     pub ttr: Duration,
     /// Calls waiting for the emitter's task at most; more wait to be queued.
     pub queue: usize,
+    /// Most bytes of events kept in memory while beanstalkd does not take them.
+    pub backlog_bytes: usize,
+    /// How often a backlog is tried again when no call comes.
+    pub backlog_retry: Duration,
 }
 
 /// Default [`Limits::max_bytes`]: below beanstalkd's default `max-job-size` (65,535).
@@ -72,11 +83,13 @@ impl Default for Limits {
             priority: 1024,
             ttr: Duration::from_secs(120),
             queue: 10_000,
+            backlog_bytes: 64 << 20,
+            backlog_retry: Duration::from_secs(1),
         }
     }
 }
 
-/// Why events were not queued.
+/// Why events were not queued now (they wait in the backlog unless it overflows).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EmitError {
     /// beanstalkd did not take the job (the events may or may not be queued after a lost
@@ -113,9 +126,12 @@ struct Inner {
     /// Jobs and events put so far.
     jobs: AtomicU64,
     events: AtomicU64,
-    /// An outage is on (for [`Emitter::record`]'s logging) and the events lost in it.
+    /// An outage is on (for [`Emitter::record`]'s logging).
     failing: AtomicBool,
-    lost: AtomicU64,
+    /// Events dropped for good (backlog overflow, or left at the end), ever.
+    dropped: AtomicU64,
+    /// Events in the backlog now.
+    backlog: AtomicU64,
 }
 
 impl std::fmt::Debug for Emitter {
@@ -144,7 +160,8 @@ impl Emitter {
                 jobs: AtomicU64::new(0),
                 events: AtomicU64::new(0),
                 failing: AtomicBool::new(false),
-                lost: AtomicU64::new(0),
+                dropped: AtomicU64::new(0),
+                backlog: AtomicU64::new(0),
             }),
         }
     }
@@ -164,8 +181,19 @@ impl Emitter {
         self.inner.events.load(Ordering::Relaxed)
     }
 
-    /// Queues `events`; returns when beanstalkd has them (or did not take them). Nothing to
-    /// do for an empty list.
+    /// Events dropped for good so far: the backlog overflowed, or the emitter ended with a
+    /// backlog it could not put.
+    pub fn events_dropped(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Events waiting in the backlog now.
+    pub fn backlog(&self) -> u64 {
+        self.inner.backlog.load(Ordering::Relaxed)
+    }
+
+    /// Queues `events`; returns when beanstalkd has them, or when it did not take them
+    /// (`Err`: they wait in the backlog). Nothing to do for an empty list.
     pub async fn emit(&self, events: Vec<Event>) -> Result<(), EmitError> {
         if events.is_empty() {
             return Ok(());
@@ -183,28 +211,28 @@ impl Emitter {
     }
 
     /// [`emit`](Self::emit), logging a failure once per outage: a warning when the first call
-    /// fails, an info line naming the events lost when a call succeeds again. Returns whether
-    /// the events were queued. For callers that carry on either way (the ledger never stops
-    /// mail).
+    /// fails, an info line when a call succeeds again (with the events dropped meanwhile, if
+    /// any). Returns whether the events were queued now. For callers that carry on either way
+    /// (the ledger never stops mail).
     pub async fn record(&self, events: Vec<Event>) -> bool {
-        let n = events.len() as u64;
         match self.emit(events).await {
             Ok(()) => {
                 if self.inner.failing.swap(false, Ordering::Relaxed) {
-                    let lost = self.inner.lost.swap(0, Ordering::Relaxed);
+                    let dropped = self.events_dropped();
                     tracing::info!(
-                        beanstalkd = %self.inner.addr, lost,
-                        "ledger events are queued again ({lost} events were not recorded during the outage)"
+                        beanstalkd = %self.inner.addr, dropped_ever = dropped,
+                        "ledger events are queued again; the backlog was put"
                     );
                 }
                 true
             }
             Err(e) => {
-                self.inner.lost.fetch_add(n, Ordering::Relaxed);
                 if !self.inner.failing.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         beanstalkd = %self.inner.addr, error = %e,
-                        "ledger events cannot be queued; mail carries on without them (logged once until it recovers)"
+                        backlog_bytes = self.inner.limits.backlog_bytes,
+                        "ledger events cannot be queued now; they wait in memory and are put when \
+                         beanstalkd takes jobs again; mail carries on (logged once until it recovers)"
                     );
                 }
                 false
@@ -224,6 +252,9 @@ impl Emitter {
                 counters: Arc::downgrade(&self.inner),
                 client: None,
                 down: None,
+                backlog: std::collections::VecDeque::new(),
+                backlog_bytes: 0,
+                last_error: String::new(),
             };
             tokio::spawn(task.run(rx));
             tx
@@ -309,13 +340,30 @@ struct Task {
     client: Option<Client>,
     /// Until when calls fail at once, and why.
     down: Option<(Instant, String)>,
+    /// Events not yet put, oldest first, and their bytes.
+    backlog: std::collections::VecDeque<Vec<u8>>,
+    backlog_bytes: usize,
+    /// Why the last put failed (for the calls answered from the backlog).
+    last_error: String,
 }
 
 impl Task {
     async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
         // Most calls gathered into one round: a bound on the memory one round holds.
         let most = self.limits.max_events.max(1) * 8;
-        while let Some(first) = rx.recv().await {
+        loop {
+            let next = if self.backlog.is_empty() {
+                rx.recv().await
+            } else {
+                tokio::select! {
+                    next = rx.recv() => next,
+                    () = tokio::time::sleep(self.limits.backlog_retry) => {
+                        self.flush().await;
+                        continue;
+                    }
+                }
+            };
+            let Some(first) = next else { break };
             let mut group = vec![first];
             let mut events = group[0].events.len();
             while events < most {
@@ -329,24 +377,125 @@ impl Task {
             }
             self.round(group).await;
         }
+        // Every emitter is gone (the process is ending): one last try, then count the rest.
+        if !self.backlog.is_empty() {
+            self.down = None;
+            self.flush().await;
+            let left = self.backlog.len() as u64;
+            if left > 0 {
+                self.drop_events(left);
+                tracing::error!(
+                    beanstalkd = %self.addr, dropped = left, error = %self.last_error,
+                    "ledger events dropped at exit: beanstalkd did not take the backlog"
+                );
+            }
+        }
+    }
+
+    /// Counts `n` events dropped for good.
+    fn drop_events(&self, n: u64) {
+        if let Some(inner) = self.counters.upgrade() {
+            inner.dropped.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    fn count_put(&self, events: usize) {
+        if let Some(inner) = self.counters.upgrade() {
+            inner.jobs.fetch_add(1, Ordering::Relaxed);
+            inner.events.fetch_add(events as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn count_backlog(&self) {
+        if let Some(inner) = self.counters.upgrade() {
+            inner
+                .backlog
+                .store(self.backlog.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds events to the end of the backlog; the oldest go when it is over its bound.
+    fn keep(&mut self, events: impl IntoIterator<Item = Vec<u8>>) {
+        let mut dropped = 0u64;
+        for event in events {
+            self.backlog_bytes += event.len();
+            self.backlog.push_back(event);
+        }
+        while self.backlog_bytes > self.limits.backlog_bytes {
+            let Some(old) = self.backlog.pop_front() else {
+                break;
+            };
+            self.backlog_bytes -= old.len();
+            dropped += 1;
+        }
+        if dropped > 0 {
+            self.drop_events(dropped);
+            tracing::error!(
+                beanstalkd = %self.addr, dropped, backlog_bytes = self.limits.backlog_bytes,
+                "ledger events dropped: the backlog is full while beanstalkd does not take jobs"
+            );
+        }
+        self.count_backlog();
+    }
+
+    /// Puts the backlog, oldest first, until it is empty or a put fails. Returns whether it
+    /// is empty.
+    async fn flush(&mut self) -> bool {
+        if self.backlog.is_empty() {
+            return true;
+        }
+        if let Some((until, _)) = &self.down {
+            if Instant::now() < *until {
+                return false;
+            }
+            self.down = None;
+        }
+        let all: Vec<Vec<u8>> = self.backlog.drain(..).collect();
+        self.backlog_bytes = 0;
+        let mut failed_at = None;
+        for range in pack_ranges(&all, self.limits.max_events, self.limits.max_bytes) {
+            let slices: Vec<&[u8]> = all[range.clone()].iter().map(Vec::as_slice).collect();
+            let body = batch_body(&slices);
+            match self.put(&body).await {
+                Ok(()) => self.count_put(range.len()),
+                Err(_) => {
+                    failed_at = Some(range.start);
+                    break;
+                }
+            }
+        }
+        let put = failed_at.unwrap_or(all.len());
+        if put > 0 {
+            tracing::info!(
+                beanstalkd = %self.addr, events = put, left = all.len() - put,
+                "ledger events from the backlog put"
+            );
+        }
+        if let Some(start) = failed_at {
+            let rest = all.into_iter().skip(start);
+            // Put back without dropping: these were within the bound already.
+            for event in rest {
+                self.backlog_bytes += event.len();
+                self.backlog.push_back(event);
+            }
+        }
+        self.count_backlog();
+        self.backlog.is_empty()
     }
 
     /// Puts the events of `group` in as few jobs as the limits allow and answers each call:
     /// `Ok` when every job holding one of its events was put.
     async fn round(&mut self, group: Vec<Request>) {
-        if let Some((until, reason)) = &self.down {
-            if Instant::now() < *until {
-                let error = EmitError::Down {
-                    addr: self.addr.clone(),
-                    reason: reason.clone(),
-                };
-                for request in group {
-                    let _ = request.done.send(Err(error.clone()));
-                }
-                return;
-            }
+        if self
+            .down
+            .as_ref()
+            .is_some_and(|(until, _)| Instant::now() >= *until)
+        {
             self.down = None;
         }
+        // The backlog goes first (the ledger keeps the order of one server's events); while it
+        // cannot be put, this round's events join it.
+        let behind = !self.flush().await;
         // Which call each event belongs to, then the events in one list.
         let mut owner = Vec::new();
         let mut all = Vec::new();
@@ -364,21 +513,20 @@ impl Task {
                     addr: self.addr.clone(),
                     reason: reason.clone(),
                 }),
+                None if behind || !self.backlog.is_empty() => Err(EmitError::Put {
+                    addr: self.addr.clone(),
+                    reason: format!("waiting behind the backlog: {}", self.last_error),
+                }),
                 None => self.put(&body).await,
             };
             match result {
-                Ok(()) => {
-                    if let Some(inner) = self.counters.upgrade() {
-                        inner.jobs.fetch_add(1, Ordering::Relaxed);
-                        inner
-                            .events
-                            .fetch_add(range.len() as u64, Ordering::Relaxed);
-                    }
-                }
+                Ok(()) => self.count_put(range.len()),
                 Err(e) => {
-                    for &i in &owner[range] {
+                    for &i in &owner[range.clone()] {
                         answers[i].1.get_or_insert_with(|| e.clone());
                     }
+                    let events: Vec<Vec<u8>> = all[range].to_vec();
+                    self.keep(events);
                 }
             }
         }
@@ -412,6 +560,7 @@ impl Task {
             Ok(_) => Ok(()),
             Err(e) => {
                 let reason = e.to_string();
+                self.last_error.clone_from(&reason);
                 // Only a server that does not answer makes callers wait (up to the timeout):
                 // then fail fast for a while. A refused connection fails at once anyway, so
                 // every call tries, and the first after the server's return succeeds.
@@ -462,6 +611,25 @@ impl Emitters {
     /// The emitter of the server at `addr`, if it is one of ours.
     pub fn get(&self, addr: &str) -> Option<&Emitter> {
         self.by_addr.get(addr)
+    }
+
+    /// Waits until every emitter's backlog is put, at most `limit`; returns the events still
+    /// waiting (a process calls this before it exits: what is left then is lost, and said).
+    pub async fn drain(&self, limit: Duration) -> u64 {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left: u64 = self.by_addr.values().map(Emitter::backlog).sum();
+            if left == 0 || Instant::now() >= deadline {
+                if left > 0 {
+                    tracing::error!(
+                        events = left,
+                        "ledger events still waiting for beanstalkd at exit; they are lost"
+                    );
+                }
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// [`Emitter::record`] on the server at `addr`; false (nothing logged) for an unknown one.

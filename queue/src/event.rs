@@ -249,6 +249,40 @@ pub fn now_millis() -> u64 {
         .unwrap_or(0)
 }
 
+/// The id of a message's `queued` event: one per queue id, the same whoever writes it. The
+/// post office writes it before its 200; a worker writes it again on the job's first attempt,
+/// so a post office killed between its put and its events put (or an events put that never
+/// reached beanstalkd) still leaves the message on record, and the store keeps one copy.
+pub fn queued_event_id(queue_id: &str) -> String {
+    format!("queued-{queue_id}")
+}
+
+/// The `queued` event of a submitted message, from its job as the post office put it (`at`:
+/// Unix milliseconds when it was queued; `held`: it went to the held tube).
+pub fn queued_event(envelope: &crate::job::Envelope, message: &[u8], held: bool, at: u64) -> Event {
+    let summary = hedwig_core::summary::Summary::of(message);
+    Event {
+        id: queued_event_id(&envelope.queue_id),
+        at,
+        queue_id: envelope.queue_id.clone(),
+        what: What::Queued(Queued {
+            host: envelope.host.clone(),
+            sender: envelope.mail_from.clone(),
+            recipients: envelope.rcpt_to.iter().map(|r| r.to_string()).collect(),
+            size: message.len() as u64,
+            message_kind: "message".into(),
+            edge_id: envelope.message_id.clone(),
+            edge_client: summary.edge_client.map(|ip| ip.to_string()),
+            post_client: envelope.client_ip.clone(),
+            message_id: summary.message_id,
+            subject: summary.subject,
+            bounce_of: None,
+            expires_at: None,
+            held,
+        }),
+    }
+}
+
 impl Event {
     /// An event that happens now, with a fresh id.
     pub fn now(queue_id: impl Into<String>, what: What) -> Event {

@@ -176,6 +176,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         })
     };
     queue::run_tasks(parts.worker.clone(), concurrency, shutdown).await;
+    // The events of the last attempts that beanstalkd did not take yet (it was restarting):
+    // a few more seconds for them, as for a delivery in flight.
+    if let Some(events) = &parts.worker.events {
+        events.drain(parts.worker.config.shutdown_grace).await;
+    }
     reaper_stop.cancel();
     let _ = reaper.await;
     let _ = draining.await;

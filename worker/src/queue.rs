@@ -186,6 +186,20 @@ impl Worker {
             for event in &mut events {
                 event.at = attempt_end;
             }
+            // The job's first attempt says again that it was queued (same event id as the
+            // post office's: the store keeps one), in case the post office's events put never
+            // reached beanstalkd (killed between its put and its events put).
+            if env.history.is_empty() && env.kind == hedwig_queue::job::Kind::Message {
+                events.insert(
+                    0,
+                    hedwig_queue::event::queued_event(
+                        env,
+                        &job.message,
+                        false,
+                        env.received_at.saturating_mul(1000),
+                    ),
+                );
+            }
             self.emit(reserver.addr(), events).await;
         }
         match recorded {

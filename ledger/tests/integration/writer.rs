@@ -248,3 +248,109 @@ async fn a_store_outage_loses_nothing() {
     shutdown.cancel();
     task.await.unwrap();
 }
+
+/// A small tmpfs for the SQLite file, unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `size` (e.g. "4m"). Needs root, as CI runs (the fault-injection run
+    /// needs it too).
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "hedwig-ledger-test",
+            ])
+            .arg(dir.path())
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "mounting a small tmpfs needs root (CI runs as root)"
+        );
+        SmallDisk { dir }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Fills the file system at `dir` with a file until it is full; returns the file.
+fn fill(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0u8; 16 * 1024];
+    // Bounded: a tmpfs of a few MB is full long before this.
+    for _ in 0..100_000 {
+        if f.write_all(&chunk).and_then(|()| f.sync_all()).is_err() {
+            break;
+        }
+    }
+    path
+}
+
+#[tokio::test]
+async fn a_full_disk_stops_the_writer_and_it_resumes_losing_nothing() {
+    let disk = SmallDisk::mount("4m");
+    let url = format!("sqlite://{}/ledger.db", disk.dir.path().display());
+    let store = Store::open(&url).await.unwrap();
+    let b = Beanstalkd::start_on(Ipv4Addr::new(127, 0, 130, 27));
+    let (stats, shutdown, task) = start(&store, config(vec![b.url()]));
+    let first = put_batches(&b.url(), 0, 5).await;
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            count(&store).await == first
+        })
+        .await
+    );
+
+    let filler = fill(disk.dir.path());
+    let total = first + put_batches(&b.url(), 5, 300).await;
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            stats.store_errors.load(Ordering::Relaxed) >= 1
+        })
+        .await,
+        "the writer saw the full disk"
+    );
+    assert!(stats.store_down.load(Ordering::Relaxed));
+    let stored = count(&store).await;
+    assert!(stored < total, "{stored} of {total} stored on a full disk");
+    let (waiting, buried) = jobs(&b.url()).await;
+    assert!(waiting > 0, "the events wait in beanstalkd");
+    assert_eq!(buried, 0);
+
+    std::fs::remove_file(filler).unwrap();
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            count(&store).await == total
+        })
+        .await,
+        "{} of {total} after space returned",
+        count(&store).await
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            jobs(&b.url()).await == (0, 0)
+        })
+        .await
+    );
+    assert!(!stats.store_down.load(Ordering::Relaxed));
+    shutdown.cancel();
+    task.await.unwrap();
+    store.close().await;
+    drop(disk);
+}

@@ -104,11 +104,12 @@ async fn large_calls_are_split_below_the_default_job_size() {
 }
 
 #[tokio::test]
-async fn an_outage_fails_calls_and_emission_resumes() {
+async fn an_outage_fails_calls_and_the_backlog_is_put_after_it() {
     let mut bs = Beanstalkd::start();
     let tubes = Tubes::default();
     let limits = Limits {
         retry_after: Duration::from_millis(200),
+        backlog_retry: Duration::from_millis(100),
         ..Limits::default()
     };
     let emitter = Emitter::with_limits(bs.url(), &tubes, limits);
@@ -119,29 +120,108 @@ async fn an_outage_fails_calls_and_emission_resumes() {
     let down = event("Q2", "b@example.org");
     assert!(emitter.emit(vec![down.clone()]).await.is_err());
     // While it is down calls fail (a refused connection, at once); record() says so.
-    assert!(!emitter.record(vec![event("Q3", "c@example.org")]).await);
+    let also_down = event("Q3", "c@example.org");
+    assert!(!emitter.record(vec![also_down.clone()]).await);
+    assert_eq!(emitter.backlog(), 2, "both wait in the backlog");
 
+    // Back, and no call comes: the backlog is put by itself.
     bs.restart();
-    let after = event("Q4", "d@example.org");
-    let mut resumed = false;
+    let mut flushed = false;
     for _ in 0..100 {
-        if emitter.record(vec![after.clone()]).await {
-            resumed = true;
+        if emitter.backlog() == 0 {
+            flushed = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(resumed, "emission resumes after the restart");
+    assert!(flushed, "the backlog is put once the server is back");
+    let after = event("Q4", "d@example.org");
+    assert!(emitter.record(vec![after.clone()]).await);
     let got: Vec<String> = drain(&bs.url(), &tubes)
         .await
         .into_iter()
         .flat_map(|b| b.events)
         .map(|e| e.id)
         .collect();
-    // The first one survived the restart (binlog); the last one is there once.
-    assert!(got.contains(&before.id), "{got:?}");
-    assert_eq!(got.iter().filter(|id| **id == after.id).count(), 1);
-    assert!(!got.contains(&down.id));
+    // Every event once, in the order they were emitted (the first survived the restart in
+    // the binlog).
+    assert_eq!(got, [before.id, down.id, also_down.id, after.id]);
+    assert_eq!(emitter.events_dropped(), 0);
+}
+
+#[tokio::test]
+async fn a_full_backlog_drops_the_oldest_and_counts_them() {
+    let mut bs = Beanstalkd::start();
+    let tubes = Tubes::default();
+    let one = serde_json::to_vec(&event("Q0", "a@example.org"))
+        .unwrap()
+        .len();
+    let limits = Limits {
+        backlog_bytes: one * 3 + one / 2,
+        backlog_retry: Duration::from_millis(100),
+        ..Limits::default()
+    };
+    let emitter = Emitter::with_limits(bs.url(), &tubes, limits);
+    bs.stop();
+    let events: Vec<Event> = (0..5)
+        .map(|i| event(&format!("Q{i}"), "a@example.org"))
+        .collect();
+    for e in &events {
+        assert!(emitter.emit(vec![e.clone()]).await.is_err());
+    }
+    assert_eq!(emitter.events_dropped(), 2, "the two oldest went");
+    assert_eq!(emitter.backlog(), 3);
+    bs.restart();
+    let newest = event("Q9", "a@example.org");
+    let mut ok = false;
+    for _ in 0..100 {
+        if emitter.record(vec![newest.clone()]).await {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok);
+    let got: Vec<String> = drain(&bs.url(), &tubes)
+        .await
+        .into_iter()
+        .flat_map(|b| b.events)
+        .map(|e| e.queue_id)
+        .collect();
+    assert_eq!(got.first().map(String::as_str), Some("Q2"), "{got:?}");
+    assert_eq!(&got[..3], ["Q2", "Q3", "Q4"]);
+    assert_eq!(got.iter().filter(|q| *q == "Q9").count(), 1, "{got:?}");
+}
+
+#[tokio::test]
+async fn an_emitter_dropped_with_a_backlog_puts_it_on_the_way_out() {
+    let mut bs = Beanstalkd::start();
+    let tubes = Tubes::default();
+    let limits = Limits {
+        // No retry of its own before the end: only the last try can put it.
+        backlog_retry: Duration::from_secs(600),
+        ..Limits::default()
+    };
+    let emitter = Emitter::with_limits(bs.url(), &tubes, limits);
+    bs.stop();
+    let kept = event("Q1", "a@example.org");
+    assert!(emitter.emit(vec![kept.clone()]).await.is_err());
+    bs.restart();
+    drop(emitter);
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        got = drain(&bs.url(), &tubes).await;
+        if !got.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ids: Vec<String> = got
+        .into_iter()
+        .flat_map(|b| b.events)
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids, [kept.id]);
 }
 
 fn signal(pid: u32, sig: &str) {

@@ -199,6 +199,27 @@ async fn sent_bounced_and_deferred_then_sent() {
     assert_eq!(queued[0].recipients, ["sender@sender.test"]);
     assert!(queued[0].size > 0 && queued[0].expires_at.is_some());
 
+    // The job was put without a post office (as if one died between its put and its events
+    // put): the first attempt says it was queued, with the post office's event id; the
+    // second attempt does not say it again.
+    let queued: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.queue_id == q && matches!(e.what, What::Queued(_)))
+        .collect();
+    assert_eq!(queued.len(), 1, "{events:#?}");
+    assert_eq!(queued[0].id, hedwig_queue::event::queued_event_id(&q));
+    match &queued[0].what {
+        What::Queued(m) => {
+            assert_eq!(m.host, job.envelope.host);
+            assert_eq!(m.sender, "sender@sender.test");
+            assert_eq!(m.recipients.len(), 3);
+            assert_eq!(m.message_kind, "message");
+            assert_eq!(m.size, job.message.len() as u64);
+        }
+        _ => unreachable!(),
+    }
+    assert_eq!(queued[0].at, job.envelope.received_at * 1000);
+
     // Every event has its own id.
     let mut ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
     ids.sort();
@@ -299,6 +320,24 @@ async fn a_beanstalkd_outage_mid_attempt_does_not_stop_delivery() {
         "no events after the restart: {events:#?}"
     );
     assert!(mx.received().len() >= 3);
+    // The copy delivered while beanstalkd was down is on record too: its events waited in
+    // the emitter's backlog and were put after the restart.
+    let copies = mx
+        .received()
+        .iter()
+        .filter(|m| m.rcpt_to.iter().any(|r| r == "b@ok.test"))
+        .count();
+    assert!(
+        wait_events(&url, &mut events, Duration::from_secs(10), |e| {
+            outcomes(e, &q2, "b@ok.test")
+                .iter()
+                .filter(|r| r.outcome == Outcome::Sent)
+                .count()
+                >= copies
+        })
+        .await,
+        "{copies} copies delivered, not as many sent events: {events:#?}"
+    );
     worker.stop().await;
 }
 
