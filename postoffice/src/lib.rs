@@ -77,7 +77,13 @@ pub async fn serve(
         tubes,
         ledger,
     } = settings;
-    let state = Arc::new(state::AppState::new(config, secrets, tubes.clone(), queue));
+    let state = Arc::new(state::AppState::new(
+        config,
+        secrets,
+        tubes.clone(),
+        queue,
+        &ledger,
+    ));
     start_ledger(&ledger, &state, &servers, &tubes, &shutdown).await?;
     let addr = listener.local_addr()?;
     tracing::info!(
@@ -127,9 +133,9 @@ pub async fn serve(
     Ok(())
 }
 
-/// Starts what `ledger:` asks for: the writer (with pruner and stuck check) and the admin
-/// API on its own listener. Neither waits for the store: a store that is down is opened
-/// later, and intake never depends on it.
+/// Starts what `ledger:` asks for: the writer (with pruner and stuck check), the admin API
+/// on its own listener, the pruner of the shared duplicate-id window. None waits for the
+/// store: a store that is down is opened later, and intake never depends on it.
 async fn start_ledger(
     settings: &ledger::LedgerSettings,
     state: &Arc<state::AppState>,
@@ -137,6 +143,14 @@ async fn start_ledger(
     tubes: &hedwig_queue::Tubes,
     shutdown: &CancellationToken,
 ) -> Result<(), StartError> {
+    if let Some(shared) = state.dedupe.shared() {
+        tracing::info!(
+            claimer = shared.claimer(),
+            timeout_ms = settings.shared_dedupe_timeout.as_millis() as u64,
+            "shared duplicate-id window in the ledger store"
+        );
+        tokio::spawn(shared.clone().run(shutdown.clone()));
+    }
     if !settings.writer && settings.api_listen.is_none() {
         return Ok(());
     }
