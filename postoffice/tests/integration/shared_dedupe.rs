@@ -282,3 +282,63 @@ async fn with_postgresql_stopped_intake_goes_on_and_shares_again_after() {
     assert!(f.a.log().contains(BACK), "{}", f.a.log());
     assert_eq!(jobs_in(&url, TUBE_OUTBOUND).await.len(), expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_pending_at_another_post_office_waits_for_its_outcome() {
+    use hedwig_ledger::{ClaimLimits, Claimed, Store};
+    let f = fleet(90).await;
+    let url = f.beanstalkd.url();
+    let store = Store::open(&f.pg.url()).await.unwrap();
+    let limits = ClaimLimits {
+        window: Duration::from_secs(86_400),
+        stale_after: Duration::from_secs(120),
+    };
+    let now = hedwig_queue::event::now_millis();
+    // A third post office claimed the id and is putting the job now.
+    assert_eq!(
+        store
+            .claim(HOST, "m-pending", "po-c", now, limits)
+            .await
+            .unwrap(),
+        Claimed::Won
+    );
+    let post = signed("m-pending");
+    let (answer, ()) = tokio::join!(f.a.post(&f.http, &post), async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(jobs_in(&url, TUBE_OUTBOUND).await.is_empty(), "A waits");
+        assert!(store
+            .complete_claim(HOST, "m-pending", "po-c", "01QUEUEDBYC")
+            .await
+            .unwrap());
+    });
+    assert_eq!(answer["id"], "01QUEUEDBYC");
+    assert_eq!(answer["duplicate"], true);
+    assert!(jobs_in(&url, TUBE_OUTBOUND).await.is_empty());
+
+    // Its put failed and it released the claim: B queues the message itself.
+    assert_eq!(
+        store
+            .claim(HOST, "m-released", "po-c", now, limits)
+            .await
+            .unwrap(),
+        Claimed::Won
+    );
+    let post = signed("m-released");
+    let (answer, ()) = tokio::join!(f.b.post(&f.http, &post), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(store
+            .release_claim(HOST, "m-released", "po-c")
+            .await
+            .unwrap());
+    });
+    assert_eq!(answer["duplicate"], false);
+    let jobs = jobs_in(&url, TUBE_OUTBOUND).await;
+    assert_eq!(jobs.len(), 1);
+    let row = store.claimed(HOST, "m-released").await.unwrap().unwrap();
+    assert_eq!(
+        Value::from(row.queue_id),
+        answer["id"],
+        "B completed its claim"
+    );
+    assert_ne!(row.claimed_by, "po-c");
+}
