@@ -73,6 +73,12 @@ const CLAIM: &str = "INSERT INTO claims (host, message_id, queue_id, claimed_at,
      OR claims.claimed_at < $6)) \
      RETURNING claimed_by";
 
+/// Completes the claimer's pending claim, or inserts a completed one where there is none.
+const COMPLETE: &str = "INSERT INTO claims (host, message_id, queue_id, claimed_at, claimed_by) \
+     VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (host, message_id) DO UPDATE SET queue_id = excluded.queue_id \
+     WHERE claims.claimed_by = excluded.claimed_by AND claims.queue_id IS NULL";
+
 const READ: &str = "SELECT host, message_id, queue_id, claimed_at, claimed_by FROM claims \
      WHERE host = $1 AND message_id = $2";
 
@@ -133,25 +139,25 @@ impl Store {
         })
     }
 
-    /// Records the queue id of `claimer`'s pending claim. `false`: the claim is not
-    /// `claimer`'s any more (taken over as abandoned) or not pending.
+    /// Records the queue id of `claimer`'s pending claim, or, when there is no claim (its
+    /// claim statement timed out before it was carried out, or was never sent), a completed
+    /// claim made at `now`. `false`: another claimer holds the id, or it is completed already.
     pub async fn complete_claim(
         &self,
         host: &str,
         message_id: &str,
         claimer: &str,
         queue_id: &str,
+        now: u64,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE claims SET queue_id = $3 WHERE host = $1 AND message_id = $2 \
-             AND claimed_by = $4 AND queue_id IS NULL",
-        )
-        .bind(host.to_owned())
-        .bind(message_id.to_owned())
-        .bind(queue_id.to_owned())
-        .bind(claimer.to_owned())
-        .execute(&self.pool)
-        .await?;
+        let done = sqlx::query(COMPLETE)
+            .bind(host.to_owned())
+            .bind(message_id.to_owned())
+            .bind(queue_id.to_owned())
+            .bind(ms(now))
+            .bind(claimer.to_owned())
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 

@@ -106,7 +106,10 @@ impl Dedupe {
                 pending.complete_here(&queue_id);
                 Claim::Seen(queue_id)
             }
-            Shared::Unavailable => Claim::New(pending),
+            Shared::Unavailable(maybe) => {
+                pending.shared = maybe;
+                Claim::New(pending)
+            }
         }
     }
 

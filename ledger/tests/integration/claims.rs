@@ -38,11 +38,17 @@ async fn claim_complete_release_and_takeovers() {
             },
             "{name}"
         );
-        assert!(!store.complete_claim("web1", "m1", "B", "QB").await.unwrap());
-        assert!(store.complete_claim("web1", "m1", "A", "QA").await.unwrap());
+        assert!(!store
+            .complete_claim("web1", "m1", "B", "QB", T0 + 20)
+            .await
+            .unwrap());
+        assert!(store
+            .complete_claim("web1", "m1", "A", "QA", T0 + 20)
+            .await
+            .unwrap());
         assert!(
             !store
-                .complete_claim("web1", "m1", "A", "QA2")
+                .complete_claim("web1", "m1", "A", "QA2", T0 + 20)
                 .await
                 .unwrap(),
             "{name}: completed once"
@@ -88,6 +94,21 @@ async fn claim_complete_release_and_takeovers() {
             Claimed::Won
         );
 
+        // A completion without a claim (the claim statement timed out before it ran)
+        // records the id as queued; one that another claimer holds does not.
+        assert!(store
+            .complete_claim("web3", "m9", "A", "Q9", T0)
+            .await
+            .unwrap());
+        assert_eq!(
+            store
+                .claim("web3", "m9", "B", T0 + 1, LIMITS)
+                .await
+                .unwrap(),
+            Claimed::Queued("Q9".into()),
+            "{name}"
+        );
+
         // A claimer's own pending claim (it released nothing: the store was down) is its
         // again; a completed one is not.
         assert_eq!(
@@ -119,8 +140,14 @@ async fn claim_complete_release_and_takeovers() {
             Claimed::Won,
             "{name}"
         );
-        assert!(!store.complete_claim("web1", "m2", "B", "QB").await.unwrap());
-        assert!(store.complete_claim("web1", "m2", "C", "QC").await.unwrap());
+        assert!(!store
+            .complete_claim("web1", "m2", "B", "QB", T0 + 20)
+            .await
+            .unwrap());
+        assert!(store
+            .complete_claim("web1", "m2", "C", "QC", T0 + 20)
+            .await
+            .unwrap());
 
         // Past the window a queued id is forgotten: claimed anew.
         let expired = T0 + LIMITS.window.as_millis() as u64 + 1;
@@ -148,7 +175,10 @@ async fn prune_deletes_old_claims_in_batches() {
                 Claimed::Won
             );
             if i % 2 == 0 {
-                assert!(store.complete_claim("web1", &id, "A", "Q").await.unwrap());
+                assert!(store
+                    .complete_claim("web1", &id, "A", "Q", T0 + 20)
+                    .await
+                    .unwrap());
             }
         }
         // Older than T0 + 20: m0..m19, pending or not, in batches of 3.

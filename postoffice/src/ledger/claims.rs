@@ -15,6 +15,11 @@
 //!   logged once per outage; for a second after a failure the store is not asked at all, so
 //!   an outage costs intake nothing but the first timeout. The store is opened in a task of
 //!   its own at start (and again until it opens): until then the in-process window answers.
+//!   A claim statement that timed out may still be carried out by a slow store: the post
+//!   keeps it as a claim and completes it like a won one (completing inserts the claim if it
+//!   never landed). A completion or release the store does not take is tried again every
+//!   second in the background, so that no claim of a queued message stays pending for the
+//!   others to wait on and then take over.
 //!
 //! Not here: the SQL (`hedwig_ledger::claims`), the in-process window (`crate::dedupe`).
 
@@ -66,8 +71,22 @@ pub enum Shared {
     Won(SharedClaim),
     /// Another post office queued it under this queue id.
     Queued(String),
-    /// The store did not answer in time: the in-process window answers alone.
-    Unavailable,
+    /// The store did not answer in time: the in-process window answers alone. With a claim
+    /// when the claim statement timed out (it may have been carried out after all): it is
+    /// completed or released like a won one, so that a claim that did land is not left
+    /// pending for the other post offices to wait on.
+    Unavailable(Option<SharedClaim>),
+}
+
+/// Why [`SharedWindow::ask`] has no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Missed {
+    /// The store was not asked (not open yet, or skipped after a failure).
+    NotAsked,
+    /// It answered with an error.
+    Failed,
+    /// It did not answer within the timeout: the statement may have been carried out.
+    TimedOut,
 }
 
 /// A claim this post office holds in the store. Dropping it without
@@ -156,17 +175,12 @@ impl SharedWindow {
                 })
                 .await;
             match claimed {
-                Some(Claimed::Won) => {
-                    return Shared::Won(SharedClaim {
-                        window: self.clone(),
-                        key: Some((host.to_owned(), id.to_owned())),
-                    })
-                }
-                Some(Claimed::Queued(queue_id)) => {
+                Ok(Claimed::Won) => return Shared::Won(self.held(host, id)),
+                Ok(Claimed::Queued(queue_id)) => {
                     self.metrics.dedupe_found.inc();
                     return Shared::Queued(queue_id);
                 }
-                Some(Claimed::Pending { claimed_by, .. }) => {
+                Ok(Claimed::Pending { claimed_by, .. }) => {
                     if Instant::now() >= deadline {
                         tracing::warn!(
                             host, message_id = id, claimed_by = %claimed_by,
@@ -174,35 +188,42 @@ impl SharedWindow {
                              pending; queueing with this post office's window only"
                         );
                         self.metrics.dedupe_fallbacks.inc();
-                        return Shared::Unavailable;
+                        return Shared::Unavailable(None);
                     }
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(200));
                 }
-                None => {
+                Err(missed) => {
                     self.metrics.dedupe_fallbacks.inc();
-                    return Shared::Unavailable;
+                    let maybe = missed == Missed::TimedOut;
+                    return Shared::Unavailable(maybe.then(|| self.held(host, id)));
                 }
             }
         }
     }
 
-    /// Runs `call` on the store within the timeout. `None`: it failed or took too long (the
-    /// outage is logged once); while `skip` is set, the store is not asked for a second after
-    /// a failure.
-    async fn ask<T, F, Fut>(&self, always: bool, call: F) -> Option<T>
+    fn held(self: &Arc<Self>, host: &str, id: &str) -> SharedClaim {
+        SharedClaim {
+            window: self.clone(),
+            key: Some((host.to_owned(), id.to_owned())),
+        }
+    }
+
+    /// Runs `call` on the store within the timeout; a failure or timeout is logged once per
+    /// outage. Unless `always`, the store is not asked for a second after a failure.
+    async fn ask<T, F, Fut>(&self, always: bool, call: F) -> Result<T, Missed>
     where
         F: FnOnce(Store) -> Fut,
         Fut: std::future::Future<Output = Result<T, StoreError>>,
     {
         if !always && self.skipping() {
-            return None;
+            return Err(Missed::NotAsked);
         }
         let Some(store) = self.handle.try_current() else {
             // Not open yet (being opened at start, or the open failed: `StoreHandle` logged
             // it and the opening task tries again).
             self.metrics.dedupe_store_up.set(0);
-            return None;
+            return Err(Missed::NotAsked);
         };
         let answer = tokio::time::timeout(self.timeout, call(store)).await;
         match answer {
@@ -211,18 +232,18 @@ impl SharedWindow {
                     tracing::info!(url = %redact(&self.url), "shared duplicate window available again");
                 }
                 self.metrics.dedupe_store_up.set(1);
-                Some(value)
+                Ok(value)
             }
             Ok(Err(e)) => {
                 self.failed(&e.to_string());
-                None
+                Err(Missed::Failed)
             }
             Err(_) => {
                 self.failed(&format!(
                     "no answer within {}",
                     humantime::format_duration(self.timeout)
                 ));
-                None
+                Err(Missed::TimedOut)
             }
         }
     }
@@ -276,29 +297,67 @@ impl SharedWindow {
     }
 }
 
+/// What is left to do with a claim.
+enum Settle {
+    Complete(String),
+    Release,
+}
+
+impl SharedWindow {
+    /// Completes or releases `(host, id)` once. `Ok(false)`: nothing to do (another claimer
+    /// holds it, or it is completed already).
+    async fn settle_once(&self, host: &str, id: &str, what: &Settle) -> Result<bool, Missed> {
+        let claimer = self.claimer.clone();
+        self.ask(true, |store| async move {
+            match what {
+                Settle::Complete(queue_id) => {
+                    store
+                        .complete_claim(host, id, &claimer, queue_id, now_ms())
+                        .await
+                }
+                Settle::Release => store.release_claim(host, id, &claimer).await,
+            }
+        })
+        .await
+    }
+
+    /// [`settle_once`](Self::settle_once), then, while the store does not take it, again
+    /// every second for [`STALE_AFTER`]: a claim left pending would make the other post
+    /// offices wait for it, then take it over and queue the message again. Tasks of this
+    /// kind exist only for claims made before an outage (during one, claims are not made).
+    async fn settle(self: Arc<Self>, host: String, id: String, what: Settle) {
+        let attempts = STALE_AFTER.as_secs().max(1);
+        for attempt in 0..=attempts {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            if self.settle_once(&host, &id, &what).await.is_ok() {
+                return;
+            }
+        }
+    }
+}
+
 impl SharedClaim {
-    /// Records the queue id in the store (within the timeout; a claim the store does not
-    /// get completed is taken over by another post office after [`STALE_AFTER`]).
+    /// Records the queue id in the store: within the timeout, or else in the background once
+    /// the store answers again.
     pub async fn complete(mut self, queue_id: &str) {
         let Some((host, id)) = self.key.take() else {
             return;
         };
-        let window = &self.window;
-        let claimer = window.claimer.clone();
-        let done = window
-            .ask(true, |store| async move {
-                store.complete_claim(&host, &id, &claimer, queue_id).await
-            })
-            .await;
-        match done {
-            Some(true) => {}
-            Some(false) => tracing::warn!(
-                queue_id,
-                "shared duplicate window: this post office's claim was taken over as \
-                 abandoned before it was completed; the message may be queued twice"
+        let what = Settle::Complete(queue_id.to_owned());
+        match self.window.settle_once(&host, &id, &what).await {
+            Ok(true) => {}
+            // An uncertain claim that did not land was recorded by the completion itself;
+            // `false` means another post office claimed the id in between.
+            Ok(false) => tracing::warn!(
+                queue_id, host = %host, message_id = %id,
+                "shared duplicate window: another post office holds this message id (it took \
+                 over this post office's claim, or claimed it while the store was slow); the \
+                 message may be queued twice"
             ),
-            None => {
-                window.metrics.dedupe_fallbacks.inc();
+            Err(_) => {
+                tokio::spawn(self.window.clone().settle(host, id, what));
             }
         }
     }
@@ -312,18 +371,7 @@ impl Drop for SharedClaim {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let window = self.window.clone();
-        runtime.spawn(async move {
-            let claimer = window.claimer.clone();
-            let released = window
-                .ask(true, |store| async move {
-                    store.release_claim(&host, &id, &claimer).await
-                })
-                .await;
-            if released.is_none() {
-                window.metrics.dedupe_fallbacks.inc();
-            }
-        });
+        runtime.spawn(self.window.clone().settle(host, id, Settle::Release));
     }
 }
 
@@ -368,7 +416,10 @@ mod tests {
         window.open(shutdown.clone());
         for n in 1..=3 {
             let started = std::time::Instant::now();
-            assert!(matches!(window.claim("h", "m").await, Shared::Unavailable));
+            assert!(matches!(
+                window.claim("h", "m").await,
+                Shared::Unavailable(None)
+            ));
             assert!(started.elapsed() < Duration::from_millis(100));
             assert_eq!(window.metrics.dedupe_fallbacks.get(), n);
             assert_eq!(window.metrics.dedupe_store_up.get(), 0);

@@ -2,7 +2,9 @@
 //! beanstalkd share the duplicate-id window. mailman's retry of a signed post that reaches the
 //! other post office is answered with the first queue id and queues nothing; the same post to
 //! both at once is queued once; with PostgreSQL stopped both keep taking mail (each with its
-//! own window, the outage logged once), and share the window again once it is back.
+//! own window, the outage logged once), and share the window again once it is back; with
+//! the claims table locked (a slow store) a post is answered within the timeout and its claim
+//! is recorded once the store answers again.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -307,7 +309,7 @@ async fn a_post_pending_at_another_post_office_waits_for_its_outcome() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(jobs_in(&url, TUBE_OUTBOUND).await.is_empty(), "A waits");
         assert!(store
-            .complete_claim(HOST, "m-pending", "po-c", "01QUEUEDBYC")
+            .complete_claim(HOST, "m-pending", "po-c", "01QUEUEDBYC", now)
             .await
             .unwrap());
     });
@@ -341,4 +343,63 @@ async fn a_post_pending_at_another_post_office_waits_for_its_outcome() {
         "B completed its claim"
     );
     assert_ne!(row.claimed_by, "po-c");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_store_costs_a_post_the_timeout_and_the_claim_is_recorded_after() {
+    use hedwig_ledger::Store;
+    use sqlx::Executor;
+    let f = fleet(95).await;
+    let url = f.beanstalkd.url();
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&f.pg.url()).await.unwrap();
+    let mut lock = pool.begin().await.unwrap();
+    lock.execute("LOCK TABLE claims IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+
+    let post = signed("m-slow");
+    let started = Instant::now();
+    let first = f.a.post(&f.http, &post).await;
+    // The claim's 200 ms, the completion's 200 ms, the put: well under a second.
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(first["duplicate"], false);
+    assert!(
+        f.a.metric(&f.http, "hedwig_ledger_dedupe_fallbacks_total")
+            .await
+            >= 1.0
+    );
+    assert_eq!(f.a.log().matches(DOWN).count(), 1, "{}", f.a.log());
+
+    // The store answers again: A's claim gets its queue id in the background, and the retry
+    // at B is answered with it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    lock.commit().await.unwrap();
+    let store = Store::open(&f.pg.url()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let row = store.claimed(HOST, "m-slow").await.unwrap();
+        if row.as_ref().and_then(|r| r.queue_id.clone()).is_some() {
+            assert_eq!(Value::from(row.unwrap().queue_id), first["id"]);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never recorded: {row:?}\n{}",
+            f.a.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // B is past its second of skipping by now (it never failed, in fact).
+    let retry = f.b.post(&f.http, &post).await;
+    assert_eq!(
+        (&retry["id"], &retry["duplicate"]),
+        (&first["id"], &Value::Bool(true))
+    );
+    assert_eq!(jobs_in(&url, TUBE_OUTBOUND).await.len(), 1);
+    assert!(until(Duration::from_secs(5), || f.a.log().contains(BACK)).await);
 }
