@@ -15,7 +15,7 @@
 //!   logged once per outage; for a second after a failure the store is not asked at all, so
 //!   an outage costs intake nothing but the first timeout. The store is opened in a task of
 //!   its own at start (and again until it opens): until then the in-process window answers.
-//!   A claim statement that timed out may still be carried out by a slow store: the post
+//!   A claim statement that timed out or failed may have been carried out all the same: the post
 //!   keeps it as a claim and completes it like a won one (completing inserts the claim if it
 //!   never landed). A completion or release the store does not take is tried again every
 //!   second in the background, so that no claim of a queued message stays pending for the
@@ -72,7 +72,7 @@ pub enum Shared {
     /// Another post office queued it under this queue id.
     Queued(String),
     /// The store did not answer in time: the in-process window answers alone. With a claim
-    /// when the claim statement timed out (it may have been carried out after all): it is
+    /// when the claim statement was sent (it may have been carried out after all): it is
     /// completed or released like a won one, so that a claim that did land is not left
     /// pending for the other post offices to wait on.
     Unavailable(Option<SharedClaim>),
@@ -195,7 +195,9 @@ impl SharedWindow {
                 }
                 Err(missed) => {
                     self.metrics.dedupe_fallbacks.inc();
-                    let maybe = missed == Missed::TimedOut;
+                    // Sent but not answered (timed out, or the connection broke): it may
+                    // have been carried out.
+                    let maybe = missed != Missed::NotAsked;
                     return Shared::Unavailable(maybe.then(|| self.held(host, id)));
                 }
             }

@@ -283,6 +283,46 @@ async fn with_postgresql_stopped_intake_goes_on_and_shares_again_after() {
     }
     assert!(f.a.log().contains(BACK), "{}", f.a.log());
     assert_eq!(jobs_in(&url, TUBE_OUTBOUND).await.len(), expected);
+
+    // A's first post of the outage tried the store (the others skipped it): its claim is
+    // recorded in the background once the store is back, and a retry at B finds it.
+    let store = hedwig_ledger::Store::open(&f.pg.url()).await.unwrap();
+    let first = f.a.post(&f.http, &signed("m-down-a-0")).await;
+    assert!(
+        until_async(Duration::from_secs(10), || async {
+            store
+                .claimed(HOST, "m-down-a-0")
+                .await
+                .unwrap()
+                .and_then(|row| row.queue_id)
+                .is_some()
+        })
+        .await,
+        "{}",
+        f.a.log()
+    );
+    let retry = f.b.post(&f.http, &signed("m-down-a-0")).await;
+    assert_eq!(
+        (&retry["id"], &retry["duplicate"]),
+        (&first["id"], &Value::Bool(true))
+    );
+    assert_eq!(jobs_in(&url, TUBE_OUTBOUND).await.len(), expected);
+}
+
+/// [`until`] with an async check.
+async fn until_async<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    check().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
