@@ -9,7 +9,8 @@
 //! - [`body`]: bounded, timed body reading under byte budgets.
 //! - [`policy`]: revocation, allowed sender domains, per-host rate limits.
 //! - [`from_policy`]: the From: field against the host's domains; what may be DKIM-signed.
-//! - [`dedupe`]: the duplicate message-id window.
+//! - [`dedupe`]: the duplicate message-id window (in this process; shared with the other post
+//!   offices through the ledger store with `ledger.shared_dedupe`, see [`ledger::claims`]).
 //! - [`metrics`]: Prometheus counters (registry, draining flag, signals and the health-check
 //!   client are the shared shell, `hedwig_service`).
 //! - [`queue`]: the beanstalkd servers: choice by sending host, failover, start-up check.
