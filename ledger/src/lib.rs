@@ -14,6 +14,8 @@
 //!   any order (no I/O).
 //! - `query`: search (filters, cursor pagination), timeline, hourly counts, stuck messages,
 //!   pruning (methods of [`Store`]).
+//! - [`claims`]: the duplicate-id window shared by the post offices of one store: claim,
+//!   complete, release, prune (methods of [`Store`]).
 //! - [`model`]: what the store answers and is asked ([`Message`], [`Timeline`], [`Filter`]...).
 //! - [`schema`]: the tables, one list of statements per version.
 //! - [`writer`]: events tube -> store, with batching, backoff and no loss.
@@ -22,6 +24,7 @@
 //! Not here: emitting events (post office, worker), the HTTP API and the CLI (post office).
 
 mod apply;
+pub mod claims;
 pub mod error;
 pub mod model;
 mod query;
@@ -29,6 +32,7 @@ pub mod schema;
 pub mod store;
 pub mod writer;
 
+pub use claims::{ClaimLimits, ClaimRow, Claimed};
 pub use error::StoreError;
 pub use model::{Cursor, Filter, HourlyCount, Message, MessageStatus, Page, Recipient, Timeline};
 pub use store::{Backend, Options, Store};

@@ -5,15 +5,21 @@
 //!
 //! Not here: the queries (`store`, `query`).
 
-/// The newest schema version this build writes.
-pub const VERSION: i64 = 1;
+/// The newest schema version this build writes: one per entry of [`MIGRATIONS`].
+pub const VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// `schema_version`: one row, the version the database is at.
 pub(crate) const VERSION_TABLE: &str =
     "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)";
 
 /// The statements that take the database from version `i` to `i + 1`, at index `i`.
-pub(crate) const MIGRATIONS: &[&[&str]] = &[V1];
+pub(crate) const MIGRATIONS: &[&[&str]] = &[V1, SHARED_DEDUPE];
+
+/// The statements that take a database from version `from` to `from + 1` (for tests that
+/// build an older database by hand).
+pub fn migration(from: usize) -> Option<&'static [&'static str]> {
+    MIGRATIONS.get(from).copied()
+}
 
 const V1: &[&str] = &[
     // Every event as it came, the first with each id.
@@ -82,4 +88,19 @@ const V1: &[&str] = &[
         count BIGINT NOT NULL,
         PRIMARY KEY (host, hour, outcome)
     )",
+];
+
+/// The duplicate-id window shared by the post offices of one store (`crate::claims`): one
+/// row per (sending host, mailman message id) claimed in the window, its queue id once the
+/// message is queued (NULL while the claiming post office is queueing it).
+const SHARED_DEDUPE: &[&str] = &[
+    "CREATE TABLE claims (
+        host TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        queue_id TEXT,
+        claimed_at BIGINT NOT NULL,
+        claimed_by TEXT NOT NULL,
+        PRIMARY KEY (host, message_id)
+    )",
+    "CREATE INDEX claims_claimed_at ON claims (claimed_at)",
 ];

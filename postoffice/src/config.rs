@@ -129,6 +129,27 @@ pub struct LedgerConfig {
     pub api_listen: Option<SocketAddr>,
     /// A file holding the API's bearer token (or set `HEDWIG_LEDGER_API_TOKEN`).
     pub api_token_file: Option<PathBuf>,
+    /// Keep the duplicate-id window in the store too, shared by every post office on it:
+    /// `auto` (with PostgreSQL), `on`, `off`.
+    pub shared_dedupe: SharedDedupe,
+    /// Longest wait for the store per step of a claim; then this post office's own window
+    /// answers alone (intake never waits for the ledger longer).
+    #[serde(with = "humantime_serde")]
+    pub shared_dedupe_timeout: Duration,
+}
+
+/// `ledger.shared_dedupe`: whether the duplicate-id window is kept in the store as well.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SharedDedupe {
+    /// On when `ledger.url` is PostgreSQL (several post offices share it), off with SQLite.
+    #[default]
+    Auto,
+    /// On with either store (with SQLite: the window survives a restart of the one post
+    /// office, at the price of a write to the file per post).
+    On,
+    /// Each post office keeps its own window only.
+    Off,
 }
 
 impl Default for LedgerConfig {
@@ -141,6 +162,8 @@ impl Default for LedgerConfig {
             check_interval: Duration::from_secs(60),
             api_listen: None,
             api_token_file: None,
+            shared_dedupe: SharedDedupe::Auto,
+            shared_dedupe_timeout: Duration::from_millis(200),
         }
     }
 }

@@ -10,13 +10,18 @@
 //!
 //! The window lives in this process's memory: a postoffice restart forgets it, and several
 //! postoffices behind a load balancer do not share it (route by host to keep one host's
-//! retries on one postoffice). Both are documented as the remaining duplicate window.
+//! retries on one postoffice). Both are documented as the remaining duplicate window. With
+//! `ledger.shared_dedupe` (on with PostgreSQL) a first sighting here is claimed in the
+//! ledger store too ([`crate::ledger::claims`]), which the other post offices on that store
+//! see; this window stays the fast path and the fallback while the store is down.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
+
+use crate::ledger::claims::{Shared, SharedClaim, SharedWindow};
 
 type Key = (String, String);
 
@@ -36,6 +41,8 @@ pub struct Dedupe {
     inner: Arc<Mutex<Inner>>,
     window: Duration,
     capacity: usize,
+    /// The window in the ledger store, shared with the other post offices on it.
+    shared: Option<Arc<SharedWindow>>,
 }
 
 /// The outcome of [`Dedupe::claim`].
@@ -52,6 +59,8 @@ pub struct Pending {
     inner: Arc<Mutex<Inner>>,
     key: Option<Key>,
     notify: Arc<Notify>,
+    /// The claim in the shared window, when this post office won it there.
+    shared: Option<SharedClaim>,
 }
 
 impl Dedupe {
@@ -63,11 +72,49 @@ impl Dedupe {
             })),
             window,
             capacity: capacity.max(1),
+            shared: None,
         }
     }
 
-    /// Claims `(host, id)`.
+    /// Also claims first sightings in `shared` (`ledger.shared_dedupe`).
+    pub fn with_shared(mut self, shared: Option<Arc<SharedWindow>>) -> Dedupe {
+        self.shared = shared;
+        self
+    }
+
+    /// The shared window, when there is one.
+    pub fn shared(&self) -> Option<&Arc<SharedWindow>> {
+        self.shared.as_ref()
+    }
+
+    /// Claims `(host, id)`: here first, then, for a first sighting here, in the shared window.
     pub async fn claim(&self, host: &str, id: &str) -> Claim {
+        let mut pending = match self.claim_here(host, id).await {
+            Claim::New(pending) => pending,
+            seen => return seen,
+        };
+        let Some(shared) = &self.shared else {
+            return Claim::New(pending);
+        };
+        match shared.claim(host, id).await {
+            Shared::Won(claim) => {
+                pending.shared = Some(claim);
+                Claim::New(pending)
+            }
+            Shared::Queued(queue_id) => {
+                // Remembered here too: the next repeat is answered without the store.
+                pending.complete_here(&queue_id);
+                Claim::Seen(queue_id)
+            }
+            Shared::Unavailable(maybe) => {
+                pending.shared = maybe;
+                Claim::New(pending)
+            }
+        }
+    }
+
+    /// Claims `(host, id)` in this process's window.
+    async fn claim_here(&self, host: &str, id: &str) -> Claim {
         let key = (host.to_string(), id.to_string());
         loop {
             let notified = {
@@ -83,6 +130,7 @@ impl Dedupe {
                             inner: self.inner.clone(),
                             key: Some(key),
                             notify,
+                            shared: None,
                         });
                     }
                     Some(Entry::Done(queue_id)) => return Claim::Seen(queue_id.clone()),
@@ -118,8 +166,16 @@ impl Dedupe {
 }
 
 impl Pending {
-    /// Records the queue id the message got.
-    pub fn complete(mut self, queue_id: &str) {
+    /// Records the queue id the message got: here (waking the repeats waiting for it), then
+    /// in the shared window.
+    pub async fn complete(mut self, queue_id: &str) {
+        self.complete_here(queue_id);
+        if let Some(shared) = self.shared.take() {
+            shared.complete(queue_id).await;
+        }
+    }
+
+    fn complete_here(&mut self, queue_id: &str) {
         if let Some(key) = self.key.take() {
             let mut inner = lock(&self.inner);
             inner
@@ -154,7 +210,7 @@ mod tests {
         let Claim::New(p) = d.claim("h", "m1").await else {
             panic!("first claim must be new")
         };
-        p.complete("Q1");
+        p.complete("Q1").await;
         assert!(matches!(d.claim("h", "m1").await, Claim::Seen(id) if id == "Q1"));
         assert!(matches!(d.claim("other", "m1").await, Claim::New(_)));
         // a dropped claim (queueing failed) lets the retry through
@@ -180,7 +236,7 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiter.is_finished());
-        p.complete("Q9");
+        p.complete("Q9").await;
         assert_eq!(waiter.await.unwrap(), "Q9");
     }
 
@@ -189,7 +245,7 @@ mod tests {
         let d = Dedupe::new(Duration::from_millis(30), 2);
         for id in ["a", "b", "c"] {
             if let Claim::New(p) = d.claim("h", id).await {
-                p.complete(id);
+                p.complete(id).await;
             }
         }
         assert!(

@@ -392,7 +392,7 @@ async fn put_and_record(
     match put {
         Ok(placed) => {
             if let Some(pending) = pending {
-                pending.complete(&envelope.queue_id);
+                pending.complete(&envelope.queue_id).await;
             }
             state.metrics.queued(&envelope.host, message.len());
             tracing::info!(

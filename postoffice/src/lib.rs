@@ -9,7 +9,8 @@
 //! - [`body`]: bounded, timed body reading under byte budgets.
 //! - [`policy`]: revocation, allowed sender domains, per-host rate limits.
 //! - [`from_policy`]: the From: field against the host's domains; what may be DKIM-signed.
-//! - [`dedupe`]: the duplicate message-id window.
+//! - [`dedupe`]: the duplicate message-id window (in this process; shared with the other post
+//!   offices through the ledger store with `ledger.shared_dedupe`, see [`ledger::claims`]).
 //! - [`metrics`]: Prometheus counters (registry, draining flag, signals and the health-check
 //!   client are the shared shell, `hedwig_service`).
 //! - [`queue`]: the beanstalkd servers: choice by sending host, failover, start-up check.
@@ -77,7 +78,13 @@ pub async fn serve(
         tubes,
         ledger,
     } = settings;
-    let state = Arc::new(state::AppState::new(config, secrets, tubes.clone(), queue));
+    let state = Arc::new(state::AppState::new(
+        config,
+        secrets,
+        tubes.clone(),
+        queue,
+        &ledger,
+    ));
     start_ledger(&ledger, &state, &servers, &tubes, &shutdown).await?;
     let addr = listener.local_addr()?;
     tracing::info!(
@@ -131,9 +138,9 @@ pub async fn serve(
 const API_MAX_CONNECTIONS: usize = 64;
 const API_MAX_CONNECTIONS_PER_IP: usize = 16;
 
-/// Starts what `ledger:` asks for: the writer (with pruner and stuck check) and the admin
-/// API on its own listener. Neither waits for the store: a store that is down is opened
-/// later, and intake never depends on it.
+/// Starts what `ledger:` asks for: the writer (with pruner and stuck check), the admin API
+/// on its own listener, the pruner of the shared duplicate-id window. None waits for the
+/// store: a store that is down is opened later, and intake never depends on it.
 async fn start_ledger(
     settings: &ledger::LedgerSettings,
     state: &Arc<state::AppState>,
@@ -141,6 +148,14 @@ async fn start_ledger(
     tubes: &hedwig_queue::Tubes,
     shutdown: &CancellationToken,
 ) -> Result<(), StartError> {
+    if let Some(shared) = state.dedupe.shared() {
+        tracing::info!(
+            claimer = shared.claimer(),
+            timeout_ms = settings.shared_dedupe_timeout.as_millis() as u64,
+            "shared duplicate-id window in the ledger store"
+        );
+        tokio::spawn(shared.clone().run(shutdown.clone()));
+    }
     if !settings.writer && settings.api_listen.is_none() {
         return Ok(());
     }

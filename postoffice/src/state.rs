@@ -9,6 +9,8 @@ use tokio::sync::Semaphore;
 
 use crate::config::{Config, Secrets};
 use crate::dedupe::Dedupe;
+use crate::ledger::claims::SharedWindow;
+use crate::ledger::LedgerSettings;
 use crate::metrics::Metrics;
 use crate::policy::Policies;
 use crate::queue::Queue;
@@ -39,13 +41,28 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: Config, secrets: Secrets, tubes: Tubes, queue: Queue) -> AppState {
+    pub fn new(
+        config: Config,
+        secrets: Secrets,
+        tubes: Tubes,
+        queue: Queue,
+        ledger: &LedgerSettings,
+    ) -> AppState {
         let body_limit = config.body_limit();
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Metrics::register(&mut registry);
+        let shared = ledger.shared_dedupe.then(|| {
+            Arc::new(SharedWindow::new(
+                &ledger.url,
+                ledger.shared_dedupe_timeout,
+                config.duplicate_window,
+                metrics.ledger.clone(),
+            ))
+        });
         AppState {
             policies: Policies::new(&config),
-            dedupe: Dedupe::new(config.duplicate_window, config.duplicate_capacity),
+            dedupe: Dedupe::new(config.duplicate_window, config.duplicate_capacity)
+                .with_shared(shared),
             secrets,
             events: config.events.then(|| Emitters::new(queue.addrs(), &tubes)),
             holds: HoldCache::new(queue.addrs(), tubes),

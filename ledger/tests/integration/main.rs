@@ -4,6 +4,7 @@
 //!
 //! Addresses: 127.0.130.0/24 only.
 
+mod claims;
 mod common;
 mod open;
 mod queries;

@@ -3,11 +3,12 @@
 //! the pruner, the stuck check), the metrics, and a store handle that opens late.
 //!
 //! Layout: [`api`] (the admin HTTP API on its own listener), [`cli`] (`postoffice trace`,
-//! `postoffice stuck`).
+//! `postoffice stuck`), [`claims`] (the duplicate-id window shared through the store).
 //!
 //! Not here: the store and the writer themselves (`hedwig-ledger`), emitting events (intake).
 
 pub mod api;
+pub mod claims;
 pub mod cli;
 
 use std::collections::HashSet;
@@ -24,13 +25,16 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, SharedDedupe};
 
 /// The environment variable holding the API token (wins over `ledger.api_token_file`).
 pub const TOKEN_ENV: &str = "HEDWIG_LEDGER_API_TOKEN";
 
 /// Shortest API token accepted.
 const MIN_TOKEN: usize = 16;
+
+/// Longest `ledger.shared_dedupe_timeout`.
+const MAX_SHARED_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The `ledger:` section, checked.
 #[derive(Clone)]
@@ -44,6 +48,9 @@ pub struct LedgerSettings {
     pub api_listen: Option<SocketAddr>,
     /// The API's bearer token (required when `api_listen` is set).
     pub token: Option<String>,
+    /// Claims go to the store as well as the in-process window (`shared_dedupe`, resolved).
+    pub shared_dedupe: bool,
+    pub shared_dedupe_timeout: Duration,
 }
 
 impl std::fmt::Debug for LedgerSettings {
@@ -52,6 +59,7 @@ impl std::fmt::Debug for LedgerSettings {
             .field("url", &redact(&self.url))
             .field("writer", &self.writer)
             .field("api_listen", &self.api_listen)
+            .field("shared_dedupe", &self.shared_dedupe)
             .finish_non_exhaustive()
     }
 }
@@ -127,6 +135,19 @@ impl LedgerSettings {
                 );
             }
         }
+        if l.shared_dedupe_timeout.is_zero() || l.shared_dedupe_timeout > MAX_SHARED_TIMEOUT {
+            problems.push(format!(
+                "ledger.shared_dedupe_timeout: must be more than 0 and at most {} (every \
+                 signed post may wait this long for the store)",
+                humantime::format_duration(MAX_SHARED_TIMEOUT)
+            ));
+        }
+        let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+        let shared_dedupe = match l.shared_dedupe {
+            SharedDedupe::Auto => postgres,
+            SharedDedupe::On => true,
+            SharedDedupe::Off => false,
+        };
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -138,6 +159,8 @@ impl LedgerSettings {
             check_interval: l.check_interval,
             api_listen: l.api_listen,
             token,
+            shared_dedupe,
+            shared_dedupe_timeout: l.shared_dedupe_timeout,
         })
     }
 }
@@ -161,6 +184,13 @@ pub struct LedgerMetrics {
     pub store_up: Gauge,
     /// Messages pruned.
     pub pruned: Counter,
+    /// Claims of the shared duplicate-id window that this post office's own window answered
+    /// alone: the store was down, slow or failing (`ledger.shared_dedupe`).
+    pub dedupe_fallbacks: Counter,
+    /// Posts answered as duplicates from a claim another post office completed.
+    pub dedupe_found: Counter,
+    /// 1 while the shared duplicate-id window answers (0 during an outage; 1 when off).
+    pub dedupe_store_up: Gauge,
 }
 
 impl LedgerMetrics {
@@ -208,6 +238,23 @@ impl LedgerMetrics {
             "Messages pruned from the ledger",
             m.pruned.clone(),
         );
+        r.register(
+            "dedupe_fallbacks",
+            "Claims of the shared duplicate-id window answered by this post office's own window \
+             alone (store down, slow or failing)",
+            m.dedupe_fallbacks.clone(),
+        );
+        r.register(
+            "dedupe_found",
+            "Posts answered as duplicates from a claim another post office completed",
+            m.dedupe_found.clone(),
+        );
+        r.register(
+            "dedupe_store_up",
+            "1 while the shared duplicate-id window answers",
+            m.dedupe_store_up.clone(),
+        );
+        m.dedupe_store_up.set(1);
         m
     }
 
@@ -240,6 +287,7 @@ impl LedgerMetrics {
 /// when the post office starts must not stop it).
 pub struct StoreHandle {
     url: String,
+    options: hedwig_ledger::Options,
     store: tokio::sync::Mutex<Option<Store>>,
     /// Open failures logged (one line per outage, not per try).
     failures: AtomicU64,
@@ -247,11 +295,26 @@ pub struct StoreHandle {
 
 impl StoreHandle {
     pub fn new(url: String) -> StoreHandle {
+        let options = hedwig_ledger::Options {
+            acquire_timeout: Duration::from_secs(3),
+            ..Default::default()
+        };
+        StoreHandle::with_options(url, options)
+    }
+
+    /// A handle whose pool is opened with `options`.
+    pub fn with_options(url: String, options: hedwig_ledger::Options) -> StoreHandle {
         StoreHandle {
             url,
+            options,
             store: tokio::sync::Mutex::new(None),
             failures: AtomicU64::new(0),
         }
+    }
+
+    /// The store if it is open now (never waits).
+    pub fn try_current(&self) -> Option<Store> {
+        self.store.try_lock().ok().and_then(|slot| slot.clone())
     }
 
     /// The store, opening it if it is not open yet.
@@ -260,11 +323,7 @@ impl StoreHandle {
         if let Some(store) = slot.as_ref() {
             return Ok(store.clone());
         }
-        let options = hedwig_ledger::Options {
-            acquire_timeout: Duration::from_secs(3),
-            ..Default::default()
-        };
-        match Store::open_with(&self.url, options).await {
+        match Store::open_with(&self.url, self.options.clone()).await {
             Ok(store) => {
                 if self.failures.swap(0, Ordering::Relaxed) > 0 {
                     tracing::info!(url = %redact(&self.url), "ledger store opened");
@@ -445,6 +504,57 @@ mod tests {
         let err =
             check(|c| c.ledger.api_token_file = Some(dir.path().join("missing"))).unwrap_err();
         assert!(err[0].starts_with("ledger.api_token_file"), "{err:?}");
+    }
+
+    #[test]
+    fn shared_dedupe_is_on_with_postgresql_unless_set() {
+        let pg = Some("postgres://hedwig@db/hedwig".to_owned());
+        let s = check(|_| {}).unwrap();
+        assert!(!s.shared_dedupe, "auto: off with SQLite");
+        assert_eq!(s.shared_dedupe_timeout, Duration::from_millis(200));
+        let s = check(|c| c.ledger.url = pg.clone()).unwrap();
+        assert!(s.shared_dedupe, "auto: on with PostgreSQL");
+        let s = check(|c| {
+            c.ledger.url = pg.clone();
+            c.ledger.shared_dedupe = SharedDedupe::Off;
+        })
+        .unwrap();
+        assert!(!s.shared_dedupe);
+        let s = check(|c| c.ledger.shared_dedupe = SharedDedupe::On).unwrap();
+        assert!(s.shared_dedupe, "on: with SQLite too");
+        for bad in [Duration::ZERO, Duration::from_secs(6)] {
+            let err = check(|c| c.ledger.shared_dedupe_timeout = bad).unwrap_err();
+            assert!(
+                err[0].starts_with("ledger.shared_dedupe_timeout"),
+                "{err:?}"
+            );
+        }
+        // As written in YAML (`on` and `off` are strings in YAML 1.2) and in the environment.
+        let file = tempfile::NamedTempFile::new().unwrap();
+        for (text, want) in [
+            ("auto", SharedDedupe::Auto),
+            ("on", SharedDedupe::On),
+            ("off", SharedDedupe::Off),
+        ] {
+            let yaml = format!("ledger:\n  shared_dedupe: {text}\n  shared_dedupe_timeout: 50ms\n");
+            std::fs::write(file.path(), yaml).unwrap();
+            let c: Config = hedwig_core::config::load_from_env(
+                Some(file.path()),
+                std::iter::empty::<(&str, &str)>(),
+            )
+            .unwrap();
+            assert_eq!(c.ledger.shared_dedupe, want);
+            assert_eq!(c.ledger.shared_dedupe_timeout, Duration::from_millis(50));
+            let env = [("HEDWIG_LEDGER__SHARED_DEDUPE", text)];
+            let c: Config = hedwig_core::config::load_from_env(None, env).unwrap();
+            assert_eq!(c.ledger.shared_dedupe, want);
+        }
+        std::fs::write(file.path(), "ledger:\n  shared_dedupe: sometimes\n").unwrap();
+        assert!(hedwig_core::config::load_from_env::<Config, _, &str, &str>(
+            Some(file.path()),
+            std::iter::empty::<(&str, &str)>()
+        )
+        .is_err());
     }
 
     #[test]

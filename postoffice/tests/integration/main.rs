@@ -24,5 +24,6 @@ mod lockout;
 mod queue_outage;
 mod rate_counts_recipients;
 mod security;
+mod shared_dedupe;
 mod signed_posts;
 mod two_beanstalkd_failover;
