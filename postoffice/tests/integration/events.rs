@@ -104,7 +104,7 @@ async fn a_post_is_queued_in_the_ledger_with_what_the_edge_knew() {
     assert_eq!(events.len(), 1, "{events:?}");
     let e = &events[0];
     assert_eq!(e.queue_id, queue_id);
-    assert_eq!(e.id.len(), 32);
+    assert_eq!(e.id, hedwig_queue::event::queued_event_id(&queue_id));
     let q = queued(e);
     assert_eq!(q.host, HOST);
     assert_eq!(q.sender, "app@example.com");
