@@ -5,15 +5,15 @@
 //!
 //! Not here: the queries (`store`, `query`).
 
-/// The newest schema version this build writes.
-pub const VERSION: i64 = 1;
+/// The newest schema version this build writes: one per entry of `MIGRATIONS`.
+pub const VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// `schema_version`: one row, the version the database is at.
 pub(crate) const VERSION_TABLE: &str =
     "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)";
 
 /// The statements that take the database from version `i` to `i + 1`, at index `i`.
-pub(crate) const MIGRATIONS: &[&[&str]] = &[V1];
+pub(crate) const MIGRATIONS: &[&[&str]] = &[V1, SUPPRESSIONS];
 
 const V1: &[&str] = &[
     // Every event as it came, the first with each id.
@@ -82,4 +82,29 @@ const V1: &[&str] = &[
         count BIGINT NOT NULL,
         PRIMARY KEY (host, hour, outcome)
     )",
+];
+
+/// The suppression list (issue 14): recipients mail is not sent to, per sender domain
+/// (`scope`) or for every sender (`scope = '*'`). `recipient` is lowercased; `source` is
+/// `auto` (a hard failure recorded by the writer), `operator` or `complaint`; `reply`, `code`
+/// and `dsn` are the remote answer that caused it and `queue_id` its message; `expires_at`
+/// NULL is permanent. `updated_at` is the time of the last write, so that a reader can tell
+/// cheaply whether the list changed (`COUNT(*)`, `MAX(updated_at)`).
+const SUPPRESSIONS: &[&str] = &[
+    "CREATE TABLE suppressions (
+        scope TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        source TEXT NOT NULL,
+        reply TEXT,
+        code BIGINT,
+        dsn TEXT,
+        queue_id TEXT,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (scope, recipient)
+    )",
+    "CREATE INDEX suppressions_recipient ON suppressions (recipient)",
+    "CREATE INDEX suppressions_expires ON suppressions (expires_at)",
 ];

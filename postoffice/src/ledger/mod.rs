@@ -44,6 +44,8 @@ pub struct LedgerSettings {
     pub api_listen: Option<SocketAddr>,
     /// The API's bearer token (required when `api_listen` is set).
     pub token: Option<String>,
+    /// The `suppression:` section (the writer's policy, intake's set).
+    pub suppression: crate::suppression::SuppressionSettings,
 }
 
 impl std::fmt::Debug for LedgerSettings {
@@ -127,9 +129,17 @@ impl LedgerSettings {
                 );
             }
         }
-        if !problems.is_empty() {
+        let has_store = l.writer || l.api_listen.is_some() || l.url.is_some();
+        let suppression = crate::suppression::SuppressionSettings::check(
+            &config.suppression,
+            has_store,
+            config.events,
+        )
+        .map_err(|p| problems.extend(p))
+        .ok();
+        let Some(suppression) = suppression.filter(|_| problems.is_empty()) else {
             return Err(problems);
-        }
+        };
         Ok(LedgerSettings {
             url,
             retention: l.retention,
@@ -138,6 +148,7 @@ impl LedgerSettings {
             check_interval: l.check_interval,
             api_listen: l.api_listen,
             token,
+            suppression,
         })
     }
 }
@@ -303,6 +314,7 @@ pub async fn run_writer(
             }
         }
     };
+    let store = store.with_auto_suppression(settings.suppression.auto.clone());
     tracing::info!(url = %redact(&settings.url), tube = tubes.events(), "ledger writer started");
     let stats = Arc::new(WriterStats::default());
     let config = WriterConfig::new(servers, tubes.events());
@@ -339,6 +351,13 @@ pub async fn run_writer(
                     tracing::info!(messages = n, "ledger: pruned records past retention");
                 }
                 Err(e) => tracing::warn!(error = %e, "ledger: pruning failed; trying again later"),
+            }
+            match store.prune_suppressions(now_ms()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(entries = n, "suppression list: pruned expired entries"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "suppression list: pruning failed; trying again later")
+                }
             }
         }
     }
