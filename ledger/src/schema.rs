@@ -12,8 +12,10 @@ pub const VERSION: i64 = MIGRATIONS.len() as i64;
 pub(crate) const VERSION_TABLE: &str =
     "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)";
 
-/// The statements that take the database from version `i` to `i + 1`, at index `i`.
-pub(crate) const MIGRATIONS: &[&[&str]] = &[V1, SUPPRESSIONS];
+/// The statements that take the database from version `i` to `i + 1`, at index `i`. Public
+/// for the tests that build an old database and open it with this build.
+#[doc(hidden)]
+pub const MIGRATIONS: &[&[&str]] = &[V1, SUPPRESSIONS];
 
 const V1: &[&str] = &[
     // Every event as it came, the first with each id.
