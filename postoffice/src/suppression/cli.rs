@@ -46,7 +46,8 @@ pub enum SuppressCommand {
     /// Remove entries (at least one filter).
     Remove {
         /// The address (as a positional argument or --recipient).
-        recipient: Option<String>,
+        #[arg(value_name = "ADDRESS")]
+        address: Option<String>,
         #[command(flatten)]
         filter: FilterArgs,
     },
@@ -158,8 +159,8 @@ pub async fn run(store: &Store, command: &SuppressCommand) -> Result<(String, bo
                 true,
             ))
         }
-        SuppressCommand::Remove { recipient, filter } => {
-            let f = filter.filter(recipient.as_deref())?;
+        SuppressCommand::Remove { address, filter } => {
+            let f = filter.filter(address.as_deref())?;
             if f.recipient.is_none() && f.scope.is_none() && f.source.is_none() {
                 return Err(CliError::Usage(
                     "give a recipient, --scope or --source (nothing removes the whole list)".into(),

@@ -25,4 +25,5 @@ mod queue_outage;
 mod rate_counts_recipients;
 mod security;
 mod signed_posts;
+mod suppression_chain;
 mod two_beanstalkd_failover;
