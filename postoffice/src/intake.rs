@@ -300,6 +300,7 @@ async fn queue_submission(
     // Suppressed recipients leave the message here (recorded as `suppressed` below); an
     // in-memory lookup each, never a wait on the store.
     let suppressed = take_suppressed(state, &mail_from, &mut recipients);
+    state.metrics.suppressed(&fqdn, suppressed.len());
     let pending = match &submission.id {
         Some(id) => match state.dedupe.claim(&fqdn, id).await {
             Claim::Seen(queue_id) => {

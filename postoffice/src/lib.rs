@@ -166,6 +166,7 @@ async fn start_ledger(
             handle.clone(),
             set,
             settings.suppression.clone(),
+            state.metrics.suppression_entries.clone(),
             shutdown.clone(),
         ));
     }

@@ -155,7 +155,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             // The ledger's store, when this post office uses it.
             if let Ok(ledger) = postoffice::ledger::LedgerSettings::check(&config) {
-                if ledger.writer || ledger.api_listen.is_some() {
+                if ledger.writer || ledger.api_listen.is_some() || ledger.suppression.intake {
                     if let Err(e) = hedwig_ledger::Store::open(&ledger.url).await {
                         problems.push(format!(
                             "ledger.url ({}): {e}",

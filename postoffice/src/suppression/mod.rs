@@ -151,6 +151,7 @@ impl SuppressionSettings {
 #[derive(Debug, Default)]
 struct Entries {
     by_recipient: HashMap<String, Vec<(String, Option<u64>)>>,
+    count: usize,
     fingerprint: Option<Fingerprint>,
 }
 
@@ -185,7 +186,7 @@ impl SuppressionSet {
 
     /// Entries held now.
     pub fn len(&self) -> usize {
-        self.snapshot().by_recipient.values().map(Vec::len).sum()
+        self.snapshot().count
     }
 
     pub fn is_empty(&self) -> bool {
@@ -204,8 +205,9 @@ impl SuppressionSet {
     }
 
     fn replace(&self, rows: Vec<(String, String, Option<u64>)>, fingerprint: Fingerprint) {
+        let count = rows.len();
         let mut by_recipient: HashMap<String, Vec<(String, Option<u64>)>> =
-            HashMap::with_capacity(rows.len());
+            HashMap::with_capacity(count);
         for (scope, recipient, expires) in rows {
             by_recipient
                 .entry(recipient)
@@ -214,6 +216,7 @@ impl SuppressionSet {
         }
         let next = Arc::new(Entries {
             by_recipient,
+            count,
             fingerprint: Some(fingerprint),
         });
         match self.entries.write() {
@@ -261,12 +264,15 @@ pub async fn run_refresh(
     handle: Arc<StoreHandle>,
     set: Arc<SuppressionSet>,
     settings: SuppressionSettings,
+    entries: prometheus_client::metrics::gauge::Gauge,
     shutdown: CancellationToken,
 ) {
     let mut down = false;
     let mut truncated = false;
     loop {
-        match reload(&handle, &set, settings.max_entries, &mut truncated).await {
+        let result = reload(&handle, &set, settings.max_entries, &mut truncated).await;
+        entries.set(i64::try_from(set.len()).unwrap_or(i64::MAX));
+        match result {
             Ok(reloaded) => {
                 if down {
                     tracing::info!(

@@ -150,6 +150,25 @@ async fn suppressed_recipients_leave_the_post_and_a_store_outage_keeps_the_last_
     .await;
     assert_eq!(queued_to(&beanstalkd, &q3).await, ["bob@example.org"]);
 
+    let metrics = http
+        .get(format!("http://{intake}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "hedwig_postoffice_recipients_suppressed_total{{host=\"{HOST}\"}} 2"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hedwig_postoffice_suppression_entries 2"),
+        "{metrics}"
+    );
+
     // PostgreSQL down: intake answers at once with the list it had.
     store.close().await;
     pg.stop();
