@@ -475,6 +475,10 @@ fn take_suppressed(
     let Some(set) = &state.suppressions else {
         return Vec::new();
     };
+    let set = set.view();
+    if set.is_empty() {
+        return Vec::new();
+    }
     let domain = hedwig_ledger::suppress::domain_of(mail_from);
     let now = hedwig_queue::event::now_millis();
     let mut suppressed = Vec::new();

@@ -174,14 +174,12 @@ impl SuppressionSet {
         recipient: &str,
         now: u64,
     ) -> Option<String> {
-        let entries = self.snapshot();
-        let list = entries.by_recipient.get(recipient)?;
-        list.iter()
-            .find(|(scope, expires)| {
-                expires.is_none_or(|e| e > now)
-                    && (scope == GLOBAL || Some(scope.as_str()) == sender_domain)
-            })
-            .map(|(scope, _)| scope.clone())
+        self.view().suppressed(sender_domain, recipient, now)
+    }
+
+    /// The list as it is now, for several lookups (one post's recipients) under one lock.
+    pub fn view(&self) -> SuppressionView {
+        SuppressionView(self.snapshot())
     }
 
     /// Entries held now.
@@ -223,6 +221,32 @@ impl SuppressionSet {
             Ok(mut e) => *e = next,
             Err(poisoned) => *poisoned.into_inner() = next,
         }
+    }
+}
+
+/// A snapshot of the list ([`SuppressionSet::view`]).
+pub struct SuppressionView(Arc<Entries>);
+
+impl SuppressionView {
+    /// Whether the list is empty (then no recipient needs looking up).
+    pub fn is_empty(&self) -> bool {
+        self.0.count == 0
+    }
+
+    /// As [`SuppressionSet::suppressed`].
+    pub fn suppressed(
+        &self,
+        sender_domain: Option<&str>,
+        recipient: &str,
+        now: u64,
+    ) -> Option<String> {
+        let list = self.0.by_recipient.get(recipient)?;
+        list.iter()
+            .find(|(scope, expires)| {
+                expires.is_none_or(|e| e > now)
+                    && (scope == GLOBAL || Some(scope.as_str()) == sender_domain)
+            })
+            .map(|(scope, _)| scope.clone())
     }
 }
 
