@@ -428,6 +428,70 @@ async fn hard_failures_suppress_the_next_message_and_removal_lets_mail_through()
     let timeline = chain.final_timeline(&fourth).await;
     assert_eq!(recipient_status(&timeline, UNKNOWN), "sent");
 
+    // add with a scope and an expiry, seen by list --json; bad arguments are named (exit 2).
+    let (ok, _, err) = chain.postoffice(&[
+        "suppress",
+        "add",
+        "Later@Rcpt.test",
+        "--scope",
+        "example.com",
+        "--expires",
+        "1d",
+        "--reason",
+        "asked",
+    ]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = chain.postoffice(&[
+        "suppress",
+        "list",
+        "--recipient",
+        "later@rcpt.test",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let listed: Value = serde_json::from_str(&out).expect("JSON");
+    let entry = &listed["suppressions"][0];
+    assert_eq!(
+        (
+            entry["recipient"].as_str(),
+            entry["scope"].as_str(),
+            entry["source"].as_str()
+        ),
+        (
+            Some("later@rcpt.test"),
+            Some("example.com"),
+            Some("operator")
+        )
+    );
+    let until = entry["expires_at"].as_u64().unwrap() - entry["created_at"].as_u64().unwrap();
+    assert_eq!(until, 86_400_000);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_postoffice"))
+        .args(["suppress", "add", "a@b.test", "--expires", "soon"])
+        .env("HEDWIG_DATA_DIR", chain.data.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--expires"));
+    let (ok, _, err) = chain.postoffice(&["suppress", "remove"]);
+    assert!(!ok && err.contains("give a recipient"), "{err}");
+    let (ok, out, _) = chain.postoffice(&[
+        "suppress",
+        "remove",
+        "later@rcpt.test",
+        "--scope",
+        "other.test",
+    ]);
+    assert!(!ok && out.contains("removed 0"), "another scope: {out}");
+    let (ok, out, _) = chain.postoffice(&[
+        "suppress",
+        "remove",
+        "--recipient",
+        "later@rcpt.test",
+        "--scope",
+        "example.com",
+    ]);
+    assert!(ok && out.contains("removed 1"), "{out}");
+
     // The API removes too.
     let (status, body) = chain
         .api(
