@@ -19,6 +19,8 @@
 //! - [`model`]: what the store answers and is asked ([`Message`], [`Timeline`], [`Filter`]...).
 //! - [`schema`]: the tables, one list of statements per version.
 //! - [`writer`]: events tube -> store, with batching, backoff and no loss.
+//! - [`suppress`]: the suppression list: which failures add an entry (the writer's hook),
+//!   and its queries.
 //! - [`error`]: the one error type, [`StoreError`].
 //!
 //! Not here: emitting events (post office, worker), the HTTP API and the CLI (post office).
@@ -30,10 +32,12 @@ pub mod model;
 mod query;
 pub mod schema;
 pub mod store;
+pub mod suppress;
 pub mod writer;
 
 pub use claims::{ClaimLimits, ClaimRow, Claimed};
 pub use error::StoreError;
 pub use model::{Cursor, Filter, HourlyCount, Message, MessageStatus, Page, Recipient, Timeline};
 pub use store::{Backend, Options, Store};
+pub use suppress::{AutoPolicy, Source, Suppression, SuppressionFilter};
 pub use writer::{WriterConfig, WriterStats};

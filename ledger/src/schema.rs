@@ -12,8 +12,10 @@ pub const VERSION: i64 = MIGRATIONS.len() as i64;
 pub(crate) const VERSION_TABLE: &str =
     "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)";
 
-/// The statements that take the database from version `i` to `i + 1`, at index `i`.
-pub(crate) const MIGRATIONS: &[&[&str]] = &[V1, SHARED_DEDUPE];
+/// The statements that take the database from version `i` to `i + 1`, at index `i`. Public
+/// for the tests that build an old database and open it with this build.
+#[doc(hidden)]
+pub const MIGRATIONS: &[&[&str]] = &[V1, SHARED_DEDUPE, SUPPRESSIONS];
 
 /// The statements that take a database from version `from` to `from + 1` (for tests that
 /// build an older database by hand).
@@ -103,4 +105,29 @@ const SHARED_DEDUPE: &[&str] = &[
         PRIMARY KEY (host, message_id)
     )",
     "CREATE INDEX claims_claimed_at ON claims (claimed_at)",
+];
+
+/// The suppression list (issue 14): recipients mail is not sent to, per sender domain
+/// (`scope`) or for every sender (`scope = '*'`). `recipient` is lowercased; `source` is
+/// `auto` (a hard failure recorded by the writer), `operator` or `complaint`; `reply`, `code`
+/// and `dsn` are the remote answer that caused it and `queue_id` its message; `expires_at`
+/// NULL is permanent. `updated_at` is the time of the last write, so that a reader can tell
+/// cheaply whether the list changed (`COUNT(*)`, `MAX(updated_at)`).
+const SUPPRESSIONS: &[&str] = &[
+    "CREATE TABLE suppressions (
+        scope TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        source TEXT NOT NULL,
+        reply TEXT,
+        code BIGINT,
+        dsn TEXT,
+        queue_id TEXT,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (scope, recipient)
+    )",
+    "CREATE INDEX suppressions_recipient ON suppressions (recipient)",
+    "CREATE INDEX suppressions_expires ON suppressions (expires_at)",
 ];

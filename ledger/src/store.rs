@@ -23,6 +23,7 @@ use crate::apply::Apply;
 use crate::error::StoreError;
 use crate::model::{address_key, Message, MessageStatus, Recipient};
 use crate::schema;
+use crate::suppress::{self, AutoPolicy};
 
 /// Which database a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +60,8 @@ impl Default for Options {
 pub struct Store {
     pub(crate) pool: AnyPool,
     pub(crate) backend: Backend,
+    /// What [`Store::write`] adds to the suppression list by itself.
+    pub(crate) auto: AutoPolicy,
 }
 
 /// The advisory lock key writers and the pruner take on PostgreSQL ("hedwig13").
@@ -102,7 +105,11 @@ impl Store {
             })
             .connect(&url)
             .await?;
-        let store = Store { pool, backend };
+        let store = Store {
+            pool,
+            backend,
+            auto: AutoPolicy::default(),
+        };
         if backend == Backend::Sqlite {
             // Persistent in the file: readers never block the writer nor the other way.
             sqlx::query("PRAGMA journal_mode = WAL")
@@ -111,6 +118,13 @@ impl Store {
         }
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// The store with `policy` for the suppressions [`Store::write`] adds (default:
+    /// [`AutoPolicy::default`]).
+    pub fn with_auto_suppression(mut self, policy: AutoPolicy) -> Store {
+        self.auto = policy;
+        self
     }
 
     /// Which database this is.
@@ -225,7 +239,7 @@ impl Store {
             .filter(|m| m.host.is_none() && queued_now.contains(m.queue_id.as_str()))
             .map(|m| m.queue_id.clone())
             .collect();
-        for queue_id in late {
+        for queue_id in &late {
             let rows = sqlx::query(
                 "SELECT id, at, outcome FROM events WHERE queue_id = $1 AND kind = 'recipient'",
             )
@@ -240,7 +254,7 @@ impl Store {
                 let at: i64 = row.try_get(1)?;
                 let outcome: Option<String> = row.try_get(2)?;
                 if let Some(outcome) = outcome {
-                    apply.uncounted(&queue_id, at.max(0) as u64, &outcome);
+                    apply.uncounted(queue_id, at.max(0) as u64, &outcome);
                 }
             }
         }
@@ -249,6 +263,10 @@ impl Store {
         upsert_messages(self.backend, &mut tx, &apply).await?;
         upsert_recipients(self.backend, &mut tx, &apply).await?;
         add_hourly(self.backend, &mut tx, &apply.hourly).await?;
+        // Hooks on the batch's new events, in its transaction (one place; see each module).
+        let late: HashSet<String> = late.into_iter().collect();
+        let suppressions = suppress::auto(&self.auto, &apply, &new, &late);
+        suppress::upsert(&mut tx, &suppressions, suppress::Merge::Auto, now_ms()).await?;
         tx.commit().await?;
         Ok(new.len())
     }
@@ -327,6 +345,11 @@ pub(crate) fn list(backend: Backend, from: usize, count: usize) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Unix milliseconds now.
+pub(crate) fn now_ms() -> u64 {
+    hedwig_queue::event::now_millis()
 }
 
 fn ms(v: u64) -> i64 {

@@ -103,6 +103,9 @@ pub struct Config {
     /// `purged` from the admin commands) into the events tube (`<tube_prefix>-events`) of the
     /// server the job went to. `false`: none.
     pub events: bool,
+    /// The suppression list: what the ledger writer adds, what intake takes out
+    /// (docs/suppression.md).
+    pub suppression: crate::suppression::SuppressionConfig,
 }
 
 /// The `ledger:` section.
@@ -243,6 +246,7 @@ impl Default for Config {
             data_dir: PathBuf::from("/var/lib/hedwig/postoffice"),
             ledger: LedgerConfig::default(),
             events: true,
+            suppression: Default::default(),
         }
     }
 }

@@ -14,6 +14,7 @@ use beanstalk::Error as QueueError;
 use hedwig_core::address::{parse_reverse_path, Mailbox, Recipient};
 use hedwig_core::signing::Signed;
 use hedwig_core::wire::{Accepted, Submission};
+use hedwig_queue::event::{Event, Outcome, RecipientEvent, What};
 use hedwig_queue::job::{encode_parts, Envelope};
 
 use crate::body::Budget;
@@ -295,6 +296,10 @@ async fn queue_submission(
             format!("From: domain {domain} is not allowed for this host"),
         ),
     })?;
+    // Suppressed recipients leave the message here (recorded as `suppressed` below); an
+    // in-memory lookup each, never a wait on the store.
+    let suppressed = take_suppressed(state, &mail_from, &mut recipients);
+    state.metrics.suppressed(&fqdn, suppressed.len());
     let pending = match &submission.id {
         Some(id) => match state.dedupe.claim(&fqdn, id).await {
             Claim::Seen(queue_id) => {
@@ -316,28 +321,31 @@ async fn queue_submission(
     // Taken last: a post refused for its From:, and a repeat of a queued id (a replay, or
     // mailman retrying after a lost answer), spend no tokens. A refusal here drops `pending`,
     // which releases the id.
-    // The rate limit counts recipients: a post to n recipients takes n tokens.
-    state
-        .policies
-        .take_rate(&fqdn, recipients.len())
-        .map_err(|refusal| match refusal {
-            RateRefusal::Later { retry_after } => Reject::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!(
-                    "rate limit exceeded for this host ({} recipients); retry in {}s",
-                    recipients.len(),
-                    retry_after.as_secs()
+    // The rate limit counts recipients: a post to n recipients takes n tokens (suppressed
+    // ones are not sent, and cost nothing).
+    if !recipients.is_empty() {
+        state
+            .policies
+            .take_rate(&fqdn, recipients.len())
+            .map_err(|refusal| match refusal {
+                RateRefusal::Later { retry_after } => Reject::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!(
+                        "rate limit exceeded for this host ({} recipients); retry in {}s",
+                        recipients.len(),
+                        retry_after.as_secs()
+                    ),
                 ),
-            ),
-            // Could never pass: refused for good, not retried.
-            RateRefusal::OverBurst { recipients, burst } => Reject::new(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "{recipients} recipients exceed this host's rate burst of {burst} \
+                // Could never pass: refused for good, not retried.
+                RateRefusal::OverBurst { recipients, burst } => Reject::new(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "{recipients} recipients exceed this host's rate burst of {burst} \
                      recipients; split the message"
+                    ),
                 ),
-            ),
-        })?;
+            })?;
+    }
 
     let mut envelope = Envelope::new(hedwig_core::new_queue_id(), fqdn, mail_from, recipients);
     envelope.message_id = submission.id;
@@ -347,7 +355,23 @@ async fn queue_submission(
     // (a killed mailman, a timeout), hyper drops this request's future; a put that beanstalkd
     // may already have taken must still end in `pending.complete`, or the sender's retry of
     // the same id would be queued a second time (found by the fault-injection run).
-    let task = tokio::spawn(put_and_record(state.clone(), envelope, message, pending));
+    let task = if envelope.rcpt_to.is_empty() {
+        tokio::spawn(record_all_suppressed(
+            state.clone(),
+            envelope,
+            message,
+            suppressed,
+            pending,
+        ))
+    } else {
+        tokio::spawn(put_and_record(
+            state.clone(),
+            envelope,
+            message,
+            suppressed,
+            pending,
+        ))
+    };
     match task.await {
         Ok(result) => result,
         Err(e) => {
@@ -362,6 +386,7 @@ async fn put_and_record(
     state: Arc<AppState>,
     envelope: Envelope,
     message: Vec<u8>,
+    suppressed: Vec<(Recipient, String)>,
     pending: Option<Pending>,
 ) -> Result<Accepted, Reject> {
     let job = encode_parts(&envelope, &message);
@@ -418,7 +443,8 @@ async fn put_and_record(
                     target == Target::Held,
                     queued_at,
                 );
-                events.record(&placed.server, vec![event]).await;
+                let batch = with_suppressed(event, &suppressed, queued_at);
+                events.record(&placed.server, batch).await;
             }
             Ok(Accepted {
                 id: envelope.queue_id,
@@ -442,8 +468,112 @@ async fn put_and_record(
     }
 }
 
-/// The ledger's `queued` event of a message just put: the envelope, and what the header
-/// block says (Message-ID, Subject, the client mailman took it from).
+/// Takes the recipients on the suppression list out of `recipients`: each with the scope of
+/// its entry.
+fn take_suppressed(
+    state: &AppState,
+    mail_from: &str,
+    recipients: &mut Vec<Recipient>,
+) -> Vec<(Recipient, String)> {
+    let Some(set) = &state.suppressions else {
+        return Vec::new();
+    };
+    let set = set.view();
+    if set.is_empty() {
+        return Vec::new();
+    }
+    let domain = hedwig_ledger::suppress::domain_of(mail_from);
+    let now = hedwig_queue::event::now_millis();
+    let mut suppressed = Vec::new();
+    recipients.retain(|r| {
+        let key = hedwig_ledger::suppress::normalize(r.as_str());
+        match set.suppressed(domain.as_deref(), &key, now) {
+            Some(scope) => {
+                suppressed.push((r.clone(), scope));
+                false
+            }
+            None => true,
+        }
+    });
+    suppressed
+}
+
+/// The `suppressed` events of the recipients taken out, just after the `queued` event, whose
+/// recipient list gets them back (the message's timeline shows every recipient it had).
+fn with_suppressed(
+    mut queued: Event,
+    suppressed: &[(Recipient, String)],
+    queued_at: u64,
+) -> Vec<Event> {
+    if let What::Queued(q) = &mut queued.what {
+        q.recipients
+            .extend(suppressed.iter().map(|(r, _)| r.as_str().to_owned()));
+    }
+    let events = suppressed.iter().map(|(r, scope)| {
+        let mut event = Event::now(
+            queued.queue_id.clone(),
+            What::Recipient(RecipientEvent {
+                recipient: r.as_str().to_owned(),
+                outcome: Outcome::Suppressed,
+                mx: None,
+                ip: None,
+                tls: None,
+                code: None,
+                dsn: None,
+                reply: format!("on the suppression list (scope {scope}); not sent"),
+                attempt: None,
+                by: None,
+            }),
+        );
+        event.at = queued_at + 1;
+        event
+    });
+    std::iter::once(queued.clone()).chain(events).collect()
+}
+
+/// A post whose every recipient is suppressed: nothing is queued, the post succeeds (the
+/// client must not retry), and the ledger gets the message and each recipient `suppressed`.
+async fn record_all_suppressed(
+    state: Arc<AppState>,
+    envelope: Envelope,
+    message: Vec<u8>,
+    suppressed: Vec<(Recipient, String)>,
+    pending: Option<Pending>,
+) -> Result<Accepted, Reject> {
+    let queued_at = hedwig_queue::event::now_millis();
+    if let Some(pending) = pending {
+        pending.complete(&envelope.queue_id).await;
+    }
+    let all: Vec<&str> = suppressed.iter().map(|(r, _)| r.as_str()).collect();
+    tracing::info!(
+        queue_id = %envelope.queue_id,
+        message_id = envelope.message_id.as_deref().unwrap_or("-"),
+        host = %envelope.host,
+        from = %envelope.mail_from,
+        to = %all.join(","),
+        outcome = "suppressed",
+        "every recipient is on the suppression list; nothing queued"
+    );
+    if let Some(events) = &state.events {
+        // To the server the host's jobs go to, as a queued message's events would.
+        let order = state.queue.order(&envelope.host);
+        let server = order
+            .first()
+            .and_then(|&i| state.queue.addrs().nth(i))
+            .map(str::to_owned);
+        if let Some(server) = server {
+            let event = hedwig_queue::event::queued_event(&envelope, &message, false, queued_at);
+            events
+                .record(&server, with_suppressed(event, &suppressed, queued_at))
+                .await;
+        }
+    }
+    Ok(Accepted {
+        id: envelope.queue_id,
+        duplicate: false,
+    })
+}
+
 /// Longest sender message id accepted (mailman's are 24 characters).
 pub const MAX_MESSAGE_ID: usize = 255;
 

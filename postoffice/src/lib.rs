@@ -18,6 +18,8 @@
 //!   `hedwig-queue` crate's.
 //! - [`ledger`]: the delivery ledger here: its settings, the writer with the pruner and the
 //!   stuck check (`ledger.writer`), the admin API (`ledger.api_listen`), `trace` and `stuck`.
+//! - [`suppression`]: the suppression list here: its settings, intake's in-memory set and
+//!   its refresh, `postoffice suppress`, `/api/v1/suppressions`.
 //! - [`admin`]: the queue administration subcommands (`stats`, `failed`, `requeue`, `show`,
 //!   `purge`, `hold`, `release`).
 //!
@@ -38,6 +40,7 @@ pub mod policy;
 pub mod queue;
 pub mod server;
 pub mod state;
+pub mod suppression;
 pub mod tls;
 
 use std::sync::Arc;
@@ -78,13 +81,11 @@ pub async fn serve(
         tubes,
         ledger,
     } = settings;
-    let state = Arc::new(state::AppState::new(
-        config,
-        secrets,
-        tubes.clone(),
-        queue,
-        &ledger,
-    ));
+    let mut state = state::AppState::new(config, secrets, tubes.clone(), queue, &ledger);
+    if ledger.suppression.intake {
+        state.suppressions = Some(Arc::new(suppression::SuppressionSet::new()));
+    }
+    let state = Arc::new(state);
     start_ledger(&ledger, &state, &servers, &tubes, &shutdown).await?;
     let addr = listener.local_addr()?;
     tracing::info!(
@@ -156,10 +157,32 @@ async fn start_ledger(
         );
         tokio::spawn(shared.clone().run(shutdown.clone()));
     }
-    if !settings.writer && settings.api_listen.is_none() {
+    let intake = state.suppressions.clone();
+    if !settings.writer && settings.api_listen.is_none() && intake.is_none() {
         return Ok(());
     }
     let handle = Arc::new(ledger::StoreHandle::new(settings.url.clone()));
+    if let Some(set) = intake {
+        // Loaded before the first post when the store answers within a few seconds; else
+        // intake starts with an empty list and the refresh task says why.
+        let mut truncated = false;
+        let first = suppression::reload(
+            &handle,
+            &set,
+            settings.suppression.max_entries,
+            &mut truncated,
+        );
+        if let Ok(Ok(_)) = tokio::time::timeout(std::time::Duration::from_secs(5), first).await {
+            tracing::info!(entries = set.len(), "suppression list loaded");
+        }
+        tokio::spawn(suppression::run_refresh(
+            handle.clone(),
+            set,
+            settings.suppression.clone(),
+            state.metrics.suppression_entries.clone(),
+            shutdown.clone(),
+        ));
+    }
     if settings.writer {
         tokio::spawn(ledger::run_writer(
             settings.clone(),

@@ -94,6 +94,11 @@ enum Command {
         #[command(flatten)]
         args: postoffice::ledger::cli::StuckArgs,
     },
+    /// The suppression list: list, add, remove (in the ledger store).
+    Suppress {
+        #[command(subcommand)]
+        command: postoffice::suppression::cli::SuppressCommand,
+    },
 }
 
 #[derive(clap::Args)]
@@ -150,7 +155,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             // The ledger's store, when this post office uses it.
             if let Ok(ledger) = postoffice::ledger::LedgerSettings::check(&config) {
-                if ledger.writer || ledger.api_listen.is_some() {
+                if ledger.writer || ledger.api_listen.is_some() || ledger.suppression.intake {
                     if let Err(e) = hedwig_ledger::Store::open(&ledger.url).await {
                         problems.push(format!(
                             "ledger.url ({}): {e}",
@@ -265,6 +270,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(outcome(!timelines.is_empty()))
         }
+        Command::Suppress { command } => suppress(&config, &command).await,
         Command::Stuck { args } => {
             use postoffice::ledger::{cli, now_ms};
             let settings = postoffice::ledger::LedgerSettings::check(&config)
@@ -294,6 +300,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// `postoffice suppress ...`.
+async fn suppress(
+    config: &postoffice::Config,
+    command: &postoffice::suppression::cli::SuppressCommand,
+) -> anyhow::Result<ExitCode> {
+    use postoffice::suppression::cli::{self, CliError};
+    let store = ledger_store(config).await?;
+    match cli::run(&store, command).await {
+        Ok((out, ok)) => {
+            print!("{out}");
+            Ok(outcome(ok))
+        }
+        Err(CliError::Usage(why)) => {
+            eprintln!("postoffice suppress: {why}");
+            Ok(ExitCode::from(2))
+        }
+        Err(e) => Err(anyhow::Error::new(e).context("cannot use the suppression list")),
     }
 }
 

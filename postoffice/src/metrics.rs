@@ -50,6 +50,10 @@ pub struct Metrics {
     pub messages: Family<HostLabel, Counter>,
     pub bytes: Family<HostLabel, Counter>,
     pub duplicates: Family<HostLabel, Counter>,
+    /// Recipients taken out of posts because they are on the suppression list.
+    pub suppressed: Family<HostLabel, Counter>,
+    /// Entries in intake's copy of the suppression list.
+    pub suppression_entries: Gauge,
     pub queue_seconds: Histogram,
     pub connections: ConnectionMetrics,
     /// The ledger admin API's connections (`api_connections_*`).
@@ -67,6 +71,8 @@ impl Metrics {
         let messages = Family::<HostLabel, Counter>::default();
         let bytes = Family::<HostLabel, Counter>::default();
         let duplicates = Family::<HostLabel, Counter>::default();
+        let suppressed = Family::<HostLabel, Counter>::default();
+        let suppression_entries = Gauge::default();
         let queue_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
         registry.register(
             "requests",
@@ -87,6 +93,16 @@ impl Metrics {
             "duplicates",
             "Posts answered from the duplicate-id window, by sending host",
             duplicates.clone(),
+        );
+        registry.register(
+            "recipients_suppressed",
+            "Recipients taken out of posts because they are on the suppression list, by sending host",
+            suppressed.clone(),
+        );
+        registry.register(
+            "suppression_entries",
+            "Entries in intake's copy of the suppression list",
+            suppression_entries.clone(),
         );
         registry.register(
             "queue_put_seconds",
@@ -123,6 +139,8 @@ impl Metrics {
             messages,
             bytes,
             duplicates,
+            suppressed,
+            suppression_entries,
             queue_seconds,
         }
     }
@@ -138,6 +156,17 @@ impl Metrics {
                 host: host.to_string(),
             })
             .inc();
+    }
+
+    /// `n` recipients of a post from `host` suppressed.
+    pub fn suppressed(&self, host: &str, n: usize) {
+        if n > 0 {
+            self.suppressed
+                .get_or_create(&HostLabel {
+                    host: host.to_string(),
+                })
+                .inc_by(n as u64);
+        }
     }
 
     pub fn queued(&self, host: &str, bytes: usize) {

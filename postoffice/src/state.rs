@@ -25,6 +25,8 @@ pub struct AppState {
     pub holds: HoldCache,
     /// The ledger's events tube on each server; `None` with `events: false`.
     pub events: Option<Emitters>,
+    /// The suppression list intake checks; `None` when intake does not suppress.
+    pub suppressions: Option<Arc<crate::suppression::SuppressionSet>>,
     pub metrics: Metrics,
     /// The registry behind `metrics`, and the draining flag: set on SIGTERM, `/health` then
     /// answers 503 so that load balancers stop sending.
@@ -66,6 +68,7 @@ impl AppState {
             secrets,
             events: config.events.then(|| Emitters::new(queue.addrs(), &tubes)),
             holds: HoldCache::new(queue.addrs(), tubes),
+            suppressions: None,
             queue,
             metrics,
             shell: hedwig_service::ops::Shell::new(registry),

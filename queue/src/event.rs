@@ -181,11 +181,13 @@ pub enum Outcome {
     Requeued,
     /// Deleted by an operator. Final.
     Purged,
+    /// Taken out of the message at intake: the address is on the suppression list. Final.
+    Suppressed,
 }
 
 impl Outcome {
     /// Every outcome, in the order of the list above.
-    pub const ALL: [Outcome; 9] = [
+    pub const ALL: [Outcome; 10] = [
         Outcome::Sent,
         Outcome::Deferred,
         Outcome::Bounced,
@@ -195,13 +197,19 @@ impl Outcome {
         Outcome::Released,
         Outcome::Requeued,
         Outcome::Purged,
+        Outcome::Suppressed,
     ];
 
     /// Whether nothing more will happen to the recipient after it (unless an operator acts).
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            Outcome::Sent | Outcome::Bounced | Outcome::Expired | Outcome::Failed | Outcome::Purged
+            Outcome::Sent
+                | Outcome::Bounced
+                | Outcome::Expired
+                | Outcome::Failed
+                | Outcome::Purged
+                | Outcome::Suppressed
         )
     }
 
@@ -217,6 +225,7 @@ impl Outcome {
             Outcome::Released => "released",
             Outcome::Requeued => "requeued",
             Outcome::Purged => "purged",
+            Outcome::Suppressed => "suppressed",
         }
     }
 
@@ -401,7 +410,8 @@ mod tests {
                 Outcome::Bounced,
                 Outcome::Expired,
                 Outcome::Failed,
-                Outcome::Purged
+                Outcome::Purged,
+                Outcome::Suppressed
             ]
         );
         assert_eq!(Outcome::parse("nope"), None);

@@ -15,6 +15,7 @@ mod msmtp_plain;
 mod msmtp_t;
 mod php_mail;
 mod postoffice_outage;
+mod suppression;
 mod swaks;
 mod transparency;
 mod tube_prefix;

@@ -2,11 +2,12 @@
 //! from the testkit) and a real beanstalkd, gathered in one test binary. Run one module with
 //! e.g. `cargo test -p hedwig-ledger --test integration writer::`.
 //!
-//! Addresses: 127.0.130.0/24 only.
+//! Addresses: 127.0.130.0/24; `suppressions` 127.0.140.40-49.
 
 mod claims;
 mod common;
 mod open;
 mod queries;
+mod suppressions;
 mod writer;
 mod writes;

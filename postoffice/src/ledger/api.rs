@@ -8,6 +8,7 @@
 //! | `GET /api/v1/messages/{queue_id}` | the timeline (404 when unknown) |
 //! | `GET /api/v1/stuck?limit=` | stuck messages, oldest first, and their count |
 //! | `GET /api/v1/hosts/{host}/hourly?from=&to=` | counts per hour and outcome (default: the last 24 hours) |
+//! | `GET/POST/DELETE /api/v1/suppressions` | the suppression list (`crate::suppression::api`) |
 //!
 //! 400 names the bad parameter, 401 a missing or wrong token, 503 a store that is down.
 //! The JSON is documented in docs/ledger.md.
@@ -57,6 +58,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/messages/{queue_id}", get(message))
         .route("/api/v1/stuck", get(stuck))
         .route("/api/v1/hosts/{host}/hourly", get(hourly))
+        .route(
+            "/api/v1/suppressions",
+            get(crate::suppression::api::list)
+                .post(crate::suppression::api::add)
+                .delete(crate::suppression::api::remove),
+        )
         .fallback(|| async { ApiError::NotFound("no such API route".into()) })
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         // Searches share the store's few connections: at most this many at once, the rest

@@ -51,6 +51,8 @@ pub struct LedgerSettings {
     /// Claims go to the store as well as the in-process window (`shared_dedupe`, resolved).
     pub shared_dedupe: bool,
     pub shared_dedupe_timeout: Duration,
+    /// The `suppression:` section (the writer's policy, intake's set).
+    pub suppression: crate::suppression::SuppressionSettings,
 }
 
 impl std::fmt::Debug for LedgerSettings {
@@ -148,9 +150,17 @@ impl LedgerSettings {
             SharedDedupe::On => true,
             SharedDedupe::Off => false,
         };
-        if !problems.is_empty() {
+        let has_store = l.writer || l.api_listen.is_some() || l.url.is_some();
+        let suppression = crate::suppression::SuppressionSettings::check(
+            &config.suppression,
+            has_store,
+            config.events,
+        )
+        .map_err(|p| problems.extend(p))
+        .ok();
+        let Some(suppression) = suppression.filter(|_| problems.is_empty()) else {
             return Err(problems);
-        }
+        };
         Ok(LedgerSettings {
             url,
             retention: l.retention,
@@ -161,6 +171,7 @@ impl LedgerSettings {
             token,
             shared_dedupe,
             shared_dedupe_timeout: l.shared_dedupe_timeout,
+            suppression,
         })
     }
 }
@@ -362,6 +373,7 @@ pub async fn run_writer(
             }
         }
     };
+    let store = store.with_auto_suppression(settings.suppression.auto.clone());
     tracing::info!(url = %redact(&settings.url), tube = tubes.events(), "ledger writer started");
     let stats = Arc::new(WriterStats::default());
     let config = WriterConfig::new(servers, tubes.events());
@@ -398,6 +410,13 @@ pub async fn run_writer(
                     tracing::info!(messages = n, "ledger: pruned records past retention");
                 }
                 Err(e) => tracing::warn!(error = %e, "ledger: pruning failed; trying again later"),
+            }
+            match store.prune_suppressions(now_ms()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(entries = n, "suppression list: pruned expired entries"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "suppression list: pruning failed; trying again later")
+                }
             }
         }
     }

@@ -1,0 +1,647 @@
+//! The suppression list (issue 14, docs/suppression.md): addresses mail is not sent to, per
+//! sender domain or for every sender, with why, since when and until when.
+//!
+//! - [`hard_failure`]: the one verdict on whether a recipient's outcome says the address
+//!   itself is bad (5.1.1, 5.1.10, "user unknown" without an enhanced code, a domain that does
+//!   not exist, null MX). Never a 4xx, never a 5.7.x: a reputation or policy block says
+//!   nothing about the address.
+//! - [`auto`]: the entries a batch of new events adds, with the writer's [`AutoPolicy`]
+//!   (no I/O; the store calls it from one place in `Store::write`, inside the batch's
+//!   transaction, so an event is suppressed exactly when it is stored).
+//! - [`Store`] methods: add, list, remove, the active set for intake, pruning expired ones.
+//!
+//! Not here: intake's in-memory set, the CLI and the API (post office).
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use hedwig_queue::event::{Event, Outcome, RecipientEvent, What};
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use crate::apply::Apply;
+use crate::error::StoreError;
+use crate::model::address_key;
+use crate::store::Store;
+
+/// The scope of an entry that holds for every sender domain.
+pub const GLOBAL: &str = "*";
+
+/// Most entries one [`Store::list_suppressions`] returns.
+pub const MAX_LIST: u32 = 1000;
+
+/// Who put an entry on the list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The ledger writer, from a hard failure.
+    Auto,
+    /// An operator (`postoffice suppress add`, the API).
+    Operator,
+    /// A complaint (feedback loop report).
+    Complaint,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Auto => "auto",
+            Source::Operator => "operator",
+            Source::Complaint => "complaint",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Source> {
+        [Source::Auto, Source::Operator, Source::Complaint]
+            .into_iter()
+            .find(|s| s.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One entry of the list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Suppression {
+    /// A sender domain (lowercase), or [`GLOBAL`].
+    pub scope: String,
+    /// The address, lowercased.
+    pub recipient: String,
+    /// Why: `unknown-user`, `no-domain`, `null-mx`, or an operator's words.
+    pub reason: String,
+    pub source: Source,
+    /// The remote reply (or local explanation) that caused it.
+    pub reply: Option<String>,
+    pub code: Option<u16>,
+    /// The enhanced status code (RFC 3463).
+    pub dsn: Option<String>,
+    /// The message whose outcome caused it.
+    pub queue_id: Option<String>,
+    /// Unix milliseconds.
+    pub created_at: u64,
+    /// Unix milliseconds; `None`: permanent.
+    pub expires_at: Option<u64>,
+}
+
+impl Suppression {
+    /// Whether it holds at `now` (ms).
+    pub fn active(&self, now: u64) -> bool {
+        self.expires_at.is_none_or(|e| e > now)
+    }
+}
+
+/// What the writer adds by itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoPolicy {
+    /// Add entries at all.
+    pub enabled: bool,
+    /// One entry for every sender ([`GLOBAL`]) instead of one per sender domain.
+    pub global: bool,
+    /// How long an entry lasts; `None`: permanent.
+    pub expiry: Option<Duration>,
+}
+
+impl Default for AutoPolicy {
+    /// On, per sender domain, 30 days.
+    fn default() -> AutoPolicy {
+        AutoPolicy {
+            enabled: true,
+            global: false,
+            expiry: Some(Duration::from_secs(30 * 86_400)),
+        }
+    }
+}
+
+/// Texts of a 5xx reply without an enhanced code that say the mailbox does not exist.
+const UNKNOWN_USER: [&str; 7] = [
+    "user unknown",
+    "unknown user",
+    "no such user",
+    "no such mailbox",
+    "mailbox does not exist",
+    "recipient unknown",
+    "unknown recipient",
+];
+
+/// Whether an outcome (as an event or a recipient row has it) is a hard, address-level
+/// failure, and which: `unknown-user` (5.1.1, or a 5xx without an enhanced code whose text
+/// says so), `null-mx` (5.1.10, from the remote server or the worker's null MX lookup),
+/// `no-domain` (5.1.2 found by the worker's own lookup: NXDOMAIN; a server's 5.1.2 is not
+/// trusted, relays say it of domains they do not serve). Only `bounced` outcomes qualify;
+/// never a reply that is not 5xx, never a 5.7.x.
+pub fn hard_failure(
+    outcome: Outcome,
+    code: Option<u16>,
+    dsn: Option<&str>,
+    reply: &str,
+) -> Option<&'static str> {
+    if outcome != Outcome::Bounced {
+        return None;
+    }
+    if code.is_some_and(|c| !(500..600).contains(&c)) {
+        return None;
+    }
+    let dsn = dsn.map(str::trim).filter(|d| !d.is_empty());
+    match dsn {
+        Some(d) if !d.starts_with("5.") || d.starts_with("5.7.") => None,
+        Some("5.1.1") => Some("unknown-user"),
+        Some("5.1.10") => Some("null-mx"),
+        Some("5.1.2") if code.is_none() => Some("no-domain"),
+        // A server that gives no enhanced code (the worker records 5.0.0 then).
+        None | Some("5.0.0") if code.is_some() => {
+            let text = reply.to_ascii_lowercase();
+            UNKNOWN_USER
+                .iter()
+                .any(|t| text.contains(t))
+                .then_some("unknown-user")
+        }
+        _ => None,
+    }
+}
+
+/// [`hard_failure`] of a recipient event.
+pub fn event_hard_failure(r: &RecipientEvent) -> Option<&'static str> {
+    hard_failure(r.outcome, r.code, r.dsn.as_deref(), &r.reply)
+}
+
+/// The domain of an address (after its last `@`), lowercased; `None` for the null sender.
+pub fn domain_of(address: &str) -> Option<String> {
+    let key = address_key(address);
+    let (_, domain) = key.rsplit_once('@')?;
+    (!domain.is_empty()).then(|| domain.to_owned())
+}
+
+/// An address as the list keys it (trimmed, lowercased).
+pub fn normalize(address: &str) -> String {
+    address_key(address)
+}
+
+/// The entries a batch adds: one per new `bounced` event that is a [`hard_failure`], and,
+/// for messages whose `queued` event came only now (`late`), one per recipient already
+/// stored as such. A message's sender domain must be known (its `queued` event seen); bounces
+/// and the null sender add none (their recipient is an application's own address).
+pub(crate) fn auto(
+    policy: &AutoPolicy,
+    apply: &Apply,
+    new: &[&Event],
+    late: &HashSet<String>,
+) -> Vec<Suppression> {
+    if !policy.enabled {
+        return Vec::new();
+    }
+    let mut out: HashMap<(String, String), Suppression> = HashMap::new();
+    let mut add = |queue_id: &str,
+                   recipient: &str,
+                   reason: &'static str,
+                   at: u64,
+                   code: Option<u16>,
+                   dsn: Option<&str>,
+                   reply: Option<&str>| {
+        let Some(message) = apply.messages.get(queue_id) else {
+            return;
+        };
+        if message.kind != "message" {
+            return;
+        }
+        let Some(sender_domain) = message.sender.as_deref().and_then(domain_of) else {
+            return;
+        };
+        let scope = if policy.global {
+            GLOBAL.to_owned()
+        } else {
+            sender_domain
+        };
+        let recipient = address_key(recipient);
+        let entry = Suppression {
+            scope: scope.clone(),
+            recipient: recipient.clone(),
+            reason: reason.to_owned(),
+            source: Source::Auto,
+            reply: reply.map(str::to_owned).filter(|r| !r.is_empty()),
+            code,
+            dsn: dsn.map(str::to_owned),
+            queue_id: Some(queue_id.to_owned()),
+            created_at: at,
+            expires_at: policy
+                .expiry
+                .map(|d| at.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))),
+        };
+        // The latest failure of a batch stands.
+        match out.get(&(scope.clone(), recipient.clone())) {
+            Some(old) if old.created_at >= at => {}
+            _ => {
+                out.insert((scope, recipient), entry);
+            }
+        }
+    };
+    for event in new {
+        if let What::Recipient(r) = &event.what {
+            if let Some(reason) = event_hard_failure(r) {
+                add(
+                    &event.queue_id,
+                    &r.recipient,
+                    reason,
+                    event.at,
+                    r.code,
+                    r.dsn.as_deref(),
+                    Some(&r.reply),
+                );
+            }
+        }
+    }
+    for queue_id in late {
+        let Some(rows) = apply.recipients.get(queue_id) else {
+            continue;
+        };
+        for row in rows.values() {
+            let Some(outcome) = Outcome::parse(&row.status) else {
+                continue;
+            };
+            let reply = row.reply.as_deref().unwrap_or("");
+            if let Some(reason) = hard_failure(outcome, row.code, row.dsn.as_deref(), reply) {
+                add(
+                    queue_id,
+                    &row.recipient,
+                    reason,
+                    row.updated_at,
+                    row.code,
+                    row.dsn.as_deref(),
+                    row.reply.as_deref(),
+                );
+            }
+        }
+    }
+    let mut entries: Vec<Suppression> = out.into_values().collect();
+    entries.sort_by(|a, b| (&a.scope, &a.recipient).cmp(&(&b.scope, &b.recipient)));
+    entries
+}
+
+const COLUMNS: &str =
+    "scope, recipient, reason, source, reply, code, dsn, queue_id, created_at, expires_at, updated_at";
+
+/// What [`Store::list_suppressions`] and [`Store::remove_suppressions`] match (all given
+/// conditions).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SuppressionFilter {
+    pub recipient: Option<String>,
+    pub scope: Option<String>,
+    pub source: Option<Source>,
+    /// Most entries listed (default 100, at most [`MAX_LIST`]).
+    pub limit: Option<u32>,
+}
+
+impl SuppressionFilter {
+    fn is_empty(&self) -> bool {
+        self.recipient.is_none() && self.scope.is_none() && self.source.is_none()
+    }
+
+    /// ` AND ...` conditions from `$first` on, and their values.
+    fn conditions(&self, first: usize) -> (String, Vec<String>) {
+        let mut sql = String::new();
+        let mut values = Vec::new();
+        let mut add = |column: &str, value: String| {
+            values.push(value);
+            sql.push_str(&format!(" AND {column} = ${}", first + values.len() - 1));
+        };
+        if let Some(r) = &self.recipient {
+            add("recipient", address_key(r));
+        }
+        if let Some(s) = &self.scope {
+            add("scope", s.trim().to_lowercase());
+        }
+        if let Some(s) = self.source {
+            add("source", s.as_str().to_owned());
+        }
+        (sql, values)
+    }
+}
+
+/// How an upsert treats an entry that is there already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Merge {
+    /// The writer's: the reply and time are the new failure's; the entry lasts as long as
+    /// the longer of the two (a permanent one stays permanent); an operator's or a
+    /// complaint's source stays.
+    Auto,
+    /// An operator's: the new entry replaces the old one.
+    Replace,
+}
+
+fn ms(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Writes `entries` in `tx`.
+pub(crate) async fn upsert(
+    tx: &mut Transaction<'_, Any>,
+    entries: &[Suppression],
+    merge: Merge,
+    now: u64,
+) -> Result<(), StoreError> {
+    let on_conflict = match merge {
+        Merge::Replace => {
+            "reason = excluded.reason, source = excluded.source, reply = excluded.reply, \
+             code = excluded.code, dsn = excluded.dsn, queue_id = excluded.queue_id, \
+             created_at = excluded.created_at, expires_at = excluded.expires_at, \
+             updated_at = excluded.updated_at"
+        }
+        Merge::Auto => {
+            "reason = excluded.reason, reply = excluded.reply, code = excluded.code, \
+             dsn = excluded.dsn, queue_id = excluded.queue_id, \
+             created_at = excluded.created_at, updated_at = excluded.updated_at, \
+             expires_at = CASE WHEN suppressions.expires_at IS NULL \
+             OR excluded.expires_at IS NULL THEN NULL \
+             WHEN excluded.expires_at > suppressions.expires_at THEN excluded.expires_at \
+             ELSE suppressions.expires_at END"
+        }
+    };
+    let sql = format!(
+        "INSERT INTO suppressions ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+         $10, $11) ON CONFLICT (scope, recipient) DO UPDATE SET {on_conflict}"
+    );
+    for e in entries {
+        sqlx::query(&sql)
+            .bind(e.scope.clone())
+            .bind(e.recipient.clone())
+            .bind(e.reason.clone())
+            .bind(e.source.as_str())
+            .bind(e.reply.clone())
+            .bind(e.code.map(i64::from))
+            .bind(e.dsn.clone())
+            .bind(e.queue_id.clone())
+            .bind(ms(e.created_at))
+            .bind(e.expires_at.map(ms))
+            .bind(ms(now))
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+fn from_row(row: &AnyRow) -> Result<Suppression, StoreError> {
+    let source: String = row.try_get("source")?;
+    let u = |v: i64| u64::try_from(v).unwrap_or(0);
+    Ok(Suppression {
+        scope: row.try_get("scope")?,
+        recipient: row.try_get("recipient")?,
+        reason: row.try_get("reason")?,
+        source: Source::parse(&source)
+            .ok_or_else(|| StoreError::Corrupt(format!("suppression source {source:?}")))?,
+        reply: row.try_get("reply")?,
+        code: row
+            .try_get::<Option<i64>, _>("code")?
+            .and_then(|c| u16::try_from(c).ok()),
+        dsn: row.try_get("dsn")?,
+        queue_id: row.try_get("queue_id")?,
+        created_at: u(row.try_get("created_at")?),
+        expires_at: row.try_get::<Option<i64>, _>("expires_at")?.map(u),
+    })
+}
+
+/// A cheap fingerprint of the list: entries and the last write. Equal fingerprints: nothing
+/// was added, changed or removed in between (expiry is checked by the reader).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint {
+    pub count: u64,
+    pub last_write: u64,
+}
+
+impl Store {
+    /// Adds or replaces an operator's (or a complaint's) entry. The recipient and scope are
+    /// normalised here.
+    pub async fn add_suppression(&self, entry: &Suppression) -> Result<(), StoreError> {
+        let mut entry = entry.clone();
+        entry.recipient = address_key(&entry.recipient);
+        entry.scope = entry.scope.trim().to_lowercase();
+        let mut tx = self.pool.begin().await?;
+        self.lock(&mut tx).await?;
+        upsert(
+            &mut tx,
+            std::slice::from_ref(&entry),
+            Merge::Replace,
+            crate::store::now_ms(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Entries matching `filter` that hold at `now` (ms) (with `expired`: also those that
+    /// ran out and are not pruned yet), newest first.
+    pub async fn list_suppressions(
+        &self,
+        filter: &SuppressionFilter,
+        now: u64,
+        expired: bool,
+    ) -> Result<Vec<Suppression>, StoreError> {
+        let (conditions, values) = filter.conditions(1);
+        let n = values.len();
+        let active = if expired {
+            String::new()
+        } else {
+            format!(" AND (expires_at IS NULL OR expires_at > ${})", n + 1)
+        };
+        let limit_at = if expired { n + 1 } else { n + 2 };
+        let sql = format!(
+            "SELECT {COLUMNS} FROM suppressions WHERE 1 = 1{conditions}{active} \
+             ORDER BY created_at DESC, scope, recipient LIMIT ${limit_at}"
+        );
+        let mut q = sqlx::query(&sql);
+        for v in values {
+            q = q.bind(v);
+        }
+        if !expired {
+            q = q.bind(ms(now));
+        }
+        let limit = filter.limit.unwrap_or(100).clamp(1, MAX_LIST);
+        q = q.bind(i64::from(limit));
+        q.fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(from_row)
+            .collect()
+    }
+
+    /// Deletes the entries matching `filter` (at least one condition is required, so that
+    /// nothing deletes the whole list by mistake); how many.
+    pub async fn remove_suppressions(&self, filter: &SuppressionFilter) -> Result<u64, StoreError> {
+        if filter.is_empty() {
+            return Ok(0);
+        }
+        let (conditions, values) = filter.conditions(1);
+        let sql = format!("DELETE FROM suppressions WHERE 1 = 1{conditions}");
+        let mut tx = self.pool.begin().await?;
+        self.lock(&mut tx).await?;
+        let mut q = sqlx::query(&sql);
+        for v in values {
+            q = q.bind(v);
+        }
+        let n = q.execute(&mut *tx).await?.rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// The list's [`Fingerprint`].
+    pub async fn suppression_fingerprint(&self) -> Result<Fingerprint, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*), MAX(updated_at) FROM suppressions")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Fingerprint {
+            count: u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0),
+            last_write: row
+                .try_get::<Option<i64>, _>(1)?
+                .and_then(|v| u64::try_from(v).ok())
+                .unwrap_or(0),
+        })
+    }
+
+    /// Entries that hold at `now` as (scope, recipient, expires_at), at most `max`; and
+    /// whether there were more (the caller says so).
+    pub async fn active_suppressions(
+        &self,
+        now: u64,
+        max: usize,
+    ) -> Result<(Vec<(String, String, Option<u64>)>, bool), StoreError> {
+        let limit = i64::try_from(max).unwrap_or(i64::MAX).saturating_add(1);
+        let rows = sqlx::query(
+            "SELECT scope, recipient, expires_at FROM suppressions \
+             WHERE expires_at IS NULL OR expires_at > $1 ORDER BY created_at DESC LIMIT $2",
+        )
+        .bind(ms(now))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let more = rows.len() > max;
+        let mut out = Vec::with_capacity(rows.len().min(max));
+        for row in rows.iter().take(max) {
+            out.push((
+                row.try_get("scope")?,
+                row.try_get("recipient")?,
+                row.try_get::<Option<i64>, _>("expires_at")?
+                    .and_then(|v| u64::try_from(v).ok()),
+            ));
+        }
+        Ok((out, more))
+    }
+
+    /// Deletes entries that ran out before `now` (ms); how many.
+    pub async fn prune_suppressions(&self, now: u64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        self.lock(&mut tx).await?;
+        let n = sqlx::query(
+            "DELETE FROM suppressions WHERE expires_at IS NOT NULL AND expires_at <= $1",
+        )
+        .bind(ms(now))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(code: Option<u16>, dsn: Option<&str>, reply: &str) -> Option<&'static str> {
+        hard_failure(Outcome::Bounced, code, dsn, reply)
+    }
+
+    #[test]
+    fn address_level_failures_suppress() {
+        assert_eq!(
+            verdict(Some(550), Some("5.1.1"), "550 5.1.1 no such user"),
+            Some("unknown-user")
+        );
+        assert_eq!(
+            verdict(Some(550), Some("5.1.10"), "550 5.1.10 null MX"),
+            Some("null-mx")
+        );
+        // The worker's own DNS verdicts: no server, its enhanced codes (worker/src/error.rs).
+        assert_eq!(
+            verdict(
+                None,
+                Some("5.1.2"),
+                "domain x.test does not exist (NXDOMAIN)"
+            ),
+            Some("no-domain")
+        );
+        assert_eq!(
+            verdict(
+                None,
+                Some("5.1.10"),
+                "domain x.test accepts no mail (null MX, RFC 7505)"
+            ),
+            Some("null-mx")
+        );
+        // No enhanced code: the text decides (the worker records 5.0.0).
+        assert_eq!(
+            verdict(Some(550), Some("5.0.0"), "550 <a@x>: User unknown"),
+            Some("unknown-user")
+        );
+        assert_eq!(
+            verdict(Some(550), None, "550 No such user here"),
+            Some("unknown-user")
+        );
+    }
+
+    #[test]
+    fn policy_temporary_and_other_failures_do_not() {
+        assert_eq!(verdict(Some(550), Some("5.7.1"), "550 5.7.1 blocked"), None);
+        // A policy block whose text mentions users is still a policy block.
+        assert_eq!(
+            verdict(
+                Some(554),
+                Some("5.7.1"),
+                "554 5.7.1 user unknown or blocked"
+            ),
+            None
+        );
+        assert_eq!(
+            verdict(Some(450), Some("4.1.1"), "450 4.1.1 try later"),
+            None
+        );
+        // A 4xx reply is never permanent, whatever enhanced code it carries.
+        assert_eq!(verdict(Some(451), Some("5.1.1"), "451 5.1.1 odd"), None);
+        assert_eq!(
+            verdict(Some(552), Some("5.2.2"), "552 5.2.2 mailbox full"),
+            None
+        );
+        assert_eq!(verdict(Some(550), Some("5.0.0"), "550 rejected"), None);
+        // A server's 5.1.2 is a relay refusing a domain, not proof it does not exist.
+        assert_eq!(
+            verdict(Some(550), Some("5.1.2"), "550 5.1.2 relay denied"),
+            None
+        );
+        // Only bounces: a deferral or an expiry carrying 5.1.1 text does not count.
+        for outcome in [
+            Outcome::Deferred,
+            Outcome::Expired,
+            Outcome::Failed,
+            Outcome::Sent,
+        ] {
+            assert_eq!(
+                hard_failure(outcome, Some(550), Some("5.1.1"), "550 5.1.1"),
+                None,
+                "{outcome}"
+            );
+        }
+    }
+
+    #[test]
+    fn domains_and_sources() {
+        assert_eq!(domain_of("App@Example.COM"), Some("example.com".into()));
+        assert_eq!(domain_of(""), None);
+        assert_eq!(domain_of("x@"), None);
+        for s in [Source::Auto, Source::Operator, Source::Complaint] {
+            assert_eq!(Source::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(Source::parse("nope"), None);
+    }
+}
