@@ -200,6 +200,32 @@ impl Store {
             .collect()
     }
 
+    /// Per host and outcome, the counts of the hours starting in `[from, to)` (ms) added up:
+    /// `(host, outcome, count)`, by host then outcome. Outcome `queued` counts messages queued.
+    pub async fn hourly_totals(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(String, String, u64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT host, outcome, SUM(count) FROM hourly WHERE hour >= $1 AND hour < $2 \
+             GROUP BY host, outcome ORDER BY host, outcome",
+        )
+        .bind(ms(from))
+        .bind(ms(to))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get(0)?,
+                    row.try_get(1)?,
+                    u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0),
+                ))
+            })
+            .collect()
+    }
+
     /// Messages that some recipient has no final outcome for although they were queued
     /// more than `stuck_after` before `now` (ms), oldest first, at most `limit`.
     pub async fn stuck(

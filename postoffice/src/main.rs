@@ -184,7 +184,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(hedwig_service::health_check::run(&url).await)
         }
         Command::Stats { admin, args } => {
-            let report = admin::stats::run(&target(&config, &admin)?, &args).await;
+            let mut report = admin::stats::run(&target(&config, &admin)?, &args).await;
+            if args.hours > 0 {
+                report.ledger = Some(ledger_counts(&config, args.hours).await);
+            }
             let failed = report.servers.iter().any(|s| s.error.is_some());
             print!("{}", report.render(args.json));
             Ok(outcome(!failed))
@@ -320,6 +323,29 @@ async fn suppress(
             Ok(ExitCode::from(2))
         }
         Err(e) => Err(anyhow::Error::new(e).context("cannot use the suppression list")),
+    }
+}
+
+/// The ledger's per-host counts of the last `hours` hours, or why they cannot be read.
+async fn ledger_counts(config: &postoffice::Config, hours: u64) -> admin::stats::LedgerCounts {
+    let to = postoffice::ledger::now_ms();
+    let from = to.saturating_sub(hours.saturating_mul(3_600_000));
+    // The hour that `from` falls in counts whole.
+    let from = from - from % 3_600_000;
+    let read = async {
+        let store = ledger_store(config).await?;
+        store
+            .hourly_totals(from, to.saturating_add(1))
+            .await
+            .context("cannot read the ledger")
+    };
+    match read.await {
+        Ok(rows) => admin::stats::LedgerCounts::from_rows(hours, rows),
+        Err(e) => admin::stats::LedgerCounts {
+            hours,
+            error: Some(format!("{e:#}")),
+            ..Default::default()
+        },
     }
 }
 

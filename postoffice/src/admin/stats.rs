@@ -1,5 +1,7 @@
 //! `postoffice stats`: per server and tube, the ready / delayed / reserved / buried counts and
-//! the age of the oldest message; per sending host, the failed records and the queued jobs.
+//! the age of the oldest message; per sending host, the failed records and the queued jobs;
+//! and, when the config names a ledger store, per sending host the ledger's counts by outcome
+//! over the last `--hours` hours (messages queued, recipients sent, deferred, bounced, ...).
 //!
 //! Limits: "oldest" is the oldest of the jobs beanstalkd shows first (`peek-ready` gives the
 //! most urgent ready job, `peek-delayed` the next to wake, `peek-buried` the oldest buried),
@@ -28,6 +30,34 @@ pub struct StatsArgs {
     /// Most failed records read per server.
     #[arg(long, default_value_t = DEFAULT_LIMIT)]
     pub limit: usize,
+    /// Hours of the ledger's per-host counts (0: skip the ledger).
+    #[arg(long, default_value_t = 24)]
+    pub hours: u64,
+}
+
+/// The ledger's per-host counts by outcome over the last `hours` hours.
+#[derive(Debug, Default, Serialize)]
+pub struct LedgerCounts {
+    pub hours: u64,
+    /// Host, then outcome (`queued` counts messages; the others count recipients).
+    pub by_host: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Why the ledger could not be read (no store configured, store down).
+    pub error: Option<String>,
+}
+
+impl LedgerCounts {
+    /// The counts from `rows` (`(host, outcome, count)`, as `Store::hourly_totals` gives).
+    pub fn from_rows(hours: u64, rows: Vec<(String, String, u64)>) -> LedgerCounts {
+        let mut by_host: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        for (host, outcome, count) in rows {
+            *by_host.entry(host).or_default().entry(outcome).or_default() += count;
+        }
+        LedgerCounts {
+            hours,
+            by_host,
+            error: None,
+        }
+    }
 }
 
 /// One tube's counts.
@@ -59,6 +89,8 @@ pub struct ServerStats {
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
     pub servers: Vec<ServerStats>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ledger: Option<LedgerCounts>,
 }
 
 /// Collects the numbers from every server; a server that fails gets its `error` set.
@@ -212,6 +244,34 @@ impl Report {
                 ));
                 for (host, n) in hosts {
                     out.push_str(&format!("    {host:<40} {n:>8}\n"));
+                }
+            }
+        }
+        if let Some(l) = &self.ledger {
+            out.push_str(&format!("ledger, last {} hours, by host\n", l.hours));
+            if let Some(e) = &l.error {
+                out.push_str(&format!("  not read: {e}\n"));
+            } else if l.by_host.is_empty() {
+                out.push_str("  nothing recorded\n");
+            } else {
+                const COLUMNS: [&str; 6] =
+                    ["queued", "sent", "deferred", "bounced", "expired", "failed"];
+                out.push_str(&format!("  {:<40}", "HOST"));
+                for c in COLUMNS {
+                    out.push_str(&format!(" {:>9}", c.to_uppercase()));
+                }
+                out.push_str("  OTHER\n");
+                for (host, outcomes) in &l.by_host {
+                    out.push_str(&format!("  {:<40}", cell(host, 40)));
+                    for c in COLUMNS {
+                        out.push_str(&format!(" {:>9}", outcomes.get(c).copied().unwrap_or(0)));
+                    }
+                    let other: Vec<String> = outcomes
+                        .iter()
+                        .filter(|(o, _)| !COLUMNS.contains(&o.as_str()))
+                        .map(|(o, n)| format!("{}={n}", cell(o, 20)))
+                        .collect();
+                    out.push_str(&format!("  {}\n", other.join(" ")));
                 }
             }
         }

@@ -384,6 +384,22 @@ async fn writer_api_trace_and_stuck_on_sqlite() {
         1,
         "{text}"
     );
+    // `stats` adds the ledger's per-host counts of the last 24 hours (QOLD is older).
+    let out = run(&["stats", "--beanstalkd", &beanstalkd.url(), "--json"]);
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let web1 = &json["ledger"]["by_host"]["web1.example.com"];
+    assert_eq!(web1["queued"], 3, "{json}");
+    assert_eq!(web1["sent"], 2, "{json}");
+    assert_eq!(web1["bounced"], 1, "{json}");
+    assert_eq!(web1["deferred"], 1, "{json}");
+    let out = run(&["stats", "--beanstalkd", &beanstalkd.url()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ledger, last 24 hours, by host"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("web1.example.com") && l.contains(" 3 ")),
+        "{text}"
+    );
     let out = run(&["stuck", "--json"]);
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["count"], 1);
