@@ -83,6 +83,10 @@ pub struct Config {
     /// without an address, a header line over 998 octets, or raw 8-bit header bytes without
     /// `SMTPUTF8`.
     pub refuse_bad_headers: bool,
+    /// With `refuse_bad_headers`: also refuse raw 8-bit header bytes without `SMTPUTF8`
+    /// (`false` lets an application's raw UTF-8 `Subject:` through while the other refusals
+    /// stay on).
+    pub refuse_8bit_headers: bool,
     /// How often the key is checked against the postoffice (`/health` turns unhealthy while
     /// it is refused).
     #[serde(with = "humantime_serde")]
@@ -141,6 +145,7 @@ impl Default for Config {
             max_received_headers: 50,
             add_missing_headers: crate::fixup::AddMissingHeaders::default(),
             refuse_bad_headers: true,
+            refuse_8bit_headers: true,
             key_check_interval: Duration::from_secs(60),
             forward_deadline: Duration::from_secs(5),
             forward_timeout: Duration::from_secs(60),
@@ -202,6 +207,7 @@ pub struct Settings {
     pub max_received_headers: usize,
     pub add_missing_headers: crate::fixup::AddMissingHeaders,
     pub refuse_bad_headers: bool,
+    pub refuse_8bit_headers: bool,
     pub key_check_interval: Duration,
     pub forward_deadline: Duration,
     pub forward_timeout: Duration,
@@ -270,6 +276,7 @@ impl Settings {
             ),
             ("add_missing_headers", self.add_missing_headers.summary()),
             ("refuse_bad_headers", self.refuse_bad_headers.to_string()),
+            ("refuse_8bit_headers", self.refuse_8bit_headers.to_string()),
             ("max_connections", self.max_connections.to_string()),
             (
                 "max_connections_per_client",
@@ -528,6 +535,7 @@ impl Config {
             max_received_headers: self.max_received_headers,
             add_missing_headers: self.add_missing_headers,
             refuse_bad_headers: self.refuse_bad_headers,
+            refuse_8bit_headers: self.refuse_8bit_headers,
             key_check_interval: self.key_check_interval,
             forward_deadline: self.forward_deadline,
             forward_timeout: self.forward_timeout,

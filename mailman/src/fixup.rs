@@ -107,6 +107,9 @@ pub struct Input<'a> {
     pub add: AddMissingHeaders,
     /// Whether the refusals are on (`refuse_bad_headers`).
     pub refuse: bool,
+    /// With `refuse`: whether raw 8-bit header bytes without `SMTPUTF8` are refused too
+    /// (`refuse_8bit_headers`).
+    pub refuse_8bit: bool,
     /// The envelope sender (empty: the null sender).
     pub mail_from: &'a str,
     /// `SMTPUTF8` was given on MAIL FROM.
@@ -275,7 +278,7 @@ pub fn apply<'a>(message: &'a [u8], input: &Input<'_>) -> Result<Outcome<'a>, Re
                 octets: header.longest.1,
             });
         }
-        if !input.smtputf8 {
+        if input.refuse_8bit && !input.smtputf8 {
             if let Some(field) = header
                 .fields
                 .iter()
@@ -384,6 +387,7 @@ mod tests {
         Input {
             add,
             refuse: true,
+            refuse_8bit: true,
             mail_from: "app@shop.example.com",
             smtputf8: false,
             now: NOW,
@@ -673,6 +677,18 @@ X-Odd:no space\r\n\r\n.leading dot\r\nCaf\xe9\r\n\r\n\r\nBcc: in the body stays\
         let mut utf8 = all;
         utf8.smtputf8 = true;
         assert!(apply(b"Subject: Caf\xc3\xa9\r\n\r\n", &utf8).is_ok());
+        // `refuse_8bit_headers: false` lets only the 8-bit header through.
+        let mut lenient = all;
+        lenient.refuse_8bit = false;
+        assert!(apply(
+            b"From: a@b.example\r\nSubject: Caf\xc3\xa9\r\n\r\n",
+            &lenient
+        )
+        .is_ok());
+        assert_eq!(
+            apply(b"From: a@b.example\r\nFrom: c@d.example\r\n\r\n", &lenient).unwrap_err(),
+            Refusal::ManyFrom(2)
+        );
         // A long body line is not the header's business.
         let body = format!("Subject: s\r\n\r\n{}\r\n", "y".repeat(5000));
         assert!(apply(body.as_bytes(), &all).is_ok());

@@ -44,6 +44,7 @@ pub async fn hand_off(core: &Arc<Core>, mut message: Message) -> Reply {
         &crate::fixup::Input {
             add: core.settings.add_missing_headers,
             refuse: core.settings.refuse_bad_headers,
+            refuse_8bit: core.settings.refuse_8bit_headers,
             mail_from: &message.mail_from,
             smtputf8: message.smtputf8,
             now,

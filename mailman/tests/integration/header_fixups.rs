@@ -205,3 +205,32 @@ async fn with_the_settings_off_the_message_is_queued_as_sent() {
     assert_eq!(unfixed, messages.len(), "nothing fixed:\n{log}");
     po.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuse_8bit_headers_off_lets_a_raw_utf8_subject_through_and_keeps_the_rest() {
+    let mm_ip = Ipv4Addr::new(127, 0, 151, 31);
+    let client = Ipv4Addr::new(127, 0, 151, 32);
+    let bs = Beanstalkd::start();
+    let po = stack::Postoffice::start_on(&bs, (mm_ip, 0).into()).await;
+    let mailman =
+        RealMailman::start(mm_ip, &po.url(), &[("HEDWIG_REFUSE_8BIT_HEADERS", "false")]).await;
+    let utf8 = b"From: a@app.example\r\nSubject: Caf\xc3\xa9\r\n\r\nx\r\n";
+    let ok = send_message(&mailman, client, "<a@app.example>", utf8).await;
+    assert!(ok.starts_with("250 "), "{ok:?}");
+    let two_from = b"From: a@app.example\r\nFrom: b@app.example\r\nSubject: two\r\n\r\nx\r\n";
+    let refused = send_message(&mailman, client, "<a@app.example>", two_from).await;
+    assert!(
+        refused.starts_with("554 5.6.0 message refused: 2 From: header fields"),
+        "{refused:?}"
+    );
+    let jobs = take_jobs(&bs, Duration::from_millis(500)).await;
+    assert_eq!(jobs.len(), 1);
+    let (_, rest) = split_received(&jobs[0].message);
+    assert!(
+        rest.windows(b"Subject: Caf\xc3\xa9\r\n".len())
+            .any(|w| w == b"Subject: Caf\xc3\xa9\r\n"),
+        "the raw subject arrives as sent"
+    );
+    mailman.stop();
+    po.stop().await;
+}
