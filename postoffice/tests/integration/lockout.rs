@@ -11,7 +11,21 @@ use crate::common::{email, HOST, SECRET};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-struct Process(Child);
+/// The post office and its log (warnings and errors), for a failure's message.
+struct Process(Child, tempfile::NamedTempFile);
+
+impl Process {
+    /// Why the process is not there: its exit status and the end of its log.
+    fn gone(&mut self) -> String {
+        let status = self.0.try_wait().ok().flatten();
+        let log = std::fs::read_to_string(self.1.path()).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        format!(
+            "postoffice exited ({status:?}); last log lines:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
+    }
+}
 
 impl Drop for Process {
     fn drop(&mut self) {
@@ -20,8 +34,10 @@ impl Drop for Process {
     }
 }
 
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+fn status_kib(po: &mut Process, field: &str) -> u64 {
+    let pid = po.0.id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}; {}", po.gone()));
     status
         .lines()
         .find_map(|l| l.strip_prefix(field))
@@ -71,10 +87,12 @@ async fn start(addr: SocketAddr, beanstalkd: &str, extra: &[(&str, &str)]) -> Pr
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+    let log = tempfile::NamedTempFile::new().unwrap();
+    command.stderr(log.reopen().unwrap());
     for (k, v) in extra {
         command.env(k, v);
     }
-    let po = Process(command.spawn().unwrap());
+    let po = Process(command.spawn().unwrap(), log);
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !http
@@ -126,8 +144,10 @@ async fn idle_sockets_and_slow_keyless_bodies_do_not_delay_a_signed_post() {
         "descriptor hard limit {fds} is too low for this test"
     );
     let beanstalkd = hedwig_testkit::Beanstalkd::start();
-    let addr = SocketAddr::from(([127, 0, 110, 1], 18025));
-    let po = start(
+    // A free port, not a fixed one: another checkout's tests may run at the same time.
+    let ip = Ipv4Addr::new(127, 0, 110, 1);
+    let addr = SocketAddr::from((ip, hedwig_testkit::net::free_port(ip)));
+    let mut po = start(
         addr,
         &beanstalkd.url(),
         &[
@@ -205,7 +225,7 @@ async fn idle_sockets_and_slow_keyless_bodies_do_not_delay_a_signed_post() {
             "post {n} took {took:?} under attack (server fds {attack_fds})"
         );
     }
-    let rss_mib = status_kib(pid, "VmHWM:") / 1024;
+    let rss_mib = status_kib(&mut po, "VmHWM:") / 1024;
     assert!(rss_mib < 300, "peak RSS {rss_mib} MiB under attack");
 
     // The idle and half-sent connections are closed by the server after the header timeout.
@@ -261,7 +281,9 @@ async fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_caps_close_the_oldest_idle_connection_first() {
     let beanstalkd = hedwig_testkit::Beanstalkd::start();
-    let addr = SocketAddr::from(([127, 0, 110, 2], 18025));
+    // A free port, not a fixed one: another checkout's tests may run at the same time.
+    let ip = Ipv4Addr::new(127, 0, 110, 2);
+    let addr = SocketAddr::from((ip, hedwig_testkit::net::free_port(ip)));
     let _po = start(
         addr,
         &beanstalkd.url(),
