@@ -613,6 +613,16 @@ impl Emitters {
         self.by_addr.get(addr)
     }
 
+    /// Events waiting in the backlogs now, all servers.
+    pub fn backlog(&self) -> u64 {
+        self.by_addr.values().map(Emitter::backlog).sum()
+    }
+
+    /// Events dropped for good so far, all servers.
+    pub fn events_dropped(&self) -> u64 {
+        self.by_addr.values().map(Emitter::events_dropped).sum()
+    }
+
     /// Waits until every emitter's backlog is put, at most `limit`; returns the events still
     /// waiting (a process calls this before it exits: what is left then is lost, and said).
     pub async fn drain(&self, limit: Duration) -> u64 {

@@ -164,11 +164,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let reaper_stop = CancellationToken::new();
     let reaper = {
         let deliverer = parts.worker.deliverer.clone();
+        let worker = parts.worker.clone();
         let stop = reaper_stop.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => deliverer.dests.reap(false),
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                        deliverer.dests.reap(false);
+                        if let Some(events) = &worker.events {
+                            worker.metrics.ledger_emitters(events.backlog(), events.events_dropped());
+                        }
+                    }
                     _ = stop.cancelled() => break,
                 }
             }

@@ -72,6 +72,11 @@ pub struct Metrics {
     latency: Histogram,
     plain: [PromCounter; 4],
     per_host: [Family<HostLabel, PromCounter>; 5],
+    /// Ledger events waiting in the emitters' backlogs, and dropped for good (the emitters
+    /// count; [`Metrics::ledger_emitters`] copies their numbers here).
+    ledger_backlog: prometheus_client::metrics::gauge::Gauge,
+    ledger_dropped: PromCounter,
+    ledger_dropped_seen: std::sync::atomic::AtomicU64,
 }
 
 impl Counter {
@@ -125,6 +130,19 @@ impl MessageCounter {
 impl Metrics {
     /// Creates the metrics and registers them (prefix `hedwig_worker`) in `registry`; `hosts`
     /// are the sending hosts with a label of their own.
+    /// Copies the emitters' numbers: events in the backlogs now, dropped so far.
+    pub fn ledger_emitters(&self, backlog: u64, dropped_total: u64) {
+        use std::sync::atomic::Ordering;
+        self.ledger_backlog
+            .set(i64::try_from(backlog).unwrap_or(i64::MAX));
+        let seen = self
+            .ledger_dropped_seen
+            .fetch_max(dropped_total, Ordering::Relaxed);
+        if dropped_total > seen {
+            self.ledger_dropped.inc_by(dropped_total - seen);
+        }
+    }
+
     pub fn register(registry: &mut Registry, hosts: HostLabels) -> Metrics {
         let m = Metrics {
             hosts,
@@ -133,8 +151,21 @@ impl Metrics {
             latency: Histogram::new(BUCKETS),
             plain: Default::default(),
             per_host: Default::default(),
+            ledger_backlog: Default::default(),
+            ledger_dropped: Default::default(),
+            ledger_dropped_seen: Default::default(),
         };
         let r = registry.sub_registry_with_prefix("hedwig_worker");
+        r.register(
+            "ledger_events_backlog",
+            "Ledger events beanstalkd did not take yet, waiting in memory",
+            m.ledger_backlog.clone(),
+        );
+        r.register(
+            "ledger_events_dropped",
+            "Ledger events dropped for good (backlog full, or left at exit)",
+            m.ledger_dropped.clone(),
+        );
         r.register(
             "deliveries",
             "Recipients' delivery outcomes, by status, destination domain and sending host",
@@ -226,6 +257,22 @@ mod tests {
         let mut registry = Registry::default();
         let m = Metrics::register(&mut registry, HostLabels::new(hosts));
         (m, hedwig_service::ops::Shell::new(registry))
+    }
+
+    #[test]
+    fn ledger_emitter_numbers_are_copied() {
+        let (m, shell) = metrics(&[]);
+        m.ledger_emitters(3, 2);
+        m.ledger_emitters(0, 5);
+        // An older reading never takes the counter back.
+        m.ledger_emitters(0, 4);
+        let text = shell.render();
+        for line in [
+            "hedwig_worker_ledger_events_backlog 0",
+            "hedwig_worker_ledger_events_dropped_total 5",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
     }
 
     #[test]
