@@ -13,7 +13,7 @@ pub(crate) const VERSION_TABLE: &str =
     "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)";
 
 /// The statements that take the database from version `i` to `i + 1`, at index `i`.
-pub(crate) const MIGRATIONS: &[&[&str]] = &[V1, SHARED_DEDUPE];
+pub(crate) const MIGRATIONS: &[&[&str]] = &[V1, SHARED_DEDUPE, EDGE_ID];
 
 /// The statements that take a database from version `from` to `from + 1` (for tests that
 /// build an older database by hand).
@@ -104,3 +104,7 @@ const SHARED_DEDUPE: &[&str] = &[
     )",
     "CREATE INDEX claims_claimed_at ON claims (claimed_at)",
 ];
+
+/// Lookups by the sending mailman's message id (`mailman status <id>`, the post office's
+/// `POST /status`): without it such a lookup reads every message.
+const EDGE_ID: &[&str] = &["CREATE INDEX messages_edge_id ON messages (edge_id)"];

@@ -2,7 +2,8 @@
 //!
 //! Layout:
 //! - [`config`]: the one config struct and its validation.
-//! - [`app`]: the axum router (`POST /`, `POST /check`, `GET /health`, `GET /metrics`).
+//! - [`app`]: the axum router (`POST /`, `POST /check`, `POST /status`, `GET /health`,
+//!   `GET /metrics`).
 //! - [`intake`]: the submission handler: key check, envelope syntax, size, policy, enqueue.
 //! - [`server`]: the connection layer: header and idle timeouts, connection caps, the
 //!   descriptor limit.
@@ -18,6 +19,8 @@
 //!   `hedwig-queue` crate's.
 //! - [`ledger`]: the delivery ledger here: its settings, the writer with the pruner and the
 //!   stuck check (`ledger.writer`), the admin API (`ledger.api_listen`), `trace` and `stuck`.
+//! - [`status`]: `POST /status`, a sending host's signed question about one of its own
+//!   messages, answered from the ledger.
 //! - [`admin`]: the queue administration subcommands (`stats`, `failed`, `requeue`, `show`,
 //!   `purge`, `hold`, `release`).
 //!
@@ -38,6 +41,7 @@ pub mod policy;
 pub mod queue;
 pub mod server;
 pub mod state;
+pub mod status;
 pub mod tls;
 
 use std::sync::Arc;
@@ -156,10 +160,9 @@ async fn start_ledger(
         );
         tokio::spawn(shared.clone().run(shutdown.clone()));
     }
-    if !settings.writer && settings.api_listen.is_none() {
+    let Some(handle) = state.ledger.clone() else {
         return Ok(());
-    }
-    let handle = Arc::new(ledger::StoreHandle::new(settings.url.clone()));
+    };
     if settings.writer {
         tokio::spawn(ledger::run_writer(
             settings.clone(),

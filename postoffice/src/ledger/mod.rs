@@ -51,6 +51,8 @@ pub struct LedgerSettings {
     /// Claims go to the store as well as the in-process window (`shared_dedupe`, resolved).
     pub shared_dedupe: bool,
     pub shared_dedupe_timeout: Duration,
+    /// `ledger.url` was given (not the default in `data_dir`).
+    pub url_set: bool,
 }
 
 impl std::fmt::Debug for LedgerSettings {
@@ -161,7 +163,14 @@ impl LedgerSettings {
             token,
             shared_dedupe,
             shared_dedupe_timeout: l.shared_dedupe_timeout,
+            url_set: l.url.is_some(),
         })
+    }
+
+    /// Whether this post office opens the store: to write it, to serve the admin API, or
+    /// (with a `ledger.url` of its own) to answer hosts' `POST /status`.
+    pub fn uses_store(&self) -> bool {
+        self.writer || self.api_listen.is_some() || self.url_set
     }
 }
 
