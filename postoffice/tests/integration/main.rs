@@ -26,4 +26,5 @@ mod rate_counts_recipients;
 mod security;
 mod shared_dedupe;
 mod signed_posts;
+mod status;
 mod two_beanstalkd_failover;
