@@ -207,6 +207,8 @@ pub struct Filter {
     /// With or without angle brackets.
     pub message_id: Option<String>,
     pub queue_id: Option<String>,
+    /// The sending mailman's message id (`edge_id`).
+    pub edge_id: Option<String>,
     pub status: Option<MessageStatus>,
     /// Queued at or after (ms).
     pub from: Option<u64>,

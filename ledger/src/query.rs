@@ -69,6 +69,10 @@ impl Store {
             let p = bind(&mut values, Value::Text(id.trim().to_owned()));
             sql.push_str(&format!(" AND m.queue_id = {p}"));
         }
+        if let Some(id) = &filter.edge_id {
+            let p = bind(&mut values, Value::Text(id.trim().to_owned()));
+            sql.push_str(&format!(" AND m.edge_id = {p}"));
+        }
         if let Some(status) = filter.status {
             let p = bind(&mut values, Value::Text(status.as_str().to_owned()));
             sql.push_str(&format!(" AND m.status = {p}"));

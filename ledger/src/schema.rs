@@ -15,7 +15,7 @@ pub(crate) const VERSION_TABLE: &str =
 /// The statements that take the database from version `i` to `i + 1`, at index `i`. Public
 /// for the tests that build an old database and open it with this build.
 #[doc(hidden)]
-pub const MIGRATIONS: &[&[&str]] = &[V1, SHARED_DEDUPE, SUPPRESSIONS];
+pub const MIGRATIONS: &[&[&str]] = &[V1, SHARED_DEDUPE, SUPPRESSIONS, EDGE_ID];
 
 /// The statements that take a database from version `from` to `from + 1` (for tests that
 /// build an older database by hand).
@@ -131,3 +131,7 @@ const SUPPRESSIONS: &[&str] = &[
     "CREATE INDEX suppressions_recipient ON suppressions (recipient)",
     "CREATE INDEX suppressions_expires ON suppressions (expires_at)",
 ];
+
+/// Lookups by the sending mailman's message id (`mailman status <id>`, the post office's
+/// `POST /status`): without it such a lookup reads every message.
+const EDGE_ID: &[&str] = &["CREATE INDEX messages_edge_id ON messages (edge_id)"];

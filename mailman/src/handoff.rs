@@ -194,6 +194,7 @@ pub async fn hand_off(core: &Arc<Core>, mut message: Message) -> Reply {
         }
         Ok(Ok(Verdict::Retry(reason))) => {
             note_failure(core, &reason);
+            core.spool.note_attempt(&id, &reason.to_string());
             core.metrics.messages_spooled.inc();
             log("spooled", &reason.to_string(), "");
             let _ = core.retry.send((header, 1));
@@ -201,6 +202,7 @@ pub async fn hand_off(core: &Arc<Core>, mut message: Message) -> Reply {
         }
         Ok(Err(join)) => {
             tracing::error!(%join, message_id = %id, "post task failed");
+            core.spool.note_attempt(&id, "post task failed");
             core.metrics.messages_spooled.inc();
             log("spooled", "post task failed", "");
             let _ = core.retry.send((header, 1));
@@ -285,6 +287,10 @@ pub fn settle_later(core: &Arc<Core>, header: SpoolHeader, attempts: u32, verdic
         }
         Verdict::Rejected { status, reason } => {
             // The client was told 250 already; keep the message for an operator.
+            core.spool.note_attempt(
+                id,
+                &format!("refused by the post office: {status} {reason}"),
+            );
             core.spool.set_aside(id);
             core.metrics.messages_set_aside.inc();
             tracing::error!(
@@ -306,6 +312,7 @@ pub fn settle_later(core: &Arc<Core>, header: SpoolHeader, attempts: u32, verdic
         }
         Verdict::Retry(reason) => {
             note_failure(core, &reason);
+            core.spool.note_attempt(id, &reason.to_string());
             if reason == RetryReason::WrongKey {
                 // Said once per key_check_interval by note_failure; not once per retry.
                 tracing::debug!(message_id = %id, attempts, %reason, "forward failed, will retry");

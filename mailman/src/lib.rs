@@ -11,7 +11,10 @@
 //! - [`spool`]: the on-disk spool with group commit of fsyncs.
 //! - [`post`]: the HTTP post to the postoffice, failover, and what each answer means.
 //! - [`retry`]: the background retries of spooled messages with backoff, across restarts.
-//! - [`http`]: what `/health` says (the listener and `/metrics` are `hedwig_service::ops`).
+//! - [`http`]: what `/health` says and `GET /status/<id>` (the listener and `/metrics` are
+//!   `hedwig_service::ops`).
+//! - [`queue`]: `mailman queue`: the spool's messages and why they wait, read from disk.
+//! - [`status`]: asking the post office for one of this host's messages' timeline.
 //! - [`metrics`], [`config`], [`tls`].
 //!
 //! [`start`] binds everything and returns the bound addresses; [`Running::wait`] returns after
@@ -25,10 +28,12 @@ pub mod handoff;
 pub mod http;
 pub mod metrics;
 pub mod post;
+pub mod queue;
 pub mod retry;
 pub mod server;
 pub mod smtp;
 pub mod spool;
+pub mod status;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -145,6 +150,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         let state = http::HttpState {
             core: core.clone(),
             waiting,
+            status_slots: Arc::new(Semaphore::new(http::STATUS_CONCURRENT)),
         };
         let before_scrape = {
             let state = state.clone();

@@ -29,6 +29,21 @@ enum Command {
     CheckConfig,
     /// GET this mailman's /health; exit 0 when healthy (for Docker HEALTHCHECK).
     HealthCheck,
+    /// One of this host's messages as the post office's ledger has it, by mailman's message
+    /// id or Message-ID; exit 1 when not found, another host's, or no answer.
+    Status {
+        /// mailman's message id (in the 250 reply) or the Message-ID.
+        id: String,
+        /// Print the post office's JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What is still in the local spool (not yet handed to the post office) and why.
+    Queue {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn load(path: Option<&std::path::Path>) -> anyhow::Result<mailman::Settings> {
@@ -46,6 +61,8 @@ async fn main() -> ExitCode {
         Command::Run => run(cli.config).await,
         Command::CheckConfig => check_config(cli.config).await,
         Command::HealthCheck => health_check(cli.config).await,
+        Command::Status { id, json } => status(cli.config, &id, json).await,
+        Command::Queue { json } => queue(cli.config, json),
     };
     match result {
         Ok(code) => code,
@@ -119,4 +136,54 @@ async fn health_check(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         hedwig_service::health_check::run(&hedwig_service::health_check::local_url(addr, false))
             .await,
     )
+}
+
+async fn status(path: Option<PathBuf>, id: &str, json: bool) -> anyhow::Result<ExitCode> {
+    use mailman::status::Answer;
+    let settings = load(path.as_deref())?;
+    let poster = mailman::post::Poster::new(
+        settings.postoffice.clone(),
+        settings.fqdn.clone(),
+        settings.key.clone(),
+        settings.sign_posts,
+        &settings.postoffice_roots,
+        Duration::from_secs(5),
+    )?;
+    match poster.status(id, Duration::from_secs(10)).await {
+        Answer::Timeline(timeline) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&timeline)?);
+            } else {
+                print!("{}", mailman::status::render(&timeline));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Answer::Refused { status, error } => {
+            eprintln!("mailman: the post office answered {status}: {error}");
+            Ok(ExitCode::FAILURE)
+        }
+        Answer::Failed(why) => {
+            eprintln!("mailman: cannot ask the post office: {why}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn queue(path: Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
+    // Only the spool directory matters: listing must work while the post office (or the key
+    // file) is out of reach.
+    let config: mailman::Config = hedwig_core::config::load(path.as_deref()).context("config")?;
+    let dir = &config.spool_dir;
+    let (entries, problems) = mailman::queue::list(dir, hedwig_core::unix_now())
+        .with_context(|| format!("cannot read the spool {}", dir.display()))?;
+    if json {
+        let out = serde_json::json!({ "messages": entries, "unreadable": problems });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print!("{}", mailman::queue::render(&entries));
+        for problem in &problems {
+            println!("unreadable: {problem}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

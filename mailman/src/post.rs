@@ -292,6 +292,53 @@ impl Poster {
         }
     }
 
+    /// Whether requests are signed (`sign_posts`).
+    pub fn signs(&self) -> bool {
+        self.signed
+    }
+
+    /// The post office URLs, in the order they are tried.
+    pub fn urls(&self) -> &[reqwest::Url] {
+        &self.urls
+    }
+
+    /// A signed JSON `POST` of `body` to `url`, whose endpoint path (what is signed) is
+    /// `endpoint`; the status and at most [`crate::status::MAX_ANSWER`] bytes of the answer.
+    pub async fn signed_post(
+        &self,
+        url: &reqwest::Url,
+        endpoint: &str,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<(u16, Vec<u8>), String> {
+        let mut request = self
+            .client
+            .post(url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .timeout(timeout);
+        for (name, value) in self.signature(endpoint, body) {
+            request = request.header(name, value);
+        }
+        let mut response = request
+            .body(body.to_vec())
+            .send()
+            .await
+            .map_err(reqwest_error)?;
+        let status = response.status().as_u16();
+        let mut answer = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(reqwest_error)? {
+            if answer.len() + chunk.len() > crate::status::MAX_ANSWER {
+                return Err(format!(
+                    "{}: the answer is larger than {} bytes",
+                    redact_url(url),
+                    crate::status::MAX_ANSWER
+                ));
+            }
+            answer.extend_from_slice(&chunk);
+        }
+        Ok((status, answer))
+    }
+
     /// Checks the key against the first postoffice that answers `POST /check`:
     /// `Ok(true)` valid, `Ok(false)` refused (401), `Err` cannot tell (and why).
     pub async fn check_key(&self, timeout: Duration) -> Result<bool, String> {

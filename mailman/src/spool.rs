@@ -24,6 +24,13 @@
 //!
 //! Messages that the postoffice refused for good after the client was told `250` are moved to
 //! `rejected/` for an operator; they do not count towards the cap.
+//!
+//! Attempts: after a failed post a message gets `<id>.state` beside its `.msg`, a JSON
+//! [`AttemptRecord`] (attempts so far, when, and why the last one failed) for `mailman queue`.
+//! It is written through `<id>.state.tmp` and a rename, not fsynced (it explains, it does not
+//! hold mail); it goes with its message (deleted, or moved to `rejected/` with the refusal).
+//! A spool without these files (an older mailman's) lists its messages with no attempts
+//! known; a `.state` without its `.msg` is deleted at start.
 
 use std::fs::File;
 use std::io::Write;
@@ -74,6 +81,29 @@ pub struct SpoolHeader {
     pub received_at: u64,
     /// Length of the message bytes after the header line (detects a truncated file).
     pub size: u64,
+}
+
+/// What the spool keeps about a message's failed posts (`<id>.state`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// Posts that did not hand the message over.
+    pub attempts: u32,
+    /// Unix seconds of the last one.
+    pub last_attempt_at: u64,
+    /// Why the last one failed (or, in `rejected/`, why the post office refused it).
+    pub last_error: String,
+}
+
+/// Longest `last_error` kept (bytes).
+const MAX_ERROR: usize = 1000;
+
+/// Reads `<id>.state` at `path`; `None` when there is none or it cannot be read.
+pub fn read_record(path: &Path) -> Option<AttemptRecord> {
+    let bytes = std::fs::read(path).ok()?;
+    if bytes.len() > 64 * 1024 {
+        return None;
+    }
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// A message read back from the spool.
@@ -134,6 +164,9 @@ impl Spool {
                         .and_then(|m| scrub(&path, m.len()))
                         .map_err(io_err(&path))?;
                     free.push(path)
+                }
+                Some("state") if !path.with_extension("msg").exists() => {
+                    let _ = std::fs::remove_file(&path);
                 }
                 Some("free") | Some("tmp") => {
                     tracing::info!(path = %path.display(), "removing an uncommitted spool file");
@@ -269,6 +302,7 @@ impl Spool {
     /// Deletes a message once the postoffice holds it (or refused it while the client waited).
     /// Small files are kept as `.free` for the next message.
     pub fn remove(&self, id: &str) {
+        let _ = std::fs::remove_file(self.path(id, "state"));
         let path = self.path(id, "msg");
         let len = match std::fs::metadata(&path) {
             Ok(m) => m.len(),
@@ -305,11 +339,50 @@ impl Spool {
         }
     }
 
+    /// Records a failed post of `id` in `<id>.state` (one more attempt, now, `why`). A
+    /// failure to write it is logged, never fatal: the message itself is safe.
+    pub fn note_attempt(&self, id: &str, why: &str) {
+        let path = self.path(id, "state");
+        let mut record = read_record(&path).unwrap_or_default();
+        record.attempts = record.attempts.saturating_add(1);
+        record.last_attempt_at = hedwig_core::unix_now();
+        let mut why = why.to_owned();
+        if why.len() > MAX_ERROR {
+            let mut cut = MAX_ERROR;
+            while !why.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            why.truncate(cut);
+        }
+        record.last_error = why;
+        let tmp = self.dir.join(format!("{id}.state.tmp"));
+        let result = serde_json::to_vec(&record)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| {
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&tmp)?;
+                file.write_all(&bytes)
+            })
+            .and_then(|_| std::fs::rename(&tmp, &path));
+        if let Err(err) = result {
+            let _ = std::fs::remove_file(&tmp);
+            tracing::warn!(%err, path = %path.display(), "cannot record a forwarding attempt");
+        }
+    }
+
     /// Moves a message the postoffice refused for good (after the client was told `250`) to
     /// `rejected/` for an operator.
     pub fn set_aside(&self, id: &str) {
         let path = self.path(id, "msg");
         let to = self.dir.join("rejected").join(format!("{id}.msg"));
+        let _ = std::fs::rename(
+            self.path(id, "state"),
+            self.dir.join("rejected").join(format!("{id}.state")),
+        );
         match std::fs::metadata(&path).and_then(|m| std::fs::rename(&path, &to).map(|_| m.len())) {
             Ok(len) => {
                 self.used.fetch_sub(len, Ordering::Relaxed);

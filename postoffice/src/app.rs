@@ -1,4 +1,5 @@
-//! The router: `POST /` (intake), `POST /check` (key check), `GET /health`, `GET /metrics`.
+//! The router: `POST /` (intake), `POST /check` (key check), `POST /status` (a host's own
+//! message's timeline, [`crate::status`]), `GET /health`, `GET /metrics`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", post(submit))
         .route("/check", post(check))
+        .route("/status", post(status))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -58,6 +60,24 @@ async fn check(State(state): State<Arc<AppState>>, request: Request) -> Response
     match crate::intake::check(&state, &parts.headers, body).await {
         Ok(fqdn) => Json(serde_json::json!({ "ok": true, "fqdn": fqdn })).into_response(),
         Err(reject) => reject.into_response(),
+    }
+}
+
+async fn status(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let conn = request.extensions().get::<Arc<Conn>>().cloned();
+    let (parts, body) = request.into_parts();
+    match crate::status::status(&state, conn.as_ref(), &parts.headers, body).await {
+        Ok(timeline) => Json(timeline).into_response(),
+        Err(reject) => {
+            tracing::info!(
+                host = reject.host.as_deref().unwrap_or("-"),
+                id = reject.message_id.as_deref().unwrap_or("-"),
+                status = reject.status.as_u16(),
+                reason = %reject.message,
+                "status request refused"
+            );
+            reject.into_response()
+        }
     }
 }
 

@@ -48,7 +48,7 @@ pub fn parse(headers: &HeaderMap, body: &[u8], signed: bool) -> Result<Submissio
 }
 
 /// The signing headers of a request, if it is signed (see [`hedwig_core::signing`]).
-fn signed_headers(headers: &HeaderMap) -> Result<Option<Signed>, Reject> {
+pub(crate) fn signed_headers(headers: &HeaderMap) -> Result<Option<Signed>, Reject> {
     Signed::from_headers(|name| headers.get(name).and_then(|v| v.to_str().ok()))
         .map_err(|e| Reject::bad_request(e.to_string()))
 }
@@ -56,7 +56,7 @@ fn signed_headers(headers: &HeaderMap) -> Result<Option<Signed>, Reject> {
 /// Checks a signed request's headers, before its body is read: the date inside the replay
 /// window, the host's name, and the signature under one of the secrets. `endpoint` is the
 /// endpoint's own path (`/` or `/check`), whatever prefix a proxy adds.
-fn authenticate_signed(
+pub(crate) fn authenticate_signed(
     state: &AppState,
     signed: &Signed,
     endpoint: &str,

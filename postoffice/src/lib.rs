@@ -2,7 +2,8 @@
 //!
 //! Layout:
 //! - [`config`]: the one config struct and its validation.
-//! - [`app`]: the axum router (`POST /`, `POST /check`, `GET /health`, `GET /metrics`).
+//! - [`app`]: the axum router (`POST /`, `POST /check`, `POST /status`, `GET /health`,
+//!   `GET /metrics`).
 //! - [`intake`]: the submission handler: key check, envelope syntax, size, policy, enqueue.
 //! - [`server`]: the connection layer: header and idle timeouts, connection caps, the
 //!   descriptor limit.
@@ -18,6 +19,8 @@
 //!   `hedwig-queue` crate's.
 //! - [`ledger`]: the delivery ledger here: its settings, the writer with the pruner and the
 //!   stuck check (`ledger.writer`), the admin API (`ledger.api_listen`), `trace` and `stuck`.
+//! - [`status`]: `POST /status`, a sending host's signed question about one of its own
+//!   messages, answered from the ledger.
 //! - [`suppression`]: the suppression list here: its settings, intake's in-memory set and
 //!   its refresh, `postoffice suppress`, `/api/v1/suppressions`.
 //! - [`admin`]: the queue administration subcommands (`stats`, `failed`, `requeue`, `show`,
@@ -40,6 +43,7 @@ pub mod policy;
 pub mod queue;
 pub mod server;
 pub mod state;
+pub mod status;
 pub mod suppression;
 pub mod tls;
 
@@ -157,12 +161,12 @@ async fn start_ledger(
         );
         tokio::spawn(shared.clone().run(shutdown.clone()));
     }
-    let intake = state.suppressions.clone();
-    if !settings.writer && settings.api_listen.is_none() && intake.is_none() {
+    // Intake's suppression list needs a store (checked at start), so `state.ledger` is there
+    // whenever `state.suppressions` is.
+    let Some(handle) = state.ledger.clone() else {
         return Ok(());
-    }
-    let handle = Arc::new(ledger::StoreHandle::new(settings.url.clone()));
-    if let Some(set) = intake {
+    };
+    if let Some(set) = state.suppressions.clone() {
         // Loaded before the first post when the store answers within a few seconds; else
         // intake starts with an empty list and the refresh task says why.
         let mut truncated = false;

@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 use crate::config::{Config, Secrets};
 use crate::dedupe::Dedupe;
 use crate::ledger::claims::SharedWindow;
-use crate::ledger::LedgerSettings;
+use crate::ledger::{LedgerSettings, StoreHandle};
 use crate::metrics::Metrics;
 use crate::policy::Policies;
 use crate::queue::Queue;
@@ -40,6 +40,11 @@ pub struct AppState {
     /// Bytes of request bodies held (see [`crate::body`]): all, and the unsigned share.
     pub bytes_in_flight: Arc<Semaphore>,
     pub unauthenticated_bytes: Arc<Semaphore>,
+    /// The ledger store, when this post office uses one (`ledger.writer`, `ledger.api_listen`
+    /// or `ledger.url`): read by `POST /status`, written by the writer, opened late.
+    pub ledger: Option<Arc<StoreHandle>>,
+    /// `POST /status` requests handled at once ([`crate::status::MAX_CONCURRENT`]).
+    pub status_requests: Arc<Semaphore>,
 }
 
 impl AppState {
@@ -79,6 +84,10 @@ impl AppState {
             unauthenticated_bytes: Arc::new(Semaphore::new(budget(
                 config.unauthenticated_bytes_in_flight.0,
             ))),
+            ledger: ledger
+                .uses_store()
+                .then(|| Arc::new(StoreHandle::new(ledger.url.clone()))),
+            status_requests: Arc::new(Semaphore::new(crate::status::MAX_CONCURRENT)),
             config,
         }
     }

@@ -77,3 +77,49 @@ async fn sqlite_runs_in_wal_mode() {
     let mode: String = sqlx::Row::try_get(&row, 0).unwrap();
     assert_eq!(mode, "wal");
 }
+
+/// A database of the version before the `edge_id` index (2) gets it at open, and lookups by
+/// mailman's message id find its messages.
+#[tokio::test]
+async fn a_version_2_database_gets_the_edge_id_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/v2.db?mode=rwc", dir.path().display());
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    pool.execute("CREATE TABLE schema_version (version BIGINT NOT NULL)")
+        .await
+        .unwrap();
+    for from in 0..2 {
+        for statement in schema::migration(from).unwrap() {
+            pool.execute(*statement).await.unwrap();
+        }
+    }
+    pool.execute("INSERT INTO schema_version (version) VALUES (2)")
+        .await
+        .unwrap();
+    pool.close().await;
+
+    let url = format!("sqlite://{}/v2.db", dir.path().display());
+    let store = Store::open(&url).await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), schema::VERSION);
+    store
+        .write(&[queued("Q1", 1_000, "web1", "a@x.test", &["b@y.test"])])
+        .await
+        .unwrap();
+    let page = store
+        .search(&hedwig_ledger::Filter {
+            edge_id: Some("edge-Q1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.messages.len(), 1);
+    store.close().await;
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let row = sqlx::query("SELECT COUNT(*) FROM sqlite_master WHERE name = 'messages_edge_id'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let n: i64 = sqlx::Row::try_get(&row, 0).unwrap();
+    assert_eq!(n, 1, "the index is made by the migration");
+}

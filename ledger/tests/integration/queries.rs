@@ -113,6 +113,31 @@ async fn search_filters_and_cursor_pages() {
             ids(
                 store,
                 all(Filter {
+                    edge_id: Some("edge-Q009".into()),
+                    ..Default::default()
+                })
+            )
+            .await,
+            q([9]),
+            "{name} mailman's message id"
+        );
+        assert_eq!(
+            ids(
+                store,
+                all(Filter {
+                    edge_id: Some("edge-Q009".into()),
+                    host: Some("web0".into()),
+                    ..Default::default()
+                })
+            )
+            .await,
+            Vec::<String>::new(),
+            "{name} mailman's message id of another host"
+        );
+        assert_eq!(
+            ids(
+                store,
+                all(Filter {
                     queue_id: Some("Q012".into()),
                     ..Default::default()
                 })

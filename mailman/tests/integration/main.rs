@@ -20,4 +20,5 @@ mod security;
 mod signed_forward;
 mod smuggling;
 mod spool_privacy;
+mod status;
 mod tls_postoffice;

@@ -4,7 +4,7 @@
 //!
 //! | route | answer |
 //! | --- | --- |
-//! | `GET /api/v1/messages?host=&sender=&recipient=&message_id=&queue_id=&status=&from=&to=&cursor=&limit=` | a page of messages, newest first, with `next` |
+//! | `GET /api/v1/messages?host=&sender=&recipient=&message_id=&queue_id=&edge_id=&status=&from=&to=&cursor=&limit=` | a page of messages, newest first, with `next` |
 //! | `GET /api/v1/messages/{queue_id}` | the timeline (404 when unknown) |
 //! | `GET /api/v1/stuck?limit=` | stuck messages, oldest first, and their count |
 //! | `GET /api/v1/hosts/{host}/hourly?from=&to=` | counts per hour and outcome (default: the last 24 hours) |
@@ -211,6 +211,7 @@ pub fn filter(params: &[(String, String)]) -> Result<Filter, ApiError> {
             "recipient" => f.recipient = Some(text(name, value)?),
             "message_id" => f.message_id = Some(text(name, value)?),
             "queue_id" => f.queue_id = Some(text(name, value)?),
+            "edge_id" => f.edge_id = Some(text(name, value)?),
             "status" => {
                 f.status = Some(MessageStatus::parse(value).ok_or_else(|| {
                     ApiError::BadParameter(

@@ -53,6 +53,8 @@ pub struct LedgerSettings {
     pub shared_dedupe_timeout: Duration,
     /// The `suppression:` section (the writer's policy, intake's set).
     pub suppression: crate::suppression::SuppressionSettings,
+    /// `ledger.url` was given (not the default in `data_dir`).
+    pub url_set: bool,
 }
 
 impl std::fmt::Debug for LedgerSettings {
@@ -172,7 +174,14 @@ impl LedgerSettings {
             shared_dedupe,
             shared_dedupe_timeout: l.shared_dedupe_timeout,
             suppression,
+            url_set: l.url.is_some(),
         })
+    }
+
+    /// Whether this post office opens the store: to write it, to serve the admin API, or
+    /// (with a `ledger.url` of its own) to answer hosts' `POST /status`.
+    pub fn uses_store(&self) -> bool {
+        self.writer || self.api_listen.is_some() || self.url_set
     }
 }
 

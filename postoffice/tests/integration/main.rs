@@ -26,6 +26,7 @@ mod rate_counts_recipients;
 mod security;
 mod shared_dedupe;
 mod signed_posts;
+mod status;
 mod suppression_chain;
 mod suppression_intake;
 mod two_beanstalkd_failover;
