@@ -9,10 +9,13 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::login::Login;
+pub use crate::login::{LoginTls, RelayAuth};
 pub use crate::policy::{Limit, Limits, Timeouts, Tls, TlsMode};
 use crate::route::{Nexthop, Route, Routes};
 
@@ -50,6 +53,11 @@ pub struct Config {
     pub relayhost: Option<String>,
     /// Per recipient domain: a nexthop like `relayhost`, or `capture` (write to the Maildir).
     pub transports: BTreeMap<String, String>,
+    /// The relayhost's login (SMTP AUTH over verified TLS): `{user, password_file, tls,
+    /// mechanism, allow_unverified}`.
+    pub relay_auth: Option<RelayAuth>,
+    /// Per recipient domain of `transports`: that transport's login, like `relay_auth`.
+    pub transport_auth: BTreeMap<String, RelayAuth>,
     pub tls: Tls,
     /// Write every message into this Maildir instead of delivering it.
     pub capture_maildir: Option<PathBuf>,
@@ -102,6 +110,8 @@ impl Default for Config {
             return_path: ReturnPath::default(),
             relayhost: None,
             transports: BTreeMap::new(),
+            relay_auth: None,
+            transport_auth: BTreeMap::new(),
             tls: Tls::default(),
             capture_maildir: None,
             http_listen: "127.0.0.1:8026".into(),
@@ -293,6 +303,50 @@ impl Config {
             transports.insert(domain.clone(), route);
             config.transports.insert(domain, value.clone());
         }
+        let relay_login = match (&self.relay_auth, &relayhost, &self.relayhost) {
+            (None, _, _) => None,
+            (Some(auth), Some(hop), Some(text)) => Login::load(
+                "relay_auth",
+                format!("relayhost {text}"),
+                auth,
+                hop.port(),
+                self.require_safe_keys,
+            )
+            .map_err(|e| errors.push(e))
+            .ok()
+            .map(Arc::new),
+            (Some(_), None, None) => {
+                errors.push("relay_auth: there is no relayhost to log in to".into());
+                None
+            }
+            // relayhost did not parse: already reported.
+            (Some(_), _, _) => None,
+        };
+        let mut logins = BTreeMap::new();
+        config.transport_auth.clear();
+        for (key, domain, auth) in domain_keys("transport_auth", &self.transport_auth, &mut errors)
+        {
+            let Some(Route::Smtp(hop)) = transports.get(&domain) else {
+                errors.push(format!(
+                    "transport_auth.{key}: transports has no SMTP nexthop for this domain"
+                ));
+                continue;
+            };
+            let text = config.transports.get(&domain).cloned().unwrap_or_default();
+            match Login::load(
+                &format!("transport_auth.{key}"),
+                format!("transports.{domain} {text}"),
+                auth,
+                hop.port(),
+                self.require_safe_keys,
+            ) {
+                Ok(login) => {
+                    logins.insert(domain.clone(), Arc::new(login));
+                }
+                Err(e) => errors.push(e),
+            }
+            config.transport_auth.insert(domain, auth.clone());
+        }
         config.tls.domains = domain_keys("tls.domains", &self.tls.domains, &mut errors)
             .into_iter()
             .map(|(_, domain, mode)| (domain, *mode))
@@ -373,6 +427,8 @@ impl Config {
             transports,
             relayhost,
             port: self.smtp_port,
+            relay_login,
+            logins,
         };
         Ok(Settings {
             config,
