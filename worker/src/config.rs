@@ -628,6 +628,97 @@ mod tests {
     }
 
     #[test]
+    fn logins_are_checked_and_loaded_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        let auth = |file: &Path| RelayAuth {
+            user: "hedwig".into(),
+            password_file: file.to_path_buf(),
+            tls: None,
+            mechanism: None,
+            allow_unverified: false,
+        };
+        let base = Config {
+            hostname: "relay.example".into(),
+            ..Config::default()
+        };
+        // No relayhost to log in to; a transport_auth without a transport; a missing file.
+        let bad = Config {
+            relay_auth: Some(auth(&pw)),
+            transports: [("b.example".to_string(), "[10.0.0.2]:465".to_string())].into(),
+            transport_auth: [
+                ("a.example".to_string(), auth(&pw)),
+                ("B.example".to_string(), auth(&dir.path().join("missing"))),
+            ]
+            .into(),
+            ..base.clone()
+        };
+        let errors = bad.check().unwrap_err().join("\n");
+        for want in [
+            "relay_auth: there is no relayhost",
+            "transport_auth.a.example: transports has no SMTP nexthop",
+            "transport_auth.B.example.password_file: cannot read",
+        ] {
+            assert!(errors.contains(want), "{want} missing in {errors}");
+        }
+        assert!(!errors.contains("s3cret"));
+
+        let good = Config {
+            relayhost: Some("[smtp.example.com]:587".into()),
+            relay_auth: Some(auth(&pw)),
+            transports: [("B.example".to_string(), "[10.0.0.2]:465".to_string())].into(),
+            transport_auth: [("b.example".to_string(), auth(&pw))].into(),
+            ..base
+        };
+        let s = good.check().unwrap();
+        let relay = s.routes.login("other.example").unwrap();
+        assert_eq!(
+            (relay.transport.as_str(), relay.tls, relay.password()),
+            (
+                "relayhost [smtp.example.com]:587",
+                LoginTls::Starttls,
+                "s3cret"
+            )
+        );
+        let b = s.routes.login("b.example").unwrap();
+        assert_eq!(
+            b.tls,
+            LoginTls::Wrapper,
+            "port 465 means TLS from the first byte"
+        );
+        assert_eq!(b.transport, "transports.b.example [10.0.0.2]:465");
+        // An old config without logins: no AUTH anywhere.
+        let plain = Config {
+            relayhost: Some("[smtp.example.com]:25".into()),
+            hostname: "relay.example".into(),
+            ..Config::default()
+        };
+        assert!(plain.check().unwrap().routes.login("x.example").is_none());
+    }
+
+    #[test]
+    fn relay_auth_from_yaml() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.yaml");
+        std::fs::write(
+            &path,
+            "relayhost: \"[smtp.example.com]:465\"\nrelay_auth:\n  user: u\n  \
+             password_file: /run/secrets/relay\n  tls: wrapper\n  mechanism: login\n",
+        )
+        .unwrap();
+        let c: Config = load_from_env(Some(&path), [("", ""); 0]).unwrap();
+        let a = c.relay_auth.unwrap();
+        assert_eq!(a.tls, Some(LoginTls::Wrapper));
+        assert_eq!(a.mechanism, Some(crate::login::Mechanism::Login));
+        std::fs::write(&path, "relay_auth:\n  user: u\n  password: inline\n").unwrap();
+        let err = load_from_env::<Config, _, _, _>(Some(&path), [("", ""); 0])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("password"), "{err}");
+    }
+
+    #[test]
     fn return_path_overrides() {
         let rp = ReturnPath {
             default: Some("bounces@relay.example".into()),

@@ -693,6 +693,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn auth_login_and_plain_refused() {
+        let (client, server) = duplex(64 * 1024);
+        let server = tokio::spawn(scripted(
+            server,
+            "220 mx\r\n",
+            vec![
+                "250-mx\r\n250 AUTH PLAIN LOGIN\r\n",
+                "334 VXNlcm5hbWU6\r\n",
+                "334 UGFzc3dvcmQ6\r\n",
+                "235 2.7.0 ok\r\n",
+                "535 5.7.8 Error: authentication failed\r\n",
+            ],
+        ));
+        let mut s = Session::new(client, timeouts());
+        s.greeting().await.unwrap();
+        s.ehlo("h").await.unwrap();
+        assert_eq!(s.caps.auth, smtp_proto::AUTH_PLAIN | smtp_proto::AUTH_LOGIN);
+        s.auth(Mechanism::Login, "user", "pass").await.unwrap();
+        let err = s.auth(Mechanism::Plain, "user", "bad").await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Rejected { phase: Phase::Auth, reply } if reply.code == 535),
+            "{err}"
+        );
+        s.quit().await;
+        let text = String::from_utf8(server.await.unwrap()).unwrap();
+        assert_eq!(
+            text,
+            "EHLO h\r\nAUTH LOGIN\r\ndXNlcg==\r\ncGFzcw==\r\nAUTH PLAIN AHVzZXIAYmFk\r\nQUIT\r\n"
+        );
+    }
+
+    #[tokio::test]
     async fn greeting_timeout_and_bad_greeting() {
         let (client, _server) = duplex(1024);
         let mut t = timeouts();
