@@ -122,6 +122,11 @@ async fn smtps_465_wrapper_auth_login_delivers_for_a_transport() {
     assert_eq!(got[0].rcpt_to, ["b@login.test"]);
 }
 
+/// Held by the tests whose logins fail: tracing caches per call site whether anyone listens,
+/// and a call site first reached by one test while another installs its subscriber can be
+/// cached as "nobody" (so the log test would see nothing).
+static FAILING_LOGINS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Collects the worker's log lines (the tracing default of this test's runtime thread).
 #[derive(Clone, Default)]
 struct Lines(Arc<Mutex<Vec<u8>>>);
@@ -138,6 +143,7 @@ impl std::io::Write for Lines {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_defers_with_535_counts_and_logs_once() {
+    let _serial = FAILING_LOGINS.lock().await;
     let (pf, sink) = smarthost("127.0.180.14", "127.0.180.15").await;
     let lines = Lines::default();
     let subscriber = tracing_subscriber::fmt()
@@ -154,8 +160,8 @@ async fn wrong_password_defers_with_535_counts_and_logs_once() {
 }
 
 async fn wrong_password(pf: &Postfix, sink: &SmtpReceiver, lines: &Lines) {
-    // Tests running at the same time may have hit the worker's log call sites while no
-    // subscriber was interested (tracing caches that): ask again now that ours is in place.
+    // Earlier tests may have reached the worker's log call sites while no subscriber was
+    // interested (tracing caches that): ask again now that ours is in place.
     tracing::callsite::rebuild_interest_cache();
     let dir = tempfile::tempdir().unwrap();
     let mut config = config();
@@ -201,6 +207,7 @@ async fn wrong_password(pf: &Postfix, sink: &SmtpReceiver, lines: &Lines) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unverified_certificate_sends_no_auth() {
+    let _serial = FAILING_LOGINS.lock().await;
     let (pf, sink) = smarthost("127.0.180.16", "127.0.180.17").await;
     let dir = tempfile::tempdir().unwrap();
     for (hop, tls) in [
@@ -242,4 +249,20 @@ async fn unverified_certificate_sends_no_auth() {
     assert!(!log.contains("auth="), "{log}");
     assert!(!log.contains("sasl_"), "{log}");
     assert!(sink.received().is_empty());
+
+    // allow_unverified (a relay on a private network): the same certificate, and the login
+    // goes through.
+    let mut config = config();
+    config.relayhost = Some("[127.0.180.16]:587".into());
+    let mut a = auth(&dir, PASSWORD, Mechanism::Plain);
+    a.allow_unverified = true;
+    config.relay_auth = Some(a);
+    let d = common::deliverer(config);
+    let out = common::deliver(&d, "far.test", &["d@far.test"]).await;
+    assert_eq!(out[0].1.status, Status::Delivered, "{:?}", out[0].1);
+    postfix_log(&pf, "sasl_method=PLAIN, sasl_username=hedwig@").await;
+    assert_eq!(
+        sink.wait_for(1, WAIT).await.expect("relayed")[0].rcpt_to,
+        ["d@far.test"]
+    );
 }
