@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::smtp::auth::Mechanism;
 
+/// Largest password file read (bounded memory; a password is one short line).
+const MAX_PASSWORD_FILE: u64 = 4096;
+
 /// How often a failing login is logged at most (the metric counts every failure).
 pub const LOG_INTERVAL: Duration = Duration::from_secs(300);
 
@@ -87,6 +90,21 @@ impl Login {
             hedwig_core::keyfile::check("password file", &auth.password_file, require_safe)
         {
             return Err(format!("{key}.password_file: {e}"));
+        }
+        let cannot = |why: &str| {
+            format!(
+                "{key}.password_file: cannot read {}: {why}",
+                auth.password_file.display()
+            )
+        };
+        match std::fs::metadata(&auth.password_file) {
+            Ok(meta) if meta.len() > MAX_PASSWORD_FILE => {
+                return Err(cannot(&format!(
+                    "larger than {MAX_PASSWORD_FILE} bytes (one line expected)"
+                )))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(cannot(&e.to_string())),
         }
         let raw = std::fs::read_to_string(&auth.password_file).map_err(|e| {
             format!(
@@ -174,6 +192,10 @@ mod tests {
         .unwrap();
         assert_eq!(login.tls, LoginTls::Starttls);
 
+        std::fs::write(dir.path().join("big"), vec![b'x'; 5000]).unwrap();
+        let e =
+            Login::load("k", "r".into(), &auth(dir.path().join("big")), 587, false).unwrap_err();
+        assert!(e.contains("larger than 4096"), "{e}");
         std::fs::write(&path, "\n").unwrap();
         let e = Login::load("relay_auth", "r".into(), &auth(path), 587, false).unwrap_err();
         assert!(e.contains("relay_auth") && e.contains("empty"), "{e}");
