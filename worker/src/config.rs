@@ -9,10 +9,13 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::login::Login;
+pub use crate::login::{LoginTls, RelayAuth};
 pub use crate::policy::{Limit, Limits, Timeouts, Tls, TlsMode};
 use crate::route::{Nexthop, Route, Routes};
 
@@ -50,6 +53,11 @@ pub struct Config {
     pub relayhost: Option<String>,
     /// Per recipient domain: a nexthop like `relayhost`, or `capture` (write to the Maildir).
     pub transports: BTreeMap<String, String>,
+    /// The relayhost's login (SMTP AUTH over verified TLS): `{user, password_file, tls,
+    /// mechanism, allow_unverified}`.
+    pub relay_auth: Option<RelayAuth>,
+    /// Per recipient domain of `transports`: that transport's login, like `relay_auth`.
+    pub transport_auth: BTreeMap<String, RelayAuth>,
     pub tls: Tls,
     /// Write every message into this Maildir instead of delivering it.
     pub capture_maildir: Option<PathBuf>,
@@ -102,6 +110,8 @@ impl Default for Config {
             return_path: ReturnPath::default(),
             relayhost: None,
             transports: BTreeMap::new(),
+            relay_auth: None,
+            transport_auth: BTreeMap::new(),
             tls: Tls::default(),
             capture_maildir: None,
             http_listen: "127.0.0.1:8026".into(),
@@ -293,6 +303,50 @@ impl Config {
             transports.insert(domain.clone(), route);
             config.transports.insert(domain, value.clone());
         }
+        let relay_login = match (&self.relay_auth, &relayhost, &self.relayhost) {
+            (None, _, _) => None,
+            (Some(auth), Some(hop), Some(text)) => Login::load(
+                "relay_auth",
+                format!("relayhost {text}"),
+                auth,
+                hop.port(),
+                self.require_safe_keys,
+            )
+            .map_err(|e| errors.push(e))
+            .ok()
+            .map(Arc::new),
+            (Some(_), None, None) => {
+                errors.push("relay_auth: there is no relayhost to log in to".into());
+                None
+            }
+            // relayhost did not parse: already reported.
+            (Some(_), _, _) => None,
+        };
+        let mut logins = BTreeMap::new();
+        config.transport_auth.clear();
+        for (key, domain, auth) in domain_keys("transport_auth", &self.transport_auth, &mut errors)
+        {
+            let Some(Route::Smtp(hop)) = transports.get(&domain) else {
+                errors.push(format!(
+                    "transport_auth.{key}: transports has no SMTP nexthop for this domain"
+                ));
+                continue;
+            };
+            let text = config.transports.get(&domain).cloned().unwrap_or_default();
+            match Login::load(
+                &format!("transport_auth.{key}"),
+                format!("transports.{domain} {text}"),
+                auth,
+                hop.port(),
+                self.require_safe_keys,
+            ) {
+                Ok(login) => {
+                    logins.insert(domain.clone(), Arc::new(login));
+                }
+                Err(e) => errors.push(e),
+            }
+            config.transport_auth.insert(domain, auth.clone());
+        }
         config.tls.domains = domain_keys("tls.domains", &self.tls.domains, &mut errors)
             .into_iter()
             .map(|(_, domain, mode)| (domain, *mode))
@@ -373,6 +427,8 @@ impl Config {
             transports,
             relayhost,
             port: self.smtp_port,
+            relay_login,
+            logins,
         };
         Ok(Settings {
             config,
@@ -569,6 +625,97 @@ mod tests {
             errors.contains("tls.domains.a.example: the same domain as tls.domains.A.example"),
             "{errors}"
         );
+    }
+
+    #[test]
+    fn logins_are_checked_and_loaded_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        let auth = |file: &Path| RelayAuth {
+            user: "hedwig".into(),
+            password_file: file.to_path_buf(),
+            tls: None,
+            mechanism: None,
+            allow_unverified: false,
+        };
+        let base = Config {
+            hostname: "relay.example".into(),
+            ..Config::default()
+        };
+        // No relayhost to log in to; a transport_auth without a transport; a missing file.
+        let bad = Config {
+            relay_auth: Some(auth(&pw)),
+            transports: [("b.example".to_string(), "[10.0.0.2]:465".to_string())].into(),
+            transport_auth: [
+                ("a.example".to_string(), auth(&pw)),
+                ("B.example".to_string(), auth(&dir.path().join("missing"))),
+            ]
+            .into(),
+            ..base.clone()
+        };
+        let errors = bad.check().unwrap_err().join("\n");
+        for want in [
+            "relay_auth: there is no relayhost",
+            "transport_auth.a.example: transports has no SMTP nexthop",
+            "transport_auth.B.example.password_file: cannot read",
+        ] {
+            assert!(errors.contains(want), "{want} missing in {errors}");
+        }
+        assert!(!errors.contains("s3cret"));
+
+        let good = Config {
+            relayhost: Some("[smtp.example.com]:587".into()),
+            relay_auth: Some(auth(&pw)),
+            transports: [("B.example".to_string(), "[10.0.0.2]:465".to_string())].into(),
+            transport_auth: [("b.example".to_string(), auth(&pw))].into(),
+            ..base
+        };
+        let s = good.check().unwrap();
+        let relay = s.routes.login("other.example").unwrap();
+        assert_eq!(
+            (relay.transport.as_str(), relay.tls, relay.password()),
+            (
+                "relayhost [smtp.example.com]:587",
+                LoginTls::Starttls,
+                "s3cret"
+            )
+        );
+        let b = s.routes.login("b.example").unwrap();
+        assert_eq!(
+            b.tls,
+            LoginTls::Wrapper,
+            "port 465 means TLS from the first byte"
+        );
+        assert_eq!(b.transport, "transports.b.example [10.0.0.2]:465");
+        // An old config without logins: no AUTH anywhere.
+        let plain = Config {
+            relayhost: Some("[smtp.example.com]:25".into()),
+            hostname: "relay.example".into(),
+            ..Config::default()
+        };
+        assert!(plain.check().unwrap().routes.login("x.example").is_none());
+    }
+
+    #[test]
+    fn relay_auth_from_yaml() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.yaml");
+        std::fs::write(
+            &path,
+            "relayhost: \"[smtp.example.com]:465\"\nrelay_auth:\n  user: u\n  \
+             password_file: /run/secrets/relay\n  tls: wrapper\n  mechanism: login\n",
+        )
+        .unwrap();
+        let c: Config = load_from_env(Some(&path), [("", ""); 0]).unwrap();
+        let a = c.relay_auth.unwrap();
+        assert_eq!(a.tls, Some(LoginTls::Wrapper));
+        assert_eq!(a.mechanism, Some(crate::login::Mechanism::Login));
+        std::fs::write(&path, "relay_auth:\n  user: u\n  password: inline\n").unwrap();
+        let err = load_from_env::<Config, _, _, _>(Some(&path), [("", ""); 0])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("password"), "{err}");
     }
 
     #[test]

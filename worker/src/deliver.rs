@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 use crate::config::Config;
 use crate::destination::{Busy, Destination, Destinations, PoolKey};
 use crate::error::{Error, Phase};
+use crate::login::{Login, LoginTls};
 use crate::metrics::{Counter, Metrics};
 use crate::plan::Outcome;
 use crate::policy::TlsMode;
@@ -150,7 +151,12 @@ impl Deliverer {
                 }
             },
         };
-        let mode = self.config.tls.mode(domain);
+        let login = self.routes.login(domain);
+        // A login is only ever sent inside TLS (see `open`); the mode is for the pool key.
+        let mode = match login {
+            Some(_) => TlsMode::Required,
+            None => self.config.tls.mode(domain),
+        };
         let tx = Transaction {
             mail_from,
             rcpt_to: rcpts,
@@ -208,6 +214,7 @@ impl Deliverer {
                     host: host.name.clone(),
                     addr: SocketAddr::new(ip, port),
                     tls: mode,
+                    login: login.as_ref().map(|l| l.transport.clone()),
                 };
                 // An open connection to the same place first; a stale one is dropped.
                 while let Some(idle) = self.dests.take_idle(&key) {
@@ -227,7 +234,7 @@ impl Deliverer {
                 }
                 let mut tls = mode;
                 loop {
-                    match self.open(&host.name, ip, port, tls).await {
+                    match self.open(&host.name, ip, port, tls, login.as_deref()).await {
                         Ok(session) => {
                             let used_tls = session.tls;
                             match self.transact(session, &tx, false).await {
@@ -274,13 +281,15 @@ impl Deliverer {
         all(rcpts, &error, relay)
     }
 
-    /// Connects, reads the greeting, says EHLO and does STARTTLS as `mode` asks.
+    /// Connects, reads the greeting, says EHLO and does STARTTLS as `mode` asks; with a
+    /// `login`, TLS as the login says (`mode` unused) and AUTH.
     async fn open(
         &self,
         host: &str,
         ip: IpAddr,
         port: u16,
         mode: TlsMode,
+        login: Option<&Login>,
     ) -> Result<Session<TcpStream>, Try> {
         let timeouts = &self.config.timeouts;
         let addr = SocketAddr::new(ip, port);
@@ -300,6 +309,19 @@ impl Deliverer {
             }
         };
         let _ = stream.set_nodelay(true);
+        if let Some(login) = login {
+            return match self.open_login(stream, host, ip, login).await {
+                Ok(session) => {
+                    self.metrics.incr(Counter::TlsUsed);
+                    Ok(session)
+                }
+                Err(Try::NextHost(e @ Error::Auth { .. })) => {
+                    self.auth_failed(login, &e);
+                    Err(Try::NextHost(e))
+                }
+                Err(e) => Err(e),
+            };
+        }
         let mut session = Session::new(stream, timeouts.clone());
         session.greeting().await.map_err(Try::NextHost)?;
         let name = self.config.ehlo_name();
@@ -332,6 +354,105 @@ impl Deliverer {
             Counter::TlsNotUsed
         });
         Ok(session)
+    }
+
+    /// TLS (from the first byte, or STARTTLS, always required), EHLO and AUTH for a
+    /// transport with a login. The certificate must verify (against the web PKI and
+    /// `tls.ca_file`) unless the login says `allow_unverified`; otherwise nothing of the
+    /// credentials is sent and the mail is deferred with [`Error::Auth`].
+    async fn open_login(
+        &self,
+        stream: TcpStream,
+        host: &str,
+        ip: IpAddr,
+        login: &Login,
+    ) -> Result<Session<TcpStream>, Try> {
+        let timeouts = &self.config.timeouts;
+        let name = self.config.ehlo_name();
+        let connector = if login.allow_unverified {
+            &self.tls.opportunistic
+        } else {
+            &self.tls.verified
+        };
+        let failed = |detail: String| {
+            Try::NextHost(Error::Auth {
+                transport: login.transport.clone(),
+                detail,
+            })
+        };
+        let not_sent = |e: &Error| failed(format!("{host}: {e}; the login was not sent"));
+        let mut session = match login.tls {
+            LoginTls::Wrapper => {
+                let after = timeouts.connect;
+                let tls = match tokio::time::timeout(
+                    after,
+                    connector.connect(server_name(host, ip), stream),
+                )
+                .await
+                {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        return Err(not_sent(&Error::Tls(format!("handshake failed: {e}"))))
+                    }
+                    Err(_) => {
+                        return Err(Try::NextHost(Error::Timeout {
+                            phase: Phase::StartTls,
+                            after,
+                        }))
+                    }
+                };
+                let mut session = Session::new_tls(tls, timeouts.clone());
+                session.greeting().await.map_err(Try::NextHost)?;
+                session.ehlo(name).await.map_err(Try::NextHost)?;
+                session
+            }
+            LoginTls::Starttls => {
+                let mut session = Session::new(stream, timeouts.clone());
+                session.greeting().await.map_err(Try::NextHost)?;
+                session.ehlo(name).await.map_err(Try::NextHost)?;
+                if !session.caps.starttls {
+                    return Err(not_sent(&Error::Tls("STARTTLS not offered".into())));
+                }
+                match session.starttls(connector, server_name(host, ip)).await {
+                    Ok(()) => {}
+                    Err(e @ Error::Tls(_)) => return Err(not_sent(&e)),
+                    Err(e) => return Err(Try::NextHost(e)),
+                }
+                session.ehlo(name).await.map_err(Try::NextHost)?;
+                session
+            }
+        };
+        let Some(mechanism) =
+            crate::smtp::auth::Mechanism::choose(session.caps.auth, login.mechanism)
+        else {
+            let wanted = login.mechanism.map_or("PLAIN or LOGIN", |m| m.as_str());
+            return Err(failed(format!("{host} does not offer AUTH {wanted}")));
+        };
+        match session.auth(mechanism, &login.user, login.password()).await {
+            Ok(()) => Ok(session),
+            Err(e @ (Error::Rejected { .. } | Error::Protocol { .. })) => Err(failed(format!(
+                "{host}: AUTH {} as {}: {e}",
+                mechanism.as_str(),
+                login.user
+            ))),
+            // Timeouts and broken connections are the network's, not the login's.
+            Err(e) => Err(Try::NextHost(e)),
+        }
+    }
+
+    /// Counts a failed login, and logs it once per [`crate::login::LOG_INTERVAL`] per
+    /// transport (every deferred message would otherwise repeat it).
+    fn auth_failed(&self, login: &Login, e: &Error) {
+        self.metrics.incr(Counter::AuthFailure);
+        if login.should_log(Instant::now()) {
+            tracing::error!(
+                transport = %login.transport,
+                user = %login.user,
+                "{e}; mail through it is deferred. Logged once per {:?}; \
+                 hedwig_worker_auth_failures_total counts every failure",
+                crate::login::LOG_INTERVAL
+            );
+        }
     }
 
     /// One transaction; gives the session back when it can carry another message.
@@ -470,6 +591,10 @@ fn clone_error(e: &Error) -> Error {
             detail: detail.clone(),
         },
         Error::Tls(s) => Error::Tls(s.clone()),
+        Error::Auth { transport, detail } => Error::Auth {
+            transport: transport.clone(),
+            detail: detail.clone(),
+        },
         Error::NeedsSmtpUtf8(s) => Error::NeedsSmtpUtf8(s.clone()),
         Error::TooBig { size, limit, by } => Error::TooBig {
             size: *size,

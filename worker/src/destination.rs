@@ -121,6 +121,9 @@ pub struct PoolKey {
     pub host: String,
     pub addr: SocketAddr,
     pub tls: TlsMode,
+    /// The transport whose login the session did (`None`: no AUTH), so that an authenticated
+    /// connection is only reused by the transport that logged in.
+    pub login: Option<String>,
 }
 
 /// An open session waiting for its next message.

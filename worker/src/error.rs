@@ -16,6 +16,7 @@ pub enum Phase {
     Greeting,
     Ehlo,
     StartTls,
+    Auth,
     Mail,
     Rcpt,
     DataInit,
@@ -32,6 +33,7 @@ impl Phase {
             Phase::Greeting => "greeting",
             Phase::Ehlo => "EHLO",
             Phase::StartTls => "STARTTLS",
+            Phase::Auth => "AUTH",
             Phase::Mail => "MAIL FROM",
             Phase::Rcpt => "RCPT TO",
             Phase::DataInit => "DATA",
@@ -90,6 +92,11 @@ pub enum Error {
     /// TLS was required but not offered, or the handshake or verification failed.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The login at a relayhost or transport failed or was not attempted (535, no AUTH
+    /// offered, no verified TLS): the operator's problem, never the recipient's, so always
+    /// deferred. `transport` names the config entry (`relayhost`, `transports.<domain>`).
+    #[error("login at {transport} failed: {detail}")]
+    Auth { transport: String, detail: String },
     /// The message or an address needs SMTPUTF8 and the server does not offer it.
     #[error("the message needs SMTPUTF8 (RFC 6531) but {0} does not support it")]
     NeedsSmtpUtf8(String),
@@ -147,6 +154,7 @@ impl Error {
             | Error::Io { .. }
             | Error::Protocol { .. }
             | Error::Tls(_)
+            | Error::Auth { .. }
             | Error::Local(_)
             | Error::Throttled { .. } => false,
         }
@@ -166,6 +174,7 @@ impl Error {
             Error::Io { .. } => "io",
             Error::Protocol { .. } => "protocol",
             Error::Tls(_) => "tls",
+            Error::Auth { .. } => "auth",
             Error::NeedsSmtpUtf8(_) => "smtputf8",
             Error::TooBig { .. } => "size",
             Error::BadAddress(_) => "bad-address",
@@ -202,6 +211,8 @@ impl Error {
             Error::Timeout { .. } | Error::Closed(_) | Error::Io { .. } => "4.4.2".into(),
             Error::Protocol { .. } => "4.5.0".into(),
             Error::Tls(_) => "4.7.5".into(),
+            // RFC 3463 §3.8: security or policy status, other.
+            Error::Auth { .. } => "4.7.0".into(),
             Error::NeedsSmtpUtf8(_) => "5.6.7".into(),
             Error::TooBig { .. } => "5.3.4".into(),
             Error::BadAddress(_) => "5.1.3".into(),
@@ -270,6 +281,14 @@ mod tests {
         };
         assert!(!timeout.is_permanent());
         assert!(!Error::Tls("not offered".into()).is_permanent());
+        // A refused login is never the recipient's fault, whatever the code.
+        let login = Error::Auth {
+            transport: "relayhost".into(),
+            detail: "535 5.7.8 Error: authentication failed".into(),
+        };
+        assert!(!login.is_permanent());
+        assert_eq!((login.reason(), login.dsn().as_str()), ("auth", "4.7.0"));
+        assert!(login.to_string().contains("relayhost") && login.to_string().contains("535"));
         assert!(Error::NeedsSmtpUtf8("mx".into()).is_permanent());
         assert_eq!(Error::Local("disk".into()).dsn(), "4.3.0");
         let looping = Error::Loop { hops: 51 };

@@ -12,7 +12,8 @@
 //! - [`hops`]: mail loop detection (counting `Received:` fields).
 //! - [`route`]: the routing table (capture, transports, relayhost), nexthops, and MX
 //!   resolution with hickory.
-//! - [`smtp`]: the SMTP client: reply parsing, the session over any stream, STARTTLS.
+//! - [`smtp`]: the SMTP client: reply parsing, the session over any stream, STARTTLS, AUTH.
+//! - [`login`]: smarthost credentials (relayhost, transports), loaded and checked at start.
 //! - [`deliver`]: one message to one domain: hosts, addresses, sessions, per-recipient outcomes.
 //! - [`destination`]: per-destination caps, slow-down after 421, idle connections for reuse.
 //! - [`capture`]: the Maildir "transport" for staging.
@@ -37,6 +38,7 @@ pub mod error;
 pub mod hops;
 pub mod http;
 pub mod ledger;
+pub mod login;
 pub mod metrics;
 pub mod plan;
 pub mod policy;
@@ -83,6 +85,17 @@ pub fn build(config: Config) -> Result<Parts, RunError> {
     } = config
         .check()
         .map_err(|problems| RunError::Config(problems.join("\n")))?;
+    for login in routes.relay_login.iter().chain(routes.logins.values()) {
+        if login.allow_unverified {
+            tracing::warn!(
+                transport = %login.transport,
+                "allow_unverified: the password for {} is sent over TLS whose certificate is NOT \
+                 verified; anyone who can intercept the connection can take it. Use only for a \
+                 relay on a private network",
+                login.user
+            );
+        }
+    }
     let dns_timeout = config.timeouts.connect.min(Duration::from_secs(10));
     let dns = route::Dns::new(&nameservers, dns_timeout, config.ipv6).map_err(RunError::Config)?;
     let tls =

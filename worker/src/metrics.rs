@@ -33,6 +33,8 @@ pub enum Counter {
     TlsNotUsed,
     /// A job that could not be decoded (buried): no host to name.
     BadJob,
+    /// A smarthost login that failed or was not attempted (see [`crate::login`]).
+    AuthFailure,
 }
 
 /// What the worker counts per message, labelled with the sending host.
@@ -70,7 +72,7 @@ pub struct Metrics {
     /// (status, domain) pairs with a label of their own.
     domains: Mutex<HashSet<(&'static str, String)>>,
     latency: Histogram,
-    plain: [PromCounter; 4],
+    plain: [PromCounter; 5],
     per_host: [Family<HostLabel, PromCounter>; 5],
     /// Ledger events waiting in the emitters' backlogs, and dropped for good (the emitters
     /// count; [`Metrics::ledger_emitters`] copies their numbers here).
@@ -80,11 +82,12 @@ pub struct Metrics {
 }
 
 impl Counter {
-    const ALL: [Counter; 4] = [
+    const ALL: [Counter; 5] = [
         Counter::DnsFailure,
         Counter::TlsUsed,
         Counter::TlsNotUsed,
         Counter::BadJob,
+        Counter::AuthFailure,
     ];
 
     /// Name (without `hedwig_worker_` and `_total`) and help.
@@ -94,6 +97,10 @@ impl Counter {
             Counter::TlsUsed => ("sessions_tls", "SMTP sessions that used TLS"),
             Counter::TlsNotUsed => ("sessions_plain", "SMTP sessions without TLS"),
             Counter::BadJob => ("bad_jobs", "Jobs that could not be decoded (buried)"),
+            Counter::AuthFailure => (
+                "auth_failures",
+                "Smarthost logins that failed (535, no AUTH, no verified TLS); mail deferred",
+            ),
         }
     }
 }

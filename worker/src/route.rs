@@ -28,6 +28,12 @@ pub enum Nexthop {
 }
 
 impl Nexthop {
+    pub fn port(&self) -> u16 {
+        match self {
+            Nexthop::Mx { port, .. } | Nexthop::Direct { port, .. } => *port,
+        }
+    }
+
     /// Parses `host`, `host:port`, `[host]`, `[host]:port`, `[ip]:port`, `[ipv6]:port`.
     pub fn parse(s: &str, default_port: u16) -> Result<Nexthop, String> {
         let s = s.trim();
@@ -83,6 +89,10 @@ pub struct Routes {
     pub relayhost: Option<Nexthop>,
     /// `smtp_port`: the port of remote MX hosts.
     pub port: u16,
+    /// `relay_auth`: the relayhost's login.
+    pub relay_login: Option<std::sync::Arc<crate::login::Login>>,
+    /// `transport_auth`: per recipient domain (as `transports`), the transport's login.
+    pub logins: std::collections::BTreeMap<String, std::sync::Arc<crate::login::Login>>,
 }
 
 impl Routes {
@@ -109,6 +119,20 @@ impl Routes {
             host: domain.to_string(),
             port: self.port,
         })
+    }
+
+    /// The login of the route [`Routes::route`] gives for `domain`, if it has one.
+    pub fn login(&self, domain: &str) -> Option<std::sync::Arc<crate::login::Login>> {
+        if self.capture_all {
+            return None;
+        }
+        if self.transports.contains_key(domain) {
+            return self.logins.get(domain).cloned();
+        }
+        if self.relayhost.is_some() {
+            return self.relay_login.clone();
+        }
+        None
     }
 }
 

@@ -15,6 +15,7 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::TlsConnector;
 
+use super::auth::{Exchange, Mechanism, Step};
 use super::reply::{self, Reply};
 use super::tls::Stream;
 use crate::error::{Error, Phase};
@@ -34,6 +35,8 @@ pub struct Caps {
     pub starttls: bool,
     /// `Some(limit)` when SIZE was advertised (0: no fixed limit).
     pub size: Option<usize>,
+    /// The AUTH mechanisms offered (smtp-proto's `AUTH_*` bits; 0: no AUTH).
+    pub auth: u64,
 }
 
 impl Caps {
@@ -50,6 +53,11 @@ impl Caps {
                     smtputf8: has(smtp_proto::EXT_SMTP_UTF8),
                     starttls: has(smtp_proto::EXT_START_TLS),
                     size: has(smtp_proto::EXT_SIZE).then_some(ehlo.size),
+                    auth: if has(smtp_proto::EXT_AUTH) {
+                        ehlo.auth_mechanisms
+                    } else {
+                        0
+                    },
                 }
             }
             // An EHLO reply we cannot read: assume plain RFC 5321, no extensions.
@@ -94,12 +102,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
+    /// A session on a stream that is TLS from the first byte (port 465, RFC 8314 §3.3).
+    pub fn new_tls(stream: tokio_rustls::client::TlsStream<S>, timeouts: Timeouts) -> Session<S> {
+        Session {
+            stream: Stream::Tls(Box::new(stream)),
+            buf: BytesMut::with_capacity(4096),
+            timeouts,
+            caps: Caps::default(),
+            tls: true,
+        }
+    }
+
     fn timeout(&self, phase: Phase) -> std::time::Duration {
         let t = &self.timeouts;
         match phase {
             Phase::Connect => t.connect,
             Phase::Greeting => t.greeting,
-            Phase::Ehlo | Phase::StartTls | Phase::Rset | Phase::Quit => t.helo,
+            Phase::Ehlo | Phase::StartTls | Phase::Auth | Phase::Rset | Phase::Quit => t.helo,
             Phase::Mail => t.mail,
             Phase::Rcpt => t.rcpt,
             Phase::DataInit => t.data_init,
@@ -223,6 +242,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.tls = true;
         self.caps = Caps::default();
         Ok(())
+    }
+
+    /// SMTP AUTH (RFC 4954) with `mechanism` (PLAIN or LOGIN, see [`super::auth`]). The
+    /// caller decides whether the connection is fit for credentials; a refusal comes back as
+    /// [`Error::Rejected`] in [`Phase::Auth`].
+    pub async fn auth(
+        &mut self,
+        mechanism: Mechanism,
+        user: &str,
+        password: &str,
+    ) -> Result<(), Error> {
+        let mut exchange = Exchange::new(mechanism, user, password);
+        let mut line = exchange.start();
+        // PLAIN: one round; LOGIN: three. More means the server is not following the script.
+        for _ in 0..4 {
+            let reply = self.command(&line, Phase::Auth).await?;
+            match exchange.next(&reply) {
+                Step::Done => return Ok(()),
+                Step::Send(next) => line = next,
+                Step::Refused(reply) => {
+                    return Err(Error::Rejected {
+                        phase: Phase::Auth,
+                        reply,
+                    })
+                }
+            }
+        }
+        Err(Error::Protocol {
+            phase: Phase::Auth,
+            detail: "too many AUTH challenges".into(),
+        })
     }
 
     /// One mail transaction. `Err` means nothing was delivered to anyone (MAIL refused, the
@@ -467,7 +517,8 @@ mod tests {
                 eightbitmime: true,
                 smtputf8: true,
                 starttls: true,
-                size: Some(1000)
+                size: Some(1000),
+                auth: 0,
             }
         );
         assert_eq!(
@@ -639,6 +690,38 @@ mod tests {
         drop(s);
         let text = String::from_utf8(server.await.unwrap()).unwrap();
         assert_eq!(text, "EHLO h\r\n");
+    }
+
+    #[tokio::test]
+    async fn auth_login_and_plain_refused() {
+        let (client, server) = duplex(64 * 1024);
+        let server = tokio::spawn(scripted(
+            server,
+            "220 mx\r\n",
+            vec![
+                "250-mx\r\n250 AUTH PLAIN LOGIN\r\n",
+                "334 VXNlcm5hbWU6\r\n",
+                "334 UGFzc3dvcmQ6\r\n",
+                "235 2.7.0 ok\r\n",
+                "535 5.7.8 Error: authentication failed\r\n",
+            ],
+        ));
+        let mut s = Session::new(client, timeouts());
+        s.greeting().await.unwrap();
+        s.ehlo("h").await.unwrap();
+        assert_eq!(s.caps.auth, smtp_proto::AUTH_PLAIN | smtp_proto::AUTH_LOGIN);
+        s.auth(Mechanism::Login, "user", "pass").await.unwrap();
+        let err = s.auth(Mechanism::Plain, "user", "bad").await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Rejected { phase: Phase::Auth, reply } if reply.code == 535),
+            "{err}"
+        );
+        s.quit().await;
+        let text = String::from_utf8(server.await.unwrap()).unwrap();
+        assert_eq!(
+            text,
+            "EHLO h\r\nAUTH LOGIN\r\ndXNlcg==\r\ncGFzcw==\r\nAUTH PLAIN AHVzZXIAYmFk\r\nQUIT\r\n"
+        );
     }
 
     #[tokio::test]

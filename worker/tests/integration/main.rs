@@ -28,6 +28,7 @@ mod retry_then_success;
 mod security;
 mod settings_checked;
 mod shutdown_hands_back;
+mod smarthost_login;
 mod smtputf8;
 mod tls;
 mod touch_long_delivery;
