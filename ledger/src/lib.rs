@@ -16,6 +16,8 @@
 //!   pruning (methods of [`Store`]).
 //! - [`model`]: what the store answers and is asked ([`Message`], [`Timeline`], [`Filter`]...).
 //! - [`schema`]: the tables, one list of statements per version.
+//! - [`webhook`]: the webhook outbox: which events go to which endpoint, their payload, and
+//!   the rows a dispatcher claims and marks (filled by [`Store::write`]).
 //! - [`writer`]: events tube -> store, with batching, backoff and no loss.
 //! - [`error`]: the one error type, [`StoreError`].
 //!
@@ -27,6 +29,7 @@ pub mod model;
 mod query;
 pub mod schema;
 pub mod store;
+pub mod webhook;
 pub mod writer;
 
 pub use error::StoreError;

@@ -6,14 +6,14 @@
 //! Not here: the queries (`store`, `query`).
 
 /// The newest schema version this build writes.
-pub const VERSION: i64 = 1;
+pub const VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// `schema_version`: one row, the version the database is at.
 pub(crate) const VERSION_TABLE: &str =
     "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)";
 
 /// The statements that take the database from version `i` to `i + 1`, at index `i`.
-pub(crate) const MIGRATIONS: &[&[&str]] = &[V1];
+pub(crate) const MIGRATIONS: &[&[&str]] = &[V1, WEBHOOK_OUTBOX];
 
 const V1: &[&str] = &[
     // Every event as it came, the first with each id.
@@ -82,4 +82,33 @@ const V1: &[&str] = &[
         count BIGINT NOT NULL,
         PRIMARY KEY (host, hour, outcome)
     )",
+];
+
+/// The webhook outbox (issue 14, docs/webhooks.md): one row per (endpoint, event) to send,
+/// inserted by the writer in the transaction that stores the event; `status` is `pending`,
+/// `done` or `failed`. A dispatcher claims due rows by setting `lease_owner` and
+/// `lease_until` in one UPDATE, so two post offices on one PostgreSQL never both send a row
+/// inside a lease. `first_at` is where `max_age` counts from (reset by a manual retry).
+const WEBHOOK_OUTBOX: &[&str] = &[
+    "CREATE TABLE webhook_outbox (
+        endpoint TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        queue_id TEXT NOT NULL,
+        recipient TEXT,
+        payload TEXT NOT NULL,
+        status TEXT NOT NULL,
+        first_at BIGINT NOT NULL,
+        next_at BIGINT NOT NULL,
+        attempts BIGINT NOT NULL,
+        lease_owner TEXT,
+        lease_until BIGINT,
+        last_code BIGINT,
+        last_error TEXT,
+        last_at BIGINT,
+        done_at BIGINT,
+        PRIMARY KEY (endpoint, event_id)
+    )",
+    "CREATE INDEX webhook_outbox_due ON webhook_outbox (endpoint, status, next_at)",
+    "CREATE INDEX webhook_outbox_recent ON webhook_outbox (endpoint, first_at)",
 ];

@@ -59,6 +59,9 @@ impl Default for Options {
 pub struct Store {
     pub(crate) pool: AnyPool,
     pub(crate) backend: Backend,
+    /// Webhook endpoints the writer fills the outbox for (none by default; see
+    /// [`Store::with_webhooks`]).
+    pub(crate) webhooks: std::sync::Arc<Vec<crate::webhook::Route>>,
 }
 
 /// The advisory lock key writers and the pruner take on PostgreSQL ("hedwig13").
@@ -102,7 +105,11 @@ impl Store {
             })
             .connect(&url)
             .await?;
-        let store = Store { pool, backend };
+        let store = Store {
+            pool,
+            backend,
+            webhooks: Default::default(),
+        };
         if backend == Backend::Sqlite {
             // Persistent in the file: readers never block the writer nor the other way.
             sqlx::query("PRAGMA journal_mode = WAL")
@@ -249,6 +256,8 @@ impl Store {
         upsert_messages(self.backend, &mut tx, &apply).await?;
         upsert_recipients(self.backend, &mut tx, &apply).await?;
         add_hourly(self.backend, &mut tx, &apply.hourly).await?;
+        // Hooks on the batch's new events, in its transaction (at least once across a crash).
+        crate::webhook::enqueue(self.backend, &mut tx, &self.webhooks, &new, &apply).await?;
         tx.commit().await?;
         Ok(new.len())
     }

@@ -7,5 +7,6 @@
 mod common;
 mod open;
 mod queries;
+mod webhooks;
 mod writer;
 mod writes;
