@@ -103,6 +103,9 @@ pub struct Config {
     /// `purged` from the admin commands) into the events tube (`<tube_prefix>-events`) of the
     /// server the job went to. `false`: none.
     pub events: bool,
+    /// Signed webhooks: endpoints that get the ledger's events (docs/webhooks.md). Sent by
+    /// the post office running the ledger writer.
+    pub webhooks: Vec<crate::webhooks::WebhookConfig>,
 }
 
 /// The `ledger:` section.
@@ -220,6 +223,7 @@ impl Default for Config {
             data_dir: PathBuf::from("/var/lib/hedwig/postoffice"),
             ledger: LedgerConfig::default(),
             events: true,
+            webhooks: Vec::new(),
         }
     }
 }

@@ -17,6 +17,8 @@
 //!   `hedwig-queue` crate's.
 //! - [`ledger`]: the delivery ledger here: its settings, the writer with the pruner and the
 //!   stuck check (`ledger.writer`), the admin API (`ledger.api_listen`), `trace` and `stuck`.
+//! - [`webhooks`]: signed webhooks: the `webhooks:` settings, the dispatcher of the
+//!   outbox the ledger writer fills, `postoffice webhooks` and its admin API routes.
 //! - [`admin`]: the queue administration subcommands (`stats`, `failed`, `requeue`, `show`,
 //!   `purge`, `hold`, `release`).
 //!
@@ -38,6 +40,7 @@ pub mod queue;
 pub mod server;
 pub mod state;
 pub mod tls;
+pub mod webhooks;
 
 use std::sync::Arc;
 

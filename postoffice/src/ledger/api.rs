@@ -57,6 +57,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/messages/{queue_id}", get(message))
         .route("/api/v1/stuck", get(stuck))
         .route("/api/v1/hosts/{host}/hourly", get(hourly))
+        .merge(crate::webhooks::api::routes())
         .fallback(|| async { ApiError::NotFound("no such API route".into()) })
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         // Searches share the store's few connections: at most this many at once, the rest

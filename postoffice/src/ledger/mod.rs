@@ -44,6 +44,9 @@ pub struct LedgerSettings {
     pub api_listen: Option<SocketAddr>,
     /// The API's bearer token (required when `api_listen` is set).
     pub token: Option<String>,
+    /// Webhook endpoints (`webhooks:`): the writer fills their outbox, and the post office
+    /// running it sends it.
+    pub webhooks: Vec<crate::webhooks::Endpoint>,
 }
 
 impl std::fmt::Debug for LedgerSettings {
@@ -127,6 +130,16 @@ impl LedgerSettings {
                 );
             }
         }
+        let webhooks = crate::webhooks::check(&config.webhooks)
+            .map_err(|e| problems.extend(e))
+            .unwrap_or_default();
+        if !config.webhooks.is_empty() && !l.writer {
+            problems.push(
+                "webhooks: set, but ledger.writer is false: the post office running the ledger \
+                 writer queues and sends webhooks (set them there)"
+                    .into(),
+            );
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -138,6 +151,7 @@ impl LedgerSettings {
             check_interval: l.check_interval,
             api_listen: l.api_listen,
             token,
+            webhooks,
         })
     }
 }
@@ -304,6 +318,17 @@ pub async fn run_writer(
         }
     };
     tracing::info!(url = %redact(&settings.url), tube = tubes.events(), "ledger writer started");
+    // Webhooks: the writer fills the outbox in its transactions, the dispatcher sends it.
+    let store = store.with_webhooks(settings.webhooks.iter().map(|e| e.route.clone()).collect());
+    let dispatcher = (!settings.webhooks.is_empty()).then(|| {
+        tokio::spawn(crate::webhooks::dispatch::run(
+            store.clone(),
+            settings.webhooks.clone(),
+            crate::webhooks::dispatch::owner_name(),
+            Arc::new(crate::webhooks::dispatch::DispatchStats::default()),
+            shutdown.clone(),
+        ))
+    });
     let stats = Arc::new(WriterStats::default());
     let config = WriterConfig::new(servers, tubes.events());
     let writer = tokio::spawn(hedwig_ledger::writer::run(
@@ -332,6 +357,11 @@ pub async fn run_writer(
         if last_prune.is_none_or(|t| now - t >= Duration::from_secs(3600)) {
             last_prune = Some(now);
             let cutoff = now_ms().saturating_sub(settings.retention.as_millis() as u64);
+            if !settings.webhooks.is_empty() {
+                if let Err(e) = store.prune_webhooks(cutoff).await {
+                    tracing::warn!(error = %e, "ledger: pruning the webhook outbox failed");
+                }
+            }
             match store.prune(cutoff, 1000).await {
                 Ok(0) => {}
                 Ok(n) => {
@@ -343,6 +373,9 @@ pub async fn run_writer(
         }
     }
     let _ = writer.await;
+    if let Some(d) = dispatcher {
+        let _ = d.await;
+    }
 }
 
 /// Counts stuck messages into the gauge and logs each one once.
