@@ -353,7 +353,10 @@ async fn webhooks(
         }
         WebhooksCommand::Retry { endpoint, status } => {
             cli::check_status(&status).map_err(anyhow::Error::msg)?;
-            anyhow::ensure!(status != "done", "only failed or pending deliveries are retried");
+            anyhow::ensure!(
+                status != "done",
+                "only failed or pending deliveries are retried"
+            );
             let n = store
                 .retry_webhooks(endpoint.as_deref(), &status, postoffice::ledger::now_ms())
                 .await

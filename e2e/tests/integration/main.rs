@@ -18,3 +18,4 @@ mod postoffice_outage;
 mod swaks;
 mod transparency;
 mod tube_prefix;
+mod webhooks;

@@ -112,6 +112,11 @@ async fn retry(
     let n = store
         .retry_webhooks(w.endpoint.as_deref(), &status, crate::ledger::now_ms())
         .await?;
-    tracing::info!(endpoint = w.endpoint.as_deref().unwrap_or("*"), status, retried = n, "webhooks: retry now (admin API)");
+    tracing::info!(
+        endpoint = w.endpoint.as_deref().unwrap_or("*"),
+        status,
+        retried = n,
+        "webhooks: retry now (admin API)"
+    );
     Ok(Json(json!({ "retried": n })))
 }

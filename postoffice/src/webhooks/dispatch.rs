@@ -149,7 +149,11 @@ async fn serve(
         let gate = Arc::new(tokio::sync::Semaphore::new(endpoint.concurrency));
         let mut sends = tokio::task::JoinSet::new();
         for row in claimed {
-            let Ok(permit) = gate.clone().acquire_owned().await else {
+            let permit = tokio::select! {
+                permit = gate.clone().acquire_owned() => permit,
+                _ = shutdown.cancelled() => return,
+            };
+            let Ok(permit) = permit else {
                 break;
             };
             let (client, endpoint, store, owner, stats) = (
@@ -183,10 +187,20 @@ async fn serve(
         }
         let mut failures = 0;
         let mut total = 0;
-        while let Some(done) = sends.join_next().await {
-            total += 1;
-            if done.unwrap_or(true) {
-                failures += 1;
+        loop {
+            tokio::select! {
+                done = sends.join_next() => match done {
+                    Some(done) => {
+                        total += 1;
+                        if done.unwrap_or(true) {
+                            failures += 1;
+                        }
+                    }
+                    None => break,
+                },
+                // Sends in flight are dropped: their leases run out and they are sent again
+                // (by this post office after a restart, or another one): at least once.
+                _ = shutdown.cancelled() => return,
             }
         }
         // One line when an endpoint starts failing, one when it answers again.

@@ -113,8 +113,7 @@ pub fn check(list: &[WebhookConfig]) -> Result<Vec<Endpoint>, Vec<String>> {
         let before = problems.len();
         let name_ok = !w.name.is_empty()
             && w.name.len() <= 64
-            && w
-                .name
+            && w.name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
         if !name_ok {
@@ -130,7 +129,10 @@ pub fn check(list: &[WebhookConfig]) -> Result<Vec<Endpoint>, Vec<String>> {
                 Some(u)
             }
             Ok(_) => {
-                problems.push(format!("{at}.url: {:?}: must be http:// or https://", w.url));
+                problems.push(format!(
+                    "{at}.url: {:?}: must be http:// or https://",
+                    w.url
+                ));
                 None
             }
             Err(e) => {
