@@ -383,13 +383,13 @@ impl Store {
              RETURNING endpoint, event_id, event_type, payload, attempts, first_at"
         );
         let rows = sqlx::query(&sql)
-        .bind(owner.to_owned())
-        .bind(i(lease_until))
-        .bind(endpoint.to_owned())
-        .bind(i(now))
-        .bind(i64::from(limit.max(1)))
-        .fetch_all(&self.pool)
-        .await?;
+            .bind(owner.to_owned())
+            .bind(i(lease_until))
+            .bind(endpoint.to_owned())
+            .bind(i(now))
+            .bind(i64::from(limit.max(1)))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|row| {
                 Ok(Claimed {
@@ -447,6 +447,20 @@ impl Store {
         .await?
         .rows_affected();
         Ok(done == 1)
+    }
+
+    /// Frees the leases `owner` holds (a dispatcher starting again under the same name: the
+    /// process that held them is gone, so their rows are due now rather than at lease end).
+    pub async fn release_webhook_leases(&self, owner: &str) -> Result<u64, StoreError> {
+        let n = sqlx::query(
+            "UPDATE webhook_outbox SET lease_owner = NULL, lease_until = NULL \
+             WHERE lease_owner = $1",
+        )
+        .bind(owner.to_owned())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n)
     }
 
     /// Rows per endpoint and status.

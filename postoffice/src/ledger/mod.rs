@@ -47,6 +47,8 @@ pub struct LedgerSettings {
     /// Webhook endpoints (`webhooks:`): the writer fills their outbox, and the post office
     /// running it sends it.
     pub webhooks: Vec<crate::webhooks::Endpoint>,
+    /// This post office's name in the outbox's leases.
+    pub webhook_owner: String,
 }
 
 impl std::fmt::Debug for LedgerSettings {
@@ -152,6 +154,7 @@ impl LedgerSettings {
             api_listen: l.api_listen,
             token,
             webhooks,
+            webhook_owner: crate::webhooks::dispatch::owner_name(config.listen),
         })
     }
 }
@@ -175,6 +178,8 @@ pub struct LedgerMetrics {
     pub store_up: Gauge,
     /// Messages pruned.
     pub pruned: Counter,
+    /// The webhook dispatcher's counters.
+    pub webhooks: crate::webhooks::dispatch::DispatchStats,
 }
 
 impl LedgerMetrics {
@@ -221,6 +226,21 @@ impl LedgerMetrics {
             "pruned",
             "Messages pruned from the ledger",
             m.pruned.clone(),
+        );
+        r.register(
+            "webhooks_sent",
+            "Webhook requests answered 2xx",
+            m.webhooks.sent.clone(),
+        );
+        r.register(
+            "webhooks_retried",
+            "Webhook requests that failed and are tried again later",
+            m.webhooks.retried.clone(),
+        );
+        r.register(
+            "webhooks_failed",
+            "Webhook events given up on after max_age (marked failed)",
+            m.webhooks.failed.clone(),
         );
         m
     }
@@ -324,8 +344,8 @@ pub async fn run_writer(
         tokio::spawn(crate::webhooks::dispatch::run(
             store.clone(),
             settings.webhooks.clone(),
-            crate::webhooks::dispatch::owner_name(),
-            Arc::new(crate::webhooks::dispatch::DispatchStats::default()),
+            settings.webhook_owner.clone(),
+            metrics.webhooks.clone(),
             shutdown.clone(),
         ))
     });

@@ -12,7 +12,6 @@
 //!
 //! Not here: what goes in the outbox (the writer, `hedwig_ledger::webhook`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,12 +27,15 @@ const POLL: Duration = Duration::from_millis(500);
 /// Rows claimed at once per endpoint: this many per request slot (`concurrency`).
 const CLAIM_PER_SLOT: u32 = 4;
 
-/// What the dispatcher did, for metrics.
-#[derive(Debug, Default)]
+/// What the dispatcher did: `/metrics` counters (`hedwig_ledger_webhooks_*`).
+#[derive(Debug, Clone, Default)]
 pub struct DispatchStats {
-    pub sent: AtomicU64,
-    pub retried: AtomicU64,
-    pub failed: AtomicU64,
+    /// Requests answered 2xx.
+    pub sent: prometheus_client::metrics::counter::Counter,
+    /// Requests that failed and will be tried again.
+    pub retried: prometheus_client::metrics::counter::Counter,
+    /// Events given up on after `max_age`.
+    pub failed: prometheus_client::metrics::counter::Counter,
 }
 
 /// Runs one task per endpoint until `shutdown`. `owner` names this post office in the
@@ -42,9 +44,20 @@ pub async fn run(
     store: Store,
     endpoints: Vec<Endpoint>,
     owner: String,
-    stats: Arc<DispatchStats>,
+    stats: DispatchStats,
     shutdown: CancellationToken,
 ) {
+    // Rows this post office had claimed before a crash or restart are due at once.
+    match store.release_webhook_leases(&owner).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            rows = n,
+            "webhooks: leases of the previous run freed; sending them again"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "webhooks: cannot free the previous run's leases; they run out by themselves")
+        }
+    }
     let mut tasks = tokio::task::JoinSet::new();
     for endpoint in endpoints {
         tasks.spawn(serve(
@@ -58,16 +71,14 @@ pub async fn run(
     while tasks.join_next().await.is_some() {}
 }
 
-/// A lease owner name unique to this process: host name, pid and a random part.
-pub fn owner_name() -> String {
+/// The lease owner name of the post office listening on `listen` on this machine: the same
+/// after a restart (so that the new process frees the leases of the one that died), never
+/// the same for two post offices running at once (they cannot share a host and port).
+pub fn owner_name(listen: std::net::SocketAddr) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_default();
-    format!(
-        "{host}:{}:{:08x}",
-        std::process::id(),
-        rand::thread_rng().gen::<u32>()
-    )
+    format!("{host}/{listen}")
 }
 
 fn now_ms() -> u64 {
@@ -90,7 +101,7 @@ async fn serve(
     store: Store,
     endpoint: Endpoint,
     owner: String,
-    stats: Arc<DispatchStats>,
+    stats: DispatchStats,
     shutdown: CancellationToken,
 ) {
     let client = match reqwest::Client::builder()
@@ -168,12 +179,12 @@ async fn serve(
                 drop(permit);
                 let failing = !matches!(result, SendResult::Done { .. });
                 match &result {
-                    SendResult::Done { .. } => stats.sent.fetch_add(1, Ordering::Relaxed),
+                    SendResult::Done { .. } => stats.sent.inc(),
                     SendResult::Retry { give_up: true, error, .. } => {
                         tracing::warn!(endpoint = %endpoint.name, event = %row.event_id, error = %error, "webhooks: giving up on an event after max_age; marked failed");
-                        stats.failed.fetch_add(1, Ordering::Relaxed)
+                        stats.failed.inc()
                     }
-                    SendResult::Retry { .. } => stats.retried.fetch_add(1, Ordering::Relaxed),
+                    SendResult::Retry { .. } => stats.retried.inc(),
                 };
                 if let Err(e) = store
                     .finish_webhook(&endpoint.name, &row.event_id, &owner, now_ms(), &result)

@@ -26,3 +26,4 @@ mod rate_counts_recipients;
 mod security;
 mod signed_posts;
 mod two_beanstalkd_failover;
+mod webhooks;
