@@ -414,39 +414,67 @@ impl Store {
         now: u64,
         result: &SendResult,
     ) -> Result<bool, StoreError> {
-        let (status, code, error, next_at, done_at) = match result {
-            SendResult::Done { code } => ("done", Some(*code), None, now, Some(now)),
-            SendResult::Retry {
-                code,
-                error,
-                next_at,
-                give_up,
-            } => (
-                if *give_up { "failed" } else { "pending" },
-                *code,
-                Some(error.chars().take(500).collect::<String>()),
-                *next_at,
-                None,
-            ),
-        };
-        let done = sqlx::query(
-            "UPDATE webhook_outbox SET status = $1, attempts = attempts + 1, last_code = $2, \
-             last_error = $3, last_at = $4, next_at = $5, done_at = $6, lease_owner = NULL, \
-             lease_until = NULL WHERE endpoint = $7 AND event_id = $8 AND lease_owner = $9",
-        )
-        .bind(status)
-        .bind(code.map(i64::from))
-        .bind(error)
-        .bind(i(now))
-        .bind(i(next_at))
-        .bind(done_at.map(i))
-        .bind(endpoint.to_owned())
-        .bind(event_id.to_owned())
-        .bind(owner.to_owned())
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(done == 1)
+        let n = self
+            .finish_webhooks(
+                endpoint,
+                owner,
+                &[(event_id.to_owned(), now, result.clone())],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// [`Store::finish_webhook`] for several rows of one endpoint, in one transaction (one
+    /// disk flush for a batch of sends); returns how many were still this owner's.
+    pub async fn finish_webhooks(
+        &self,
+        endpoint: &str,
+        owner: &str,
+        results: &[(String, u64, SendResult)],
+    ) -> Result<u64, StoreError> {
+        if results.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut total = 0;
+        for (event_id, now, result) in results {
+            let now = *now;
+            let (status, code, error, next_at, done_at) = match result {
+                SendResult::Done { code } => ("done", Some(*code), None, now, Some(now)),
+                SendResult::Retry {
+                    code,
+                    error,
+                    next_at,
+                    give_up,
+                } => (
+                    if *give_up { "failed" } else { "pending" },
+                    *code,
+                    Some(error.chars().take(500).collect::<String>()),
+                    *next_at,
+                    None,
+                ),
+            };
+            total += sqlx::query(
+                "UPDATE webhook_outbox SET status = $1, attempts = attempts + 1, \
+                 last_code = $2, last_error = $3, last_at = $4, next_at = $5, done_at = $6, \
+                 lease_owner = NULL, lease_until = NULL \
+                 WHERE endpoint = $7 AND event_id = $8 AND lease_owner = $9",
+            )
+            .bind(status)
+            .bind(code.map(i64::from))
+            .bind(error)
+            .bind(i(now))
+            .bind(i(next_at))
+            .bind(done_at.map(i))
+            .bind(endpoint.to_owned())
+            .bind(event_id.clone())
+            .bind(owner.to_owned())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(total)
     }
 
     /// Frees the leases `owner` holds (a dispatcher starting again under the same name: the

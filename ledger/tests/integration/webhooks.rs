@@ -174,6 +174,14 @@ async fn events_land_in_the_outbox_in_the_writers_transaction() {
             (counts[0].pending, counts[0].done, counts[0].failed),
             (5, 1, 0)
         );
+        // Without filters: every endpoint, every status.
+        let all = store.webhook_deliveries(None, None, 100).await.unwrap();
+        assert_eq!(all.len(), 8, "{name}");
+        assert_eq!(
+            store.retry_webhooks(None, "pending", t * 4).await.unwrap(),
+            7,
+            "{name}"
+        );
     }
 }
 

@@ -167,13 +167,7 @@ async fn serve(
             let Ok(permit) = permit else {
                 break;
             };
-            let (client, endpoint, store, owner, stats) = (
-                client.clone(),
-                endpoint.clone(),
-                store.clone(),
-                owner.clone(),
-                stats.clone(),
-            );
+            let (client, endpoint, stats) = (client.clone(), endpoint.clone(), stats.clone());
             sends.spawn(async move {
                 let result = send(&client, &endpoint, &row).await;
                 drop(permit);
@@ -186,34 +180,40 @@ async fn serve(
                     }
                     SendResult::Retry { .. } => stats.retried.inc(),
                 };
-                if let Err(e) = store
-                    .finish_webhook(&endpoint.name, &row.event_id, &owner, now_ms(), &result)
-                    .await
-                {
-                    // The lease runs out and the row is sent again: at least once.
-                    tracing::warn!(endpoint = %endpoint.name, event = %row.event_id, error = %e, "webhooks: cannot record a send");
-                }
-                failing
+                (failing, (row.event_id, now_ms(), result))
             });
         }
+        // Results are recorded a few at a time, each lot in one transaction (one disk flush
+        // on SQLite instead of one per request).
         let mut failures = 0;
         let mut total = 0;
+        let mut results = Vec::new();
         loop {
             tokio::select! {
                 done = sends.join_next() => match done {
-                    Some(done) => {
+                    Some(Ok((failing, result))) => {
                         total += 1;
-                        if done.unwrap_or(true) {
-                            failures += 1;
+                        failures += usize::from(failing);
+                        results.push(result);
+                        if results.len() >= endpoint.concurrency {
+                            record(&store, &endpoint.name, &owner, &mut results).await;
                         }
+                    }
+                    Some(Err(_)) => {
+                        total += 1;
+                        failures += 1;
                     }
                     None => break,
                 },
                 // Sends in flight are dropped: their leases run out and they are sent again
                 // (by this post office after a restart, or another one): at least once.
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => {
+                    record(&store, &endpoint.name, &owner, &mut results).await;
+                    return;
+                }
             }
         }
+        record(&store, &endpoint.name, &owner, &mut results).await;
         // One line when an endpoint starts failing, one when it answers again.
         match (down_since, failures == total) {
             (None, true) => {
@@ -227,6 +227,23 @@ async fn serve(
             _ => {}
         }
     }
+}
+
+/// Records `results` (and empties it). On failure the rows keep their lease, run out of it
+/// and are sent again: at least once.
+async fn record(
+    store: &Store,
+    endpoint: &str,
+    owner: &str,
+    results: &mut Vec<(String, u64, SendResult)>,
+) {
+    if results.is_empty() {
+        return;
+    }
+    if let Err(e) = store.finish_webhooks(endpoint, owner, results).await {
+        tracing::warn!(endpoint, rows = results.len(), error = %e, "webhooks: cannot record sends; they are sent again after their lease");
+    }
+    results.clear();
 }
 
 /// One POST of a claimed row, and how it went.
