@@ -124,6 +124,10 @@ pub struct Payload {
     /// Every recipient (`queued` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recipients: Option<Vec<String>>,
+    /// `queued` only: the sending host was held at intake (the message waits for
+    /// `postoffice release`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<bool>,
     pub mx: Option<String>,
     pub ip: Option<String>,
     pub tls: Option<bool>,
@@ -150,6 +154,7 @@ fn payload(event: &Event, event_type: &str, apply: &Apply) -> Payload {
         sender: message.and_then(|m| m.sender.clone()),
         recipient: None,
         recipients: None,
+        held: None,
         mx: None,
         ip: None,
         tls: None,
@@ -161,6 +166,7 @@ fn payload(event: &Event, event_type: &str, apply: &Apply) -> Payload {
     match &event.what {
         What::Queued(q) => {
             p.recipients = Some(q.recipients.iter().map(|r| address_key(r)).collect());
+            p.held = Some(q.held);
         }
         What::Recipient(r) => {
             p.recipient = Some(address_key(&r.recipient));

@@ -582,6 +582,14 @@ async fn errors_are_retried_with_the_same_event_and_fail_after_max_age() {
         vec![flaky.endpoint("flaky", &["delivered"]), doomed],
     )
     .await;
+    // The webhook routes are behind the admin API's token.
+    let anonymous = reqwest::Client::new()
+        .get(format!("{}/api/v1/webhooks", chain.api))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
     chain.send("flaky", &[OK]).await;
     assert!(
         until(Duration::from_secs(30), || flaky.accepted().len() == 1).await,

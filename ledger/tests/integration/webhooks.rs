@@ -101,6 +101,15 @@ async fn events_land_in_the_outbox_in_the_writers_transaction() {
         assert_eq!(body["mx"], "mx.example.test");
         assert_eq!(body["tls"], true);
         assert_eq!(body["at"], t + 2);
+        let q: serde_json::Value = claimed
+            .iter()
+            .find(|c| c.event_id == events[0].id)
+            .map(|c| serde_json::from_str(&c.payload).unwrap())
+            .unwrap();
+        assert_eq!(q["type"], "queued");
+        assert_eq!(q["recipients"], serde_json::json!(["a@x.test", "b@x.test"]));
+        assert_eq!(q["held"], false);
+        assert_eq!(q["recipient"], serde_json::Value::Null);
 
         // Leased: a second claim gets nothing until the lease runs out.
         let again = store
