@@ -18,6 +18,8 @@
 //!   complete, release, prune (methods of [`Store`]).
 //! - [`model`]: what the store answers and is asked ([`Message`], [`Timeline`], [`Filter`]...).
 //! - [`schema`]: the tables, one list of statements per version.
+//! - [`webhook`]: the webhook outbox: which events go to which endpoint, their payload, and
+//!   the rows a dispatcher claims and marks (filled by [`Store::write`]).
 //! - [`writer`]: events tube -> store, with batching, backoff and no loss.
 //! - [`suppress`]: the suppression list: which failures add an entry (the writer's hook),
 //!   and its queries.
@@ -33,6 +35,7 @@ mod query;
 pub mod schema;
 pub mod store;
 pub mod suppress;
+pub mod webhook;
 pub mod writer;
 
 pub use claims::{ClaimLimits, ClaimRow, Claimed};

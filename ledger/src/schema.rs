@@ -15,7 +15,7 @@ pub(crate) const VERSION_TABLE: &str =
 /// The statements that take the database from version `i` to `i + 1`, at index `i`. Public
 /// for the tests that build an old database and open it with this build.
 #[doc(hidden)]
-pub const MIGRATIONS: &[&[&str]] = &[V1, SHARED_DEDUPE, SUPPRESSIONS, EDGE_ID];
+pub const MIGRATIONS: &[&[&str]] = &[V1, SHARED_DEDUPE, SUPPRESSIONS, EDGE_ID, WEBHOOK_OUTBOX];
 
 /// The statements that take a database from version `from` to `from + 1` (for tests that
 /// build an older database by hand).
@@ -135,3 +135,32 @@ const SUPPRESSIONS: &[&str] = &[
 /// Lookups by the sending mailman's message id (`mailman status <id>`, the post office's
 /// `POST /status`): without it such a lookup reads every message.
 const EDGE_ID: &[&str] = &["CREATE INDEX messages_edge_id ON messages (edge_id)"];
+
+/// The webhook outbox (issue 14, docs/webhooks.md): one row per (endpoint, event) to send,
+/// inserted by the writer in the transaction that stores the event; `status` is `pending`,
+/// `done` or `failed`. A dispatcher claims due rows by setting `lease_owner` and
+/// `lease_until` in one UPDATE, so two post offices on one PostgreSQL never both send a row
+/// inside a lease. `first_at` is where `max_age` counts from (reset by a manual retry).
+const WEBHOOK_OUTBOX: &[&str] = &[
+    "CREATE TABLE webhook_outbox (
+        endpoint TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        queue_id TEXT NOT NULL,
+        recipient TEXT,
+        payload TEXT NOT NULL,
+        status TEXT NOT NULL,
+        first_at BIGINT NOT NULL,
+        next_at BIGINT NOT NULL,
+        attempts BIGINT NOT NULL,
+        lease_owner TEXT,
+        lease_until BIGINT,
+        last_code BIGINT,
+        last_error TEXT,
+        last_at BIGINT,
+        done_at BIGINT,
+        PRIMARY KEY (endpoint, event_id)
+    )",
+    "CREATE INDEX webhook_outbox_due ON webhook_outbox (endpoint, status, next_at)",
+    "CREATE INDEX webhook_outbox_recent ON webhook_outbox (endpoint, first_at)",
+];

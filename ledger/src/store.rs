@@ -62,6 +62,9 @@ pub struct Store {
     pub(crate) backend: Backend,
     /// What [`Store::write`] adds to the suppression list by itself.
     pub(crate) auto: AutoPolicy,
+    /// Webhook endpoints the writer fills the outbox for (none by default; see
+    /// [`Store::with_webhooks`]).
+    pub(crate) webhooks: std::sync::Arc<Vec<crate::webhook::Route>>,
 }
 
 /// The advisory lock key writers and the pruner take on PostgreSQL ("hedwig13").
@@ -109,6 +112,7 @@ impl Store {
             pool,
             backend,
             auto: AutoPolicy::default(),
+            webhooks: Default::default(),
         };
         if backend == Backend::Sqlite {
             // Persistent in the file: readers never block the writer nor the other way.
@@ -267,6 +271,7 @@ impl Store {
         let late: HashSet<String> = late.into_iter().collect();
         let suppressions = suppress::auto(&self.auto, &apply, &new, &late);
         suppress::upsert(&mut tx, &suppressions, suppress::Merge::Auto, now_ms()).await?;
+        crate::webhook::enqueue(self.backend, &mut tx, &self.webhooks, &new, &apply).await?;
         tx.commit().await?;
         Ok(new.len())
     }

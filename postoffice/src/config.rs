@@ -106,6 +106,9 @@ pub struct Config {
     /// The suppression list: what the ledger writer adds, what intake takes out
     /// (docs/suppression.md).
     pub suppression: crate::suppression::SuppressionConfig,
+    /// Signed webhooks: endpoints that get the ledger's events (docs/webhooks.md). Sent by
+    /// the post office running the ledger writer.
+    pub webhooks: Vec<crate::webhooks::WebhookConfig>,
 }
 
 /// The `ledger:` section.
@@ -247,6 +250,7 @@ impl Default for Config {
             ledger: LedgerConfig::default(),
             events: true,
             suppression: Default::default(),
+            webhooks: Vec::new(),
         }
     }
 }

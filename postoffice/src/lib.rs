@@ -23,6 +23,8 @@
 //!   messages, answered from the ledger.
 //! - [`suppression`]: the suppression list here: its settings, intake's in-memory set and
 //!   its refresh, `postoffice suppress`, `/api/v1/suppressions`.
+//! - [`webhooks`]: signed webhooks: the `webhooks:` settings, the dispatcher of the
+//!   outbox the ledger writer fills, `postoffice webhooks` and its admin API routes.
 //! - [`admin`]: the queue administration subcommands (`stats`, `failed`, `requeue`, `show`,
 //!   `purge`, `hold`, `release`).
 //!
@@ -46,6 +48,7 @@ pub mod state;
 pub mod status;
 pub mod suppression;
 pub mod tls;
+pub mod webhooks;
 
 use std::sync::Arc;
 

@@ -99,6 +99,12 @@ enum Command {
         #[command(subcommand)]
         command: postoffice::suppression::cli::SuppressCommand,
     },
+    /// Webhook endpoints with their counts, recent deliveries, retry now (see
+    /// docs/webhooks.md).
+    Webhooks {
+        #[command(flatten)]
+        args: postoffice::webhooks::cli::WebhooksArgs,
+    },
 }
 
 #[derive(clap::Args)]
@@ -303,6 +309,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Webhooks { args } => webhooks(&config, args).await,
     }
 }
 
@@ -347,6 +354,69 @@ async fn ledger_counts(config: &postoffice::Config, hours: u64) -> admin::stats:
             ..Default::default()
         },
     }
+}
+
+/// `postoffice webhooks [list | deliveries | retry]`.
+async fn webhooks(
+    config: &postoffice::Config,
+    args: postoffice::webhooks::cli::WebhooksArgs,
+) -> anyhow::Result<ExitCode> {
+    use postoffice::webhooks::cli::{self, WebhooksCommand};
+    let store = ledger_store(config).await?;
+    match args
+        .command
+        .unwrap_or(WebhooksCommand::List { json: false })
+    {
+        WebhooksCommand::List { json } => {
+            let counts = store
+                .webhook_counts()
+                .await
+                .context("cannot read the ledger")?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({ "endpoints": counts }))?
+                );
+            } else {
+                print!("{}", cli::render_list(&config.webhooks, &counts));
+            }
+        }
+        WebhooksCommand::Deliveries {
+            endpoint,
+            status,
+            limit,
+            json,
+        } => {
+            if let Some(s) = &status {
+                cli::check_status(s).map_err(anyhow::Error::msg)?;
+            }
+            let rows = store
+                .webhook_deliveries(endpoint.as_deref(), status.as_deref(), limit)
+                .await
+                .context("cannot read the ledger")?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({ "deliveries": rows }))?
+                );
+            } else {
+                print!("{}", cli::render_deliveries(&rows));
+            }
+        }
+        WebhooksCommand::Retry { endpoint, status } => {
+            cli::check_status(&status).map_err(anyhow::Error::msg)?;
+            anyhow::ensure!(
+                status != "done",
+                "only failed or pending deliveries are retried"
+            );
+            let n = store
+                .retry_webhooks(endpoint.as_deref(), &status, postoffice::ledger::now_ms())
+                .await
+                .context("cannot write to the ledger")?;
+            println!("{n} deliveries due now");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The ledger's timeline of `queue_id`, when the config names a store that exists and has it.

@@ -19,3 +19,4 @@ mod suppression;
 mod swaks;
 mod transparency;
 mod tube_prefix;
+mod webhooks;

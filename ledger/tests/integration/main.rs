@@ -9,5 +9,6 @@ mod common;
 mod open;
 mod queries;
 mod suppressions;
+mod webhooks;
 mod writer;
 mod writes;

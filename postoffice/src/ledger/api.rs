@@ -64,6 +64,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
                 .post(crate::suppression::api::add)
                 .delete(crate::suppression::api::remove),
         )
+        .merge(crate::webhooks::api::routes())
         .fallback(|| async { ApiError::NotFound("no such API route".into()) })
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         // Searches share the store's few connections: at most this many at once, the rest

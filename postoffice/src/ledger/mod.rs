@@ -55,6 +55,11 @@ pub struct LedgerSettings {
     pub suppression: crate::suppression::SuppressionSettings,
     /// `ledger.url` was given (not the default in `data_dir`).
     pub url_set: bool,
+    /// Webhook endpoints (`webhooks:`): the writer fills their outbox, and the post office
+    /// running it sends it.
+    pub webhooks: Vec<crate::webhooks::Endpoint>,
+    /// This post office's name in the outbox's leases.
+    pub webhook_owner: String,
 }
 
 impl std::fmt::Debug for LedgerSettings {
@@ -146,6 +151,16 @@ impl LedgerSettings {
                 humantime::format_duration(MAX_SHARED_TIMEOUT)
             ));
         }
+        let webhooks = crate::webhooks::check(&config.webhooks)
+            .map_err(|e| problems.extend(e))
+            .unwrap_or_default();
+        if !config.webhooks.is_empty() && !l.writer {
+            problems.push(
+                "webhooks: set, but ledger.writer is false: the post office running the ledger \
+                 writer queues and sends webhooks (set them there)"
+                    .into(),
+            );
+        }
         let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
         let shared_dedupe = match l.shared_dedupe {
             SharedDedupe::Auto => postgres,
@@ -175,6 +190,8 @@ impl LedgerSettings {
             shared_dedupe_timeout: l.shared_dedupe_timeout,
             suppression,
             url_set: l.url.is_some(),
+            webhooks,
+            webhook_owner: crate::webhooks::dispatch::owner_name(config.listen),
         })
     }
 
@@ -211,6 +228,8 @@ pub struct LedgerMetrics {
     pub dedupe_found: Counter,
     /// 1 while the shared duplicate-id window answers (0 during an outage; 1 when off).
     pub dedupe_store_up: Gauge,
+    /// The webhook dispatcher's counters.
+    pub webhooks: crate::webhooks::dispatch::DispatchStats,
 }
 
 impl LedgerMetrics {
@@ -275,6 +294,21 @@ impl LedgerMetrics {
             m.dedupe_store_up.clone(),
         );
         m.dedupe_store_up.set(1);
+        r.register(
+            "webhooks_sent",
+            "Webhook requests answered 2xx",
+            m.webhooks.sent.clone(),
+        );
+        r.register(
+            "webhooks_retried",
+            "Webhook requests that failed and are tried again later",
+            m.webhooks.retried.clone(),
+        );
+        r.register(
+            "webhooks_failed",
+            "Webhook events given up on after max_age (marked failed)",
+            m.webhooks.failed.clone(),
+        );
         m
     }
 
@@ -384,6 +418,17 @@ pub async fn run_writer(
     };
     let store = store.with_auto_suppression(settings.suppression.auto.clone());
     tracing::info!(url = %redact(&settings.url), tube = tubes.events(), "ledger writer started");
+    // Webhooks: the writer fills the outbox in its transactions, the dispatcher sends it.
+    let store = store.with_webhooks(settings.webhooks.iter().map(|e| e.route.clone()).collect());
+    let dispatcher = (!settings.webhooks.is_empty()).then(|| {
+        tokio::spawn(crate::webhooks::dispatch::run(
+            store.clone(),
+            settings.webhooks.clone(),
+            settings.webhook_owner.clone(),
+            metrics.webhooks.clone(),
+            shutdown.clone(),
+        ))
+    });
     let stats = Arc::new(WriterStats::default());
     let config = WriterConfig::new(servers, tubes.events());
     let writer = tokio::spawn(hedwig_ledger::writer::run(
@@ -412,6 +457,11 @@ pub async fn run_writer(
         if last_prune.is_none_or(|t| now - t >= Duration::from_secs(3600)) {
             last_prune = Some(now);
             let cutoff = now_ms().saturating_sub(settings.retention.as_millis() as u64);
+            if !settings.webhooks.is_empty() {
+                if let Err(e) = store.prune_webhooks(cutoff).await {
+                    tracing::warn!(error = %e, "ledger: pruning the webhook outbox failed");
+                }
+            }
             match store.prune(cutoff, 1000).await {
                 Ok(0) => {}
                 Ok(n) => {
@@ -430,6 +480,9 @@ pub async fn run_writer(
         }
     }
     let _ = writer.await;
+    if let Some(d) = dispatcher {
+        let _ = d.await;
+    }
 }
 
 /// Counts stuck messages into the gauge and logs each one once.

@@ -30,3 +30,4 @@ mod status;
 mod suppression_chain;
 mod suppression_intake;
 mod two_beanstalkd_failover;
+mod webhooks;
