@@ -257,30 +257,21 @@ async fn concurrent_claims_on_postgres_never_overlap() {
 async fn an_old_database_gets_the_outbox() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/old.db", dir.path().display());
-    let store = Store::open(&url).await.unwrap();
-    let v1 = [
-        "events",
-        "messages",
-        "recipients",
-        "hourly",
-        "schema_version",
-    ];
-    let tables: Vec<String> =
-        sqlx::query_scalar::<_, String>("SELECT name FROM sqlite_master WHERE type = 'table'")
-            .fetch_all(&sqlx::SqlitePool::connect(&url).await.unwrap())
-            .await
-            .unwrap();
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    for t in tables.iter().filter(|t| !v1.contains(&t.as_str())) {
-        pool.execute(format!("DROP TABLE {t}").as_str())
-            .await
-            .unwrap();
-    }
-    pool.execute("UPDATE schema_version SET version = 1")
+    // Version 1 exactly as that build made it.
+    let pool = sqlx::SqlitePool::connect(&format!("{url}?mode=rwc"))
         .await
         .unwrap();
+    pool.execute("CREATE TABLE schema_version (version BIGINT NOT NULL)")
+        .await
+        .unwrap();
+    for statement in schema::migration(0).unwrap() {
+        pool.execute(*statement).await.unwrap();
+    }
+    pool.execute("INSERT INTO schema_version (version) VALUES (1)")
+        .await
+        .unwrap();
+    assert!(pool.execute("SELECT 1 FROM webhook_outbox").await.is_err());
     pool.close().await;
-    store.close().await;
 
     let store = Store::open(&url).await.unwrap().with_webhooks(routes());
     assert_eq!(store.schema_version().await.unwrap(), schema::VERSION);
