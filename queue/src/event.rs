@@ -181,11 +181,14 @@ pub enum Outcome {
     Requeued,
     /// Deleted by an operator. Final.
     Purged,
+    /// The recipient reported the delivered message as unwanted (an RFC 5965 ARF feedback
+    /// report to the bounce listener). Final; beats an earlier `sent`.
+    Complained,
 }
 
 impl Outcome {
     /// Every outcome, in the order of the list above.
-    pub const ALL: [Outcome; 9] = [
+    pub const ALL: [Outcome; 10] = [
         Outcome::Sent,
         Outcome::Deferred,
         Outcome::Bounced,
@@ -195,13 +198,19 @@ impl Outcome {
         Outcome::Released,
         Outcome::Requeued,
         Outcome::Purged,
+        Outcome::Complained,
     ];
 
     /// Whether nothing more will happen to the recipient after it (unless an operator acts).
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            Outcome::Sent | Outcome::Bounced | Outcome::Expired | Outcome::Failed | Outcome::Purged
+            Outcome::Sent
+                | Outcome::Bounced
+                | Outcome::Expired
+                | Outcome::Failed
+                | Outcome::Purged
+                | Outcome::Complained
         )
     }
 
@@ -217,6 +226,7 @@ impl Outcome {
             Outcome::Released => "released",
             Outcome::Requeued => "requeued",
             Outcome::Purged => "purged",
+            Outcome::Complained => "complained",
         }
     }
 
@@ -401,9 +411,14 @@ mod tests {
                 Outcome::Bounced,
                 Outcome::Expired,
                 Outcome::Failed,
-                Outcome::Purged
+                Outcome::Purged,
+                Outcome::Complained
             ]
         );
+        // Old readers' names are unchanged; the new one reads back.
+        let e: RecipientEvent =
+            serde_json::from_str(r#"{"recipient":"a@b","outcome":"complained"}"#).unwrap();
+        assert_eq!(e.outcome, Outcome::Complained);
         assert_eq!(Outcome::parse("nope"), None);
     }
 
