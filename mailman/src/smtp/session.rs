@@ -13,6 +13,7 @@
 
 use std::borrow::Cow;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use hedwig_core::address::{parse_reverse_path, Mailbox};
 use smtp_proto::{Request, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8};
@@ -39,6 +40,20 @@ pub struct SessionConfig {
     pub max_errors: usize,
     /// What a line ending in a bare LF means (commands and message text).
     pub bare_newline: BareNewline,
+    /// Decides each well-formed RCPT address before it is taken; `None` takes every one
+    /// (mailman). The post office's bounce listener takes only its own VERP tokens.
+    pub recipient_check: Option<RecipientCheck>,
+}
+
+/// A check of RCPT addresses: `Err((code, text))` refuses one with that reply; a refusal
+/// counts as a bad command (towards `max_errors`), so guessing tokens closes the session.
+#[derive(Clone)]
+pub struct RecipientCheck(pub Arc<dyn Fn(&str) -> Result<(), (u16, String)> + Send + Sync>);
+
+impl std::fmt::Debug for RecipientCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RecipientCheck(..)")
+    }
 }
 
 /// What the caller should do next.
@@ -475,6 +490,14 @@ impl Session {
         if mailbox.needs_smtputf8() && !tx.smtputf8 {
             return self.error(553, "5.6.7 a non-ASCII address needs SMTPUTF8 on MAIL FROM");
         }
+        if let Some(check) = &self.config.recipient_check {
+            if let Err((code, text)) = (check.0)(address) {
+                return self.error(code, &text);
+            }
+        }
+        let Some(tx) = &mut self.transaction else {
+            return self.error(503, "5.5.1 need MAIL before RCPT");
+        };
         if tx.rcpt_to.len() >= max {
             // RFC 5321 §4.5.3.1.10: 452 for too many recipients, the client sends the rest later.
             return Action::Reply(reply(452, "4.5.3 too many recipients"));
