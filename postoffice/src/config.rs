@@ -103,6 +103,9 @@ pub struct Config {
     /// `purged` from the admin commands) into the events tube (`<tube_prefix>-events`) of the
     /// server the job went to. `false`: none.
     pub events: bool,
+    /// The inbound SMTP listener for VERP bounce domains (late bounces and complaints,
+    /// docs/bounces.md); none by default.
+    pub bounce_listener: Option<crate::bounce::BounceListenerConfig>,
 }
 
 /// The `ledger:` section.
@@ -243,6 +246,7 @@ impl Default for Config {
             data_dir: PathBuf::from("/var/lib/hedwig/postoffice"),
             ledger: LedgerConfig::default(),
             events: true,
+            bounce_listener: None,
         }
     }
 }
@@ -268,6 +272,8 @@ pub struct Settings {
     pub tubes: Tubes,
     /// The ledger's checked settings.
     pub ledger: crate::ledger::LedgerSettings,
+    /// The bounce listener's checked settings, when there is one.
+    pub bounce: Option<crate::bounce::BounceSettings>,
 }
 
 impl Config {
@@ -377,6 +383,20 @@ impl Config {
         let ledger = crate::ledger::LedgerSettings::check(self)
             .map_err(|e| problems.extend(e))
             .ok();
+        let bounce = match &self.bounce_listener {
+            Some(b) => {
+                if !self.events {
+                    problems.push(
+                        "bounce_listener: needs events: true (it records what it reads as ledger events)"
+                            .into(),
+                    );
+                }
+                b.check(self.require_safe_keys)
+                    .map_err(|e| problems.extend(e))
+                    .ok()
+            }
+            None => None,
+        };
         match (tubes, ledger) {
             (Some(tubes), Some(ledger)) if problems.is_empty() => Ok(Settings {
                 config,
@@ -384,6 +404,7 @@ impl Config {
                 servers,
                 tubes,
                 ledger,
+                bounce,
             }),
             _ => Err(problems),
         }

@@ -18,6 +18,8 @@
 //!   `hedwig-queue` crate's.
 //! - [`ledger`]: the delivery ledger here: its settings, the writer with the pruner and the
 //!   stuck check (`ledger.writer`), the admin API (`ledger.api_listen`), `trace` and `stuck`.
+//! - [`bounce`]: the bounce listener: inbound SMTP for the VERP bounce domains, turning DSNs
+//!   and ARF reports into `bounced` / `complained` ledger events (`bounce_listener`).
 //! - [`admin`]: the queue administration subcommands (`stats`, `failed`, `requeue`, `show`,
 //!   `purge`, `hold`, `release`).
 //!
@@ -27,6 +29,7 @@
 pub mod admin;
 pub mod app;
 pub mod body;
+pub mod bounce;
 pub mod config;
 pub mod dedupe;
 pub mod error;
@@ -77,6 +80,7 @@ pub async fn serve(
         servers,
         tubes,
         ledger,
+        bounce,
     } = settings;
     let state = Arc::new(state::AppState::new(
         config,
@@ -86,6 +90,24 @@ pub async fn serve(
         &ledger,
     ));
     start_ledger(&ledger, &state, &servers, &tubes, &shutdown).await?;
+    if let (Some(bounce), Some(events)) = (bounce, state.events.clone()) {
+        let listener = TcpListener::bind(bounce.listen).await?;
+        tracing::info!(
+            listen = %listener.local_addr()?, domains = %bounce.domains.join(","),
+            "bounce listener started"
+        );
+        let shared = Arc::new(bounce::listener::Listener {
+            settings: bounce,
+            events,
+            servers: servers.clone(),
+        });
+        tokio::spawn(bounce::listener::run(
+            shared,
+            listener,
+            tokio_util::task::TaskTracker::new(),
+            shutdown.clone(),
+        ));
+    }
     let addr = listener.local_addr()?;
     tracing::info!(
         listen = %addr, tls = state.config.tls.is_some(), beanstalkd = %servers.join(","), tube_prefix = %tubes,
