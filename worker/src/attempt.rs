@@ -96,6 +96,38 @@ impl Worker {
         // The recipients were parsed when the job was decoded: grouped here, sent in their
         // wire form, reported as queued, without parsing them again.
         let (groups, mut outcomes) = group_by_domain(&env.rcpt_to);
+        let verp = self
+            .verp
+            .as_deref()
+            .filter(|v| v.bounce_domain(&env.mail_from).is_some());
+        if let Some(verp) = verp {
+            let (mail_from, wire_from) = (&mail_from, &wire_from);
+            // One transaction per recipient, each with its own return path; a domain's
+            // recipients one after another (on a reused connection), domains in parallel.
+            let deliveries = groups.iter().map(|(domain, rcpts)| async move {
+                let mut out = Vec::new();
+                for rcpt in rcpts {
+                    let from = verp
+                        .return_path(&env.mail_from, &env.queue_id, &rcpt.to_string())
+                        .unwrap_or_else(|| mail_from.clone());
+                    let wire = match hedwig_core::address::parse_reverse_path(&from) {
+                        Ok(Some(mailbox)) => mailbox.wire(),
+                        _ => wire_from.clone(),
+                    };
+                    let one = std::slice::from_ref(rcpt);
+                    out.extend(
+                        self.deliverer
+                            .deliver_domain(&env.host, domain, &from, &wire, one, message)
+                            .await,
+                    );
+                }
+                out
+            });
+            for result in futures_util::future::join_all(deliveries).await {
+                outcomes.extend(result);
+            }
+            return outcomes;
+        }
         let deliveries = groups.iter().map(|(domain, rcpts)| {
             self.deliverer
                 .deliver_domain(&env.host, domain, &mail_from, &wire_from, rcpts, message)
