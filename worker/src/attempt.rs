@@ -107,13 +107,14 @@ impl Worker {
             let deliveries = groups.iter().map(|(domain, rcpts)| async move {
                 let mut out = Vec::new();
                 for rcpt in rcpts {
-                    let from = verp
-                        .return_path(&env.mail_from, &env.queue_id, &rcpt.to_string())
-                        .unwrap_or_else(|| mail_from.clone());
-                    let wire = match hedwig_core::address::parse_reverse_path(&from) {
-                        Ok(Some(mailbox)) => mailbox.wire(),
-                        _ => wire_from.clone(),
-                    };
+                    // Made of the token's base32 and a checked host name: safe on the wire as
+                    // it is (it is not re-parsed: the local part is often longer than the 64
+                    // octets hedwig's address parser allows; see hedwig_core::verp).
+                    let (from, wire) =
+                        match verp.return_path(&env.mail_from, &env.queue_id, &rcpt.to_string()) {
+                            Some(path) => (path.clone(), path),
+                            None => (mail_from.clone(), wire_from.clone()),
+                        };
                     let one = std::slice::from_ref(rcpt);
                     out.extend(
                         self.deliverer

@@ -40,8 +40,9 @@ pub struct SessionConfig {
     pub max_errors: usize,
     /// What a line ending in a bare LF means (commands and message text).
     pub bare_newline: BareNewline,
-    /// Decides each well-formed RCPT address before it is taken; `None` takes every one
-    /// (mailman). The post office's bounce listener takes only its own VERP tokens.
+    /// Decides each RCPT address instead of the address syntax check (it must be at least as
+    /// strict); `None`: every well-formed address is taken (mailman). The post office's bounce
+    /// listener takes only its own VERP tokens.
     pub recipient_check: Option<RecipientCheck>,
 }
 
@@ -483,6 +484,18 @@ impl Session {
             return self.error(503, "5.5.1 need MAIL before RCPT");
         };
         let address = to.address.trim();
+        if let Some(check) = &self.config.recipient_check {
+            // The check decides alone (VERP local parts are longer than the 64 octets the
+            // address parser allows); only what it takes is accepted.
+            if let Err((code, text)) = (check.0)(address) {
+                return self.error(code, &text);
+            }
+            if tx.rcpt_to.len() >= max {
+                return Action::Reply(reply(452, "4.5.3 too many recipients"));
+            }
+            tx.rcpt_to.push(address.to_string());
+            return Action::Reply(reply(250, "2.1.5 Ok"));
+        }
         let mailbox = match Mailbox::parse(address) {
             Ok(mailbox) => mailbox,
             Err(err) => return self.error(501, &format!("5.1.3 {err}")),
@@ -490,14 +503,6 @@ impl Session {
         if mailbox.needs_smtputf8() && !tx.smtputf8 {
             return self.error(553, "5.6.7 a non-ASCII address needs SMTPUTF8 on MAIL FROM");
         }
-        if let Some(check) = &self.config.recipient_check {
-            if let Err((code, text)) = (check.0)(address) {
-                return self.error(code, &text);
-            }
-        }
-        let Some(tx) = &mut self.transaction else {
-            return self.error(503, "5.5.1 need MAIL before RCPT");
-        };
         if tx.rcpt_to.len() >= max {
             // RFC 5321 §4.5.3.1.10: 452 for too many recipients, the client sends the rest later.
             return Action::Reply(reply(452, "4.5.3 too many recipients"));
