@@ -142,7 +142,7 @@ impl VerpKey {
     pub fn verify_address(&self, address: &str, domains: &[String]) -> Option<Verp> {
         let (local, domain) = address.rsplit_once('@')?;
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-        if !domains.iter().any(|d| *d == domain) {
+        if !domains.contains(&domain) {
             return None;
         }
         let (prefix, token) = local.split_once('+')?;

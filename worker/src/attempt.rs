@@ -111,7 +111,7 @@ impl Worker {
                     // it is (it is not re-parsed: the local part is often longer than the 64
                     // octets hedwig's address parser allows; see hedwig_core::verp).
                     let (from, wire) =
-                        match verp.return_path(&env.mail_from, &env.queue_id, &rcpt.to_string()) {
+                        match verp.return_path(&env.mail_from, &env.queue_id, rcpt.as_ref()) {
                             Some(path) => (path.clone(), path),
                             None => (mail_from.clone(), wire_from.clone()),
                         };

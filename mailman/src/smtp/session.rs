@@ -49,7 +49,10 @@ pub struct SessionConfig {
 /// A check of RCPT addresses: `Err((code, text))` refuses one with that reply; a refusal
 /// counts as a bad command (towards `max_errors`), so guessing tokens closes the session.
 #[derive(Clone)]
-pub struct RecipientCheck(pub Arc<dyn Fn(&str) -> Result<(), (u16, String)> + Send + Sync>);
+pub struct RecipientCheck(pub Arc<CheckFn>);
+
+/// What a [`RecipientCheck`] calls: the address, then `Ok` or the refusal's code and text.
+pub type CheckFn = dyn Fn(&str) -> Result<(), (u16, String)> + Send + Sync;
 
 impl std::fmt::Debug for RecipientCheck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

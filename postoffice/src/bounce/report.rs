@@ -181,7 +181,7 @@ mod tests {
     fn a_dsn_bounces_the_token_recipient() {
         let (key, domains, to) = setup();
         let Verdict::Record { events, .. } =
-            judge(&key, &domains, &[to.clone()], DSN.as_bytes(), 7)
+            judge(&key, &domains, std::slice::from_ref(&to), DSN.as_bytes(), 7)
         else {
             panic!()
         };
@@ -234,7 +234,7 @@ mod tests {
         let v = judge(
             &key,
             &domains,
-            &[to.clone()],
+            std::slice::from_ref(&to),
             b"Subject: out of office\r\n\r\nBack Monday\r\n",
             7,
         );
