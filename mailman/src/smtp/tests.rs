@@ -486,3 +486,31 @@ fn recipient_check_refuses_and_counts_as_errors() {
     assert_eq!(t.codes(), vec![250, 250, 550, 550, 421]);
     assert!(t.closed);
 }
+
+#[test]
+fn recipient_check_replaces_the_syntax_check() {
+    // VERP local parts are longer than the 64 octets Mailbox::parse allows: the check alone
+    // decides, and only what it takes goes in.
+    let long = format!("bounces+{}@b.test", "a".repeat(100));
+    let expected = long.clone();
+    let check = RecipientCheck(std::sync::Arc::new(move |address: &str| {
+        if address == expected {
+            Ok(())
+        } else {
+            Err((550, "5.1.1 no".into()))
+        }
+    }));
+    let cfg = SessionConfig {
+        recipient_check: Some(check),
+        ..config()
+    };
+    let input = format!(
+        "EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<{long}>\r\nRCPT TO:<other@b.test>\r\nDATA\r\nx\r\n.\r\n"
+    );
+    let t = same_at_every_split(cfg, input.as_bytes());
+    assert_eq!(t.codes(), vec![250, 250, 250, 550, 354, 250]);
+    assert_eq!(t.messages[0].rcpt_to, vec![long]);
+    // Without a check the same address is refused by the syntax check.
+    let t = drive(config(), &[input.as_bytes()]);
+    assert_eq!(t.codes()[2], 501);
+}

@@ -193,3 +193,79 @@ impl BounceListenerConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "a bounce listener secret, long enough";
+
+    fn yaml(text: &str) -> crate::Config {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        hedwig_core::config::load_from_env(Some(f.path()), std::iter::empty::<(&str, &str)>())
+            .unwrap()
+    }
+
+    #[test]
+    fn a_whole_section_from_yaml() {
+        let c = yaml(&format!(
+            "secret: {SECRET}\nbounce_listener:\n  listen: 127.0.170.44:2525\n  domains: [Bounces.Example.COM]\n  secret: {SECRET}\n  max_message_size: 1MB\n  command_timeout: 5s\n"
+        ));
+        let s = c.check().unwrap().bounce.unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.170.44:2525");
+        assert_eq!(*s.domains, ["bounces.example.com"]);
+        assert_eq!(s.hostname, "bounces.example.com");
+        assert_eq!(s.session.max_message_size, 1_000_000);
+        assert_eq!(s.command_timeout, Duration::from_secs(5));
+        let token = s
+            .key
+            .return_path(
+                "018F2A3B4C5D0123456789AB",
+                "a@b.test",
+                "bounces.example.com",
+            )
+            .unwrap();
+        let check = s.session.recipient_check.as_ref().unwrap();
+        assert_eq!((check.0)(&token), Ok(()));
+        assert!(matches!(
+            (check.0)("bounces+aaaa@bounces.example.com"),
+            Err((550, _))
+        ));
+        // Off by default.
+        assert!(yaml(&format!("secret: {SECRET}\n"))
+            .check()
+            .unwrap()
+            .bounce
+            .is_none());
+    }
+
+    #[test]
+    fn every_problem_is_named() {
+        let c = yaml(&format!(
+            "secret: {SECRET}\nevents: false\nbounce_listener:\n  domains: [\"not a domain\"]\n  secret: short\n  max_connections: 0\n"
+        ));
+        let problems = c.check().unwrap_err();
+        for needle in [
+            "bounce_listener: needs events: true",
+            "bounce_listener.listen: required",
+            "bounce_listener.domains:",
+            "bounce_listener.secret:",
+            "max_connections",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.contains(needle)),
+                "{needle}: {problems:?}"
+            );
+        }
+        // An unknown key fails at load, naming it.
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), "bounce_listener:\n  nope: 1\n").unwrap();
+        let err = hedwig_core::config::load_from_env::<crate::Config, _, &str, &str>(
+            Some(f.path()),
+            std::iter::empty(),
+        )
+        .unwrap_err();
+        assert!(format!("{err}").contains("nope"), "{err}");
+    }
+}

@@ -245,3 +245,138 @@ async fn take(shared: &Listener, rcpt_to: &[String], body: &[u8], peer: SocketAd
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    const SECRET: &str = "a bounce listener secret, long enough";
+    const QID: &str = "018F2A3B4C5D0123456789AB";
+
+    fn shared(timeout: Duration) -> Listener {
+        let config = super::super::BounceListenerConfig {
+            listen: Some("127.0.170.44:25".parse().unwrap()),
+            domains: vec!["bounces.example.com".into()],
+            secret: Some(SECRET.into()),
+            max_message_size: hedwig_core::config::ByteSize(4096),
+            command_timeout: timeout,
+            data_timeout: timeout,
+            ..Default::default()
+        };
+        Listener {
+            settings: config.check(false).unwrap(),
+            // No beanstalkd: nothing can be recorded (a report would get 451).
+            events: Emitters::default(),
+            servers: Vec::new(),
+        }
+    }
+
+    /// Runs a session over an in-memory stream, writes `input` and collects what the listener
+    /// answers until it closes.
+    async fn transcript(shared: Listener, input: &[u8]) -> Vec<String> {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let peer: SocketAddr = "127.0.170.49:4000".parse().unwrap();
+        let session = tokio::spawn(async move {
+            let token = CancellationToken::new();
+            let _ = serve(&shared, server, peer, &token).await;
+        });
+        let (r, mut w) = tokio::io::split(client);
+        w.write_all(input).await.unwrap();
+        let mut lines = Vec::new();
+        let mut r = BufReader::new(r);
+        for _ in 0..100 {
+            let mut line = String::new();
+            if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                break;
+            }
+            lines.push(line.trim_end().to_string());
+        }
+        session.await.unwrap();
+        lines
+    }
+
+    #[tokio::test]
+    async fn tokens_reports_and_refusals() {
+        let key = hedwig_core::verp::VerpKey::new(SECRET);
+        let good = key
+            .return_path(QID, "bob@example.org", "bounces.example.com")
+            .unwrap();
+        let input = format!(
+            "EHLO mx.example.org\r\nMAIL FROM:<>\r\nRCPT TO:<bounces+aaaa@bounces.example.com>\r\n\
+             RCPT TO:<{}>\r\nRCPT TO:<{good}>\r\nDATA\r\nSubject: out of office\r\n\r\nBack Monday\r\n.\r\n\
+             MAIL FROM:<>\r\nRCPT TO:<{good}>\r\nDATA\r\n{}\r\n.\r\nQUIT\r\n",
+            good.replace("bounces.example.com", "other.example"),
+            "x".repeat(5000)
+        );
+        let lines = transcript(shared(Duration::from_secs(5)), input.as_bytes()).await;
+        let codes: Vec<&str> = lines
+            .iter()
+            .filter(|l| l.as_bytes().get(3) != Some(&b'-'))
+            .map(|l| &l[..3])
+            .collect();
+        assert_eq!(
+            codes,
+            [
+                "220", "250", "250", "550", "550", "250", "354", "550", "250", "250", "354", "552",
+                "221"
+            ],
+            "{lines:#?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("550 5.6.0 only delivery status")),
+            "{lines:#?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_report_that_cannot_be_recorded_gets_451() {
+        let key = hedwig_core::verp::VerpKey::new(SECRET);
+        let good = key
+            .return_path(QID, "bob@example.org", "bounces.example.com")
+            .unwrap();
+        let dsn = include_str!("../../../message/testdata/reports/postfix-dsn.eml");
+        let input =
+            format!("HELO x\r\nMAIL FROM:<>\r\nRCPT TO:<{good}>\r\nDATA\r\n{dsn}\r\n.\r\nQUIT\r\n");
+        let lines = transcript(shared(Duration::from_secs(5)), input.as_bytes()).await;
+        assert!(
+            lines.iter().any(|l| l.starts_with("451 4.3.0")),
+            "{lines:#?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dribbling_client_is_cut_off() {
+        let shared = shared(Duration::from_secs(30));
+        let (client, server) = tokio::io::duplex(1024);
+        let peer: SocketAddr = "127.0.170.49:4000".parse().unwrap();
+        let session = tokio::spawn(async move {
+            let token = CancellationToken::new();
+            serve(&shared, server, peer, &token).await
+        });
+        let (r, mut w) = tokio::io::split(client);
+        let mut r = BufReader::new(r);
+        let mut greeting = String::new();
+        r.read_line(&mut greeting).await.unwrap();
+        assert!(greeting.starts_with("220 "));
+        // One byte every 10 s never makes a line within the 30 s command timeout.
+        let started = tokio::time::Instant::now();
+        for b in b"EHLO slow.example" {
+            if w.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            if session.is_finished() {
+                break;
+            }
+        }
+        let end = session.await.unwrap();
+        assert!(matches!(end, Err(SessionEnd::Timeout)), "{end:?}");
+        assert!(started.elapsed() <= Duration::from_secs(40));
+        let mut last = String::new();
+        r.read_line(&mut last).await.unwrap();
+        assert!(last.starts_with("421 4.4.2"), "{last}");
+    }
+}
