@@ -47,6 +47,8 @@ pub enum VerpError {
     QueueId(String),
     #[error("recipient is longer than {MAX_RECIPIENT} octets")]
     RecipientTooLong,
+    #[error("recipient is empty")]
+    EmptyRecipient,
 }
 
 /// The key tokens are made and checked with.
@@ -88,6 +90,9 @@ impl VerpKey {
         };
         if recipient.len() > MAX_RECIPIENT {
             return Err(VerpError::RecipientTooLong);
+        }
+        if recipient.is_empty() {
+            return Err(VerpError::EmptyRecipient);
         }
         let tag = self.mac(&qid, recipient).finalize().into_bytes();
         let mut raw = Vec::with_capacity(MAC_LEN + QID_LEN + recipient.len());
@@ -243,6 +248,7 @@ mod tests {
         ));
         let long = format!("{}@b", "a".repeat(MAX_RECIPIENT));
         assert_eq!(key.token(QID, &long), Err(VerpError::RecipientTooLong));
+        assert_eq!(key.token(QID, ""), Err(VerpError::EmptyRecipient));
         let longest = format!("{}@b", "a".repeat(MAX_RECIPIENT - 2));
         let t = key.token(QID, &longest).unwrap();
         assert_eq!(key.verify(&t).unwrap().recipient, longest);
