@@ -19,7 +19,10 @@ const QID: &str = "018F2A3B4C5D0123456789AB";
 
 fn bounded(v: &str) {
     assert!(v.chars().count() <= MAX_VALUE, "value too long");
-    assert!(!v.chars().any(char::is_control), "control character kept: {v:?}");
+    assert!(
+        !v.chars().any(char::is_control),
+        "control character kept: {v:?}"
+    );
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -30,9 +33,14 @@ fuzz_target!(|data: &[u8]| {
                 let parts: Vec<&str> = g.status.split('.').collect();
                 assert_eq!(parts.len(), 3, "{:?}", g.status);
                 assert_eq!(g.action, g.action.to_ascii_lowercase());
-                for v in [&g.final_recipient, &g.original_recipient, &g.diagnostic, &g.remote_mta]
-                    .into_iter()
-                    .flatten()
+                for v in [
+                    &g.final_recipient,
+                    &g.original_recipient,
+                    &g.diagnostic,
+                    &g.remote_mta,
+                ]
+                .into_iter()
+                .flatten()
                 {
                     bounded(v);
                 }
@@ -52,7 +60,9 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
         if let Some(v) = key.verify(text) {
             // Only the key's own token (in any case) verifies.
-            let made = key.token(&v.queue_id, &v.recipient).expect("it made this one");
+            let made = key
+                .token(&v.queue_id, &v.recipient)
+                .expect("it made this one");
             assert_eq!(made, text.to_ascii_lowercase());
         }
         if !text.is_empty() && text.len() <= hedwig_core::verp::MAX_RECIPIENT {
