@@ -24,6 +24,7 @@ pub mod key;
 pub mod keyfile;
 pub mod signing;
 pub mod summary;
+pub mod verp;
 pub mod wire;
 
 /// A new queue id: 12 hex digits of milliseconds since the epoch, then 12 random hex digits.

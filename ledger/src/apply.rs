@@ -8,10 +8,13 @@
 //! - A message row is made by its first event of any kind; its `queued` event fills in the
 //!   envelope (host, sender, ...) whenever it comes.
 //! - A recipient's status is decided by the deciding event: a final outcome (sent, bounced,
-//!   expired, failed, purged) beats any non-final one, whatever their times (a `deferred`
-//!   reported after a `sent`, e.g. by a worker that crashed before deleting its job, does not
-//!   undo the delivery); between two final outcomes, or two non-final ones, the later time
-//!   wins; an operator's `requeued` later than a final outcome reopens it.
+//!   expired, failed, purged, complained) beats any non-final one, whatever their times (a
+//!   `deferred` reported after a `sent`, e.g. by a worker that crashed before deleting its
+//!   job, does not undo the delivery); between two final outcomes, or two non-final ones, the
+//!   later time wins, so a late bounce or a complaint from the bounce listener (issue 14),
+//!   timed when it arrived, turns a `sent` recipient into `bounced` / `complained`; an
+//!   operator's `requeued` later than a final outcome reopens it.
+//! - A `complained` recipient was delivered: a message counts it as sent in its status.
 //! - Hourly counts are per sending host: an event of a message whose `queued` event has not
 //!   arrived yet is counted when it arrives.
 //!
@@ -260,7 +263,11 @@ pub(crate) fn summary<'a>(
         return (MessageStatus::Queued, None);
     }
     if finals == total && queued_seen {
-        let sent = recipients.clone().filter(|r| r.status == "sent").count();
+        // A complaint is about a message that was delivered.
+        let sent = recipients
+            .clone()
+            .filter(|r| r.status == "sent" || r.status == "complained")
+            .count();
         let status = if sent == total {
             MessageStatus::Sent
         } else if sent == 0 {
@@ -408,5 +415,41 @@ mod tests {
             outcome("e3", 3, "a@x", Outcome::Requeued),
         ]);
         assert_eq!(apply.messages["Q"].status, MessageStatus::Bounced);
+    }
+
+    #[test]
+    fn late_bounces_and_complaints_beat_an_earlier_sent() {
+        for order in [[0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1]] {
+            let events = [
+                queued("e1", 1_000, &["a@x", "b@x"]),
+                outcome("e2", 2_000, "a@x", Outcome::Sent),
+                outcome("e3", 2_000, "b@x", Outcome::Sent),
+                outcome("e4", 9_000, "b@x", Outcome::Bounced),
+            ];
+            let batch: Vec<Event> = order.iter().map(|&i| events[i].clone()).collect();
+            let apply = run(&batch);
+            assert_eq!(apply.recipients["Q"]["b@x"].status, "bounced", "{order:?}");
+            assert_eq!(apply.messages["Q"].status, MessageStatus::Partial);
+        }
+        let apply = run(&[
+            queued("e1", 1_000, &["a@x"]),
+            outcome("e2", 2_000, "a@x", Outcome::Sent),
+            outcome("e3", 5_000, "a@x", Outcome::Complained),
+            // A stale deferral does not undo it.
+            outcome("e4", 6_000, "a@x", Outcome::Deferred),
+        ]);
+        let r = &apply.recipients["Q"]["a@x"];
+        assert_eq!(r.status, "complained");
+        assert!(r.is_final);
+        assert_eq!(apply.messages["Q"].status, MessageStatus::Sent);
+        assert_eq!(apply.messages["Q"].final_at, Some(5_000));
+        // A complaint timed before the delivery it is about does not hide it... and the
+        // delivery does not hide a complaint made after it.
+        let apply = run(&[
+            queued("e1", 1_000, &["a@x"]),
+            outcome("e3", 5_000, "a@x", Outcome::Complained),
+            outcome("e2", 2_000, "a@x", Outcome::Sent),
+        ]);
+        assert_eq!(apply.recipients["Q"]["a@x"].status, "complained");
     }
 }

@@ -73,7 +73,7 @@ pub struct Recipient {
     pub mx: Option<String>,
     /// The deciding event's time.
     pub updated_at: u64,
-    /// Whether `status` is final (sent, bounced, expired, failed, purged).
+    /// Whether `status` is final (sent, bounced, expired, failed, purged, complained).
     #[serde(rename = "final")]
     pub is_final: bool,
 }
@@ -114,7 +114,7 @@ pub enum MessageStatus {
     Held,
     /// Some recipient is still pending after an attempt or an operator action.
     Deferred,
-    /// Every recipient was sent. Final.
+    /// Every recipient was sent (a complained one was sent). Final.
     Sent,
     /// Every recipient is final and none was sent (bounced, expired, failed, purged). Final.
     Bounced,

@@ -169,6 +169,25 @@ pub fn event_hard_failure(r: &RecipientEvent) -> Option<&'static str> {
     hard_failure(r.outcome, r.code, r.dsn.as_deref(), &r.reply)
 }
 
+/// Why an outcome puts its recipient on the list, and as what: a complaint (an ARF report to
+/// the bounce listener) at once and for good, whatever `suppression.auto` says; a
+/// [`hard_failure`] as an automatic entry when `auto` is on.
+fn entry_reason(
+    policy: &AutoPolicy,
+    outcome: Outcome,
+    code: Option<u16>,
+    dsn: Option<&str>,
+    reply: &str,
+) -> Option<(&'static str, Source)> {
+    if outcome == Outcome::Complained {
+        return Some(("complaint", Source::Complaint));
+    }
+    if !policy.enabled {
+        return None;
+    }
+    hard_failure(outcome, code, dsn, reply).map(|reason| (reason, Source::Auto))
+}
+
 /// The domain of an address (after its last `@`), lowercased; `None` for the null sender.
 pub fn domain_of(address: &str) -> Option<String> {
     let key = address_key(address);
@@ -191,13 +210,10 @@ pub(crate) fn auto(
     new: &[&Event],
     late: &HashSet<String>,
 ) -> Vec<Suppression> {
-    if !policy.enabled {
-        return Vec::new();
-    }
     let mut out: HashMap<(String, String), Suppression> = HashMap::new();
     let mut add = |queue_id: &str,
                    recipient: &str,
-                   reason: &'static str,
+                   (reason, source): (&'static str, Source),
                    at: u64,
                    code: Option<u16>,
                    dsn: Option<&str>,
@@ -221,14 +237,16 @@ pub(crate) fn auto(
             scope: scope.clone(),
             recipient: recipient.clone(),
             reason: reason.to_owned(),
-            source: Source::Auto,
+            source,
             reply: reply.map(str::to_owned).filter(|r| !r.is_empty()),
             code,
             dsn: dsn.map(str::to_owned),
             queue_id: Some(queue_id.to_owned()),
             created_at: at,
+            // A complaint is the recipient's own word: it does not expire.
             expires_at: policy
                 .expiry
+                .filter(|_| source == Source::Auto)
                 .map(|d| at.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))),
         };
         // The latest failure of a batch stands.
@@ -241,7 +259,9 @@ pub(crate) fn auto(
     };
     for event in new {
         if let What::Recipient(r) = &event.what {
-            if let Some(reason) = event_hard_failure(r) {
+            if let Some(reason) =
+                entry_reason(policy, r.outcome, r.code, r.dsn.as_deref(), &r.reply)
+            {
                 add(
                     &event.queue_id,
                     &r.recipient,
@@ -263,7 +283,8 @@ pub(crate) fn auto(
                 continue;
             };
             let reply = row.reply.as_deref().unwrap_or("");
-            if let Some(reason) = hard_failure(outcome, row.code, row.dsn.as_deref(), reply) {
+            if let Some(reason) = entry_reason(policy, outcome, row.code, row.dsn.as_deref(), reply)
+            {
                 add(
                     queue_id,
                     &row.recipient,
@@ -351,7 +372,9 @@ pub(crate) async fn upsert(
              updated_at = excluded.updated_at"
         }
         Merge::Auto => {
-            "reason = excluded.reason, reply = excluded.reply, code = excluded.code, \
+            "reason = excluded.reason, reply = excluded.reply, \
+             source = CASE WHEN excluded.source = 'complaint' THEN excluded.source \
+             ELSE suppressions.source END, code = excluded.code, \
              dsn = excluded.dsn, queue_id = excluded.queue_id, \
              created_at = excluded.created_at, updated_at = excluded.updated_at, \
              expires_at = CASE WHEN suppressions.expires_at IS NULL \

@@ -51,6 +51,7 @@ pub fn session_config(core: &Core) -> SessionConfig {
         starttls: core.settings.tls.is_some(),
         max_errors: MAX_ERRORS,
         bare_newline: core.settings.bare_newline,
+        recipient_check: None,
     }
 }
 

@@ -5,6 +5,8 @@
 //!   loaded once from config; the DNS TXT record of a key; key generation for `keygen dkim`.
 //! - [`dsn`]: RFC 3464 delivery status notifications (bounces) for permanently failed
 //!   recipients.
+//! - [`report`]: reading RFC 3464 DSNs and RFC 5965 ARF complaints that come back to a VERP
+//!   return path.
 //! - [`trace`]: the RFC 5321 §4.4 `Received:` trace header.
 //! - [`smtp_form`]: line endings and line lengths as SMTP requires them, before signing.
 //! - [`Error`]: the one error type of this crate.
@@ -15,6 +17,7 @@
 pub mod dkim;
 pub mod dsn;
 mod error;
+pub mod report;
 pub mod trace;
 
 pub use error::Error;

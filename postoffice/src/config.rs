@@ -109,6 +109,9 @@ pub struct Config {
     /// Signed webhooks: endpoints that get the ledger's events (docs/webhooks.md). Sent by
     /// the post office running the ledger writer.
     pub webhooks: Vec<crate::webhooks::WebhookConfig>,
+    /// The inbound SMTP listener for VERP bounce domains (late bounces and complaints,
+    /// docs/bounces.md); none by default.
+    pub bounce_listener: Option<crate::bounce::BounceListenerConfig>,
 }
 
 /// The `ledger:` section.
@@ -251,6 +254,7 @@ impl Default for Config {
             events: true,
             suppression: Default::default(),
             webhooks: Vec::new(),
+            bounce_listener: None,
         }
     }
 }
@@ -276,6 +280,8 @@ pub struct Settings {
     pub tubes: Tubes,
     /// The ledger's checked settings.
     pub ledger: crate::ledger::LedgerSettings,
+    /// The bounce listener's checked settings, when there is one.
+    pub bounce: Option<crate::bounce::BounceSettings>,
 }
 
 impl Config {
@@ -385,6 +391,20 @@ impl Config {
         let ledger = crate::ledger::LedgerSettings::check(self)
             .map_err(|e| problems.extend(e))
             .ok();
+        let bounce = match &self.bounce_listener {
+            Some(b) => {
+                if !self.events {
+                    problems.push(
+                        "bounce_listener: needs events: true (it records what it reads as ledger events)"
+                            .into(),
+                    );
+                }
+                b.check(self.require_safe_keys)
+                    .map_err(|e| problems.extend(e))
+                    .ok()
+            }
+            None => None,
+        };
         match (tubes, ledger) {
             (Some(tubes), Some(ledger)) if problems.is_empty() => Ok(Settings {
                 config,
@@ -392,6 +412,7 @@ impl Config {
                 servers,
                 tubes,
                 ledger,
+                bounce,
             }),
             _ => Err(problems),
         }

@@ -25,6 +25,8 @@
 //!   its refresh, `postoffice suppress`, `/api/v1/suppressions`.
 //! - [`webhooks`]: signed webhooks: the `webhooks:` settings, the dispatcher of the
 //!   outbox the ledger writer fills, `postoffice webhooks` and its admin API routes.
+//! - [`bounce`]: the bounce listener: inbound SMTP for the VERP bounce domains, turning DSNs
+//!   and ARF reports into `bounced` / `complained` ledger events (`bounce_listener`).
 //! - [`admin`]: the queue administration subcommands (`stats`, `failed`, `requeue`, `show`,
 //!   `purge`, `hold`, `release`).
 //!
@@ -34,6 +36,7 @@
 pub mod admin;
 pub mod app;
 pub mod body;
+pub mod bounce;
 pub mod config;
 pub mod dedupe;
 pub mod error;
@@ -87,6 +90,7 @@ pub async fn serve(
         servers,
         tubes,
         ledger,
+        bounce,
     } = settings;
     let mut state = state::AppState::new(config, secrets, tubes.clone(), queue, &ledger);
     if ledger.suppression.intake {
@@ -94,6 +98,24 @@ pub async fn serve(
     }
     let state = Arc::new(state);
     start_ledger(&ledger, &state, &servers, &tubes, &shutdown).await?;
+    if let (Some(bounce), Some(events)) = (bounce, state.events.clone()) {
+        let listener = TcpListener::bind(bounce.listen).await?;
+        tracing::info!(
+            listen = %listener.local_addr()?, domains = %bounce.domains.join(","),
+            "bounce listener started"
+        );
+        let shared = Arc::new(bounce::listener::Listener {
+            settings: bounce,
+            events,
+            servers: servers.clone(),
+        });
+        tokio::spawn(bounce::listener::run(
+            shared,
+            listener,
+            tokio_util::task::TaskTracker::new(),
+            shutdown.clone(),
+        ));
+    }
     let addr = listener.local_addr()?;
     tracing::info!(
         listen = %addr, tls = state.config.tls.is_some(), beanstalkd = %servers.join(","), tube_prefix = %tubes,

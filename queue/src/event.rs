@@ -183,11 +183,14 @@ pub enum Outcome {
     Purged,
     /// Taken out of the message at intake: the address is on the suppression list. Final.
     Suppressed,
+    /// The recipient reported the delivered message as unwanted (an RFC 5965 ARF feedback
+    /// report to the bounce listener). Final; beats an earlier `sent`.
+    Complained,
 }
 
 impl Outcome {
     /// Every outcome, in the order of the list above.
-    pub const ALL: [Outcome; 10] = [
+    pub const ALL: [Outcome; 11] = [
         Outcome::Sent,
         Outcome::Deferred,
         Outcome::Bounced,
@@ -198,6 +201,7 @@ impl Outcome {
         Outcome::Requeued,
         Outcome::Purged,
         Outcome::Suppressed,
+        Outcome::Complained,
     ];
 
     /// Whether nothing more will happen to the recipient after it (unless an operator acts).
@@ -210,6 +214,7 @@ impl Outcome {
                 | Outcome::Failed
                 | Outcome::Purged
                 | Outcome::Suppressed
+                | Outcome::Complained
         )
     }
 
@@ -226,6 +231,7 @@ impl Outcome {
             Outcome::Requeued => "requeued",
             Outcome::Purged => "purged",
             Outcome::Suppressed => "suppressed",
+            Outcome::Complained => "complained",
         }
     }
 
@@ -411,9 +417,14 @@ mod tests {
                 Outcome::Expired,
                 Outcome::Failed,
                 Outcome::Purged,
-                Outcome::Suppressed
+                Outcome::Suppressed,
+                Outcome::Complained
             ]
         );
+        // Old readers' names are unchanged; the new one reads back.
+        let e: RecipientEvent =
+            serde_json::from_str(r#"{"recipient":"a@b","outcome":"complained"}"#).unwrap();
+        assert_eq!(e.outcome, Outcome::Complained);
         assert_eq!(Outcome::parse("nope"), None);
     }
 

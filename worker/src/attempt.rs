@@ -96,6 +96,39 @@ impl Worker {
         // The recipients were parsed when the job was decoded: grouped here, sent in their
         // wire form, reported as queued, without parsing them again.
         let (groups, mut outcomes) = group_by_domain(&env.rcpt_to);
+        let verp = self
+            .verp
+            .as_deref()
+            .filter(|v| v.bounce_domain(&env.mail_from).is_some());
+        if let Some(verp) = verp {
+            let (mail_from, wire_from) = (&mail_from, &wire_from);
+            // One transaction per recipient, each with its own return path; a domain's
+            // recipients one after another (on a reused connection), domains in parallel.
+            let deliveries = groups.iter().map(|(domain, rcpts)| async move {
+                let mut out = Vec::new();
+                for rcpt in rcpts {
+                    // Made of the token's base32 and a checked host name: safe on the wire as
+                    // it is (it is not re-parsed: the local part is often longer than the 64
+                    // octets hedwig's address parser allows; see hedwig_core::verp).
+                    let (from, wire) =
+                        match verp.return_path(&env.mail_from, &env.queue_id, rcpt.as_ref()) {
+                            Some(path) => (path.clone(), path),
+                            None => (mail_from.clone(), wire_from.clone()),
+                        };
+                    let one = std::slice::from_ref(rcpt);
+                    out.extend(
+                        self.deliverer
+                            .deliver_domain(&env.host, domain, &from, &wire, one, message)
+                            .await,
+                    );
+                }
+                out
+            });
+            for result in futures_util::future::join_all(deliveries).await {
+                outcomes.extend(result);
+            }
+            return outcomes;
+        }
         let deliveries = groups.iter().map(|(domain, rcpts)| {
             self.deliverer
                 .deliver_domain(&env.host, domain, &mail_from, &wire_from, rcpts, message)

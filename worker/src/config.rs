@@ -48,6 +48,8 @@ pub struct Config {
     /// How large bounces may be and how many one sender gets.
     pub bounce_limits: BounceLimits,
     pub return_path: ReturnPath,
+    /// VERP return paths per sender domain (late bounces and complaints, docs/bounces.md).
+    pub verp: crate::verp::VerpConfig,
     /// Send all mail through this host: `host`, `host:port` (MX lookup of host) or
     /// `[host]:port` (no MX lookup).
     pub relayhost: Option<String>,
@@ -108,6 +110,7 @@ impl Default for Config {
             bounces: true,
             bounce_limits: BounceLimits::default(),
             return_path: ReturnPath::default(),
+            verp: Default::default(),
             relayhost: None,
             transports: BTreeMap::new(),
             relay_auth: None,
@@ -419,6 +422,12 @@ impl Config {
         if self.retry.first.is_zero() {
             errors.push("retry.first: must be more than 0s".into());
         }
+        let verp = self
+            .verp
+            .check(self.require_safe_keys)
+            .map_err(|e| errors.extend(e))
+            .ok()
+            .flatten();
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -434,6 +443,7 @@ impl Config {
             config,
             nameservers,
             routes,
+            verp,
         })
     }
 
@@ -455,6 +465,8 @@ pub struct Settings {
     pub nameservers: Vec<SocketAddr>,
     /// `capture_maildir`, `transports` and `relayhost`, parsed.
     pub routes: Routes,
+    /// `verp`, checked; `None` when off.
+    pub verp: Option<crate::verp::Verp>,
 }
 
 /// The keys of `map` (the config section `section`, keyed by recipient domain) in the

@@ -18,7 +18,9 @@
 //! - [`destination`]: per-destination caps, slow-down after 421, idle connections for reuse.
 //! - [`capture`]: the Maildir "transport" for staging.
 //! - [`attempt`]: one delivery attempt of a whole job: loop check, line fixing, DKIM signing,
-//!   recipients grouped by domain, domains in parallel.
+//!   recipients grouped by domain, domains in parallel (one transaction per recipient when
+//!   its sender domain uses [`verp`]).
+//! - [`verp`]: VERP return paths per sender domain (`bounces+<token>@<bounce domain>`).
 //! - [`ledger`]: the delivery ledger's events of an attempt, a bounce, a held job.
 //! - [`queue`]: the beanstalkd loop: reserve, touch, record, emit the ledger's events, delete. The queue
 //!   schema (tube names, job format, hold list) is the `hedwig-queue` crate's.
@@ -45,6 +47,7 @@ pub mod policy;
 pub mod queue;
 pub mod route;
 pub mod smtp;
+pub mod verp;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,6 +85,7 @@ pub fn build(config: Config) -> Result<Parts, RunError> {
         config,
         nameservers,
         routes,
+        verp,
     } = config
         .check()
         .map_err(|problems| RunError::Config(problems.join("\n")))?;
@@ -137,6 +141,7 @@ pub fn build(config: Config) -> Result<Parts, RunError> {
             deliverer,
             signer,
             metrics,
+            verp: verp.map(Arc::new),
         }),
         shell: Arc::new(hedwig_service::ops::Shell::new(registry)),
     })

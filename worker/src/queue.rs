@@ -62,6 +62,8 @@ pub struct Worker {
     pub bounce_limiter: crate::bounce_limit::SenderLimiter,
     /// The ledger's events tube on each server; `None` with `events: false`.
     pub events: Option<Emitters>,
+    /// VERP return paths per sender domain; `None` when off.
+    pub verp: Option<Arc<crate::verp::Verp>>,
 }
 
 impl Worker {

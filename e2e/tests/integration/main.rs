@@ -5,6 +5,7 @@
 mod common;
 
 mod bounce;
+mod bounce_in;
 mod draining;
 mod header_fixups;
 mod ledger;

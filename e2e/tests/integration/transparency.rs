@@ -51,6 +51,7 @@ fn server_receives(data: &[u8], chunks: &[usize]) -> Vec<u8> {
         starttls: false,
         max_errors: 3,
         bare_newline: Default::default(),
+        recipient_check: None,
     };
     let mut session = Session::new(config, IpAddr::V4(Ipv4Addr::LOCALHOST));
     let mut stream =

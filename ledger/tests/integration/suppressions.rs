@@ -366,6 +366,47 @@ async fn hard_failures_add_entries_and_the_others_do_not() {
         .await
         .unwrap();
         assert!(all(store).await.iter().all(|s| s.recipient != "new@y.test"));
+
+        // A complaint (ARF report to the bounce listener) suppresses at once and for good,
+        // even with automatic entries off, after the recipient was `sent`.
+        off.write(&[
+            queued("Q6", t, "web1", "news@sender.test", &["angry@y.test"]),
+            failure(
+                "Q6",
+                t + 1,
+                "angry@y.test",
+                Outcome::Sent,
+                Some(250),
+                "2.0.0",
+                "250 ok",
+            ),
+            failure(
+                "Q6",
+                t + 5_000,
+                "angry@y.test",
+                Outcome::Complained,
+                None,
+                "",
+                "complaint (RFC 5965 ARF): Feedback-Type: abuse",
+            ),
+        ])
+        .await
+        .unwrap();
+        let entry = all(store)
+            .await
+            .into_iter()
+            .find(|s| s.recipient == "angry@y.test")
+            .unwrap_or_else(|| panic!("{name}: no entry for the complaint"));
+        assert_eq!(
+            (
+                entry.scope.as_str(),
+                entry.source,
+                entry.reason.as_str(),
+                entry.expires_at
+            ),
+            ("sender.test", Source::Complaint, "complaint", None),
+            "{name}"
+        );
     }
 }
 

@@ -2,6 +2,9 @@
 //!
 //! Command lines are parsed by `smtp-proto`; framing, limits, sequencing and the DATA phase are
 //! here. The tokio side ([`crate::server`]) only moves bytes and applies timeouts.
+//!
+//! The post office's bounce listener (issue 14) runs this same session with a
+//! [`RecipientCheck`] that takes only its VERP tokens.
 
 pub mod data;
 pub mod hops;
@@ -9,7 +12,7 @@ pub mod reply;
 pub mod session;
 
 pub use reply::Reply;
-pub use session::{Action, Message, Session, SessionConfig, MAX_COMMAND_LINE};
+pub use session::{Action, Message, RecipientCheck, Session, SessionConfig, MAX_COMMAND_LINE};
 
 #[cfg(test)]
 mod tests;

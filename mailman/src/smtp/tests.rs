@@ -16,6 +16,7 @@ fn config() -> SessionConfig {
         starttls: false,
         max_errors: 10,
         bare_newline: Default::default(),
+        recipient_check: None,
     }
 }
 
@@ -450,4 +451,66 @@ fn disconnect_mid_data_yields_no_message() {
     );
     assert_eq!(t.codes(), vec![250, 250, 250, 354]);
     assert!(t.messages.is_empty());
+}
+
+#[test]
+fn recipient_check_refuses_and_counts_as_errors() {
+    let check = RecipientCheck(std::sync::Arc::new(|address: &str| {
+        if address.starts_with("ok") {
+            Ok(())
+        } else {
+            Err((550, format!("5.1.1 <{address}> unknown")))
+        }
+    }));
+    let cfg = SessionConfig {
+        recipient_check: Some(check),
+        max_errors: 3,
+        ..config()
+    };
+    let t = same_at_every_split(
+        cfg.clone(),
+        b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<no@b.test>\r\nRCPT TO:<ok@b.test>\r\nDATA\r\nx\r\n.\r\n",
+    );
+    assert_eq!(t.codes(), vec![250, 250, 550, 250, 354, 250]);
+    assert_eq!(t.messages[0].rcpt_to, vec!["ok@b.test".to_string()]);
+    assert!(
+        t.replies[2].contains("5.1.1 <no@b.test> unknown"),
+        "{:?}",
+        t.replies
+    );
+    // Guessing closes the session after max_errors.
+    let t = drive(
+        cfg,
+        &[b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<a@b>\r\nRCPT TO:<b@b>\r\nRCPT TO:<c@b>\r\nRCPT TO:<ok@b>\r\n"],
+    );
+    assert_eq!(t.codes(), vec![250, 250, 550, 550, 421]);
+    assert!(t.closed);
+}
+
+#[test]
+fn recipient_check_replaces_the_syntax_check() {
+    // VERP local parts are longer than the 64 octets Mailbox::parse allows: the check alone
+    // decides, and only what it takes goes in.
+    let long = format!("bounces+{}@b.test", "a".repeat(100));
+    let expected = long.clone();
+    let check = RecipientCheck(std::sync::Arc::new(move |address: &str| {
+        if address == expected {
+            Ok(())
+        } else {
+            Err((550, "5.1.1 no".into()))
+        }
+    }));
+    let cfg = SessionConfig {
+        recipient_check: Some(check),
+        ..config()
+    };
+    let input = format!(
+        "EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<{long}>\r\nRCPT TO:<other@b.test>\r\nDATA\r\nx\r\n.\r\n"
+    );
+    let t = same_at_every_split(cfg, input.as_bytes());
+    assert_eq!(t.codes(), vec![250, 250, 250, 550, 354, 250]);
+    assert_eq!(t.messages[0].rcpt_to, vec![long]);
+    // Without a check the same address is refused by the syntax check.
+    let t = drive(config(), &[input.as_bytes()]);
+    assert_eq!(t.codes()[2], 501);
 }

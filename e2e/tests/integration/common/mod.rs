@@ -110,11 +110,16 @@ impl Net {
 
 /// The zone: MX + A for both domains, and the sender's DKIM keys.
 pub fn zone(net: Net) -> Zone {
+    zone_at(net.rcpt_mx(), net.sender_mx())
+}
+
+/// The zone of [`zone`] with the two MX hosts at `rcpt_mx` and `sender_mx`.
+pub fn zone_at(rcpt_mx: Ipv4Addr, sender_mx: Ipv4Addr) -> Zone {
     let zone = Zone::new()
         .mx(RCPT_DOMAIN, 10, &format!("mx.{RCPT_DOMAIN}"))
-        .a(&format!("mx.{RCPT_DOMAIN}"), &net.rcpt_mx().to_string())
+        .a(&format!("mx.{RCPT_DOMAIN}"), &rcpt_mx.to_string())
         .mx(SENDER_DOMAIN, 10, &format!("mx.{SENDER_DOMAIN}"))
-        .a(&format!("mx.{SENDER_DOMAIN}"), &net.sender_mx().to_string());
+        .a(&format!("mx.{SENDER_DOMAIN}"), &sender_mx.to_string());
     dkim_txt()
         .iter()
         .fold(zone, |zone, (name, txt)| zone.txt(name, txt))
