@@ -36,6 +36,7 @@ fn config() -> SessionConfig {
         starttls: true,
         max_errors: 20,
         bare_newline: Default::default(),
+        recipient_check: None,
     }
 }
 
