@@ -169,3 +169,12 @@ fn bounded() {
     }
     let _ = parse(&junk);
 }
+
+/// Found by the `report` fuzz target: malformed MIME that reaches a `debug_assert!` inside
+/// mail-parser 0.11 (compiled out in release; off for mail-parser in our debug profile too).
+/// The report parser answers it like any other input: no panic.
+#[test]
+fn fuzz_input_reaching_a_mail_parser_debug_assert_does_not_panic() {
+    let input = include_bytes!("fuzz-mail-parser-debug-assert.eml");
+    let _ = parse(input);
+}
