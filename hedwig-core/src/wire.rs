@@ -9,6 +9,10 @@
 //! Extension over the original: message bytes that are not valid UTF-8 (an 8-bit body in
 //! Latin-1, say) cannot travel in a JSON string, so a sender puts them base64-encoded in
 //! `data_b64` instead of `data`. Old clients never need it.
+//!
+//! Extension: an optional field `app` (a JSON object, [`App`]; in a form, a string holding it)
+//! names the app inside the sending host that sent the message: a container on a Docker
+//! bridge or an SMTP AUTH login at mailman. Post offices from before it ignore the field.
 
 use base64::Engine as _;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -30,6 +34,8 @@ pub enum WireError {
     NoData,
     #[error("email has both \"data\" and \"data_b64\"")]
     BothData,
+    #[error("field \"app\" is not valid: {0}")]
+    AppJson(#[source] serde_json::Error),
     #[error("\"data_b64\" is not valid base64: {0}")]
     Base64(#[source] base64::DecodeError),
 }
@@ -90,6 +96,40 @@ fn one_or_many<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<String>, D::Error
     })
 }
 
+/// Who inside the sending host sent a message, as mailman knows it (issue 17). Without it the
+/// sender is known only by the host and the client address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct App {
+    /// The name logs, the ledger and events show: the container's name (compose names it
+    /// `project-service-1`) or the login.
+    pub name: String,
+    /// How mailman knows it.
+    pub source: AppSource,
+    /// The container's image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The container's compose project (label `com.docker.compose.project`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compose_project: Option<String>,
+    /// The container's compose service (label `com.docker.compose.service`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compose_service: Option<String>,
+    /// The lane the app asks for (its `hedwig.lane` label, or its login's lane); the sending
+    /// host's policy at the post office has the last word.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lane: Option<String>,
+}
+
+/// How mailman learned an [`App`]'s identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppSource {
+    /// The client's address on a Docker network, mapped to a container by the Engine API.
+    Container,
+    /// An SMTP AUTH login.
+    Login,
+}
+
 /// One submission as the post office reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Submission {
@@ -98,6 +138,8 @@ pub struct Submission {
     pub email: Email,
     /// The sender's message id, if it made one (mailman does).
     pub id: Option<String>,
+    /// The app inside the host that sent it, when mailman knows.
+    pub app: Option<App>,
 }
 
 #[derive(Deserialize)]
@@ -107,6 +149,7 @@ struct FormFields {
     key: Option<String>,
     email: Option<String>,
     id: Option<String>,
+    app: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -116,6 +159,7 @@ struct JsonFields {
     key: Option<String>,
     email: Option<serde_json::Value>,
     id: Option<String>,
+    app: Option<App>,
 }
 
 impl Submission {
@@ -136,7 +180,12 @@ impl Submission {
             serde_urlencoded::from_bytes(body).map_err(|e| WireError::Form(e.to_string()))?;
         let email = fields.email.ok_or(WireError::MissingField("email"))?;
         let email: Email = serde_json::from_str(&email).map_err(WireError::EmailJson)?;
+        let app = match fields.app.filter(|a| !a.is_empty()) {
+            Some(app) => Some(serde_json::from_str(&app).map_err(WireError::AppJson)?),
+            None => None,
+        };
         Self::assemble(fields.fqdn, fields.key, email, fields.id, key_required)
+            .map(|s| s.with_app(app))
     }
 
     /// As [`Submission::from_json`], with `key_required` as for [`Submission::from_form_with`].
@@ -148,6 +197,7 @@ impl Submission {
         }
         .map_err(WireError::EmailJson)?;
         Self::assemble(fields.fqdn, fields.key, email, fields.id, key_required)
+            .map(|s| s.with_app(fields.app))
     }
 
     fn assemble(
@@ -167,7 +217,13 @@ impl Submission {
             key,
             email,
             id: id.filter(|id| !id.is_empty()),
+            app: None,
         })
+    }
+
+    fn with_app(mut self, app: Option<App>) -> Self {
+        self.app = app;
+        self
     }
 
     /// The form fields a sender posts, in order.
@@ -183,6 +239,12 @@ impl Submission {
         ];
         if let Some(id) = &self.id {
             form.push(("id", id.clone()));
+        }
+        if let Some(app) = &self.app {
+            form.push((
+                "app",
+                serde_json::to_string(app).unwrap_or_else(|_| unreachable!("App has only strings")),
+            ));
         }
         form
     }
@@ -258,6 +320,7 @@ mod tests {
             key: "k".into(),
             email: Email::new("a@b.c".into(), vec!["d@e.f".into()], message.clone()),
             id: Some("mid".into()),
+            app: None,
         };
         assert!(sub.email.data.is_none());
         let body = form(
@@ -303,5 +366,41 @@ mod tests {
         assert!(matches!(e.into_message(), Err(WireError::Base64(_))));
         // invalid UTF-8 in a form field is replaced, never a panic
         assert!(Submission::from_form(b"fqdn=%FF%FE&key=k&email=%7B%7D").is_ok());
+    }
+
+    #[test]
+    fn app_identity_travels_in_form_and_json_and_is_optional() {
+        let app = App {
+            name: "shop-billing-1".into(),
+            source: AppSource::Container,
+            image: Some("shop/billing:4".into()),
+            compose_project: Some("shop".into()),
+            compose_service: Some("billing".into()),
+            lane: Some("transactional".into()),
+        };
+        let sub = Submission {
+            fqdn: "h.example".into(),
+            key: "k".into(),
+            email: Email::new("a@b.c".into(), vec!["d@e.f".into()], b"x".to_vec()),
+            id: Some("mid".into()),
+            app: Some(app.clone()),
+        };
+        let body = serde_urlencoded::to_string(sub.to_form()).unwrap();
+        assert_eq!(Submission::from_form(body.as_bytes()).unwrap(), sub);
+        let body = br#"{"fqdn":"h","key":"k","email":{"mailfrom":"","rcpttos":[],"data":"d"},"app":{"name":"bob","source":"login"}}"#;
+        let got = Submission::from_json(body).unwrap().app.unwrap();
+        assert_eq!((got.name.as_str(), got.source), ("bob", AppSource::Login));
+        assert_eq!(got.lane, None);
+        // a bad `app` is refused with its own error, not taken as absent
+        let bad = form(&[
+            ("fqdn", "h"),
+            ("key", "k"),
+            ("email", r#"{"mailfrom":"","rcpttos":[],"data":"d"}"#),
+            ("app", r#"{"name":"x","source":"telepathy"}"#),
+        ]);
+        assert!(matches!(
+            Submission::from_form(&bad),
+            Err(WireError::AppJson(_))
+        ));
     }
 }

@@ -112,6 +112,10 @@ pub struct Envelope {
     /// domain, which that post office checked against the policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dkim_domains: Option<Vec<String>>,
+    /// The app inside the sending host that sent it (a container or a mailman login), when
+    /// mailman knew; absent in jobs from post offices before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<hedwig_core::wire::App>,
 }
 
 impl Envelope {
@@ -135,6 +139,7 @@ impl Envelope {
             history: Vec::new(),
             failure: None,
             dkim_domains: None,
+            app: None,
         }
     }
 }
