@@ -29,7 +29,8 @@ pub enum Answer {
     /// 200: the timeline (`{"message": ..., "recipients": [...], "events": [...]}`).
     Timeline(Value),
     /// The post office answered the question with a refusal: 400 (bad id), 403 (another
-    /// host's message), 404 (no such message), 501 (no ledger there), 503 (ledger down).
+    /// host's message), 404 (no such message), 429 (this host asks too often), 501 (no
+    /// ledger there), 503 (ledger down).
     Refused { status: u16, error: String },
     /// No answer to the question: unreachable, our key refused (401), an old post office,
     /// a status request that cannot be made (unsigned mode), an answer that makes no sense.
@@ -81,7 +82,7 @@ pub fn classify(status: u16, body: &[u8]) -> Answer {
         ),
         // A post office older than status requests has no such route: a 404 or 405 without
         // our JSON error.
-        400 | 403 | 404 | 501 | 503 => match error() {
+        400 | 403 | 404 | 429 | 501 | 503 => match error() {
             Some(error) => Answer::Refused { status, error },
             None => Answer::Failed(format!(
                 "the post office answered {status} without an explanation: it may be older \
@@ -238,6 +239,9 @@ mod tests {
         assert!(matches!(classify(405, b""), Answer::Failed(_)));
         assert!(matches!(classify(401, b""), Answer::Failed(_)));
         assert_eq!(classify(401, b"").http_status(), 502);
+        // the post office's rate limit reaches the asking container as it is
+        let limited = classify(429, br#"{"error":"too many status requests"}"#);
+        assert_eq!(limited.http_status(), 429);
     }
 
     #[test]

@@ -66,7 +66,7 @@ async fn check(State(state): State<Arc<AppState>>, request: Request) -> Response
 async fn status(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let conn = request.extensions().get::<Arc<Conn>>().cloned();
     let (parts, body) = request.into_parts();
-    match crate::status::status(&state, conn.as_ref(), &parts.headers, body).await {
+    let response = match crate::status::status(&state, conn.as_ref(), &parts.headers, body).await {
         Ok(timeline) => Json(timeline).into_response(),
         Err(reject) => {
             tracing::info!(
@@ -78,7 +78,9 @@ async fn status(State(state): State<Arc<AppState>>, request: Request) -> Respons
             );
             reject.into_response()
         }
-    }
+    };
+    state.metrics.status_request(response.status().as_u16());
+    response
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Response {

@@ -93,6 +93,10 @@ pub struct Config {
     /// (401), and inside the window the message id is the nonce (see `duplicate_window`).
     #[serde(with = "humantime_serde")]
     pub replay_window: Duration,
+    /// `POST /status` requests per minute per host (a token bucket as large), so that one
+    /// host cannot keep the store and the status slots busy for the others; over it 429.
+    /// 0: unlimited.
+    pub status_rate_per_minute: u32,
     /// Serve HTTPS: `{cert_file, key_file}` (PEM). Reloaded when a file changes or on SIGHUP.
     pub tls: Option<crate::tls::TlsSettings>,
     /// Where the post office keeps its files (the ledger's SQLite database by default).
@@ -248,6 +252,7 @@ impl Default for Config {
             unauthenticated_bytes_in_flight: ByteSize(128 * 1024 * 1024),
             max_bytes_in_flight: ByteSize(512 * 1024 * 1024),
             replay_window: Duration::from_secs(300),
+            status_rate_per_minute: 60,
             tls: None,
             data_dir: PathBuf::from("/var/lib/hedwig/postoffice"),
             ledger: LedgerConfig::default(),

@@ -47,6 +47,8 @@ impl ConnectionMetrics {
 /// The post office's metrics.
 pub struct Metrics {
     pub requests: Family<StatusLabel, Counter>,
+    /// `POST /status` requests by HTTP status.
+    pub status_requests: Family<StatusLabel, Counter>,
     pub messages: Family<HostLabel, Counter>,
     pub bytes: Family<HostLabel, Counter>,
     pub duplicates: Family<HostLabel, Counter>,
@@ -68,6 +70,7 @@ impl Metrics {
         let ledger = crate::ledger::LedgerMetrics::register(registry);
         let registry = registry.sub_registry_with_prefix("hedwig_postoffice");
         let requests = Family::<StatusLabel, Counter>::default();
+        let status_requests = Family::<StatusLabel, Counter>::default();
         let messages = Family::<HostLabel, Counter>::default();
         let bytes = Family::<HostLabel, Counter>::default();
         let duplicates = Family::<HostLabel, Counter>::default();
@@ -78,6 +81,11 @@ impl Metrics {
             "requests",
             "Intake requests by HTTP status",
             requests.clone(),
+        );
+        registry.register(
+            "status_requests",
+            "POST /status requests (a host asking for its message's timeline) by HTTP status",
+            status_requests.clone(),
         );
         registry.register(
             "messages_queued",
@@ -136,6 +144,7 @@ impl Metrics {
             connections,
             api_connections,
             requests,
+            status_requests,
             messages,
             bytes,
             duplicates,
@@ -147,6 +156,13 @@ impl Metrics {
 
     pub fn status(&self, status: u16) {
         self.requests.get_or_create(&StatusLabel { status }).inc();
+    }
+
+    /// A `POST /status` answered with `status`.
+    pub fn status_request(&self, status: u16) {
+        self.status_requests
+            .get_or_create(&StatusLabel { status })
+            .inc();
     }
 
     /// A post from `host` answered from the duplicate-id window.

@@ -34,12 +34,51 @@ pub struct Policies {
     revoked: HashSet<String>,
     default: HostPolicy,
     hosts: HashMap<String, HostPolicy>,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    buckets: Buckets,
+    /// `POST /status` requests per minute per host (0: unlimited), and their buckets.
+    status_rate: u32,
+    status_buckets: Buckets,
 }
+
+/// Token buckets by host name. Only authenticated hosts get one, so the map is as large as
+/// the fleet.
+#[derive(Default)]
+struct Buckets(Mutex<HashMap<String, Bucket>>);
 
 struct Bucket {
     tokens: f64,
     last: Instant,
+}
+
+impl Buckets {
+    /// Takes `need` tokens from `key`'s bucket (refilled at `per_minute`, holding `burst`),
+    /// all or none; else how long until enough have refilled.
+    fn take(
+        &self,
+        key: &str,
+        per_minute: u32,
+        burst: u32,
+        need: f64,
+        now: Instant,
+    ) -> Result<(), Duration> {
+        let rate = f64::from(per_minute) / 60.0;
+        let burst = f64::from(burst);
+        let mut buckets = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let bucket = buckets.entry(key.to_string()).or_insert(Bucket {
+            tokens: burst,
+            last: now,
+        });
+        let elapsed = now.duration_since(bucket.last).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * rate).min(burst);
+        bucket.last = now;
+        if bucket.tokens >= need {
+            bucket.tokens -= need;
+            Ok(())
+        } else {
+            let wait = (need - bucket.tokens) / rate;
+            Err(Duration::from_secs_f64(wait.ceil().max(1.0)))
+        }
+    }
 }
 
 impl Policies {
@@ -56,7 +95,9 @@ impl Policies {
                 .iter()
                 .map(|(h, p)| (norm(h), p.clone()))
                 .collect(),
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Buckets::default(),
+            status_rate: config.status_rate_per_minute,
+            status_buckets: Buckets::default(),
         }
     }
 
@@ -107,26 +148,29 @@ impl Policies {
                 burst: burst_n,
             });
         }
-        let rate = f64::from(policy.rate_per_minute) / 60.0;
-        let burst = f64::from(burst_n);
-        let need = recipients.max(1) as f64;
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let bucket = buckets.entry(fqdn.to_string()).or_insert(Bucket {
-            tokens: burst,
-            last: now,
-        });
-        let elapsed = now.duration_since(bucket.last).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * rate).min(burst);
-        bucket.last = now;
-        if bucket.tokens >= need {
-            bucket.tokens -= need;
-            Ok(())
-        } else {
-            let wait = (need - bucket.tokens) / rate;
-            Err(RateRefusal::Later {
-                retry_after: Duration::from_secs_f64(wait.ceil().max(1.0)),
-            })
+        self.buckets
+            .take(
+                fqdn,
+                policy.rate_per_minute,
+                burst_n,
+                recipients.max(1) as f64,
+                now,
+            )
+            .map_err(|retry_after| RateRefusal::Later { retry_after })
+    }
+
+    /// Takes one `POST /status` token from `fqdn`'s (authenticated) bucket; else how long
+    /// until one has refilled.
+    pub fn take_status(&self, fqdn: &str) -> Result<(), Duration> {
+        self.take_status_at(fqdn, Instant::now())
+    }
+
+    fn take_status_at(&self, fqdn: &str, now: Instant) -> Result<(), Duration> {
+        if self.status_rate == 0 {
+            return Ok(());
         }
+        self.status_buckets
+            .take(fqdn, self.status_rate, self.status_rate, 1.0, now)
     }
 }
 
@@ -196,6 +240,38 @@ mod tests {
         ));
         for _ in 0..100 {
             assert_eq!(p.take_rate("fast.example.com", 1000), Ok(()));
+        }
+    }
+
+    #[test]
+    fn status_requests_have_their_own_bucket_per_host() {
+        let config = Config {
+            status_rate_per_minute: 3,
+            ..Config::default()
+        };
+        let p = Policies::new(&config);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(p.take_status_at("a.example", t0), Ok(()));
+        }
+        // the fourth waits for a token: 20 s at 3 a minute
+        assert_eq!(
+            p.take_status_at("a.example", t0),
+            Err(Duration::from_secs(20))
+        );
+        // another host, and the same host's posts, are untouched
+        assert_eq!(p.take_status_at("b.example", t0), Ok(()));
+        assert_eq!(p.take_rate_at("a.example", 1, t0), Ok(()));
+        assert_eq!(
+            p.take_status_at("a.example", t0 + Duration::from_secs(20)),
+            Ok(())
+        );
+        let unlimited = Policies::new(&Config {
+            status_rate_per_minute: 0,
+            ..Config::default()
+        });
+        for _ in 0..1000 {
+            assert_eq!(unlimited.take_status_at("a.example", t0), Ok(()));
         }
     }
 

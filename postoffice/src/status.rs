@@ -15,6 +15,7 @@
 //! | 401 | unsigned, or a wrong signature, date or body (as a post) |
 //! | 403 | the id is only another host's (nothing else about it is said), or the host is revoked |
 //! | 404 | no message with that id |
+//! | 429 | the host asked more than `status_rate_per_minute` times a minute (its own bucket; other hosts and its posts are not affected) |
 //! | 501 | this post office reads no ledger (`ledger.writer` off and no `ledger.url`) |
 //! | 503 | the store is down or slow, or [`MAX_CONCURRENT`] status requests are in progress |
 //!
@@ -86,6 +87,16 @@ pub async fn status(
     }
     if state.policies.is_revoked(&fqdn) {
         return Err(Reject::new(StatusCode::FORBIDDEN, "host revoked").about(fqdn, None));
+    }
+    if let Err(retry_after) = state.policies.take_status(&fqdn) {
+        return Err(Reject::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many status requests from this host (status_rate_per_minute); retry in {}s",
+                retry_after.as_secs()
+            ),
+        )
+        .about(fqdn, None));
     }
     let _slot = state
         .status_requests

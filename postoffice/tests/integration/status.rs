@@ -100,3 +100,62 @@ async fn without_a_ledger_or_with_it_down_and_bad_requests() {
     }
     stop.cancel();
 }
+
+/// A host that floods `POST /status` gets 429 once its bucket is empty; another host's status
+/// requests and the flooding host's own posts are not affected, and the refusals are counted.
+#[tokio::test]
+async fn a_host_flooding_status_requests_is_limited_alone() {
+    let (addr, stop, _bs) = start(|c| c.status_rate_per_minute = 5).await;
+    let flood: Vec<_> = (0..40)
+        .map(|i| {
+            let body = id(&format!("m-{i}"));
+            tokio::spawn(async move { ask(addr, HOST, &body, &body).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in flood {
+        answers.push(task.await.unwrap());
+    }
+    // No ledger here, so an admitted request is a 501; the rest are refused before any work.
+    let admitted = answers.iter().filter(|(s, _)| *s == 501).count();
+    let limited: Vec<_> = answers.iter().filter(|(s, _)| *s == 429).collect();
+    assert_eq!(admitted, 5, "{answers:?}");
+    assert_eq!(limited.len(), 35, "{answers:?}");
+    assert!(
+        limited[0].1.contains("too many status requests"),
+        "{}",
+        limited[0].1
+    );
+    // Another host has its own bucket.
+    assert_eq!(
+        ask(addr, "web2.example.com", &id("m-1"), &id("m-1"))
+            .await
+            .0,
+        501
+    );
+    // The flooding host still posts mail.
+    let key = hedwig_core::key::derive_key(SECRET, HOST);
+    let email = crate::common::email(&["bob@example.org"], "Subject: hi\r\n\r\nhello\r\n");
+    let answer = reqwest::Client::new()
+        .post(format!("http://{addr}/"))
+        .form(&[
+            ("fqdn", HOST),
+            ("key", key.as_str()),
+            ("email", email.to_string().as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("hedwig_postoffice_status_requests_total{status=\"429\"} 35"),
+        "{metrics}"
+    );
+    stop.cancel();
+}
