@@ -301,6 +301,113 @@ async fn sigkilled_mid_stream_every_event_is_sent_and_the_cli_shows_it() {
     );
 }
 
+/// A webhook endpoint pointed at the post office itself (its intake port, its admin API)
+/// cannot make a loop: an event POSTed to intake is not a post (400) and to the admin API has
+/// no token (401), so no mail and no new event comes of it; the deliveries are retried with
+/// backoff only, and stay visible as failing with the answer's status. Threat model §7.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_pointed_at_the_post_office_itself_makes_no_loop() {
+    let ip = Ipv4Addr::new(127, 0, 150, 63);
+    let beanstalkd = Beanstalkd::start_on(ip);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hook.secret"), HOOK_SECRET).unwrap();
+    std::fs::write(dir.path().join("api.token"), "an admin token for this test").unwrap();
+    let intake = std::net::SocketAddr::from((ip, hedwig_testkit::net::free_port(ip)));
+    let api = std::net::SocketAddr::from((ip, hedwig_testkit::net::free_port(ip)));
+    let config = dir.path().join("postoffice.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: \"{intake}\"\nbeanstalkd: \"{}\"\nsecret: \"{SECRET}\"\ndata_dir: \"{}\"\n\
+             ledger:\n  writer: true\n  api_listen: \"{api}\"\n  api_token_file: \"{}\"\n\
+             webhooks:\n\
+             - name: intake\n  url: \"http://{intake}/\"\n  secret_file: \"{}\"\n  \
+               events: [queued, delivered]\n  backoff: 1s\n  max_backoff: 1s\n\
+             - name: admin\n  url: \"http://{api}/api/v1/suppressions\"\n  secret_file: \"{}\"\n  \
+               events: [queued, delivered]\n  backoff: 1s\n  max_backoff: 1s\n",
+            beanstalkd.url(),
+            dir.path().display(),
+            dir.path().join("api.token").display(),
+            dir.path().join("hook.secret").display(),
+            dir.path().join("hook.secret").display(),
+        ),
+    )
+    .unwrap();
+    let t = hedwig_queue::event::now_millis();
+    let events: Vec<Event> = (0..5)
+        .flat_map(|i| {
+            let id = format!("LOOP{i}");
+            [queued(&id, t + i), sent(&id, t + i + 1)]
+        })
+        .collect();
+    let total = events.len() as u64;
+    put_events(&beanstalkd.url(), events).await;
+    let _child = Killed(
+        Command::new(env!("CARGO_BIN_EXE_postoffice"))
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deliveries = |endpoint: &str| -> Vec<Value> {
+        let out = postoffice(
+            &config,
+            &[
+                "webhooks",
+                "deliveries",
+                "--endpoint",
+                endpoint,
+                "--limit",
+                "100",
+                "--json",
+            ],
+        );
+        assert!(out.status.success(), "{out:?}");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["deliveries"].as_array().cloned().unwrap_or_default()
+    };
+    // Every event tried at least twice against both endpoints.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let tried = |e: &str| {
+            let d = deliveries(e);
+            d.len() as u64 == total && d.iter().all(|d| d["attempts"].as_u64() >= Some(2))
+        };
+        if tried("intake") && tried("admin") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{:?}", deliveries("intake"));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (endpoint, code) in [("intake", 400), ("admin", 401)] {
+        let d = deliveries(endpoint);
+        assert_eq!(
+            d.len() as u64,
+            total,
+            "no new event came of the sends: {d:?}"
+        );
+        for row in &d {
+            assert_eq!(row["status"], "pending", "{row}");
+            assert_eq!(row["last_code"], code, "{row}");
+            // 1 s backoff over a few seconds: a handful of tries, not a storm
+            assert!(row["attempts"].as_u64() <= Some(20), "{row}");
+        }
+    }
+    // Nothing was queued for delivery, and the events tube holds nothing new.
+    let mut c = beanstalk::Client::connect(beanstalkd.url()).await.unwrap();
+    for tube in ["hedwig", "hedwig-events"] {
+        let ready = match c.stats_tube(tube).await {
+            Ok(stats) => stats.current_jobs_ready().unwrap_or(0),
+            Err(beanstalk::Error::NotFound) => 0, // never used
+            Err(e) => panic!("{tube}: {e}"),
+        };
+        assert_eq!(ready, 0, "{tube}");
+    }
+}
+
 #[test]
 fn check_config_names_every_bad_webhook_key() {
     let dir = tempfile::tempdir().unwrap();
