@@ -49,7 +49,15 @@ pub enum VerpError {
     RecipientTooLong,
     #[error("recipient is empty")]
     EmptyRecipient,
+    #[error("the return path would be {0} octets; a path holds at most {MAX_PATH}")]
+    PathTooLong(usize),
 }
+
+/// Longest return path made: RFC 5321 §4.5.3.1.3 allows a path of 256 octets, angle
+/// brackets included. A longer one is refused by the bounce listener's SMTP parser (and by
+/// strict receivers), so the worker sends such a recipient's copy with the plain envelope
+/// sender instead (its late bounces then reach the sender, as without VERP).
+pub const MAX_PATH: usize = 254;
 
 /// The key tokens are made and checked with.
 #[derive(Clone)]
@@ -111,10 +119,14 @@ impl VerpKey {
         recipient: &str,
         bounce_domain: &str,
     ) -> Result<String, VerpError> {
-        Ok(format!(
+        let path = format!(
             "{LOCAL_PREFIX}+{}@{bounce_domain}",
             self.token(queue_id, recipient)?
-        ))
+        );
+        if path.len() > MAX_PATH {
+            return Err(VerpError::PathTooLong(path.len()));
+        }
+        Ok(path)
     }
 
     /// What `token` names, when this key made it (the MAC is compared in constant time).
@@ -252,5 +264,37 @@ mod tests {
         let longest = format!("{}@b", "a".repeat(MAX_RECIPIENT - 2));
         let t = key.token(QID, &longest).unwrap();
         assert_eq!(key.verify(&t).unwrap().recipient, longest);
+    }
+
+    #[test]
+    fn return_paths_fit_in_an_smtp_path() {
+        let key = VerpKey::new("k".repeat(32).as_str());
+        let domain = "bounces.example.com";
+        // The longest recipient whose return path fits, and one octet more.
+        let fits = (1..=MAX_RECIPIENT)
+            .take_while(|n| {
+                let r = format!("{}@example.org", "a".repeat(*n));
+                key.return_path(QID, &r, domain).is_ok()
+            })
+            .last()
+            .unwrap();
+        let ok = format!("{}@example.org", "a".repeat(fits));
+        let path = key.return_path(QID, &ok, domain).unwrap();
+        assert!(
+            path.len() <= MAX_PATH && path.len() > MAX_PATH - 8,
+            "{}",
+            path.len()
+        );
+        assert_eq!(
+            key.verify_address(&path, &[domain.into()])
+                .unwrap()
+                .recipient,
+            ok
+        );
+        let long = format!("{}@example.org", "a".repeat(fits + 1));
+        assert!(matches!(
+            key.return_path(QID, &long, domain),
+            Err(VerpError::PathTooLong(n)) if n > MAX_PATH
+        ));
     }
 }

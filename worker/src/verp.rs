@@ -146,6 +146,10 @@ mod tests {
             None
         );
         assert_eq!(verp.return_path("", qid, "bob@example.org"), None);
+        // A recipient so long that its return path would not fit in an SMTP path: the plain
+        // sender (RFC 5321 §4.5.3.1.3; the bounce listener would refuse it).
+        let long = format!("{}@example.org", "b".repeat(150));
+        assert_eq!(verp.return_path("app@example.com", qid, &long), None);
         assert_eq!(
             verp.return_path("app@example.com", "not-ours", "bob@example.org"),
             None

@@ -13,6 +13,7 @@ mod admin_show_stats;
 mod admin_tube_prefix;
 mod admin_two_servers;
 mod bad_input;
+mod bounce_listener_abuse;
 mod concurrency;
 mod events;
 mod from_policy;
