@@ -130,6 +130,28 @@ pub fn read_secret(inline: Option<&str>, file: Option<&Path>) -> Result<Option<S
         .filter(|s| !s.is_empty()))
 }
 
+/// A secret setting `<key>` given inline (`secret`) or in a file (`secret_file`, which wins
+/// and must not be readable by others when `require_safe_keys`), checked as the host-key
+/// secret is (long enough); the problem names `key`.
+pub fn checked_secret(
+    key: &str,
+    inline: Option<&str>,
+    file: Option<&Path>,
+    require_safe_keys: bool,
+) -> Result<String, String> {
+    if let Some(path) = file {
+        crate::keyfile::check("secret file", path, require_safe_keys)
+            .map_err(|e| format!("{key}.secret_file: {e}"))?;
+    }
+    match read_secret(inline, file) {
+        Ok(Some(s)) => crate::key::check_secret(&s)
+            .map(str::to_owned)
+            .map_err(|e| format!("{key}.secret: {e}")),
+        Ok(None) => Err(format!("{key}.secret: not set (secret_file or secret)")),
+        Err(e) => Err(format!("{key}.secret_file: {e}")),
+    }
+}
+
 /// One value or a list of them: the single untagged shape every "string or list" key and
 /// wire field is read through (see [`one_or_many`], [`comma_list`]).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -24,6 +24,7 @@ pub mod key;
 pub mod keyfile;
 pub mod signing;
 pub mod summary;
+pub mod unsubscribe;
 pub mod verp;
 pub mod wire;
 

@@ -263,10 +263,10 @@ pub(crate) fn summary<'a>(
         return (MessageStatus::Queued, None);
     }
     if finals == total && queued_seen {
-        // A complaint is about a message that was delivered.
+        // A complaint or an unsubscribe is about a message that was delivered.
         let sent = recipients
             .clone()
-            .filter(|r| r.status == "sent" || r.status == "complained")
+            .filter(|r| matches!(r.status.as_str(), "sent" | "complained" | "unsubscribed"))
             .count();
         let status = if sent == total {
             MessageStatus::Sent

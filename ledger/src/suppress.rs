@@ -39,7 +39,8 @@ pub enum Source {
     Auto,
     /// An operator (`postoffice suppress add`, the API).
     Operator,
-    /// A complaint (feedback loop report).
+    /// The recipient's own word: a complaint (feedback loop report, reason `complaint`) or a
+    /// one-click unsubscribe (reason `unsubscribed`).
     Complaint,
 }
 
@@ -179,8 +180,12 @@ fn entry_reason(
     dsn: Option<&str>,
     reply: &str,
 ) -> Option<(&'static str, Source)> {
-    if outcome == Outcome::Complained {
-        return Some(("complaint", Source::Complaint));
+    // The recipient's own word, at once and for good. An unsubscribe is stored with source
+    // `complaint` (reason `unsubscribed`), which every reader of the list knows.
+    match outcome {
+        Outcome::Complained => return Some(("complaint", Source::Complaint)),
+        Outcome::Unsubscribed => return Some(("unsubscribed", Source::Complaint)),
+        _ => {}
     }
     if !policy.enabled {
         return None;

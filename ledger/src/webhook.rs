@@ -31,7 +31,7 @@ use crate::store::{Backend, Store};
 pub const PAYLOAD_VERSION: u32 = 1;
 
 /// The event types an endpoint can ask for, as the payload's `type` names them.
-pub const EVENT_TYPES: [&str; 8] = [
+pub const EVENT_TYPES: [&str; 10] = [
     "queued",
     "delivered",
     "deferred",
@@ -40,6 +40,8 @@ pub const EVENT_TYPES: [&str; 8] = [
     "suppressed",
     "held",
     "released",
+    "complained",
+    "unsubscribed",
 ];
 
 /// An endpoint as the writer sees it: its name and what it wants. The URL and the secret
@@ -94,6 +96,8 @@ pub fn event_type(what: &What) -> Option<&'static str> {
             "suppressed" => Some("suppressed"),
             "held" => Some("held"),
             "released" => Some("released"),
+            "complained" => Some("complained"),
+            "unsubscribed" => Some("unsubscribed"),
             _ => None,
         },
         What::BounceQueued { .. } => None,

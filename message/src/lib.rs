@@ -8,6 +8,8 @@
 //! - [`report`]: reading RFC 3464 DSNs and RFC 5965 ARF complaints that come back to a VERP
 //!   return path.
 //! - [`trace`]: the RFC 5321 §4.4 `Received:` trace header.
+//! - [`list`]: the list headers (`List-Id:`, an app's own `List-Unsubscribe:`) and the RFC 8058
+//!   one-click fields the worker adds.
 //! - [`smtp_form`]: line endings and line lengths as SMTP requires them, before signing.
 //! - [`Error`]: the one error type of this crate.
 //!
@@ -17,6 +19,7 @@
 pub mod dkim;
 pub mod dsn;
 mod error;
+pub mod list;
 pub mod report;
 pub mod trace;
 

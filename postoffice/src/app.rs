@@ -23,6 +23,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/", post(submit))
         .route("/check", post(check))
         .route("/status", post(status))
+        .route(
+            "/unsubscribe/{token}",
+            get(crate::unsubscribe::ask).post(crate::unsubscribe::unsubscribe),
+        )
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .with_state(state)

@@ -116,6 +116,10 @@ pub struct Config {
     /// The inbound SMTP listener for VERP bounce domains (late bounces and complaints,
     /// docs/bounces.md); none by default.
     pub bounce_listener: Option<crate::bounce::BounceListenerConfig>,
+    /// One-click unsubscribe (RFC 8058): the secret of the tokens in the links workers add
+    /// (their `unsubscribe:`); `GET`/`POST /unsubscribe/<token>` answer when it is set
+    /// (docs/unsubscribe.md).
+    pub unsubscribe: Option<crate::unsubscribe::UnsubscribeConfig>,
 }
 
 /// The `ledger:` section.
@@ -260,6 +264,7 @@ impl Default for Config {
             suppression: Default::default(),
             webhooks: Vec::new(),
             bounce_listener: None,
+            unsubscribe: None,
         }
     }
 }
@@ -287,6 +292,8 @@ pub struct Settings {
     pub ledger: crate::ledger::LedgerSettings,
     /// The bounce listener's checked settings, when there is one.
     pub bounce: Option<crate::bounce::BounceSettings>,
+    /// The one-click unsubscribe key, when `unsubscribe:` is set.
+    pub unsubscribe: Option<hedwig_core::unsubscribe::UnsubscribeKey>,
 }
 
 impl Config {
@@ -410,6 +417,20 @@ impl Config {
             }
             None => None,
         };
+        let unsubscribe = match &self.unsubscribe {
+            Some(u) => {
+                if !self.events {
+                    problems.push(
+                        "unsubscribe: needs events: true (an unsubscribe is recorded as a ledger event)"
+                            .into(),
+                    );
+                }
+                u.check(self.require_safe_keys)
+                    .map_err(|e| problems.push(e))
+                    .ok()
+            }
+            None => None,
+        };
         match (tubes, ledger) {
             (Some(tubes), Some(ledger)) if problems.is_empty() => Ok(Settings {
                 config,
@@ -418,6 +439,7 @@ impl Config {
                 tubes,
                 ledger,
                 bounce,
+                unsubscribe,
             }),
             _ => Err(problems),
         }

@@ -51,6 +51,7 @@ pub mod state;
 pub mod status;
 pub mod suppression;
 pub mod tls;
+pub mod unsubscribe;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -91,8 +92,10 @@ pub async fn serve(
         tubes,
         ledger,
         bounce,
+        unsubscribe,
     } = settings;
     let mut state = state::AppState::new(config, secrets, tubes.clone(), queue, &ledger);
+    state.unsubscribe = unsubscribe;
     if ledger.suppression.intake {
         state.suppressions = Some(Arc::new(suppression::SuppressionSet::new()));
     }

@@ -49,6 +49,8 @@ pub struct Metrics {
     pub requests: Family<StatusLabel, Counter>,
     /// `POST /status` requests by HTTP status.
     pub status_requests: Family<StatusLabel, Counter>,
+    /// One-click unsubscribe requests by result.
+    pub unsubscribes: Family<ReasonLabel, Counter>,
     pub messages: Family<HostLabel, Counter>,
     pub bytes: Family<HostLabel, Counter>,
     pub duplicates: Family<HostLabel, Counter>,
@@ -71,6 +73,7 @@ impl Metrics {
         let registry = registry.sub_registry_with_prefix("hedwig_postoffice");
         let requests = Family::<StatusLabel, Counter>::default();
         let status_requests = Family::<StatusLabel, Counter>::default();
+        let unsubscribes = Family::<ReasonLabel, Counter>::default();
         let messages = Family::<HostLabel, Counter>::default();
         let bytes = Family::<HostLabel, Counter>::default();
         let duplicates = Family::<HostLabel, Counter>::default();
@@ -86,6 +89,11 @@ impl Metrics {
             "status_requests",
             "POST /status requests (a host asking for its message's timeline) by HTTP status",
             status_requests.clone(),
+        );
+        registry.register(
+            "unsubscribes",
+            "One-click unsubscribe requests by result: done, invalid, expired, unavailable, too-large",
+            unsubscribes.clone(),
         );
         registry.register(
             "messages_queued",
@@ -145,6 +153,7 @@ impl Metrics {
             api_connections,
             requests,
             status_requests,
+            unsubscribes,
             messages,
             bytes,
             duplicates,
@@ -156,6 +165,13 @@ impl Metrics {
 
     pub fn status(&self, status: u16) {
         self.requests.get_or_create(&StatusLabel { status }).inc();
+    }
+
+    /// A one-click unsubscribe request with `result`.
+    pub fn unsubscribe(&self, result: &'static str) {
+        self.unsubscribes
+            .get_or_create(&ReasonLabel { reason: result })
+            .inc();
     }
 
     /// A `POST /status` answered with `status`.

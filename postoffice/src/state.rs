@@ -45,6 +45,8 @@ pub struct AppState {
     pub ledger: Option<Arc<StoreHandle>>,
     /// `POST /status` requests handled at once ([`crate::status::MAX_CONCURRENT`]).
     pub status_requests: Arc<Semaphore>,
+    /// The one-click unsubscribe key (`unsubscribe:`); `None`: `/unsubscribe/` answers 404.
+    pub unsubscribe: Option<hedwig_core::unsubscribe::UnsubscribeKey>,
 }
 
 impl AppState {
@@ -88,6 +90,7 @@ impl AppState {
                 .uses_store()
                 .then(|| Arc::new(StoreHandle::new(ledger.url.clone()))),
             status_requests: Arc::new(Semaphore::new(crate::status::MAX_CONCURRENT)),
+            unsubscribe: None,
             config,
         }
     }

@@ -186,11 +186,14 @@ pub enum Outcome {
     /// The recipient reported the delivered message as unwanted (an RFC 5965 ARF feedback
     /// report to the bounce listener). Final; beats an earlier `sent`.
     Complained,
+    /// The recipient used the one-click unsubscribe link the worker added (RFC 8058, the post
+    /// office's `/unsubscribe/<token>`). Final; beats an earlier `sent`.
+    Unsubscribed,
 }
 
 impl Outcome {
     /// Every outcome, in the order of the list above.
-    pub const ALL: [Outcome; 11] = [
+    pub const ALL: [Outcome; 12] = [
         Outcome::Sent,
         Outcome::Deferred,
         Outcome::Bounced,
@@ -202,6 +205,7 @@ impl Outcome {
         Outcome::Purged,
         Outcome::Suppressed,
         Outcome::Complained,
+        Outcome::Unsubscribed,
     ];
 
     /// Whether nothing more will happen to the recipient after it (unless an operator acts).
@@ -215,6 +219,7 @@ impl Outcome {
                 | Outcome::Purged
                 | Outcome::Suppressed
                 | Outcome::Complained
+                | Outcome::Unsubscribed
         )
     }
 
@@ -232,6 +237,7 @@ impl Outcome {
             Outcome::Purged => "purged",
             Outcome::Suppressed => "suppressed",
             Outcome::Complained => "complained",
+            Outcome::Unsubscribed => "unsubscribed",
         }
     }
 
@@ -418,7 +424,8 @@ mod tests {
                 Outcome::Failed,
                 Outcome::Purged,
                 Outcome::Suppressed,
-                Outcome::Complained
+                Outcome::Complained,
+                Outcome::Unsubscribed
             ]
         );
         // Old readers' names are unchanged; the new one reads back.

@@ -47,36 +47,18 @@ impl Worker {
         // Bare LFs (old hedwig clients send them) and over-long lines are fixed before
         // signing, so that the signature covers exactly what the receiver gets.
         let wire = hedwig_message::smtp_form(&job.message);
+        // Bulk hosts' mail: a one-click unsubscribe link per recipient, so a copy (and a
+        // signature) per recipient.
+        let unsubscribe = self
+            .unsubscribe
+            .as_deref()
+            .and_then(|u| Some((u, u.plan(env, &wire)?)));
         let signed;
-        let message: &[u8] = match &self.signer {
-            Some(signer) => {
-                // An RSA signature is about a millisecond of CPU: keep it off the threads that
-                // drive every other delivery's timeouts.
-                // Only for the domains the post office authorised (or, for a bounce, our own
-                // name): never for a domain just because the From: names it.
-                let authorised =
-                    hedwig_message::dkim::authorised_domains(env, &wire, self.config.ehlo_name());
-                let (signer, original) = (signer.clone(), wire.to_vec());
-                let result = tokio::task::spawn_blocking(move || {
-                    signer.sign_message_for(&original, &authorised, unix_now())
-                })
-                .await;
-                match result {
-                    Ok(Ok(s)) => {
-                        signed = s;
-                        &signed
-                    }
-                    Ok(Err(e)) => {
-                        tracing::error!(queue_id = %env.queue_id, "DKIM signing failed, sending unsigned: {e}");
-                        &wire
-                    }
-                    Err(e) => {
-                        tracing::error!(queue_id = %env.queue_id, "DKIM signing task failed, sending unsigned: {e}");
-                        &wire
-                    }
-                }
-            }
-            None => &wire,
+        let message: &[u8] = if unsubscribe.is_some() || self.signer.is_none() {
+            &wire // signed per recipient below, or not at all
+        } else {
+            signed = self.sign(env, wire.to_vec()).await;
+            &signed
         };
         // The sender goes into a command line: never send one that is not a valid path
         // (a CR or LF in it would inject SMTP commands).
@@ -100,25 +82,40 @@ impl Worker {
             .verp
             .as_deref()
             .filter(|v| v.bounce_domain(&env.mail_from).is_some());
-        if let Some(verp) = verp {
-            let (mail_from, wire_from) = (&mail_from, &wire_from);
-            // One transaction per recipient, each with its own return path; a domain's
-            // recipients one after another (on a reused connection), domains in parallel.
+        if verp.is_some() || unsubscribe.is_some() {
+            let (mail_from, wire_from, unsubscribe) = (&mail_from, &wire_from, &unsubscribe);
+            let now = unix_now();
+            // One transaction per recipient, each with its own return path and unsubscribe
+            // link; a domain's recipients one after another (on a reused connection), domains
+            // in parallel.
             let deliveries = groups.iter().map(|(domain, rcpts)| async move {
                 let mut out = Vec::new();
                 for rcpt in rcpts {
                     // Made of the token's base32 and a checked host name: safe on the wire as
                     // it is (it is not re-parsed: the local part is often longer than the 64
                     // octets hedwig's address parser allows; see hedwig_core::verp).
-                    let (from, wire) =
-                        match verp.return_path(&env.mail_from, &env.queue_id, rcpt.as_ref()) {
-                            Some(path) => (path.clone(), path),
-                            None => (mail_from.clone(), wire_from.clone()),
-                        };
+                    let (from, wire) = match verp
+                        .and_then(|v| v.return_path(&env.mail_from, &env.queue_id, rcpt.as_ref()))
+                    {
+                        Some(path) => (path.clone(), path),
+                        None => (mail_from.clone(), wire_from.clone()),
+                    };
+                    let copy;
+                    let body: &[u8] = match unsubscribe {
+                        Some((u, plan)) => {
+                            let mut m = u
+                                .fields(plan, &env.queue_id, rcpt.as_ref(), now)
+                                .unwrap_or_default();
+                            m.extend_from_slice(message);
+                            copy = self.sign(env, m).await;
+                            &copy
+                        }
+                        None => message,
+                    };
                     let one = std::slice::from_ref(rcpt);
                     out.extend(
                         self.deliverer
-                            .deliver_domain(&env.host, domain, &from, &wire, one, message)
+                            .deliver_domain(&env.host, domain, &from, &wire, one, body)
                             .await,
                     );
                 }
@@ -137,5 +134,36 @@ impl Worker {
             outcomes.extend(result);
         }
         outcomes
+    }
+
+    /// `message` DKIM-signed for the domains the post office authorised (or, for a bounce,
+    /// our own name), or as it is when there is no signer or signing fails (logged). Never
+    /// for a domain just because the From: names it.
+    async fn sign(&self, env: &hedwig_queue::job::Envelope, message: Vec<u8>) -> Vec<u8> {
+        let Some(signer) = &self.signer else {
+            return message;
+        };
+        let authorised =
+            hedwig_message::dkim::authorised_domains(env, &message, self.config.ehlo_name());
+        // An RSA signature is about a millisecond of CPU: keep it off the threads that drive
+        // every other delivery's timeouts.
+        let (signer, message) = (signer.clone(), std::sync::Arc::new(message));
+        let input = message.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            signer.sign_message_for(&input, &authorised, unix_now())
+        })
+        .await;
+        let unsigned = || std::sync::Arc::unwrap_or_clone(message);
+        match result {
+            Ok(Ok(signed)) => signed,
+            Ok(Err(e)) => {
+                tracing::error!(queue_id = %env.queue_id, "DKIM signing failed, sending unsigned: {e}");
+                unsigned()
+            }
+            Err(e) => {
+                tracing::error!(queue_id = %env.queue_id, "DKIM signing task failed, sending unsigned: {e}");
+                unsigned()
+            }
+        }
     }
 }

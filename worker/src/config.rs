@@ -50,6 +50,8 @@ pub struct Config {
     pub return_path: ReturnPath,
     /// VERP return paths per sender domain (late bounces and complaints, docs/bounces.md).
     pub verp: crate::verp::VerpConfig,
+    /// One-click unsubscribe links (RFC 8058) in bulk hosts' mail (docs/unsubscribe.md).
+    pub unsubscribe: crate::unsubscribe::UnsubscribeConfig,
     /// Send all mail through this host: `host`, `host:port` (MX lookup of host) or
     /// `[host]:port` (no MX lookup).
     pub relayhost: Option<String>,
@@ -111,6 +113,7 @@ impl Default for Config {
             bounce_limits: BounceLimits::default(),
             return_path: ReturnPath::default(),
             verp: Default::default(),
+            unsubscribe: Default::default(),
             relayhost: None,
             transports: BTreeMap::new(),
             relay_auth: None,
@@ -428,6 +431,12 @@ impl Config {
             .map_err(|e| errors.extend(e))
             .ok()
             .flatten();
+        let unsubscribe = self
+            .unsubscribe
+            .check(self.require_safe_keys)
+            .map_err(|e| errors.extend(e))
+            .ok()
+            .flatten();
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -444,6 +453,7 @@ impl Config {
             nameservers,
             routes,
             verp,
+            unsubscribe,
         })
     }
 
@@ -467,6 +477,8 @@ pub struct Settings {
     pub routes: Routes,
     /// `verp`, checked; `None` when off.
     pub verp: Option<crate::verp::Verp>,
+    /// `unsubscribe`, checked; `None` when off.
+    pub unsubscribe: Option<crate::unsubscribe::Unsubscriber>,
 }
 
 /// The keys of `map` (the config section `section`, keyed by recipient domain) in the

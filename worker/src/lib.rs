@@ -21,6 +21,7 @@
 //!   recipients grouped by domain, domains in parallel (one transaction per recipient when
 //!   its sender domain uses [`verp`]).
 //! - [`verp`]: VERP return paths per sender domain (`bounces+<token>@<bounce domain>`).
+//! - [`unsubscribe`]: RFC 8058 one-click unsubscribe links for bulk hosts' mail.
 //! - [`ledger`]: the delivery ledger's events of an attempt, a bounce, a held job.
 //! - [`queue`]: the beanstalkd loop: reserve, touch, record, emit the ledger's events, delete. The queue
 //!   schema (tube names, job format, hold list) is the `hedwig-queue` crate's.
@@ -47,6 +48,7 @@ pub mod policy;
 pub mod queue;
 pub mod route;
 pub mod smtp;
+pub mod unsubscribe;
 pub mod verp;
 
 use std::sync::Arc;
@@ -86,6 +88,7 @@ pub fn build(config: Config) -> Result<Parts, RunError> {
         nameservers,
         routes,
         verp,
+        unsubscribe,
     } = config
         .check()
         .map_err(|problems| RunError::Config(problems.join("\n")))?;
@@ -142,6 +145,7 @@ pub fn build(config: Config) -> Result<Parts, RunError> {
             signer,
             metrics,
             verp: verp.map(Arc::new),
+            unsubscribe: unsubscribe.map(Arc::new),
         }),
         shell: Arc::new(hedwig_service::ops::Shell::new(registry)),
     })

@@ -64,6 +64,8 @@ pub struct Worker {
     pub events: Option<Emitters>,
     /// VERP return paths per sender domain; `None` when off.
     pub verp: Option<Arc<crate::verp::Verp>>,
+    /// One-click unsubscribe links for bulk hosts; `None` when off.
+    pub unsubscribe: Option<Arc<crate::unsubscribe::Unsubscriber>>,
 }
 
 impl Worker {

@@ -20,4 +20,5 @@ mod suppression;
 mod swaks;
 mod transparency;
 mod tube_prefix;
+mod unsubscribe;
 mod webhooks;

@@ -364,6 +364,10 @@ async fn a_webhook_pointed_at_the_post_office_itself_makes_no_loop() {
                 "--json",
             ],
         );
+        // The post office makes its store at start: until then, nothing to list.
+        if String::from_utf8_lossy(&out.stderr).contains("no ledger at") {
+            return Vec::new();
+        }
         assert!(out.status.success(), "{out:?}");
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         v["deliveries"].as_array().cloned().unwrap_or_default()
