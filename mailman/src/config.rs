@@ -558,7 +558,13 @@ impl Config {
                 }
             },
         };
-        let docker = match &self.docker.socket {
+        // An empty path (`HEDWIG_DOCKER__SOCKET=`) is off, like no path.
+        let socket = self
+            .docker
+            .socket
+            .as_ref()
+            .filter(|s| !s.as_os_str().is_empty());
+        let docker = match socket {
             None => None,
             Some(socket) => {
                 let d = &self.docker;
@@ -571,9 +577,6 @@ impl Config {
                 }
                 if d.max_entries == 0 {
                     errors.push("docker.max_entries: must be at least 1".into());
-                }
-                if socket.as_os_str().is_empty() {
-                    errors.push("docker.socket: empty path".into());
                 }
                 Some(crate::docker::DockerSettings {
                     socket: socket.clone(),
@@ -699,6 +702,10 @@ listen:\n  host: 127.0.0.2\n  port: 25\n",
         ];
         let c: Config = load_from_env(None, base).unwrap();
         assert!(c.check().unwrap().docker.is_none());
+        let mut vars = base.to_vec();
+        vars.push(("HEDWIG_DOCKER__SOCKET", ""));
+        let c: Config = load_from_env(None, vars).unwrap();
+        assert!(c.check().unwrap().docker.is_none(), "empty is off");
         let mut vars = base.to_vec();
         vars.push(("HEDWIG_DOCKER__SOCKET", "/var/run/docker.sock"));
         vars.push(("HEDWIG_DOCKER__LOOKUP_TIMEOUT", "500ms"));
