@@ -576,6 +576,21 @@ mod tests {
         assert_eq!(p.sender_domains, Some(vec![]));
     }
 
+    #[tokio::test]
+    async fn a_missing_socket_is_an_error_not_a_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = DockerSettings {
+            socket: dir.path().join("docker.sock"),
+            lookup_timeout: Duration::from_secs(5),
+            refresh_interval: Duration::from_secs(60),
+            max_entries: 10,
+        };
+        let result =
+            Resolver::start(settings, DockerMetrics::default(), CancellationToken::new()).await;
+        let err = result.err().expect("no socket, no resolver").to_string();
+        assert!(err.contains("docker.sock"), "{err}");
+    }
+
     #[test]
     fn bucket_gives_a_minute_then_refills() {
         let t0 = Instant::now();
