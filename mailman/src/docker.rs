@@ -72,7 +72,7 @@ pub struct LabelPolicy {
     /// subdomains), lowercase; `None` when the label is not set (any domain, as far as
     /// mailman is concerned; the post office's host policy still applies).
     pub sender_domains: Option<Vec<String>>,
-    /// `hedwig.rate`: messages per minute; `None` when not set.
+    /// `hedwig.rate`: messages per minute; `None` when not set or `0` (no limit).
     pub rate: Option<u32>,
     /// A label that cannot be read, as `label="value"`: the container's mail is refused until
     /// it is fixed (failing open would drop the limit its owner asked for).
@@ -104,6 +104,8 @@ impl LabelPolicy {
         }
         if let Some(value) = labels.get(LABEL_RATE) {
             match value.trim().parse::<u32>() {
+                // 0 is no limit, as the post office's `rate_per_minute: 0`.
+                Ok(0) => {}
                 Ok(rate) => policy.rate = Some(rate),
                 Err(_) => {
                     policy
@@ -565,6 +567,8 @@ mod tests {
 
     #[test]
     fn unreadable_labels_are_named() {
+        let p = LabelPolicy::from_labels(&labels(&[("hedwig.rate", "0")]));
+        assert_eq!(p, LabelPolicy::default(), "0 is no limit");
         let p = LabelPolicy::from_labels(&labels(&[("hedwig.rate", "fast")]));
         assert_eq!(p.bad_label.as_deref(), Some("hedwig.rate=\"fast\""));
         let p = LabelPolicy::from_labels(&labels(&[("hedwig.sender-domains", "a.test, b c.test")]));
