@@ -300,6 +300,9 @@ if [ "$workers" -gt 0 ]; then
     po_port="$("${compose[@]}" port postoffice 8025 | awk -F: '{print $NF}')"
     health_port="$(shuf -i 20000-60000 -n 1)"
     echo "app network gateway $gateway, postoffice at 127.0.0.1:$po_port"
+    # The host's docker group, for the socket the file mounts (container identity, issue 17).
+    HEDWIG_DOCKER_GID="$(stat -c %g /var/run/docker.sock)"
+    export HEDWIG_DOCKER_GID
     export HEDWIG_LISTEN="$gateway:25" HEDWIG_FQDN="$fqdn" HEDWIG_KEY="$documented_key" HEDWIG_ALLOWED_NETWORKS="$subnet" \
         HEDWIG_POSTOFFICE="http://127.0.0.1:$po_port/" HEDWIG_HTTP_LISTEN="127.0.0.1:$health_port"
     "${mailman_compose[@]}" up -d --no-build >"$tmp/mailman-up.log" 2>&1 \
@@ -317,13 +320,23 @@ if [ "$workers" -gt 0 ]; then
     # The app image as shipped, but pointed at this network's gateway instead of
     # 172.17.0.1 (the default bridge is not ours to use).
     app() {
-        docker run --rm --network "$app_net" hedwig-app:latest bash -c \
+        docker run --rm --network "$app_net" --name "${project}-app-$RANDOM" \
+            --label com.docker.compose.project=smoke --label com.docker.compose.service=app \
+            --label hedwig.lane=transactional \
+            hedwig-app:latest bash -c \
             "sed -i 's/^host .*/host $gateway/' /etc/msmtprc && $1"
     }
     check "msmtp -t through mailman" app \
         "printf 'From: m@example.org\nTo: c@example.net\nSubject: msmtp smoke\n\nhello from msmtp\n' | msmtp -t"
     check "PHP mail() through mailman" app \
         "php -r 'exit(mail(\"d@example.net\", \"php smoke\", \"hello from php\", \"From: p@example.org\") ? 0 : 1);'"
+    # Container identity: mailman knew each client as its container (docker socket, labels).
+    identified() {
+        "${mailman_compose[@]}" logs mailman 2>/dev/null >"$tmp/mailman-identity.log"
+        grep 'client is a container' "$tmp/mailman-identity.log" | grep "${project}-app-" \
+            | grep 'compose_service="app"' | grep 'lane="transactional"' >/dev/null
+    }
+    check "mailman names the app container and its labels" identified
     check_delivered "msmtp smoke" c@example.net mailman
     check_delivered "php smoke" d@example.net mailman
 

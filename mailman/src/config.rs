@@ -112,6 +112,38 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for STARTTLS.
     pub tls_key: Option<PathBuf>,
+    /// Container identity from the Docker Engine API (off unless `docker.socket` is set);
+    /// see [`crate::docker`].
+    pub docker: DockerConfig,
+}
+
+/// The `docker:` keys.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DockerConfig {
+    /// The Engine API's unix socket (e.g. `/var/run/docker.sock`, mounted read-only); unset:
+    /// clients are known by address only.
+    pub socket: Option<PathBuf>,
+    /// Longest wait of a new session for a refresh when its address is on a Docker network but
+    /// not known yet (a container that just started).
+    #[serde(with = "humantime_serde")]
+    pub lookup_timeout: Duration,
+    /// Full refresh at least this often, besides the refreshes on Docker events.
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
+    /// Most container addresses kept.
+    pub max_entries: usize,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig {
+            socket: None,
+            lookup_timeout: Duration::from_secs(1),
+            refresh_interval: Duration::from_secs(60),
+            max_entries: 4096,
+        }
+    }
 }
 
 impl Default for Config {
@@ -155,6 +187,7 @@ impl Default for Config {
             http_listen: "127.0.0.1:9125".into(),
             tls_cert: None,
             tls_key: None,
+            docker: DockerConfig::default(),
         }
     }
 }
@@ -217,6 +250,8 @@ pub struct Settings {
     pub http_listen: Option<SocketAddr>,
     /// Present when STARTTLS is offered.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Present when `docker.socket` is set.
+    pub docker: Option<crate::docker::DockerSettings>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -300,6 +335,19 @@ impl Settings {
                 self.http_listen
                     .map(|a| a.to_string())
                     .unwrap_or_else(|| "disabled".into()),
+            ),
+            (
+                "docker.socket",
+                match &self.docker {
+                    Some(d) => format!(
+                        "{} (lookup_timeout {}, refresh_interval {}, max_entries {})",
+                        d.socket.display(),
+                        secs(d.lookup_timeout),
+                        secs(d.refresh_interval),
+                        d.max_entries
+                    ),
+                    None => "not set: clients are known by address".into(),
+                },
             ),
             (
                 "starttls",
@@ -510,6 +558,34 @@ impl Config {
                 }
             },
         };
+        // An empty path (`HEDWIG_DOCKER__SOCKET=`) is off, like no path.
+        let socket = self
+            .docker
+            .socket
+            .as_ref()
+            .filter(|s| !s.as_os_str().is_empty());
+        let docker = match socket {
+            None => None,
+            Some(socket) => {
+                let d = &self.docker;
+                if d.lookup_timeout.is_zero() || d.lookup_timeout > Duration::from_secs(10) {
+                    errors
+                        .push("docker.lookup_timeout: must be more than 0 and at most 10s".into());
+                }
+                if d.refresh_interval < Duration::from_secs(1) {
+                    errors.push("docker.refresh_interval: must be at least 1s".into());
+                }
+                if d.max_entries == 0 {
+                    errors.push("docker.max_entries: must be at least 1".into());
+                }
+                Some(crate::docker::DockerSettings {
+                    socket: socket.clone(),
+                    lookup_timeout: d.lookup_timeout,
+                    refresh_interval: d.refresh_interval,
+                    max_entries: d.max_entries,
+                })
+            }
+        };
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -544,6 +620,7 @@ impl Config {
             shutdown_timeout: self.shutdown_timeout,
             http_listen,
             tls,
+            docker,
         })
     }
 }
@@ -614,6 +691,45 @@ listen:\n  host: 127.0.0.2\n  port: 25\n",
         assert!(s.allowed("10.1.2.3".parse().unwrap()));
         assert!(!s.allowed("127.0.0.1".parse().unwrap()));
         assert!(s.tls.is_none());
+    }
+
+    #[test]
+    fn docker_is_off_by_default_and_set_from_the_environment() {
+        let base = [
+            ("HEDWIG_FQDN", "h.example"),
+            ("HEDWIG_KEY", "k"),
+            ("HEDWIG_POSTOFFICE", "http://a:1/"),
+        ];
+        let c: Config = load_from_env(None, base).unwrap();
+        assert!(c.check().unwrap().docker.is_none());
+        let mut vars = base.to_vec();
+        vars.push(("HEDWIG_DOCKER__SOCKET", ""));
+        let c: Config = load_from_env(None, vars).unwrap();
+        assert!(c.check().unwrap().docker.is_none(), "empty is off");
+        let mut vars = base.to_vec();
+        vars.push(("HEDWIG_DOCKER__SOCKET", "/var/run/docker.sock"));
+        vars.push(("HEDWIG_DOCKER__LOOKUP_TIMEOUT", "500ms"));
+        let c: Config = load_from_env(None, vars).unwrap();
+        let s = c.check().unwrap();
+        let d = s.docker.as_ref().unwrap();
+        assert_eq!(d.socket, PathBuf::from("/var/run/docker.sock"));
+        assert_eq!(d.lookup_timeout, Duration::from_millis(500));
+        assert_eq!(d.refresh_interval, Duration::from_secs(60));
+        assert!(s.summary().contains("docker.socket"));
+        let bad = Config {
+            docker: DockerConfig {
+                socket: Some("/x".into()),
+                lookup_timeout: Duration::from_secs(60),
+                max_entries: 0,
+                ..DockerConfig::default()
+            },
+            ..c
+        };
+        let errors = bad.check().unwrap_err();
+        assert!(errors
+            .iter()
+            .any(|e| e.starts_with("docker.lookup_timeout")));
+        assert!(errors.iter().any(|e| e.starts_with("docker.max_entries")));
     }
 
     #[test]

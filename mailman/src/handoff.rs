@@ -32,6 +32,8 @@ pub struct Core {
     /// Signalled when a post succeeds: the retry loop then retries what it holds without
     /// waiting out each message's backoff.
     pub postoffice_up: tokio::sync::Notify,
+    /// The container map, with `docker.socket` set.
+    pub docker: Option<Arc<crate::docker::Resolver>>,
 }
 
 /// Spools `message`, tries the postoffice, and returns the reply for the client.

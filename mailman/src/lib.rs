@@ -15,6 +15,9 @@
 //!   `hedwig_service::ops`).
 //! - [`queue`]: `mailman queue`: the spool's messages and why they wait, read from disk.
 //! - [`status`]: asking the post office for one of this host's messages' timeline.
+//! - [`docker`]: the client address on a Docker network mapped to its container (name, image,
+//!   compose labels, `hedwig.*` policy labels) through the Engine API; off without
+//!   `docker.socket`.
 //! - [`metrics`], [`config`], [`tls`].
 //!
 //! [`start`] binds everything and returns the bound addresses; [`Running::wait`] returns after
@@ -22,6 +25,7 @@
 
 pub mod bounce;
 pub mod config;
+pub mod docker;
 pub mod encoding;
 pub mod fixup;
 pub mod handoff;
@@ -118,6 +122,28 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
     let (retry_tx, retry_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = metrics::Metrics::register(&mut registry);
+    let background = CancellationToken::new();
+    let docker = match &settings.docker {
+        None => None,
+        Some(d) => {
+            match docker::Resolver::start(d.clone(), metrics.docker.clone(), background.clone())
+                .await
+            {
+                Ok(resolver) => {
+                    tracing::info!(socket = %d.socket.display(), containers = resolver.len(),
+                        "docker: clients on Docker networks are known by their container");
+                    Some(resolver)
+                }
+                Err(err) => {
+                    // A bad path is a config error in substance, but mail must flow: known
+                    // by address, as without the setting.
+                    metrics.docker.api_errors.inc();
+                    tracing::error!(%err, "docker: cannot use the socket; clients are known by address");
+                    None
+                }
+            }
+        }
+    };
     let core = Arc::new(handoff::Core {
         settings,
         spool,
@@ -126,9 +152,9 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         shell: Arc::new(hedwig_service::ops::Shell::new(registry)),
         retry: retry_tx,
         postoffice_up: tokio::sync::Notify::new(),
+        docker,
     });
     let waiting = Arc::new(retry::Waiting::default());
-    let background = CancellationToken::new();
     let retries = tokio::spawn(retry::run(
         core.clone(),
         waiting.clone(),

@@ -93,6 +93,10 @@ async fn check_config(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         }
     };
     print!("config: ok\n{}", settings.summary());
+    let docker_ok = match &settings.docker {
+        None => true,
+        Some(d) => check_docker(d).await,
+    };
     let poster = mailman::post::Poster::new(
         settings.postoffice.clone(),
         settings.fqdn.clone(),
@@ -104,7 +108,11 @@ async fn check_config(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     match poster.check_key(Duration::from_secs(10)).await {
         Ok(true) => {
             println!("key: the postoffice accepts the key for {}", settings.fqdn);
-            Ok(ExitCode::SUCCESS)
+            Ok(if docker_ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Ok(false) => {
             println!(
@@ -116,6 +124,37 @@ async fn check_config(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         Err(why) => {
             println!("key: cannot check against the postoffice: {why}");
             Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Lists the containers once through `docker.socket` and says what was found.
+async fn check_docker(settings: &mailman::docker::DockerSettings) -> bool {
+    let metrics = mailman::docker::DockerMetrics::default();
+    let stop = CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    let mut settings = settings.clone();
+    // The first refresh is what is checked: give it the time a refresh may take.
+    settings.lookup_timeout = Duration::from_secs(10);
+    match mailman::docker::Resolver::start(settings.clone(), metrics.clone(), stop).await {
+        Ok(resolver) if metrics.refreshes.get() > 0 => {
+            println!(
+                "docker: {} answers; {} container addresses known",
+                settings.socket.display(),
+                resolver.len()
+            );
+            true
+        }
+        Ok(_) => {
+            println!(
+                "docker: {} does not answer (see the log line above); clients would be known by address",
+                settings.socket.display()
+            );
+            false
+        }
+        Err(err) => {
+            println!("docker: {err}; clients would be known by address");
+            false
         }
     }
 }

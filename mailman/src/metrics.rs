@@ -46,6 +46,11 @@ pub struct Metrics {
     spool_bytes: Gauge,
     spool_oldest_age_seconds: Gauge,
     forward_failures: Family<ReasonLabel, Counter>,
+    /// The container map (`docker.socket`): its size, refreshes and Engine API errors.
+    pub docker: crate::docker::DockerMetrics,
+    /// Commands refused for a container's label policy (`hedwig.sender-domains`,
+    /// `hedwig.rate`, an unreadable label).
+    pub app_policy_refused: Counter,
     /// The postoffice refuses our key: the last post or key check got a 401.
     pub wrong_key: AtomicBool,
     /// Unix seconds of the last "key refused" log line (one per `key_check_interval`).
@@ -80,6 +85,8 @@ impl Metrics {
             spool_bytes: Gauge::default(),
             spool_oldest_age_seconds: Gauge::default(),
             forward_failures: Family::default(),
+            docker: crate::docker::DockerMetrics::default(),
+            app_policy_refused: Counter::default(),
             wrong_key: AtomicBool::new(false),
             wrong_key_logged: AtomicU64::new(0),
         };
@@ -141,6 +148,21 @@ impl Metrics {
                 "Spooled messages the postoffice refused for good later (moved to rejected/)",
                 &m.messages_set_aside,
             ),
+            (
+                "docker_api_errors",
+                "Failed Docker Engine API calls (container map refreshes, the event stream)",
+                &m.docker.api_errors,
+            ),
+            (
+                "docker_refreshes",
+                "Full refreshes of the container map",
+                &m.docker.refreshes,
+            ),
+            (
+                "app_policy_refused",
+                "SMTP commands refused for a container's hedwig.* label policy",
+                &m.app_policy_refused,
+            ),
         ];
         for (name, help, counter) in counters {
             r.register(name, help, counter.clone());
@@ -157,6 +179,11 @@ impl Metrics {
                 "spool_oldest_age_seconds",
                 "Age of the oldest spooled message",
                 &m.spool_oldest_age_seconds,
+            ),
+            (
+                "docker_containers",
+                "Container addresses in the map (docker.socket)",
+                &m.docker.entries,
             ),
         ];
         for (name, help, gauge) in gauges {
@@ -231,6 +258,9 @@ mod tests {
             "mailman_spool_depth 3",
             "mailman_spool_bytes 4096",
             "mailman_spool_oldest_age_seconds 7",
+            "mailman_docker_containers 0",
+            "mailman_docker_api_errors_total 0",
+            "mailman_app_policy_refused_total 0",
             "mailman_forward_failures_total{reason=\"timeout\"} 1",
             "mailman_forward_failures_total{reason=\"wrong_key\"} 0",
         ] {

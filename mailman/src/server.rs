@@ -30,7 +30,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::handoff::{hand_off, Core};
-use crate::smtp::{reply, Action, Session, SessionConfig};
+use crate::smtp::{reply, Action, AppPolicy, RateCheck, Session, SessionConfig};
+use tracing::Instrument;
 
 /// A byte stream a session can run over (TCP, TLS over TCP, or an in-memory pipe in tests).
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -240,12 +241,68 @@ enum Cut {
 pub async fn serve(
     core: &Arc<Core>,
     config: &SessionConfig,
+    stream: Box<dyn Stream>,
+    peer: SocketAddr,
+    shutdown: &CancellationToken,
+) -> Result<(), SessionEnd> {
+    let mut session = Session::new(config.clone(), peer.ip());
+    let span = match &core.docker {
+        Some(resolver) => identify(resolver, &mut session, peer).await,
+        None => tracing::Span::none(),
+    };
+    run_session(core, session, stream, peer, shutdown)
+        .instrument(span)
+        .await
+}
+
+/// Names the session's app when the client is a container: its identity and label policy
+/// from the map (waiting at most `docker.lookup_timeout`), and a span that puts the app's
+/// name on every log line of the session.
+async fn identify(
+    resolver: &Arc<crate::docker::Resolver>,
+    session: &mut Session,
+    peer: SocketAddr,
+) -> tracing::Span {
+    let Some(identity) = resolver.lookup(peer.ip()).await else {
+        return tracing::Span::none();
+    };
+    let app = &identity.app;
+    let span = tracing::info_span!("app", app = %app.name);
+    tracing::info!(
+        parent: &span,
+        client = %peer,
+        app = %app.name,
+        image = app.image.as_deref().unwrap_or(""),
+        compose_project = app.compose_project.as_deref().unwrap_or(""),
+        compose_service = app.compose_service.as_deref().unwrap_or(""),
+        lane = app.lane.as_deref().unwrap_or(""),
+        "client is a container"
+    );
+    let rate = identity.policy.rate.map(|_| {
+        let resolver = resolver.clone();
+        let identity = identity.clone();
+        RateCheck(Arc::new(move || {
+            resolver.take_message(&identity, Instant::now())
+        }))
+    });
+    session.set_app_policy(Some(AppPolicy {
+        who: format!("container {}", app.name),
+        sender_domains: identity.policy.sender_domains.clone(),
+        rate,
+        bad_label: identity.policy.bad_label.clone(),
+    }));
+    session.set_app(Some(app.clone()));
+    span
+}
+
+async fn run_session(
+    core: &Arc<Core>,
+    mut session: Session,
     mut stream: Box<dyn Stream>,
     peer: SocketAddr,
     shutdown: &CancellationToken,
 ) -> Result<(), SessionEnd> {
     let settings = &core.settings;
-    let mut session = Session::new(config.clone(), peer.ip());
     let mut out = session.greeting().into_bytes();
     let mut buf = vec![0u8; READ_CHUNK];
     let session_end = Instant::now() + settings.session_timeout;
@@ -256,7 +313,13 @@ pub async fn serve(
     let mut data: Option<(Instant, u64)> = None;
     loop {
         match session.next() {
-            Action::Reply(r) => out.extend_from_slice(r.as_bytes()),
+            Action::Reply(r) => {
+                if let Some(refusal) = session.take_policy_refusal() {
+                    core.metrics.app_policy_refused.inc();
+                    tracing::info!(client = %peer, reply = %refusal, "refused for the app's label policy");
+                }
+                out.extend_from_slice(r.as_bytes())
+            }
             Action::NeedMore => {
                 write(&mut stream, &mut out, settings.command_timeout).await?;
                 let in_data = session.in_data();

@@ -11,10 +11,12 @@
 //! | [`tls`] | a self-signed certificate made at start (rcgen), for the SMTP receiver's STARTTLS |
 //! | [`postgres`] | a PostgreSQL server (`initdb` in a temp dir, run as the `postgres` user under root) on a free loopback port, with one database |
 //! | [`net`] | free loopback ports |
+//! | [`docker`] | a tiny client image (the host's msmtp, `docker import`ed: no registry), bridge networks and containers removed on drop |
 //! | [`postfix`] | a private Postfix smarthost in a temp dir: submission (587, STARTTLS) and smtps (465) with SMTP AUTH from Cyrus `sasldb`, a certificate from a private CA, relaying to a loopback receiver |
 
 pub mod beanstalkd;
 pub mod dns;
+pub mod docker;
 pub mod net;
 pub mod postfix;
 pub mod postgres;

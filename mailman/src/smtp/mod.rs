@@ -6,11 +6,13 @@
 //! The post office's bounce listener (issue 14) runs this same session with a
 //! [`RecipientCheck`] that takes only its VERP tokens.
 
+pub mod app_policy;
 pub mod data;
 pub mod hops;
 pub mod reply;
 pub mod session;
 
+pub use app_policy::{AppPolicy, RateCheck};
 pub use reply::Reply;
 pub use session::{Action, Message, RecipientCheck, Session, SessionConfig, MAX_COMMAND_LINE};
 

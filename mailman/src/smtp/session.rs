@@ -16,8 +16,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use hedwig_core::address::{parse_reverse_path, Mailbox};
+use hedwig_core::wire::App;
 use smtp_proto::{Request, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8};
 
+use super::app_policy::AppPolicy;
 use super::data::{BareNewline, DataProgress, DataReceiver};
 use super::reply::{multiline, reply, Reply};
 
@@ -168,6 +170,12 @@ pub struct Session {
     lines: u64,
     /// The session was closed for a bare LF (`bare_newline: reject`).
     bare_lf_refused: bool,
+    /// Who inside the sending host this client is (a container), when known.
+    app: Option<App>,
+    /// What the app's labels allow it.
+    app_policy: Option<AppPolicy>,
+    /// The last refusal for the app's policy, for the caller to log and count.
+    policy_refusal: Option<String>,
 }
 
 impl Session {
@@ -184,7 +192,39 @@ impl Session {
             errors: 0,
             lines: 0,
             bare_lf_refused: false,
+            app: None,
+            app_policy: None,
+            policy_refusal: None,
         }
+    }
+
+    /// Names the app this client is (set at accept from the container map).
+    pub fn set_app(&mut self, app: Option<App>) {
+        self.app = app;
+    }
+
+    /// The app this client is, if known.
+    pub fn app(&self) -> Option<&App> {
+        self.app.as_ref()
+    }
+
+    /// The policy of the app's labels, enforced at MAIL and at the end of DATA.
+    pub fn set_app_policy(&mut self, policy: Option<AppPolicy>) {
+        self.app_policy = policy;
+    }
+
+    /// The reply of the last command refused for the app's policy, once (the caller logs it
+    /// and counts it).
+    pub fn take_policy_refusal(&mut self) -> Option<String> {
+        self.policy_refusal.take()
+    }
+
+    /// A refusal for the app's policy: not a bad command (it does not count towards
+    /// `max_errors`): the client did nothing wrong in SMTP terms.
+    fn policy_refused(&mut self, (code, text): (u16, String)) -> Action {
+        let r = reply(code, &text);
+        self.policy_refusal = Some(format!("{code} {text}"));
+        Action::Reply(r)
     }
 
     /// The `220` greeting.
@@ -470,7 +510,12 @@ impl Session {
                 553,
                 "5.6.7 a non-ASCII address needs the SMTPUTF8 parameter",
             ),
-            Ok(_) => {
+            Ok(mailbox) => {
+                if let Some(policy) = &self.app_policy {
+                    if let Err(refusal) = policy.check_mail(mailbox.as_ref()) {
+                        return self.policy_refused(refusal);
+                    }
+                }
                 self.transaction = Some(Transaction {
                     mail_from: address.to_string(),
                     rcpt_to: Vec::new(),
@@ -547,6 +592,11 @@ impl Session {
                 ),
             ));
         };
+        if let Some(policy) = &self.app_policy {
+            if let Err(refusal) = policy.check_message(&body) {
+                return self.policy_refused(refusal);
+            }
+        }
         let (helo, esmtp) = self.helo.clone().unwrap_or_default();
         self.phase = Phase::AwaitingOutcome;
         Action::Message(Message {

@@ -514,3 +514,106 @@ fn recipient_check_replaces_the_syntax_check() {
     let t = drive(config(), &[input.as_bytes()]);
     assert_eq!(t.codes()[2], 501);
 }
+
+fn policy(domains: &[&str], allow_messages: usize) -> AppPolicy {
+    let left = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(allow_messages));
+    AppPolicy {
+        who: "container web-1".into(),
+        sender_domains: Some(domains.iter().map(|d| d.to_string()).collect()),
+        rate: Some(RateCheck(std::sync::Arc::new(move || {
+            use std::sync::atomic::Ordering;
+            left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        }))),
+        bad_label: None,
+    }
+}
+
+fn with_policy(policy: AppPolicy) -> Session {
+    let mut s = Session::new(config(), CLIENT);
+    s.set_app(Some(hedwig_core::wire::App {
+        name: "web-1".into(),
+        source: hedwig_core::wire::AppSource::Container,
+        image: None,
+        compose_project: None,
+        compose_service: None,
+        lane: Some("bulk".into()),
+    }));
+    s.set_app_policy(Some(policy));
+    s
+}
+
+#[test]
+fn label_policy_refuses_foreign_sender_domains() {
+    let mut s = with_policy(policy(&["shop.test"], 100));
+    assert_eq!(s.app().map(|a| a.lane.as_deref()), Some(Some("bulk")));
+    let t = drive_with(
+        &mut s,
+        &[b"EHLO c\r\nMAIL FROM:<a@evil.test>\r\nMAIL FROM:<a@shop.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n\
+From: a@shop.test\r\n\r\nok\r\n.\r\nMAIL FROM:<>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n\
+From: Boss <boss@evil.test>\r\n\r\nno\r\n.\r\nMAIL FROM:<a@shop.test>\r\n"],
+    );
+    assert_eq!(
+        t.codes(),
+        [250, 550, 250, 250, 354, 250, 250, 250, 354, 550, 250]
+    );
+    assert_eq!(
+        t.replies[1],
+        reply(550, "5.7.1 container web-1 may not send as evil.test")
+    );
+    assert_eq!(
+        t.replies[9],
+        reply(550, "5.7.1 container web-1 may not send as evil.test")
+    );
+    assert_eq!(t.messages.len(), 1);
+    // the caller takes each refusal after its reply; untaken, the last one stays
+    assert_eq!(
+        s.take_policy_refusal().as_deref(),
+        Some("550 5.7.1 container web-1 may not send as evil.test")
+    );
+    assert_eq!(s.take_policy_refusal(), None);
+}
+
+#[test]
+fn label_rate_gives_451_at_mail_and_policy_refusals_are_not_errors() {
+    let mut cfg = config();
+    cfg.max_errors = 2;
+    let mut s = Session::new(cfg, CLIENT);
+    s.set_app_policy(Some(policy(&["shop.test"], 1)));
+    let mut input = b"EHLO c\r\nMAIL FROM:<a@shop.test>\r\nRSET\r\n".to_vec();
+    for _ in 0..5 {
+        input.extend_from_slice(b"MAIL FROM:<a@shop.test>\r\n");
+    }
+    let t = drive_with(&mut s, &[&input]);
+    assert_eq!(t.codes(), [250, 250, 250, 451, 451, 451, 451, 451]);
+    assert!(t.replies[3].starts_with("451 4.7.1 container web-1 is over its hedwig.rate"));
+    assert!(!t.closed, "over the rate is not a bad command");
+    assert!(s
+        .take_policy_refusal()
+        .is_some_and(|r| r.starts_with("451 4.7.1")));
+}
+
+#[test]
+fn unreadable_label_gives_451() {
+    let mut s = with_policy(AppPolicy {
+        who: "container web-1".into(),
+        bad_label: Some("hedwig.rate=\"fast\"".into()),
+        ..Default::default()
+    });
+    let t = drive_with(&mut s, &[b"EHLO c\r\nMAIL FROM:<a@shop.test>\r\n"]);
+    assert_eq!(
+        t.replies[1],
+        reply(
+            451,
+            "4.3.5 container web-1 has a label mailman cannot read: hedwig.rate=\"fast\""
+        )
+    );
+}
+
+#[test]
+fn no_app_no_policy() {
+    let mut s = Session::new(config(), CLIENT);
+    assert!(s.app().is_none());
+    let t = drive_with(&mut s, &[b"EHLO c\r\nMAIL FROM:<a@evil.test>\r\n"]);
+    assert_eq!(t.codes(), [250, 250]);
+}

@@ -5,6 +5,7 @@
 mod common;
 
 mod bad_input;
+mod docker_identity;
 mod e2e_clients;
 mod e2e_outage;
 mod edge_slots;
