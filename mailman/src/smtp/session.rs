@@ -16,6 +16,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use hedwig_core::address::{parse_reverse_path, Mailbox};
+use hedwig_core::wire::App;
 use smtp_proto::{Request, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8};
 
 use super::data::{BareNewline, DataProgress, DataReceiver};
@@ -95,6 +96,9 @@ pub struct Message {
     pub smtputf8: bool,
     /// The client's address.
     pub client: IpAddr,
+    /// The app inside the sending host that sent it, when known (a container, or the
+    /// session's SMTP AUTH login); it goes with the message to the post office.
+    pub app: Option<App>,
 }
 
 impl Message {
@@ -168,6 +172,8 @@ pub struct Session {
     lines: u64,
     /// The session was closed for a bare LF (`bare_newline: reject`).
     bare_lf_refused: bool,
+    /// Who sent it, as the caller knows it at accept (a container), given to every message.
+    app: Option<App>,
 }
 
 impl Session {
@@ -184,7 +190,19 @@ impl Session {
             errors: 0,
             lines: 0,
             bare_lf_refused: false,
+            app: None,
         }
+    }
+
+    /// The app identity the session's messages carry (the caller sets it at accept, e.g. the
+    /// container behind the client's address); `None`: the client is known by its address.
+    pub fn set_app(&mut self, app: Option<App>) {
+        self.app = app;
+    }
+
+    /// The app identity the session's messages carry now.
+    pub fn app(&self) -> Option<&App> {
+        self.app.as_ref()
     }
 
     /// The `220` greeting.
@@ -558,6 +576,7 @@ impl Session {
             tls: self.tls,
             smtputf8: tx.smtputf8,
             client: self.client,
+            app: self.app().cloned(),
         })
     }
 }

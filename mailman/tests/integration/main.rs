@@ -4,6 +4,7 @@
 
 mod common;
 
+mod app_identity;
 mod bad_input;
 mod e2e_clients;
 mod e2e_outage;
