@@ -13,7 +13,8 @@
 //! of the `max_connections` slots, so it cannot lock its neighbours out.
 //!
 //! The session logic is [`crate::smtp::Session`]; this module only moves bytes, upgrades to
-//! TLS on request, and hands finished messages to [`crate::handoff`]. On shutdown, a session
+//! TLS on request, hands finished messages to [`crate::handoff`] and SMTP AUTH credentials to
+//! [`crate::auth`]. On shutdown, a session
 //! waiting for a command gets `421` and is closed; one in the middle of DATA may finish
 //! (bounded by `shutdown_timeout` in [`crate::Running::wait`]).
 
@@ -30,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::handoff::{hand_off, Core};
-use crate::smtp::{reply, Action, Session, SessionConfig};
+use crate::smtp::{reply, Action, Session, SessionConfig, Step};
 
 /// A byte stream a session can run over (TCP, TLS over TCP, or an in-memory pipe in tests).
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -246,6 +247,9 @@ pub async fn serve(
 ) -> Result<(), SessionEnd> {
     let settings = &core.settings;
     let mut session = Session::new(config.clone(), peer.ip());
+    if let Some(auth) = &settings.auth {
+        session.set_auth(auth.policy(peer.ip()));
+    }
     let mut out = session.greeting().into_bytes();
     let mut buf = vec![0u8; READ_CHUNK];
     let session_end = Instant::now() + settings.session_timeout;
@@ -255,7 +259,20 @@ pub async fn serve(
     // In DATA: when it began and the octets read since.
     let mut data: Option<(Instant, u64)> = None;
     loop {
-        match session.next() {
+        let action = match session.step() {
+            Step::Action(action) => action,
+            Step::Authenticate(credentials) => {
+                // The check (argon2, then the delay a failure earns) runs off the session; its
+                // own time is bounded by the failure delay's cap, the session's by
+                // session_timeout at the next read.
+                let outcome = match &settings.auth {
+                    Some(auth) => auth.check(peer.ip(), credentials).await,
+                    None => crate::smtp::AuthOutcome::Unavailable,
+                };
+                session.auth_done(outcome)
+            }
+        };
+        match action {
             Action::Reply(r) => out.extend_from_slice(r.as_bytes()),
             Action::NeedMore => {
                 write(&mut stream, &mut out, settings.command_timeout).await?;

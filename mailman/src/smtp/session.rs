@@ -68,6 +68,9 @@ impl std::fmt::Debug for RecipientCheck {
 }
 
 /// What the caller should do next.
+// A Message (with its app identity) is a few hundred bytes on the stack, moved once per
+// message; boxing it would change the type every driver of the session matches on.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq, Eq)]
 pub enum Action {
     /// Write this reply to the client.

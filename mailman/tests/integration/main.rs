@@ -19,6 +19,7 @@ mod old_postoffice;
 mod postoffice_answers;
 mod security;
 mod signed_forward;
+mod smtp_auth;
 mod smuggling;
 mod spool_privacy;
 mod status;
