@@ -269,6 +269,7 @@ pub async fn serve(
                     Some(auth) => auth.check(peer.ip(), credentials).await,
                     None => crate::smtp::AuthOutcome::Unavailable,
                 };
+                core.metrics.auth_checked(&outcome);
                 session.auth_done(outcome)
             }
         };

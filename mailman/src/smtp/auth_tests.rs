@@ -133,6 +133,10 @@ fn plain_with_an_initial_response_names_the_app() {
     );
     assert_eq!(t.replies[1], "235 2.7.0 Authentication successful\r\n");
     let app = t.messages[0].app.clone().unwrap();
+    // RFC 3848: "A" for a session with a login; the login itself stays out of the header
+    let received = t.messages[0].received_header("mx.test", "ID", 0);
+    assert!(received.contains(" with ESMTPA id ID"), "{received}");
+    assert!(!received.contains("billing"), "{received}");
     assert_eq!(app.name, "billing");
     assert_eq!(app.source, hedwig_core::wire::AppSource::Login);
     assert_eq!(app.lane.as_deref(), Some("transactional"));
@@ -195,6 +199,12 @@ AUTH PLAIN {right}\r\n",
         t.replies
     );
     assert_eq!(t.replies[2], "501 5.7.0 Authentication cancelled\r\n");
+    // AUTH after HELO: never offered there
+    let helo = drive(
+        LOCAL,
+        format!("HELO c\r\nAUTH PLAIN {right}\r\n").as_bytes(),
+    );
+    assert_eq!(helo.codes(), vec![250, 503]);
     assert_eq!(
         t.replies[11],
         "535 5.7.8 Authentication credentials invalid\r\n"

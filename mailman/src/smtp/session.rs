@@ -127,14 +127,21 @@ impl Message {
     ///
     /// `date` is Unix seconds; it is passed in so the header is repeatable in tests.
     pub fn received_header(&self, hostname: &str, id: &str, date: u64) -> String {
-        // RFC 3848 / RFC 6531 §4.3 "with" protocol types.
-        let protocol = match (self.smtputf8, self.esmtp, self.tls) {
-            (true, _, false) => "UTF8SMTP",
-            (true, _, true) => "UTF8SMTPS",
-            (false, true, false) => "ESMTP",
-            (false, true, true) => "ESMTPS",
-            (false, false, false) => "SMTP",
-            (false, false, true) => "SMTPS",
+        // RFC 3848 / RFC 6531 §4.3 "with" protocol types; "A" after an SMTP AUTH login (not
+        // the login itself: that goes to the post office as the app, not to the recipients).
+        let login =
+            matches!(&self.app, Some(app) if app.source == hedwig_core::wire::AppSource::Login);
+        let protocol = match (self.smtputf8, self.esmtp, self.tls, login) {
+            (true, _, false, false) => "UTF8SMTP",
+            (true, _, true, false) => "UTF8SMTPS",
+            (true, _, false, true) => "UTF8SMTPA",
+            (true, _, true, true) => "UTF8SMTPSA",
+            (false, true, false, false) => "ESMTP",
+            (false, true, true, false) => "ESMTPS",
+            (false, true, false, true) => "ESMTPA",
+            (false, true, true, true) => "ESMTPSA",
+            (false, false, false, _) => "SMTP",
+            (false, false, true, _) => "SMTPS",
         };
         hedwig_message::trace::Received {
             from_helo: &self.helo,
@@ -559,7 +566,8 @@ impl Session {
         if !self.auth.offered {
             return self.error(502, "5.5.1 AUTH is not offered here");
         }
-        if self.helo.is_none() {
+        // AUTH is an ESMTP extension (RFC 4954 §3): after HELO it was never offered.
+        if !matches!(self.helo, Some((_, true))) {
             return self.error(503, "5.5.1 send EHLO first");
         }
         // RFC 4954 §4: one successful AUTH per session, none inside a transaction.

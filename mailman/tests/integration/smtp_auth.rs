@@ -187,6 +187,9 @@ async fn swaks_plain_and_login_right_wrong_and_none() {
     assert_eq!(app.name, "billing");
     assert_eq!(app.source, AppSource::Login);
     assert_eq!(app.lane.as_deref(), Some("transactional"));
+    let received = s.po.posts()[0].email.clone().into_message().unwrap();
+    let received = String::from_utf8_lossy(&received);
+    assert!(received.contains("with ESMTPA id"), "{received}");
 
     let (ok, out) = run(
         "swaks",
@@ -305,6 +308,9 @@ async fn off_the_plaintext_networks_auth_needs_starttls() {
     assert!(out.contains("235 2.7.0"), "{out}");
     let app = app_of_post(&s.po, 0).await.unwrap();
     assert_eq!(app.name, "billing");
+    let received = s.po.posts()[0].email.clone().into_message().unwrap();
+    let received = String::from_utf8_lossy(&received);
+    assert!(received.contains("with ESMTPSA id"), "{received}");
     s.m.stop().await;
 }
 
@@ -380,6 +386,10 @@ async fn repeated_failures_close_the_session_and_block_the_address() {
         .cmd(&format!("AUTH PLAIN {}", b64(b"\0billing\0right")))
         .await;
     assert!(reply.starts_with("421 4.7.0"), "{reply}");
+    let outcomes = |o: &str| format!("mailman_auth_attempts_total{{outcome=\"{o}\"}}");
+    assert_eq!(s.m.metric(&outcomes("refused")).await, 1);
+    assert_eq!(s.m.metric(&outcomes("blocked")).await, 2);
+    assert_eq!(s.m.metric(&outcomes("accepted")).await, 0);
     // another address is not
     let args = [
         "--auth",
