@@ -8,9 +8,10 @@
 //! [`Session::message_done`].
 //!
 //! SMTP AUTH (RFC 4954, PLAIN and LOGIN) runs here as far as its exchanges go: the session
-//! hands the credentials over with [`Step::Authenticate`] (from [`Session::step`]) and the caller, who checks them
-//! off the session, passes its verdict to [`Session::auth_done`]. What is offered to a client
-//! (and whether AUTH is required) the caller sets with [`Session::set_auth`].
+//! hands the credentials over with [`Step::Authenticate`] (from [`Session::step`]), and the
+//! caller, who checks them off the session, passes its verdict to [`Session::auth_done`]. What
+//! is offered to a client (and whether AUTH is required) the caller sets with
+//! [`Session::set_auth`]; the app identity its messages carry, with [`Session::set_app`].
 //!
 //! Limits live here: the command line length, the number of recipients, the message size
 //! (early from `SIZE=` and while receiving), and a maximum number of bad commands. Buffered input
