@@ -4,10 +4,13 @@
 //! The first input byte picks the chunk size the stream is pushed in (1 to 256 octets); the
 //! rest is what the client sends. The session is driven like `mailman::server` does: replies
 //! are collected, `NeedMore` pushes the next chunk, a finished message gets a 250 or 451,
-//! STARTTLS "succeeds" at once. Checked:
+//! STARTTLS "succeeds" at once. AUTH is offered (also without TLS): credentials with the
+//! password `pw` are accepted, any other refused. Checked:
 //! - no panic, and every call returns (a loop that makes no progress is caught by a bound);
 //! - every reply is well formed: `ddd` + SP or `-`, printable text, CRLF, no bare CR/LF;
 //! - every message is within the size limit and its body ends every line with CRLF;
+//! - credentials handed over are non-empty and hold no NUL, and a message after a successful
+//!   AUTH carries the login as its app;
 //! - the replies and messages do not depend on how the stream was split: the same input
 //!   pushed whole gives the same sequence (up to the first STARTTLS, after which the
 //!   session drops whatever was buffered, on purpose).
@@ -16,7 +19,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use libfuzzer_sys::fuzz_target;
-use mailman::smtp::{Action, Session, SessionConfig};
+use mailman::smtp::{Action, AuthOutcome, AuthPolicy, Session, SessionConfig, Step};
 
 const MAX_MESSAGE: usize = 2000;
 
@@ -26,6 +29,7 @@ enum Event {
     Message(Vec<u8>, Vec<String>),
     StartTls,
     Close,
+    Auth(String),
 }
 
 fn config() -> SessionConfig {
@@ -72,6 +76,11 @@ fn check_body(body: &[u8]) {
 /// Runs a session over `input` pushed `chunk` octets at a time; returns what happened.
 fn run(input: &[u8], chunk: usize) -> Vec<Event> {
     let mut session = Session::new(config(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+    session.set_auth(AuthPolicy {
+        offered: true,
+        plaintext: true,
+        required: false,
+    });
     check_reply(&session.greeting());
     let mut chunks = input.chunks(chunk);
     let mut events = Vec::new();
@@ -80,7 +89,22 @@ fn run(input: &[u8], chunk: usize) -> Vec<Event> {
     // more steps than this means the state machine spins.
     let bound = 4 * input.len() + 64;
     for _ in 0..bound {
-        match session.next() {
+        let action = match session.step() {
+            Step::Action(action) => action,
+            Step::Authenticate(credentials) => {
+                let (login, password) = (&credentials.login, &credentials.password);
+                assert!(!login.is_empty() && !password.is_empty());
+                assert!(!login.contains('\0') && !password.contains('\0'));
+                events.push(Event::Auth(login.clone()));
+                let outcome = if password == "pw" {
+                    AuthOutcome::Accepted { lane: None }
+                } else {
+                    AuthOutcome::Refused
+                };
+                session.auth_done(outcome)
+            }
+        };
+        match action {
             Action::Reply(reply) => {
                 check_reply(&reply);
                 events.push(Event::Reply(reply));
@@ -96,6 +120,10 @@ fn run(input: &[u8], chunk: usize) -> Vec<Event> {
                     assert!(!rcpt.chars().any(char::is_control), "{rcpt:?}");
                 }
                 assert!(!message.mail_from.chars().any(char::is_control));
+                assert_eq!(
+                    message.app.as_ref().map(|app| app.name.as_str()),
+                    session.login()
+                );
                 let header = message.received_header("mx.fuzz.test", "ID", 0);
                 assert_eq!(header.matches('\n').count(), header.matches("\r\n").count());
                 events.push(Event::Message(message.body, message.rcpt_to));

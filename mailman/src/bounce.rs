@@ -93,6 +93,7 @@ pub async fn bounce_refused(core: Arc<Core>, header: SpoolHeader, status: u16, r
         client: "local bounce".into(),
         received_at: now,
         size: report.len() as u64,
+        app: None,
     };
     match core.spool.store(&bounce, &[&report]).await {
         Ok(()) => {

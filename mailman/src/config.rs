@@ -115,6 +115,8 @@ pub struct Config {
     /// Container identity from the Docker Engine API (off unless `docker.socket` is set);
     /// see [`crate::docker`].
     pub docker: DockerConfig,
+    /// SMTP AUTH (issue 17): off unless `auth.users_file` is set.
+    pub auth: AuthConfig,
 }
 
 /// The `docker:` keys.
@@ -142,6 +144,77 @@ impl Default for DockerConfig {
             lookup_timeout: Duration::from_secs(1),
             refresh_interval: Duration::from_secs(60),
             max_entries: 4096,
+        }
+    }
+}
+
+/// The `auth` section: SMTP AUTH PLAIN/LOGIN with a login per app (see [`crate::auth`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The credentials file (`name:argon2-hash[:lane]` lines, from `mailman passwd NAME`);
+    /// AUTH is offered only when it is set.
+    pub users_file: Option<PathBuf>,
+    /// MAIL before a successful AUTH gets `530 5.7.0`.
+    pub require: bool,
+    /// Client networks where AUTH is offered without TLS (elsewhere only after STARTTLS).
+    #[serde(deserialize_with = "one_or_many")]
+    pub plaintext_networks: Vec<IpNet>,
+    /// Failed AUTHs from one client address (within `failure_window`) after which its
+    /// session is closed with `421`, and its later AUTHs too until the window has passed.
+    pub max_failures: u32,
+    /// Wait before a `535`, doubled for each earlier failure of the client (at most 30 s).
+    #[serde(with = "humantime_serde")]
+    pub failure_delay: Duration,
+    /// How long a client's failures are remembered after its last one.
+    #[serde(with = "humantime_serde")]
+    pub failure_window: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            users_file: None,
+            require: false,
+            plaintext_networks: ["127.0.0.0/8", "::1/128"]
+                .iter()
+                .filter_map(|n| n.parse().ok())
+                .collect(),
+            max_failures: 5,
+            failure_delay: Duration::from_secs(1),
+            failure_window: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+impl AuthConfig {
+    /// The checked settings: `None` when AUTH is off; problems are added to `errors`.
+    fn check(&self, errors: &mut Vec<String>) -> Option<Arc<crate::auth::Auth>> {
+        if self.max_failures == 0 {
+            errors.push("auth.max_failures: must be at least 1".into());
+        }
+        if self.failure_window.is_zero() {
+            errors.push("auth.failure_window: must be more than 0".into());
+        }
+        let Some(path) = &self.users_file else {
+            if self.require {
+                errors.push("auth.require: needs auth.users_file".into());
+            }
+            return None;
+        };
+        let limits = crate::auth::Limits {
+            require: self.require,
+            plaintext_networks: self.plaintext_networks.clone(),
+            max_failures: self.max_failures.max(1),
+            failure_delay: self.failure_delay,
+            failure_window: self.failure_window,
+        };
+        match crate::auth::Auth::open(path, limits) {
+            Ok(auth) => Some(Arc::new(auth)),
+            Err(e) => {
+                errors.push(format!("auth.users_file: {e}"));
+                None
+            }
         }
     }
 }
@@ -188,6 +261,7 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             docker: DockerConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -252,6 +326,8 @@ pub struct Settings {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Present when `docker.socket` is set.
     pub docker: Option<crate::docker::DockerSettings>,
+    /// Present when SMTP AUTH is offered (`auth.users_file`).
+    pub auth: Option<Arc<crate::auth::Auth>>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -265,6 +341,7 @@ impl std::fmt::Debug for Settings {
             )
             .field("spool_dir", &self.spool_dir)
             .field("tls", &self.tls.is_some())
+            .field("auth", &self.auth)
             .finish_non_exhaustive()
     }
 }
@@ -357,6 +434,24 @@ impl Settings {
                     "not offered"
                 }
                 .into(),
+            ),
+            (
+                "auth",
+                match &self.auth {
+                    None => "not offered".into(),
+                    Some(auth) => format!(
+                        "{} logins{}; without TLS from {}; {} failures close",
+                        auth.logins(),
+                        if auth.require { ", required" } else { "" },
+                        list(
+                            auth.plaintext_networks
+                                .iter()
+                                .map(|n| n.to_string())
+                                .collect()
+                        ),
+                        auth.max_failures,
+                    ),
+                },
             ),
         ];
         let mut out = String::new();
@@ -586,6 +681,7 @@ impl Config {
                 })
             }
         };
+        let auth = self.auth.check(&mut errors);
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -621,6 +717,7 @@ impl Config {
             http_listen,
             tls,
             docker,
+            auth,
         })
     }
 }
@@ -814,6 +911,75 @@ listen:\n  host: 127.0.0.2\n  port: 25\n",
         .unwrap();
         let err = load_from_env::<Config, _, _, _>(Some(&path), [("", ""); 0]).unwrap_err();
         assert!(err.to_string().contains("mesage_id"), "{err}");
+    }
+
+    #[test]
+    fn auth_settings() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let base = [
+            ("HEDWIG_FQDN", "h.example".to_string()),
+            ("HEDWIG_KEY", "k".into()),
+            ("HEDWIG_POSTOFFICE", "http://a:1/".into()),
+        ];
+        let s = load_from_env::<Config, _, _, _>(None, base.clone())
+            .unwrap()
+            .check()
+            .unwrap();
+        assert!(s.auth.is_none(), "off by default");
+        assert!(s
+            .summary()
+            .contains("auth                         not offered"));
+        let c: Config = load_from_env(
+            None,
+            base.clone()
+                .into_iter()
+                .chain([("HEDWIG_AUTH__REQUIRE", "true".to_string())]),
+        )
+        .unwrap();
+        let errors = c.check().unwrap_err();
+        assert_eq!(errors, ["auth.require: needs auth.users_file"]);
+        let dir = tempfile::tempdir().unwrap();
+        let users = dir.path().join("users");
+        let hash = crate::auth::hash_password("pw").unwrap();
+        std::fs::write(&users, format!("billing:{hash}:transactional\n")).unwrap();
+        std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let s = load_from_env::<Config, _, _, _>(
+            None,
+            base.clone().into_iter().chain([
+                ("HEDWIG_AUTH__USERS_FILE", users.display().to_string()),
+                ("HEDWIG_AUTH__PLAINTEXT_NETWORKS", "10.0.0.0/8".into()),
+            ]),
+        )
+        .unwrap()
+        .check()
+        .unwrap();
+        let auth = s.auth.clone().unwrap();
+        assert!(auth.policy("10.1.1.1".parse().unwrap()).plaintext);
+        assert!(!auth.policy("127.0.0.1".parse().unwrap()).plaintext);
+        assert!(s
+            .summary()
+            .contains("1 logins; without TLS from 10.0.0.0/8"));
+        // a file others may read is refused, and so is a bad line, naming the key
+        std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let c: Config = load_from_env(
+            None,
+            base.into_iter()
+                .chain([("HEDWIG_AUTH__USERS_FILE", users.display().to_string())]),
+        )
+        .unwrap();
+        let errors = c.check().unwrap_err().join("\n");
+        assert!(
+            errors.starts_with("auth.users_file: ") && errors.contains("others"),
+            "{errors}"
+        );
+        std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(&users, "billing:plain-password\n").unwrap();
+        let errors = c.check().unwrap_err().join("\n");
+        assert!(
+            errors.contains("line 1: billing: not an argon2"),
+            "{errors}"
+        );
+        assert!(!errors.contains("plain-password"), "{errors}");
     }
 
     #[test]

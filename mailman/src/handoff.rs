@@ -4,7 +4,8 @@
 //! recipients is the worker's job, not mailman's.)
 //!
 //! Every message gets one log line here with its message id, client, sender, recipients, size
-//! and outcome (`forwarded`, `rejected`, `spooled`, `refused`), and `fixed`: the header fields
+//! and outcome (`forwarded`, `rejected`, `spooled`, `refused`), the `app` that sent it (a
+//! container or an SMTP AUTH login, empty when unknown), and `fixed`: the header fields
 //! [`crate::fixup`] added (`date,message-id,from,to`, `bcc` for removed `Bcc:` fields).
 
 use std::sync::atomic::Ordering;
@@ -91,12 +92,15 @@ pub async fn hand_off(core: &Arc<Core>, mut message: Message) -> Reply {
         client: message.client.to_string(),
         received_at: now,
         size: size as u64,
+        app: message.app,
     };
     let to = header.rcpt_to.join(",");
+    let app = header.app.as_ref().map(|a| a.name.as_str()).unwrap_or("");
     let log = |outcome: &str, detail: &str, queue_id: &str| {
         tracing::info!(
             message_id = %id,
             client = %header.client,
+            app,
             from = %header.mail_from,
             to = %to,
             size,
@@ -165,6 +169,7 @@ pub async fn hand_off(core: &Arc<Core>, mut message: Message) -> Reply {
                     &header.id,
                     &header.mail_from,
                     &header.rcpt_to,
+                    header.app.as_ref(),
                     bytes,
                     core.settings.forward_timeout,
                 )

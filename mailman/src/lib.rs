@@ -4,6 +4,7 @@
 //! Layout:
 //! - [`smtp`]: the SMTP session state machine, DATA receiver and replies; no I/O.
 //! - [`server`]: the tokio listener and the byte-moving loop around a session.
+//! - [`auth`]: SMTP AUTH's credentials file, password checks and the slowing of guessers.
 //! - [`handoff`]: after the final `.`: spool, post while the client waits, pick the reply
 //!   (the hand-off to the postoffice; delivery to the recipients is the worker's).
 //! - [`fixup`]: header fix-ups (`Date:`, `Message-ID:`, `From:`, `To:`, no `Bcc:`) and header
@@ -23,6 +24,7 @@
 //! [`start`] binds everything and returns the bound addresses; [`Running::wait`] returns after
 //! the shutdown token is cancelled and sessions have finished (or `shutdown_timeout` passed).
 
+pub mod auth;
 pub mod bounce;
 pub mod config;
 pub mod docker;

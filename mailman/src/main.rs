@@ -44,6 +44,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Reads a password (the first line of stdin) and prints the `auth.users_file` line of
+    /// login NAME with its argon2 hash.
+    Passwd {
+        /// The login (printable ASCII, no `:` or space).
+        name: String,
+        /// The lane this login's mail asks for (appended as `:lane`).
+        #[arg(long)]
+        lane: Option<String>,
+    },
 }
 
 fn load(path: Option<&std::path::Path>) -> anyhow::Result<mailman::Settings> {
@@ -63,6 +72,7 @@ async fn main() -> ExitCode {
         Command::HealthCheck => health_check(cli.config).await,
         Command::Status { id, json } => status(cli.config, &id, json).await,
         Command::Queue { json } => queue(cli.config, json),
+        Command::Passwd { name, lane } => passwd(&name, lane.as_deref()),
     };
     match result {
         Ok(code) => code,
@@ -223,6 +233,30 @@ fn queue(path: Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
         for problem in &problems {
             println!("unreadable: {problem}");
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn passwd(name: &str, lane: Option<&str>) -> anyhow::Result<ExitCode> {
+    use std::io::BufRead as _;
+    mailman::auth::check_name(name).map_err(|e| anyhow::anyhow!(e))?;
+    if let Some(lane) = lane {
+        mailman::auth::check_name(lane).map_err(|e| anyhow::anyhow!("lane: {e}"))?;
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the password from stdin")?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        anyhow::bail!("no password on stdin (give it as the first line)");
+    }
+    let hash = mailman::auth::hash_password(password).map_err(|e| anyhow::anyhow!(e))?;
+    match lane {
+        Some(lane) => println!("{name}:{hash}:{lane}"),
+        None => println!("{name}:{hash}"),
     }
     Ok(ExitCode::SUCCESS)
 }

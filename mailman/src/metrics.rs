@@ -19,6 +19,14 @@ struct ReasonLabel {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+/// The outcomes of SMTP AUTH attempts, as labelled in `mailman_auth_attempts_total`.
+pub const AUTH_OUTCOMES: [&str; 4] = ["accepted", "refused", "blocked", "unavailable"];
+
 /// Every counter mailman keeps. Shared by all tasks.
 pub struct Metrics {
     /// SMTP connections accepted from allowed clients (`mailman_connections_total`).
@@ -51,6 +59,7 @@ pub struct Metrics {
     /// Commands refused for a container's label policy (`hedwig.sender-domains`,
     /// `hedwig.rate`, an unreadable label).
     pub app_policy_refused: Counter,
+    auth_attempts: Family<OutcomeLabel, Counter>,
     /// The postoffice refuses our key: the last post or key check got a 401.
     pub wrong_key: AtomicBool,
     /// Unix seconds of the last "key refused" log line (one per `key_check_interval`).
@@ -87,6 +96,7 @@ impl Metrics {
             forward_failures: Family::default(),
             docker: crate::docker::DockerMetrics::default(),
             app_policy_refused: Counter::default(),
+            auth_attempts: Family::default(),
             wrong_key: AtomicBool::new(false),
             wrong_key_logged: AtomicU64::new(0),
         };
@@ -198,7 +208,30 @@ impl Metrics {
             "Failed posts to the postoffice, by reason",
             m.forward_failures.clone(),
         );
+        for outcome in AUTH_OUTCOMES {
+            drop(m.auth_attempts.get_or_create(&OutcomeLabel { outcome }));
+        }
+        r.register(
+            "auth_attempts",
+            "SMTP AUTH credentials checked, by outcome (blocked: the client address is over \
+             auth.max_failures)",
+            m.auth_attempts.clone(),
+        );
         m
+    }
+
+    /// Counts one SMTP AUTH check.
+    pub fn auth_checked(&self, outcome: &crate::smtp::AuthOutcome) {
+        use crate::smtp::AuthOutcome as O;
+        let outcome = match outcome {
+            O::Accepted { .. } => "accepted",
+            O::Refused => "refused",
+            O::Blocked => "blocked",
+            O::Unavailable => "unavailable",
+        };
+        self.auth_attempts
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
     }
 
     /// Counts one failed post.

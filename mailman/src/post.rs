@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use hedwig_core::wire::{Accepted, Email, Rejected};
+use hedwig_core::wire::{Accepted, App, Email, Rejected};
 
 use crate::config::redact_url;
 
@@ -20,6 +20,9 @@ struct Body<'a> {
     key: Option<&'a str>,
     email: Email,
     id: &'a str,
+    /// Who inside the host sent it (issue 17); older post offices ignore the field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    app: Option<&'a App>,
 }
 
 /// What the postoffice said about one post.
@@ -216,6 +219,7 @@ impl Poster {
         id: &str,
         mail_from: &str,
         rcpt_to: &[String],
+        app: Option<&App>,
         message: Vec<u8>,
         timeout: Duration,
     ) -> Verdict {
@@ -227,6 +231,7 @@ impl Poster {
             // the smaller of JSON and base64 (issue 11 F8)
             email: crate::encoding::compact_email(mail_from.to_string(), rcpt_to.to_vec(), message),
             id,
+            app,
         };
         let body = match serde_json::to_vec(&body) {
             Ok(b) => bytes::Bytes::from(b),

@@ -150,6 +150,7 @@ mod tests {
             client: "127.0.0.1".into(),
             received_at: at,
             size: 5,
+            app: None,
         };
         spool.store(&header("m2", 200), &[b"hello"]).await.unwrap();
         spool.store(&header("m1", 100), &[b"hello"]).await.unwrap();

@@ -114,6 +114,7 @@ pub async fn run(
                                 &header.id,
                                 &header.mail_from,
                                 &header.rcpt_to,
+                                header.app.as_ref(),
                                 spooled.message,
                                 core.settings.forward_timeout,
                             )

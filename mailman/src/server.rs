@@ -13,7 +13,8 @@
 //! of the `max_connections` slots, so it cannot lock its neighbours out.
 //!
 //! The session logic is [`crate::smtp::Session`]; this module only moves bytes, upgrades to
-//! TLS on request, and hands finished messages to [`crate::handoff`]. On shutdown, a session
+//! TLS on request, hands finished messages to [`crate::handoff`] and SMTP AUTH credentials to
+//! [`crate::auth`]. On shutdown, a session
 //! waiting for a command gets `421` and is closed; one in the middle of DATA may finish
 //! (bounded by `shutdown_timeout` in [`crate::Running::wait`]).
 
@@ -30,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::handoff::{hand_off, Core};
-use crate::smtp::{reply, Action, AppPolicy, RateCheck, Session, SessionConfig};
+use crate::smtp::{reply, Action, AppPolicy, RateCheck, Session, SessionConfig, Step};
 use tracing::Instrument;
 
 /// A byte stream a session can run over (TCP, TLS over TCP, or an in-memory pipe in tests).
@@ -246,6 +247,9 @@ pub async fn serve(
     shutdown: &CancellationToken,
 ) -> Result<(), SessionEnd> {
     let mut session = Session::new(config.clone(), peer.ip());
+    if let Some(auth) = &core.settings.auth {
+        session.set_auth(auth.policy(peer.ip()));
+    }
     let span = match &core.docker {
         Some(resolver) => identify(resolver, &mut session, peer).await,
         None => tracing::Span::none(),
@@ -312,7 +316,21 @@ async fn run_session(
     // In DATA: when it began and the octets read since.
     let mut data: Option<(Instant, u64)> = None;
     loop {
-        match session.next() {
+        let action = match session.step() {
+            Step::Action(action) => action,
+            Step::Authenticate(credentials) => {
+                // The check (argon2, then the delay a failure earns) runs off the session; its
+                // own time is bounded by the failure delay's cap, the session's by
+                // session_timeout at the next read.
+                let outcome = match &settings.auth {
+                    Some(auth) => auth.check(peer.ip(), credentials).await,
+                    None => crate::smtp::AuthOutcome::Unavailable,
+                };
+                core.metrics.auth_checked(&outcome);
+                session.auth_done(outcome)
+            }
+        };
+        match action {
             Action::Reply(r) => {
                 if let Some(refusal) = session.take_policy_refusal() {
                     core.metrics.app_policy_refused.inc();

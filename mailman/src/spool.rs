@@ -81,6 +81,10 @@ pub struct SpoolHeader {
     pub received_at: u64,
     /// Length of the message bytes after the header line (detects a truncated file).
     pub size: u64,
+    /// The app inside the host that sent it (issue 17); absent in files of older mailmen and
+    /// for messages from clients known only by their address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<hedwig_core::wire::App>,
 }
 
 /// What the spool keeps about a message's failed posts (`<id>.state`).
@@ -531,7 +535,46 @@ mod tests {
             client: "127.0.0.1".into(),
             received_at: at,
             size: size as u64,
+            app: None,
         }
+    }
+
+    /// A spool file of a mailman from before the app identity (no `app` in its header) is
+    /// read as a message without one; a header with one keeps it through the file.
+    #[test]
+    fn files_without_the_app_field_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("OLD.msg");
+        std::fs::write(
+            &old,
+            b"{\"v\":1,\"id\":\"OLD\",\"mail_from\":\"a@b.test\",\"rcpt_to\":[\"c@d.test\"],\
+\"client\":\"127.0.0.1\",\"received_at\":5,\"size\":3}\nabc",
+        )
+        .unwrap();
+        let back = read_file(&old).unwrap();
+        assert_eq!(back.header.app, None);
+        assert_eq!(back.header.rcpt_to, ["c@d.test"]);
+        assert_eq!(back.message, b"abc");
+        let app = hedwig_core::wire::App {
+            name: "billing".into(),
+            source: hedwig_core::wire::AppSource::Login,
+            image: None,
+            compose_project: None,
+            compose_service: None,
+            lane: Some("transactional".into()),
+        };
+        let with = SpoolHeader {
+            app: Some(app.clone()),
+            ..header("NEW", 3, 6)
+        };
+        let mut bytes = serde_json::to_vec(&with).unwrap();
+        bytes.extend_from_slice(b"\nabc");
+        let new = dir.path().join("NEW.msg");
+        std::fs::write(&new, bytes).unwrap();
+        assert_eq!(read_file(&new).unwrap().header.app, Some(app));
+        // and a header without one is written as older mailmen wrote it
+        let line = serde_json::to_string(&header("X", 1, 1)).unwrap();
+        assert!(!line.contains("app"), "{line}");
     }
 
     #[tokio::test]

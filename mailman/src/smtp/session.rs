@@ -7,6 +7,12 @@
 //! [`Action::Message`] the caller decides the fate of the message and passes the reply to
 //! [`Session::message_done`].
 //!
+//! SMTP AUTH (RFC 4954, PLAIN and LOGIN) runs here as far as its exchanges go: the session
+//! hands the credentials over with [`Step::Authenticate`] (from [`Session::step`]), and the
+//! caller, who checks them off the session, passes its verdict to [`Session::auth_done`]. What
+//! is offered to a client (and whether AUTH is required) the caller sets with
+//! [`Session::set_auth`]; the app identity its messages carry, with [`Session::set_app`].
+//!
 //! Limits live here: the command line length, the number of recipients, the message size
 //! (early from `SIZE=` and while receiving), and a maximum number of bad commands. Buffered input
 //! is bounded by the line limit plus whatever the caller pushed since its last read.
@@ -17,9 +23,10 @@ use std::sync::Arc;
 
 use hedwig_core::address::{parse_reverse_path, Mailbox};
 use hedwig_core::wire::App;
-use smtp_proto::{Request, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8};
+use smtp_proto::{Request, AUTH_LOGIN, AUTH_PLAIN, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8};
 
 use super::app_policy::AppPolicy;
+use super::auth::{self, AuthOutcome, AuthPolicy, Credentials, SaslError};
 use super::data::{BareNewline, DataProgress, DataReceiver};
 use super::reply::{multiline, reply, Reply};
 
@@ -63,6 +70,9 @@ impl std::fmt::Debug for RecipientCheck {
 }
 
 /// What the caller should do next.
+// A Message (with its app identity) is a few hundred bytes on the stack, moved once per
+// message; boxing it would change the type every driver of the session matches on.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq, Eq)]
 pub enum Action {
     /// Write this reply to the client.
@@ -76,6 +86,17 @@ pub enum Action {
     StartTls,
     /// Flush replies and close the connection.
     Close,
+}
+
+/// What [`Session::step`] asks for: an [`Action`], or (SMTP AUTH) a check of credentials.
+/// Kept apart from [`Action`] so that callers that offer no AUTH (the post office's bounce
+/// listener) drive the session with [`Session::next`] as before.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    Action(Action),
+    /// A client sent these credentials: check them, then call [`Session::auth_done`] with
+    /// the verdict.
+    Authenticate(Credentials),
 }
 
 /// A received message and its envelope.
@@ -97,6 +118,9 @@ pub struct Message {
     pub smtputf8: bool,
     /// The client's address.
     pub client: IpAddr,
+    /// The app inside the sending host that sent it, when known (a container, or the
+    /// session's SMTP AUTH login); it goes with the message to the post office.
+    pub app: Option<App>,
 }
 
 impl Message {
@@ -105,14 +129,21 @@ impl Message {
     ///
     /// `date` is Unix seconds; it is passed in so the header is repeatable in tests.
     pub fn received_header(&self, hostname: &str, id: &str, date: u64) -> String {
-        // RFC 3848 / RFC 6531 §4.3 "with" protocol types.
-        let protocol = match (self.smtputf8, self.esmtp, self.tls) {
-            (true, _, false) => "UTF8SMTP",
-            (true, _, true) => "UTF8SMTPS",
-            (false, true, false) => "ESMTP",
-            (false, true, true) => "ESMTPS",
-            (false, false, false) => "SMTP",
-            (false, false, true) => "SMTPS",
+        // RFC 3848 / RFC 6531 §4.3 "with" protocol types; "A" after an SMTP AUTH login (not
+        // the login itself: that goes to the post office as the app, not to the recipients).
+        let login =
+            matches!(&self.app, Some(app) if app.source == hedwig_core::wire::AppSource::Login);
+        let protocol = match (self.smtputf8, self.esmtp, self.tls, login) {
+            (true, _, false, false) => "UTF8SMTP",
+            (true, _, true, false) => "UTF8SMTPS",
+            (true, _, false, true) => "UTF8SMTPA",
+            (true, _, true, true) => "UTF8SMTPSA",
+            (false, true, false, false) => "ESMTP",
+            (false, true, true, false) => "ESMTPS",
+            (false, true, false, true) => "ESMTPA",
+            (false, true, true, true) => "ESMTPSA",
+            (false, false, false, _) => "SMTP",
+            (false, false, true, _) => "SMTPS",
         };
         hedwig_message::trace::Received {
             from_helo: &self.helo,
@@ -151,8 +182,23 @@ enum Phase {
     AwaitingOutcome,
     /// Waiting for the TLS handshake.
     AwaitingTls,
+    /// In an AUTH exchange: the next line is the client's SASL response.
+    Sasl(SaslStep),
+    /// Credentials were handed over; waiting for [`Session::auth_done`].
+    AwaitingAuth(String),
     /// Closed: nothing more will be read.
     Closed,
+}
+
+/// Where an AUTH exchange is.
+#[derive(Debug)]
+enum SaslStep {
+    /// PLAIN without an initial response: its message comes next.
+    Plain,
+    /// LOGIN: the user name comes next.
+    LoginUser,
+    /// LOGIN: the password of this user comes next.
+    LoginPassword(String),
 }
 
 /// One SMTP session.
@@ -170,12 +216,19 @@ pub struct Session {
     lines: u64,
     /// The session was closed for a bare LF (`bare_newline: reject`).
     bare_lf_refused: bool,
-    /// Who inside the sending host this client is (a container), when known.
+    /// Who inside the sending host this client is (a container), when known at accept;
+    /// given to every message unless an AUTH login names it.
     app: Option<App>,
     /// What the app's labels allow it.
     app_policy: Option<AppPolicy>,
     /// The last refusal for the app's policy, for the caller to log and count.
     policy_refusal: Option<String>,
+    /// What AUTH offers this client.
+    auth: AuthPolicy,
+    /// The identity of a successful AUTH; it wins over `app`.
+    login: Option<App>,
+    /// Credentials waiting to be handed to the caller by [`Session::step`].
+    pending: Option<Credentials>,
 }
 
 impl Session {
@@ -195,17 +248,38 @@ impl Session {
             app: None,
             app_policy: None,
             policy_refusal: None,
+            auth: AuthPolicy::default(),
+            login: None,
+            pending: None,
         }
     }
 
-    /// Names the app this client is (set at accept from the container map).
+    /// What SMTP AUTH offers this client (nothing until this is called).
+    pub fn set_auth(&mut self, policy: AuthPolicy) {
+        self.auth = policy;
+    }
+
+    /// The name the client logged in as, after a successful AUTH.
+    pub fn login(&self) -> Option<&str> {
+        self.login.as_ref().map(|app| app.name.as_str())
+    }
+
+    /// The app identity the session's messages carry (the caller sets it at accept from the
+    /// container map); `None`: the client is known by its address.
     pub fn set_app(&mut self, app: Option<App>) {
         self.app = app;
     }
 
-    /// The app this client is, if known.
+    /// The app identity the session's messages carry now: the AUTH login's, else the one
+    /// set with [`Session::set_app`].
     pub fn app(&self) -> Option<&App> {
-        self.app.as_ref()
+        self.login.as_ref().or(self.app.as_ref())
+    }
+
+    /// Whether AUTH is advertised to this client now: offered, and under TLS or from a
+    /// network trusted with plain text passwords.
+    fn auth_usable(&self) -> bool {
+        self.auth.offered && (self.tls || self.auth.plaintext)
     }
 
     /// The policy of the app's labels, enforced at MAIL and at the end of DATA.
@@ -258,7 +332,7 @@ impl Session {
     pub fn mid_line(&self) -> bool {
         match self.phase {
             Phase::DiscardLine => true,
-            Phase::Command => !self.input.is_empty(),
+            Phase::Command | Phase::Sasl(_) => !self.input.is_empty(),
             _ => false,
         }
     }
@@ -284,18 +358,36 @@ impl Session {
     pub fn tls_started(&mut self) {
         self.tls = true;
         self.helo = None;
+        self.login = None;
         self.transaction = None;
         self.input.clear();
         self.phase = Phase::Command;
     }
 
-    /// What to do next.
+    /// What to do next, for a caller that offers no AUTH: credentials (which only come when
+    /// [`Session::set_auth`] offered AUTH) are answered `454`.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Action {
+        match self.step() {
+            Step::Action(action) => action,
+            Step::Authenticate(_) => self.auth_done(AuthOutcome::Unavailable),
+        }
+    }
+
+    /// What to do next: an action, or credentials to check.
+    pub fn step(&mut self) -> Step {
+        let action = self.advance();
+        match self.pending.take() {
+            Some(credentials) => Step::Authenticate(credentials),
+            None => Step::Action(action),
+        }
+    }
+
+    fn advance(&mut self) -> Action {
         loop {
             match &mut self.phase {
                 Phase::Closed => return Action::Close,
-                Phase::AwaitingOutcome => return Action::NeedMore,
+                Phase::AwaitingOutcome | Phase::AwaitingAuth(_) => return Action::NeedMore,
                 Phase::AwaitingTls => return Action::StartTls,
                 Phase::DiscardLine => match memchr::memchr(b'\n', &self.input) {
                     Some(pos) => {
@@ -319,10 +411,11 @@ impl Session {
                     }
                     DataProgress::BareLf => return self.bare_lf(),
                 },
-                Phase::Command => {
+                Phase::Command | Phase::Sasl(_) => {
                     // A TLS ClientHello (handshake record 0x16, version 3.x) on the plain port
                     // never holds a newline we could answer; say why and close.
-                    if self.input.starts_with(&[0x16, 0x03]) {
+                    if matches!(self.phase, Phase::Command) && self.input.starts_with(&[0x16, 0x03])
+                    {
                         return self.close(reply(
                             421,
                             "4.7.0 TLS handshake on a plain SMTP port; use STARTTLS",
@@ -331,6 +424,7 @@ impl Session {
                     let Some(pos) = memchr::memchr(b'\n', &self.input) else {
                         if self.input.len() >= MAX_COMMAND_LINE {
                             self.input.clear();
+                            // a too long SASL response ends the exchange too
                             self.phase = Phase::DiscardLine;
                             return self.error(500, "5.5.2 line too long");
                         }
@@ -342,7 +436,11 @@ impl Session {
                         return self.bare_lf();
                     }
                     if line.len() > MAX_COMMAND_LINE {
+                        self.phase = Phase::Command;
                         return self.error(500, "5.5.2 line too long");
+                    }
+                    if matches!(self.phase, Phase::Sasl(_)) {
+                        return self.sasl_response(&line);
                     }
                     return self.command(&line);
                 }
@@ -413,6 +511,10 @@ impl Session {
                 &format!("2.0.0 {} closing connection", self.config.hostname),
             )),
             Request::StartTls => self.starttls(),
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => self.auth(mechanism, &initial_response),
             Request::Expn { .. } => self.error(502, "5.5.1 EXPN is not implemented"),
             Request::Bdat { .. } => {
                 // Without CHUNKING advertised the chunk cannot be skipped reliably; close.
@@ -462,6 +564,11 @@ impl Session {
         if self.config.starttls && !self.tls {
             lines.push("STARTTLS".to_string());
         }
+        // RFC 4954 §4 and RFC 8314 §5: no AUTH offered where a password would cross a network
+        // in plain text.
+        if self.auth_usable() {
+            lines.push("AUTH PLAIN LOGIN".to_string());
+        }
         lines.push("HELP".to_string());
         Action::Reply(multiline(250, &lines))
     }
@@ -483,12 +590,144 @@ impl Session {
         Action::Reply(reply(220, "2.0.0 Ready to start TLS"))
     }
 
+    fn auth(&mut self, mechanism: u64, initial_response: &str) -> Action {
+        if !self.auth.offered {
+            return self.error(502, "5.5.1 AUTH is not offered here");
+        }
+        // AUTH is an ESMTP extension (RFC 4954 §3): after HELO it was never offered.
+        if !matches!(self.helo, Some((_, true))) {
+            return self.error(503, "5.5.1 send EHLO first");
+        }
+        // RFC 4954 §4: one successful AUTH per session, none inside a transaction.
+        if self.login.is_some() {
+            return self.error(503, "5.5.1 already authenticated");
+        }
+        if self.in_transaction() {
+            return self.error(503, "5.5.1 AUTH is not permitted during a mail transaction");
+        }
+        if !self.auth_usable() {
+            // RFC 5248 / RFC 4954 §6: 538 5.7.11
+            return self.error(
+                538,
+                "5.7.11 Encryption required for requested authentication mechanism",
+            );
+        }
+        let initial = initial_response.trim();
+        match mechanism {
+            AUTH_PLAIN if initial.is_empty() => self.sasl_prompt(SaslStep::Plain, ""),
+            AUTH_PLAIN => match auth::decode(initial).and_then(|m| auth::plain(&m)) {
+                Ok(credentials) => self.authenticate(credentials),
+                Err(err) => self.sasl_error(err),
+            },
+            AUTH_LOGIN if initial.is_empty() => {
+                self.sasl_prompt(SaslStep::LoginUser, auth::LOGIN_USERNAME)
+            }
+            // An initial response to LOGIN is the user name (as Outlook and swaks send it).
+            AUTH_LOGIN => match auth::decode(initial).and_then(|m| auth::login_part(&m)) {
+                Ok(user) => self.sasl_prompt(SaslStep::LoginPassword(user), auth::LOGIN_PASSWORD),
+                Err(err) => self.sasl_error(err),
+            },
+            _ => self.error(504, "5.5.4 Unrecognized authentication type"),
+        }
+    }
+
+    /// A `334` challenge; the next line is the client's answer.
+    fn sasl_prompt(&mut self, step: SaslStep, challenge: &str) -> Action {
+        self.phase = Phase::Sasl(step);
+        Action::Reply(reply(334, challenge))
+    }
+
+    fn sasl_error(&mut self, err: SaslError) -> Action {
+        self.phase = Phase::Command;
+        match err {
+            SaslError::Base64 => self.error(501, "5.5.2 Cannot decode response"),
+            SaslError::Malformed => self.error(501, "5.5.2 Malformed authentication response"),
+        }
+    }
+
+    /// One line answering a `334`.
+    fn sasl_response(&mut self, line: &[u8]) -> Action {
+        let Phase::Sasl(step) = std::mem::replace(&mut self.phase, Phase::Command) else {
+            return self.close(reply(421, "4.3.0 internal state error, closing"));
+        };
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Ok(line) = std::str::from_utf8(line) else {
+            return self.sasl_error(SaslError::Base64);
+        };
+        // RFC 4954 §4: `*` cancels the exchange, answered with 501.
+        if line.trim() == "*" {
+            return self.error(501, "5.7.0 Authentication cancelled");
+        }
+        let decoded = match auth::decode(line.trim()) {
+            Ok(decoded) => decoded,
+            Err(err) => return self.sasl_error(err),
+        };
+        match step {
+            SaslStep::Plain => match auth::plain(&decoded) {
+                Ok(credentials) => self.authenticate(credentials),
+                Err(err) => self.sasl_error(err),
+            },
+            SaslStep::LoginUser => match auth::login_part(&decoded) {
+                Ok(user) => self.sasl_prompt(SaslStep::LoginPassword(user), auth::LOGIN_PASSWORD),
+                Err(err) => self.sasl_error(err),
+            },
+            SaslStep::LoginPassword(login) => match auth::login_part(&decoded) {
+                Ok(password) => self.authenticate(Credentials { login, password }),
+                Err(err) => self.sasl_error(err),
+            },
+        }
+    }
+
+    /// Hands `credentials` to the caller through [`Session::step`].
+    fn authenticate(&mut self, credentials: Credentials) -> Action {
+        self.phase = Phase::AwaitingAuth(credentials.login.clone());
+        self.pending = Some(credentials);
+        Action::NeedMore
+    }
+
+    /// The verdict on the credentials handed over with [`Step::Authenticate`]; the returned
+    /// reply is written next.
+    pub fn auth_done(&mut self, outcome: AuthOutcome) -> Action {
+        let Phase::AwaitingAuth(login) = std::mem::replace(&mut self.phase, Phase::Command) else {
+            return self.close(reply(421, "4.3.0 internal state error, closing"));
+        };
+        match outcome {
+            AuthOutcome::Accepted { lane } => {
+                self.login = Some(App {
+                    name: login,
+                    source: hedwig_core::wire::AppSource::Login,
+                    image: None,
+                    compose_project: None,
+                    compose_service: None,
+                    lane,
+                });
+                Action::Reply(reply(235, "2.7.0 Authentication successful"))
+            }
+            AuthOutcome::Refused => self.error(535, "5.7.8 Authentication credentials invalid"),
+            AuthOutcome::Blocked => self.close(reply(
+                421,
+                &format!(
+                    "4.7.0 {} too many failed authentications, closing",
+                    self.config.hostname
+                ),
+            )),
+            AuthOutcome::Unavailable => {
+                Action::Reply(reply(454, "4.7.0 Temporary authentication failure"))
+            }
+        }
+    }
+
     fn mail(&mut self, from: smtp_proto::MailFrom<Cow<'_, str>>) -> Action {
         if self.helo.is_none() {
             return self.error(503, "5.5.1 send EHLO or HELO first");
         }
         if self.transaction.is_some() {
             return self.error(503, "5.5.1 nested MAIL command");
+        }
+        if self.auth.offered && self.auth.required && self.login.is_none() {
+            // RFC 4954 §6
+            return self.error(530, "5.7.0 Authentication required");
         }
         if from.flags & MAIL_BODY_BINARYMIME != 0 {
             return self.error(555, "5.5.4 BODY=BINARYMIME is not supported");
@@ -608,6 +847,7 @@ impl Session {
             tls: self.tls,
             smtputf8: tx.smtputf8,
             client: self.client,
+            app: self.app().cloned(),
         })
     }
 }

@@ -617,3 +617,22 @@ fn no_app_no_policy() {
     let t = drive_with(&mut s, &[b"EHLO c\r\nMAIL FROM:<a@evil.test>\r\n"]);
     assert_eq!(t.codes(), [250, 250]);
 }
+
+#[test]
+fn the_sessions_app_goes_with_each_message() {
+    let app = hedwig_core::wire::App {
+        name: "shop-billing-1".into(),
+        source: hedwig_core::wire::AppSource::Container,
+        image: Some("shop/billing:4".into()),
+        compose_project: Some("shop".into()),
+        compose_service: Some("billing".into()),
+        lane: None,
+    };
+    let mut session = Session::new(config(), CLIENT);
+    session.set_app(Some(app.clone()));
+    let t = drive_with(&mut session, &[PIPELINED]);
+    assert_eq!(t.messages.len(), 1);
+    assert_eq!(t.messages[0].app, Some(app));
+    // without one, messages carry none
+    assert_eq!(drive(config(), &[PIPELINED]).messages[0].app, None);
+}

@@ -168,6 +168,7 @@ async fn a_spool_file_left_after_200_is_not_queued_twice() {
         client: "127.0.0.1".into(),
         received_at: hedwig_core::unix_now(),
         size: BODY.len() as u64,
+        app: None,
     };
     let mut file = serde_json::to_vec(&header).unwrap();
     file.push(b'\n');

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod app_identity;
 mod bad_input;
 mod docker_identity;
 mod e2e_clients;
@@ -19,6 +20,7 @@ mod old_postoffice;
 mod postoffice_answers;
 mod security;
 mod signed_forward;
+mod smtp_auth;
 mod smuggling;
 mod spool_privacy;
 mod status;
