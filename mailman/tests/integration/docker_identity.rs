@@ -202,6 +202,31 @@ async fn containers_send_under_their_names_and_labels() {
         2,
         "only the allowed messages reach the post office"
     );
+    // Each post carries the container's identity (the post's `app`).
+    let apps: Vec<(String, Option<String>, Option<String>)> = posts
+        .iter()
+        .map(|p| {
+            let app = p.app.as_ref().expect("every post names its container");
+            assert_eq!(app.source, hedwig_core::wire::AppSource::Container);
+            (
+                app.name.clone(),
+                app.lane.clone(),
+                app.compose_service.clone(),
+            )
+        })
+        .collect();
+    assert!(
+        apps.contains(&(
+            web.name.clone(),
+            Some("transactional".into()),
+            Some("web".into())
+        )),
+        "{apps:?}"
+    );
+    assert!(
+        apps.contains(&(batch.name.clone(), Some("bulk".into()), None)),
+        "{apps:?}"
+    );
     let log = mailman.stop();
     let lines = container_lines(&log);
     let web_line = lines
