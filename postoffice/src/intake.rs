@@ -254,9 +254,11 @@ async fn queue_submission(
         recipients.push(Recipient::from_mailbox(mailbox));
     }
     let mail_from = sender.as_ref().map(|m| m.to_string()).unwrap_or_default();
-    let message = email
+    let mut message = email
         .into_message()
         .map_err(|e| Reject::bad_request(e.to_string()))?;
+    // Taken out of every message, whether or not this host may choose its lane with it.
+    let lane_header = crate::lanes::take_lane_header(&mut message);
     if message.len() as u64 > state.config.max_message_size.0 {
         return Err(Reject::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -347,8 +349,20 @@ async fn queue_submission(
             })?;
     }
 
+    let (lane, lane_by) = state.lanes.choose(
+        &fqdn,
+        state.policies.policy(&fqdn),
+        crate::lanes::Request {
+            header: lane_header.as_deref(),
+            app: submission.app.as_ref(),
+            sender_domain: sender.as_ref().map(|m| m.ascii_domain.as_str()),
+        },
+    );
+    tracing::debug!(host = %fqdn, lane = %lane, by = lane_by.as_str(), "lane chosen");
     let mut envelope = Envelope::new(hedwig_core::new_queue_id(), fqdn, mail_from, recipients);
     envelope.message_id = submission.id;
+    envelope.app = submission.app;
+    envelope.lane = Some(lane);
     envelope.client_ip = peer.map(|p| p.ip().to_string());
     envelope.dkim_domains = Some(dkim_domains);
     // The put and the record of its outcome run in their own task. When the client goes away
@@ -400,15 +414,14 @@ async fn put_and_record(
     } else {
         Target::Outbound
     };
+    let lane = envelope
+        .lane
+        .as_deref()
+        .unwrap_or(&state.config.default_lane);
+    let priority = state.lanes.priority(&envelope.host, lane);
     let put = state
         .queue
-        .put(
-            &envelope.host,
-            target,
-            &job,
-            state.config.job_priority,
-            state.config.job_ttr,
-        )
+        .put(&envelope.host, target, &job, priority, state.config.job_ttr)
         .await;
     state
         .metrics
@@ -428,6 +441,9 @@ async fn put_and_record(
                 from = %envelope.mail_from,
                 to = %envelope.rcpt_to.join(","),
                 size = message.len(),
+                app = envelope.app.as_ref().map_or("-", |a| a.name.as_str()),
+                lane = %lane,
+                priority,
                 job = placed.job_id,
                 beanstalkd = %placed.server,
                 outcome = if target == Target::Held { "held" } else { "queued" },
@@ -551,6 +567,7 @@ async fn record_all_suppressed(
         host = %envelope.host,
         from = %envelope.mail_from,
         to = %all.join(","),
+        app = envelope.app.as_ref().map_or("-", |a| a.name.as_str()),
         outcome = "suppressed",
         "every recipient is on the suppression list; nothing queued"
     );
