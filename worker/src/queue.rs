@@ -246,6 +246,7 @@ impl Worker {
                 tracing::info!(
                     queue_id = %env.queue_id, host = %env.host, from = %env.mail_from,
                     to = %env.rcpt_to.join(","), outcome = "held",
+                    app = env.app.as_ref().map_or("-", |a| a.name.as_str()),
                     "{}: host {} is held; message moved to {held}", env.queue_id, env.host
                 );
                 if self.events.is_some() {
