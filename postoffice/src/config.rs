@@ -587,6 +587,27 @@ mod tests {
         assert!(c.tubes().unwrap_err().starts_with("tube: "));
     }
 
+    /// A `lanes:` block in the file is merged key by key into the default lanes: a lane of
+    /// its own is added, a default lane's keys given replace only those (docs/lanes.md).
+    #[test]
+    fn lanes_in_the_file_merge_with_the_defaults() {
+        let c = load(
+            Some(
+                "lanes:\n  transactional:\n    retry: {max_lifetime: 2h}\n  digest:\n    priority: 5000\n",
+            ),
+            &[],
+        );
+        let t = &c.lanes["transactional"];
+        assert_eq!(t.priority, Some(0));
+        assert_eq!(t.retry.max_lifetime, Some(Duration::from_secs(7200)));
+        assert_eq!(t.retry.first, Some(Duration::from_secs(30)));
+        assert_eq!(c.lanes["digest"].priority, Some(5000));
+        assert_eq!(c.lanes["bulk"].spread, 100_000);
+        let c = load(None, &[("HEDWIG_LANES__BULK__SPREAD", "0")]);
+        assert_eq!(c.lanes["bulk"].spread, 0);
+        assert_eq!(c.lanes["transactional"].spread, 1000);
+    }
+
     #[test]
     fn bad_server_addresses_are_reported() {
         let c = Config {
