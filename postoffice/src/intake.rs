@@ -223,6 +223,9 @@ async fn queue_submission(
     if let Some(id) = &submission.id {
         check_message_id(id).map_err(|why| Reject::bad_request(format!("id: {why}")))?;
     }
+    if let Some(app) = &submission.app {
+        check_app(app).map_err(|why| Reject::bad_request(format!("app: {why}")))?;
+    }
     let email = submission.email;
     let sender = parse_reverse_path(&email.mailfrom)
         .map_err(|e| Reject::bad_request(format!("mailfrom: {e}")))?;
@@ -602,6 +605,36 @@ fn check_message_id(id: &str) -> Result<(), String> {
     }
     if id.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err(format!("{id:?} contains a space or a control character"));
+    }
+    Ok(())
+}
+
+/// Longest text in an app identity (a Docker container name is at most 253 bytes).
+const MAX_APP_FIELD: usize = 255;
+
+/// An app identity goes into logs, the ledger and webhooks: short printable text only.
+fn check_app(app: &hedwig_core::wire::App) -> Result<(), String> {
+    if app.name.is_empty() {
+        return Err("name is empty".into());
+    }
+    let fields = [
+        ("name", Some(&app.name)),
+        ("image", app.image.as_ref()),
+        ("compose_project", app.compose_project.as_ref()),
+        ("compose_service", app.compose_service.as_ref()),
+        ("lane", app.lane.as_ref()),
+    ];
+    for (key, value) in fields {
+        let Some(value) = value else { continue };
+        if value.len() > MAX_APP_FIELD {
+            return Err(format!(
+                "{key} is {} bytes long; at most {MAX_APP_FIELD}",
+                value.len()
+            ));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(format!("{key} {value:?} contains a control character"));
+        }
     }
     Ok(())
 }

@@ -209,9 +209,11 @@ fn decayed(count: &Count, now: Instant, half_life: Duration) -> f64 {
 pub fn take_lane_header(message: &mut Vec<u8>) -> Option<String> {
     let name = LANE_HEADER.as_bytes();
     let mut value: Option<String> = None;
-    let mut out = Vec::new();
+    // The byte ranges of the lane fields (with their continuation lines) to take out: the
+    // message is copied only when there is one.
+    let mut cut: Vec<(usize, usize)> = Vec::new();
     let mut pos = 0;
-    // Inside a lane field (taken out), and whether it is the first (its value is kept).
+    // Inside a lane field, and whether it is the first (its value is kept).
     let (mut skipping, mut first) = (false, false);
     while pos < message.len() {
         let end = message[pos..]
@@ -224,10 +226,11 @@ pub fn take_lane_header(message: &mut Vec<u8>) -> Option<String> {
         }
         if matches!(line.first(), Some(b' ' | b'\t')) {
             // RFC 5322 §2.2.3: a folded continuation of the field above.
-            match (&mut value, skipping, first) {
-                (Some(v), true, true) => v.push_str(&String::from_utf8_lossy(line)),
-                (_, true, _) => {}
-                _ => out.extend_from_slice(line),
+            if skipping {
+                if let (Some(v), true) = (value.as_mut(), first) {
+                    v.push_str(&String::from_utf8_lossy(line));
+                }
+                cut.push((pos, end));
             }
         } else {
             skipping = line.len() > name.len()
@@ -237,14 +240,21 @@ pub fn take_lane_header(message: &mut Vec<u8>) -> Option<String> {
             if first {
                 let colon = line.iter().position(|&b| b == b':').unwrap_or(name.len());
                 value = Some(String::from_utf8_lossy(&line[colon + 1..]).into_owned());
-            } else if !skipping {
-                out.extend_from_slice(line);
+            }
+            if skipping {
+                cut.push((pos, end));
             }
         }
         pos = end;
     }
     let value = value?;
-    out.extend_from_slice(&message[pos..]);
+    let mut out = Vec::with_capacity(message.len());
+    let mut from = 0;
+    for (start, end) in cut {
+        out.extend_from_slice(&message[from..start]);
+        from = end;
+    }
+    out.extend_from_slice(&message[from..]);
     *message = out;
     Some(value.split_whitespace().collect::<Vec<_>>().join(" "))
 }

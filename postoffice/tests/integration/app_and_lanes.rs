@@ -222,6 +222,34 @@ async fn app_and_lane_reach_the_job_and_the_ledger() {
     assert_eq!(job.message, b"Subject: p\r\n\r\nx\r\n");
     assert_eq!(pri, 0);
 
+    // An app identity that cannot go into a log line is refused, not queued.
+    let mut bad = app(None);
+    bad.name = "billing\nfake log line".into();
+    let (status, body) = post(
+        &po,
+        OPEN,
+        "app@example.com",
+        "Subject: x\r\n\r\nx\r\n",
+        Some(bad),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().starts_with("app: name"),
+        "{body}"
+    );
+    let mut long = app(None);
+    long.image = Some("x".repeat(256));
+    let (status, _) = post(
+        &po,
+        OPEN,
+        "app@example.com",
+        "Subject: x\r\n\r\nx\r\n",
+        Some(long),
+    )
+    .await;
+    assert_eq!(status, 400);
+
     // The ledger: the app's name and the lane on the message.
     let http = reqwest::Client::new();
     let get = |id: String| {
