@@ -283,6 +283,30 @@ async fn app_and_lane_reach_the_job_and_the_ledger() {
     assert_eq!(queued["kind"], "queued");
     assert_eq!(queued["app"], "shop-billing-1");
     assert_eq!(queued["lane"], "transactional");
+
+    // `postoffice trace` shows them.
+    let config = dir.path().join("postoffice.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "ledger:\n  url: \"sqlite://{}/ledger.db\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_postoffice"))
+        .env_remove("HEDWIG_CONFIG")
+        .arg("--config")
+        .arg(&config)
+        .args(["trace", &with_app])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("app shop-billing-1  lane transactional"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
