@@ -62,6 +62,8 @@ fn events_of(i: u64) -> [Event; 3] {
                 bounce_of: None,
                 expires_at: Some(at / 1000 + 5 * 86_400),
                 held: false,
+                app: None,
+                lane: None,
             }),
         },
         r("d", at + 3, Outcome::Deferred, 451),

@@ -119,6 +119,8 @@ impl Apply {
                 edge_id: None,
                 edge_client: None,
                 post_client: None,
+                app: None,
+                lane: None,
                 kind: "message".into(),
                 bounce_of: None,
                 queued_at: at,
@@ -143,6 +145,8 @@ impl Apply {
         message.edge_id = q.edge_id.clone();
         message.edge_client = q.edge_client.clone();
         message.post_client = q.post_client.clone();
+        message.app = q.app.clone();
+        message.lane = q.lane.clone();
         message.kind = q.message_kind.clone();
         message.bounce_of = q.bounce_of.clone();
         message.queued_at = at;
@@ -310,6 +314,8 @@ mod tests {
                 bounce_of: None,
                 expires_at: Some(100),
                 held: false,
+                app: Some("shop-billing-1".into()),
+                lane: Some("transactional".into()),
             }),
         }
     }
@@ -357,6 +363,8 @@ mod tests {
             assert_eq!(m.sender.as_deref(), Some("app@example.test"));
             assert_eq!(m.message_id.as_deref(), Some("m@x"));
             assert_eq!(m.expires_at, Some(100_000));
+            assert_eq!(m.app.as_deref(), Some("shop-billing-1"));
+            assert_eq!(m.lane.as_deref(), Some("transactional"));
             assert_eq!(apply.recipients["Q"]["a@x"].status, "sent");
         }
     }

@@ -38,6 +38,11 @@ pub struct Message {
     pub edge_client: Option<String>,
     /// The address the post office saw the post come from.
     pub post_client: Option<String>,
+    /// The app inside the sending host that sent it (a container's name or a mailman login),
+    /// when mailman knew it.
+    pub app: Option<String>,
+    /// The lane it was queued in (absent for messages from post offices before lanes).
+    pub lane: Option<String>,
     /// `message` or `bounce`.
     pub kind: String,
     /// For a bounce: the queue id of the message it reports on.

@@ -15,7 +15,14 @@ pub(crate) const VERSION_TABLE: &str =
 /// The statements that take the database from version `i` to `i + 1`, at index `i`. Public
 /// for the tests that build an old database and open it with this build.
 #[doc(hidden)]
-pub const MIGRATIONS: &[&[&str]] = &[V1, SHARED_DEDUPE, SUPPRESSIONS, EDGE_ID, WEBHOOK_OUTBOX];
+pub const MIGRATIONS: &[&[&str]] = &[
+    V1,
+    SHARED_DEDUPE,
+    SUPPRESSIONS,
+    EDGE_ID,
+    WEBHOOK_OUTBOX,
+    APP_AND_LANE,
+];
 
 /// The statements that take a database from version `from` to `from + 1` (for tests that
 /// build an older database by hand).
@@ -163,4 +170,12 @@ const WEBHOOK_OUTBOX: &[&str] = &[
     )",
     "CREATE INDEX webhook_outbox_due ON webhook_outbox (endpoint, status, next_at)",
     "CREATE INDEX webhook_outbox_recent ON webhook_outbox (endpoint, first_at)",
+];
+
+/// The app that sent a message (issue 17: a container's name or a mailman login) and the
+/// lane it was queued in, from its `queued` event; NULL for messages from before, and for
+/// mail whose mailman did not know the app.
+const APP_AND_LANE: &[&str] = &[
+    "ALTER TABLE messages ADD COLUMN app TEXT",
+    "ALTER TABLE messages ADD COLUMN lane TEXT",
 ];

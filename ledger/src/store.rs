@@ -74,7 +74,7 @@ pub(crate) const EVENT_COLUMNS: &str =
     "id, queue_id, at, kind, recipient, outcome, mx, ip, tls, code, dsn, reply, detail";
 pub(crate) const MESSAGE_COLUMNS: &str = "queue_id, host, sender, message_id, subject, size, \
      edge_id, edge_client, post_client, kind, bounce_of, queued_at, expires_at, recipients, \
-     status, last_event_at, final_at";
+     status, last_event_at, final_at, app, lane";
 pub(crate) const RECIPIENT_COLUMNS: &str =
     "queue_id, recipient, queued_at, status, attempts, code, dsn, reply, mx, updated_at, is_final";
 
@@ -471,8 +471,9 @@ async fn upsert_messages(
              kind = excluded.kind, bounce_of = excluded.bounce_of, \
              queued_at = excluded.queued_at, expires_at = excluded.expires_at, \
              recipients = excluded.recipients, status = excluded.status, \
-             last_event_at = excluded.last_event_at, final_at = excluded.final_at",
-            placeholders(backend, chunk.len(), 17)
+             last_event_at = excluded.last_event_at, final_at = excluded.final_at, \
+             app = excluded.app, lane = excluded.lane",
+            placeholders(backend, chunk.len(), 19)
         );
         let mut q = sqlx::query(&sql).persistent(false);
         for m in chunk {
@@ -493,7 +494,9 @@ async fn upsert_messages(
                 .bind(ms(m.recipients))
                 .bind(m.status.as_str())
                 .bind(ms(m.last_event_at))
-                .bind(m.final_at.map(ms));
+                .bind(m.final_at.map(ms))
+                .bind(m.app.clone())
+                .bind(m.lane.clone());
         }
         q.execute(&mut **tx).await?;
     }
@@ -587,6 +590,8 @@ pub(crate) fn message_from_row(row: &AnyRow) -> Result<Message, StoreError> {
         edge_id: row.try_get("edge_id")?,
         edge_client: row.try_get("edge_client")?,
         post_client: row.try_get("post_client")?,
+        app: row.try_get("app")?,
+        lane: row.try_get("lane")?,
         kind: row.try_get("kind")?,
         bounce_of: row.try_get("bounce_of")?,
         queued_at: u(row.try_get("queued_at")?),

@@ -123,6 +123,14 @@ pub struct Payload {
     pub host: Option<String>,
     /// The envelope sender (lowercased).
     pub sender: Option<String>,
+    /// The app inside the sending host (a container's name or a mailman login), when mailman
+    /// knew it. Added with issue 17; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    /// The lane the message was queued in. Added with issue 17; absent for messages from
+    /// post offices before lanes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lane: Option<String>,
     /// The recipient (outcome events); `null` for `queued`.
     pub recipient: Option<String>,
     /// Every recipient (`queued` only).
@@ -156,6 +164,8 @@ fn payload(event: &Event, event_type: &str, apply: &Apply) -> Payload {
         message_id: message.and_then(|m| m.message_id.clone()),
         host: message.and_then(|m| m.host.clone()),
         sender: message.and_then(|m| m.sender.clone()),
+        app: message.and_then(|m| m.app.clone()),
+        lane: message.and_then(|m| m.lane.clone()),
         recipient: None,
         recipients: None,
         held: None,

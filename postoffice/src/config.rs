@@ -49,8 +49,20 @@ pub struct Config {
     pub duplicate_window: Duration,
     /// Most message ids remembered at once (oldest forgotten first).
     pub duplicate_capacity: usize,
-    /// beanstalkd priority of new jobs (lower is more urgent).
+    /// beanstalkd priority of new jobs (lower is more urgent) in a lane without its own
+    /// `priority`.
     pub job_priority: u32,
+    /// The lanes (docs/lanes.md): name → `{priority, spread, retry}`; the workers must have
+    /// the same. Default: `transactional` and `bulk`.
+    pub lanes: std::collections::BTreeMap<String, hedwig_queue::lane::Lane>,
+    /// The lane of mail no rule classifies (and of the workers' jobs without a lane).
+    pub default_lane: String,
+    /// Sender domain (`example.com` or `*.example.com`) → lane, for mail whose header and app
+    /// name no lane the host may use.
+    pub sender_lanes: std::collections::BTreeMap<String, String>,
+    /// How fast a host's count of recent messages per lane halves (fairness, docs/lanes.md).
+    #[serde(with = "humantime_serde")]
+    pub lane_fairness_half_life: Duration,
     /// beanstalkd time-to-run of new jobs; workers touch jobs that take longer.
     #[serde(with = "humantime_serde")]
     pub job_ttr: Duration,
@@ -203,6 +215,15 @@ pub struct HostPolicy {
     /// Refuse (401) posts that are not signed (`X-Hedwig-Signature`): set once the host's
     /// mailman signs, so that a captured key or post cannot be replayed unsigned.
     pub require_signed: bool,
+    /// The host's lane, for mail no header, app or sender domain classifies. Default: the
+    /// global `default_lane`.
+    pub lane: Option<String>,
+    /// The lanes a header, an app or a sender domain may put this host's mail in (the
+    /// ceiling); empty: every lane.
+    pub allowed_lanes: Vec<String>,
+    /// Whether the host's messages may choose their lane with `X-Hedwig-Lane` (taken out of
+    /// every message either way).
+    pub lane_header: bool,
 }
 
 impl Default for HostPolicy {
@@ -212,6 +233,9 @@ impl Default for HostPolicy {
             rate_per_minute: DEFAULT_RATE_PER_MINUTE,
             rate_burst: None,
             require_signed: false,
+            lane: None,
+            allowed_lanes: Vec::new(),
+            lane_header: false,
         }
     }
 }
@@ -242,6 +266,10 @@ impl Default for Config {
             duplicate_window: Duration::from_secs(24 * 3600),
             duplicate_capacity: 1_000_000,
             job_priority: 1024,
+            lanes: hedwig_queue::lane::default_lanes(),
+            default_lane: hedwig_queue::lane::default_lane(),
+            sender_lanes: Default::default(),
+            lane_fairness_half_life: Duration::from_secs(60),
             job_ttr: Duration::from_secs(300),
             request_timeout: Duration::from_secs(60),
             max_concurrent_requests: 1024,
@@ -344,6 +372,7 @@ impl Config {
                 Err(e) => problems.push(format!("hosts.{host}: {e}")),
             }
         }
+        problems.extend(self.check_lanes());
         let tubes = self.tubes().map_err(|e| problems.push(e)).ok();
         if self.max_message_size.0 == 0 {
             problems.push("max_message_size: must be more than 0".into());
@@ -443,6 +472,42 @@ impl Config {
             }),
             _ => Err(problems),
         }
+    }
+
+    /// The problems of the lane settings: the lanes, `sender_lanes`, the policies' lanes.
+    fn check_lanes(&self) -> Vec<String> {
+        let mut problems = hedwig_queue::lane::check(&self.lanes, &self.default_lane);
+        if self.lane_fairness_half_life.is_zero() {
+            problems.push("lane_fairness_half_life: must be more than 0s".into());
+        }
+        let known = |lane: &String| self.lanes.contains_key(lane);
+        for (domain, lane) in &self.sender_lanes {
+            if !known(lane) {
+                problems.push(format!(
+                    "sender_lanes.{domain}: {lane:?} is not a defined lane"
+                ));
+            }
+        }
+        let policies = std::iter::once(("default_policy".to_string(), &self.default_policy))
+            .chain(self.hosts.iter().map(|(h, p)| (format!("hosts.{h}"), p)));
+        for (key, policy) in policies {
+            for lane in &policy.allowed_lanes {
+                if !known(lane) {
+                    problems.push(format!(
+                        "{key}.allowed_lanes: {lane:?} is not a defined lane"
+                    ));
+                }
+            }
+            let own = policy.lane.as_ref().unwrap_or(&self.default_lane);
+            if policy.lane.as_ref().is_some_and(|l| !known(l)) {
+                problems.push(format!("{key}.lane: {own:?} is not a defined lane"));
+            } else if !policy.allowed_lanes.is_empty() && !policy.allowed_lanes.contains(own) {
+                problems.push(format!(
+                    "{key}: its lane {own:?} is not in its allowed_lanes (set `lane` to one of them)"
+                ));
+            }
+        }
+        problems
     }
 
     /// Largest HTTP body: the message limit, with room for form and JSON escaping (form
@@ -547,6 +612,27 @@ mod tests {
         assert!(c.tubes().unwrap_err().starts_with("tube_prefix: "));
         let c = load(Some("tube: \"-x\"\n"), &[]);
         assert!(c.tubes().unwrap_err().starts_with("tube: "));
+    }
+
+    /// A `lanes:` block in the file is merged key by key into the default lanes: a lane of
+    /// its own is added, a default lane's keys given replace only those (docs/lanes.md).
+    #[test]
+    fn lanes_in_the_file_merge_with_the_defaults() {
+        let c = load(
+            Some(
+                "lanes:\n  transactional:\n    retry: {max_lifetime: 2h}\n  digest:\n    priority: 5000\n",
+            ),
+            &[],
+        );
+        let t = &c.lanes["transactional"];
+        assert_eq!(t.priority, Some(0));
+        assert_eq!(t.retry.max_lifetime, Some(Duration::from_secs(7200)));
+        assert_eq!(t.retry.first, Some(Duration::from_secs(30)));
+        assert_eq!(c.lanes["digest"].priority, Some(5000));
+        assert_eq!(c.lanes["bulk"].spread, 100_000);
+        let c = load(None, &[("HEDWIG_LANES__BULK__SPREAD", "0")]);
+        assert_eq!(c.lanes["bulk"].spread, 0);
+        assert_eq!(c.lanes["transactional"].spread, 1000);
     }
 
     #[test]

@@ -223,6 +223,9 @@ async fn queue_submission(
     if let Some(id) = &submission.id {
         check_message_id(id).map_err(|why| Reject::bad_request(format!("id: {why}")))?;
     }
+    if let Some(app) = &submission.app {
+        check_app(app).map_err(|why| Reject::bad_request(format!("app: {why}")))?;
+    }
     let email = submission.email;
     let sender = parse_reverse_path(&email.mailfrom)
         .map_err(|e| Reject::bad_request(format!("mailfrom: {e}")))?;
@@ -254,9 +257,11 @@ async fn queue_submission(
         recipients.push(Recipient::from_mailbox(mailbox));
     }
     let mail_from = sender.as_ref().map(|m| m.to_string()).unwrap_or_default();
-    let message = email
+    let mut message = email
         .into_message()
         .map_err(|e| Reject::bad_request(e.to_string()))?;
+    // Taken out of every message, whether or not this host may choose its lane with it.
+    let lane_header = crate::lanes::take_lane_header(&mut message);
     if message.len() as u64 > state.config.max_message_size.0 {
         return Err(Reject::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -347,8 +352,20 @@ async fn queue_submission(
             })?;
     }
 
+    let (lane, lane_by) = state.lanes.choose(
+        &fqdn,
+        state.policies.policy(&fqdn),
+        crate::lanes::Request {
+            header: lane_header.as_deref(),
+            app: submission.app.as_ref(),
+            sender_domain: sender.as_ref().map(|m| m.ascii_domain.as_str()),
+        },
+    );
+    tracing::debug!(host = %fqdn, lane = %lane, by = lane_by.as_str(), "lane chosen");
     let mut envelope = Envelope::new(hedwig_core::new_queue_id(), fqdn, mail_from, recipients);
     envelope.message_id = submission.id;
+    envelope.app = submission.app;
+    envelope.lane = Some(lane);
     envelope.client_ip = peer.map(|p| p.ip().to_string());
     envelope.dkim_domains = Some(dkim_domains);
     // The put and the record of its outcome run in their own task. When the client goes away
@@ -400,15 +417,14 @@ async fn put_and_record(
     } else {
         Target::Outbound
     };
+    let lane = envelope
+        .lane
+        .as_deref()
+        .unwrap_or(&state.config.default_lane);
+    let priority = state.lanes.priority(&envelope.host, lane);
     let put = state
         .queue
-        .put(
-            &envelope.host,
-            target,
-            &job,
-            state.config.job_priority,
-            state.config.job_ttr,
-        )
+        .put(&envelope.host, target, &job, priority, state.config.job_ttr)
         .await;
     state
         .metrics
@@ -428,6 +444,9 @@ async fn put_and_record(
                 from = %envelope.mail_from,
                 to = %envelope.rcpt_to.join(","),
                 size = message.len(),
+                app = envelope.app.as_ref().map_or("-", |a| a.name.as_str()),
+                lane = %lane,
+                priority,
                 job = placed.job_id,
                 beanstalkd = %placed.server,
                 outcome = if target == Target::Held { "held" } else { "queued" },
@@ -551,6 +570,7 @@ async fn record_all_suppressed(
         host = %envelope.host,
         from = %envelope.mail_from,
         to = %all.join(","),
+        app = envelope.app.as_ref().map_or("-", |a| a.name.as_str()),
         outcome = "suppressed",
         "every recipient is on the suppression list; nothing queued"
     );
@@ -585,6 +605,36 @@ fn check_message_id(id: &str) -> Result<(), String> {
     }
     if id.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err(format!("{id:?} contains a space or a control character"));
+    }
+    Ok(())
+}
+
+/// Longest text in an app identity (a Docker container name is at most 253 bytes).
+const MAX_APP_FIELD: usize = 255;
+
+/// An app identity goes into logs, the ledger and webhooks: short printable text only.
+fn check_app(app: &hedwig_core::wire::App) -> Result<(), String> {
+    if app.name.is_empty() {
+        return Err("name is empty".into());
+    }
+    let fields = [
+        ("name", Some(&app.name)),
+        ("image", app.image.as_ref()),
+        ("compose_project", app.compose_project.as_ref()),
+        ("compose_service", app.compose_service.as_ref()),
+        ("lane", app.lane.as_ref()),
+    ];
+    for (key, value) in fields {
+        let Some(value) = value else { continue };
+        if value.len() > MAX_APP_FIELD {
+            return Err(format!(
+                "{key} is {} bytes long; at most {MAX_APP_FIELD}",
+                value.len()
+            ));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(format!("{key} {value:?} contains a control character"));
+        }
     }
     Ok(())
 }

@@ -5,6 +5,8 @@
 //! - [`app`]: the axum router (`POST /`, `POST /check`, `POST /status`, `GET /health`,
 //!   `GET /metrics`).
 //! - [`intake`]: the submission handler: key check, envelope syntax, size, policy, enqueue.
+//! - [`lanes`]: which lane a message goes to (header, app, sender domain, host, default)
+//!   and its beanstalkd priority with the per-host fairness offset.
 //! - [`server`]: the connection layer: header and idle timeouts, connection caps, the
 //!   descriptor limit.
 //! - [`body`]: bounded, timed body reading under byte budgets.
@@ -42,6 +44,7 @@ pub mod dedupe;
 pub mod error;
 pub mod from_policy;
 pub mod intake;
+pub mod lanes;
 pub mod ledger;
 pub mod metrics;
 pub mod policy;

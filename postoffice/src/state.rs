@@ -19,6 +19,8 @@ pub struct AppState {
     pub config: Config,
     pub secrets: Secrets,
     pub policies: Policies,
+    /// The lanes and the fairness counters.
+    pub lanes: crate::lanes::Lanes,
     pub dedupe: Dedupe,
     pub queue: Queue,
     /// Which hosts are held (their mail goes to the held tube).
@@ -70,6 +72,7 @@ impl AppState {
         });
         AppState {
             policies: Policies::new(&config),
+            lanes: crate::lanes::Lanes::new(&config),
             dedupe: Dedupe::new(config.duplicate_window, config.duplicate_capacity)
                 .with_shared(shared),
             secrets,

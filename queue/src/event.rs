@@ -122,6 +122,13 @@ pub struct Queued {
     /// `held` when the host was held at intake (the job went to the held tube).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub held: bool,
+    /// The name of the app inside the sending host that sent it (a container or a mailman
+    /// login), when mailman knew it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    /// The lane the message was queued in; absent from post offices before lanes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lane: Option<String>,
 }
 
 fn message_kind() -> String {
@@ -300,6 +307,8 @@ pub fn queued_event(envelope: &crate::job::Envelope, message: &[u8], held: bool,
             bounce_of: None,
             expires_at: None,
             held,
+            app: envelope.app.as_ref().map(|a| a.name.clone()),
+            lane: envelope.lane.clone(),
         }),
     }
 }
@@ -354,6 +363,8 @@ mod tests {
                     bounce_of: None,
                     expires_at: Some(10),
                     held: false,
+                    app: Some("shop-billing-1".into()),
+                    lane: Some("transactional".into()),
                 }),
             ),
             Event::now("Q1", sent("a@example.org")),

@@ -116,6 +116,10 @@ pub struct Envelope {
     /// mailman knew; absent in jobs from post offices before it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app: Option<hedwig_core::wire::App>,
+    /// The lane the post office chose ([`crate::lane`]): the worker applies its retry
+    /// schedule and lifetime. Absent (a post office before lanes): the worker's default lane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lane: Option<String>,
 }
 
 impl Envelope {
@@ -140,6 +144,7 @@ impl Envelope {
             failure: None,
             dkim_domains: None,
             app: None,
+            lane: None,
         }
     }
 }
@@ -271,6 +276,24 @@ msg"#;
         assert!(job.envelope.rcpt_to[0].mailbox().is_ok());
         assert!(job.envelope.rcpt_to[1].mailbox().is_err());
         assert_eq!(job.encode(), body);
+    }
+
+    /// A job from a post office with lanes and app identities, read by this worker, and a
+    /// body from a yet newer one (a field nobody here knows): both decode, and a worker from
+    /// before lanes reads them the same way (Envelope has no `deny_unknown_fields`).
+    #[test]
+    fn lane_app_and_unknown_fields_decode() {
+        let body = b"{\"v\":1,\"queue_id\":\"Q5\",\"host\":\"h\",\"received_at\":1,\"mail_from\":\"a@b.test\",\"rcpt_to\":[\"c@d.test\"],\"app\":{\"name\":\"shop-billing-1\",\"source\":\"container\",\"lane\":\"transactional\"},\"lane\":\"transactional\",\"from_the_future\":{\"x\":1}}\nm";
+        let job = Job::decode(body).unwrap();
+        assert_eq!(job.envelope.lane.as_deref(), Some("transactional"));
+        assert_eq!(job.envelope.app.as_ref().unwrap().name, "shop-billing-1");
+        let mut envelope = Envelope::new("q".into(), "h".into(), "".into(), vec![]);
+        envelope.lane = Some("bulk".into());
+        let job = Job {
+            envelope,
+            message: b"m".to_vec(),
+        };
+        assert_eq!(Job::decode(&job.encode()).unwrap(), job);
     }
 
     #[test]

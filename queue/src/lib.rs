@@ -16,6 +16,8 @@
 //! - [`emit`]: the [`Emitter`](emit::Emitter) that puts events into the events tube with
 //!   group commit (many callers' events in one job), one per server
 //!   ([`Emitters`](emit::Emitters)).
+//! - [`lane`]: the lanes (issue 17): their priorities, fairness spread, retry schedules;
+//!   shared by the post office's and the worker's `lanes:` settings.
 //! - [`scan`]: reading the tubes no worker watches (failed, held) and sampling recent jobs,
 //!   for the admin commands.
 //!
@@ -27,6 +29,7 @@ pub mod emit;
 pub mod event;
 pub mod hold;
 pub mod job;
+pub mod lane;
 pub mod scan;
 pub mod tubes;
 

@@ -42,7 +42,14 @@ pub struct Config {
     /// Try IPv6 addresses of an MX (before its IPv4 addresses).
     pub ipv6: bool,
     pub timeouts: Timeouts,
+    /// The retry schedule and lifetime of a lane that does not set its own.
     pub retry: Retry,
+    /// The lanes (docs/lanes.md), as the post office has them: each lane's `retry` keys
+    /// (over `retry`) and the priority of its retries (`priority + spread`).
+    pub lanes: BTreeMap<String, hedwig_queue::lane::Lane>,
+    /// The lane of jobs without one (queued by post offices before lanes) and of jobs in a
+    /// lane this worker does not know.
+    pub default_lane: String,
     /// Send RFC 3464 bounces to the envelope sender on permanent failure.
     pub bounces: bool,
     /// How large bounces may be and how many one sender gets.
@@ -109,6 +116,8 @@ impl Default for Config {
             ipv6: true,
             timeouts: Timeouts::default(),
             retry: Retry::default(),
+            lanes: hedwig_queue::lane::default_lanes(),
+            default_lane: hedwig_queue::lane::default_lane(),
             bounces: true,
             bounce_limits: BounceLimits::default(),
             return_path: ReturnPath::default(),
@@ -136,7 +145,7 @@ impl Default for Config {
 }
 
 /// When temporary failures are retried, and when they give up.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Retry {
     /// Delay before the first retry.
@@ -425,6 +434,7 @@ impl Config {
         if self.retry.first.is_zero() {
             errors.push("retry.first: must be more than 0s".into());
         }
+        errors.extend(hedwig_queue::lane::check(&self.lanes, &self.default_lane));
         let verp = self
             .verp
             .check(self.require_safe_keys)

@@ -132,6 +132,8 @@ pub fn bounce_events(
                 bounce_of: Some(env.queue_id.clone()),
                 expires_at: Some(b.received_at.saturating_add(lifetime.as_secs())),
                 held: false,
+                app: None,
+                lane: b.lane.clone(),
             }),
         ),
     ]

@@ -7,6 +7,7 @@
 //!   per destination), apart so the SMTP session and the destination pool need no config.
 //! - [`plan`]: what becomes of a job after an attempt (retry with backoff, failed record,
 //!   bounce): pure decisions, no I/O.
+//! - [`lanes`]: each lane's retry schedule, lifetime and retry priority; a job's lane.
 //! - [`bounce_limit`]: at most so many bounces per envelope sender per interval.
 //! - [`error`]: every delivery failure, and the one `is_permanent` classification.
 //! - [`hops`]: mail loop detection (counting `Received:` fields).
@@ -40,6 +41,7 @@ pub mod destination;
 pub mod error;
 pub mod hops;
 pub mod http;
+pub mod lanes;
 pub mod ledger;
 pub mod login;
 pub mod metrics;
@@ -139,6 +141,7 @@ pub fn build(config: Config) -> Result<Parts, RunError> {
                     &tubes,
                 )
             }),
+            lanes: lanes::Lanes::new(&config),
             config,
             tubes,
             deliverer,

@@ -53,6 +53,8 @@ const RESERVE_WAIT: Duration = Duration::from_secs(1);
 /// What every delivery task shares.
 pub struct Worker {
     pub config: Arc<Config>,
+    /// Each lane's retry schedule, lifetime and retry priority.
+    pub lanes: crate::lanes::Lanes,
     /// The tube names (`tube_prefix`).
     pub tubes: Tubes,
     pub deliverer: Arc<Deliverer>,
@@ -165,16 +167,17 @@ impl Worker {
         let attempt_end = hedwig_queue::event::now_millis();
         let env = &job.envelope;
         let return_path = self.config.return_path.apply(&env.host, &env.mail_from);
+        let lane = self.lanes.of(env);
         let plan = plan(
             &job,
             &outcomes,
             now,
-            &self.config.retry,
+            &lane.retry,
             self.config.bounces,
             return_path,
         );
-        log_attempt(&job, &plan, now);
-        let recorded = self.record(putter, &job, &plan, now).await;
+        log_attempt(&job, &plan, now, &lane.name);
+        let recorded = self.record(putter, &job, &plan, now, lane).await;
         // The attempt happened whether or not its outcome could be recorded in beanstalkd:
         // its events go to the ledger either way, before the job is deleted.
         if self.events.is_some() {
@@ -184,7 +187,7 @@ impl Worker {
                     &job,
                     &plan,
                     bounce,
-                    self.config.retry.max_lifetime,
+                    self.lanes.of(&bounce.envelope).retry.max_lifetime,
                 ));
             }
             for event in &mut events {
@@ -245,6 +248,7 @@ impl Worker {
                 tracing::info!(
                     queue_id = %env.queue_id, host = %env.host, from = %env.mail_from,
                     to = %env.rcpt_to.join(","), outcome = "held",
+                    app = env.app.as_ref().map_or("-", |a| a.name.as_str()),
                     "{}: host {} is held; message moved to {held}", env.queue_id, env.host
                 );
                 if self.events.is_some() {
@@ -332,10 +336,12 @@ impl Worker {
         job: &Job,
         plan: &Plan,
         now: u64,
+        lane: &crate::lanes::Resolved,
     ) -> Result<Option<Job>, beanstalk::Error> {
         let ttr = self.config.job_ttr;
         if let Some((again, delay)) = &plan.retry {
-            put(putter, self.tubes.outbound(), &again.encode(), *delay, ttr).await?;
+            let (tube, pri) = (self.tubes.outbound(), lane.retry_priority);
+            put_at(putter, tube, &again.encode(), pri, *delay, ttr).await?;
             self.metrics
                 .count(MessageCounter::Retry, &job.envelope.host);
         }
@@ -357,8 +363,16 @@ impl Worker {
         if !plan.bounce.is_empty() && self.bounce_allowed(job, plan) {
             match self.bounce(job, plan, now) {
                 Ok(bounce) => {
+                    // In the default lane (a bounce has none), at its base priority.
                     let outbound = self.tubes.outbound();
-                    put(putter, outbound, &bounce.encode(), Duration::ZERO, ttr).await?;
+                    let pri = self
+                        .config
+                        .lanes
+                        .get(&self.config.default_lane)
+                        .map_or(crate::lanes::DEFAULT_PRIORITY, |l| {
+                            l.base(crate::lanes::DEFAULT_PRIORITY)
+                        });
+                    put_at(putter, outbound, &bounce.encode(), pri, Duration::ZERO, ttr).await?;
                     self.metrics
                         .count(MessageCounter::Bounce, &job.envelope.host);
                     tracing::info!(
@@ -451,14 +465,25 @@ async fn put(
     delay: Duration,
     ttr: Duration,
 ) -> Result<u64, beanstalk::Error> {
+    put_at(client, tube, body, PRIORITY, delay, ttr).await
+}
+
+async fn put_at(
+    client: &mut Client,
+    tube: &str,
+    body: &[u8],
+    pri: u32,
+    delay: Duration,
+    ttr: Duration,
+) -> Result<u64, beanstalk::Error> {
     if client.used_tube() != tube {
         client.use_tube(tube).await?;
     }
-    client.put(body, PRIORITY, delay, ttr).await
+    client.put(body, pri, delay, ttr).await
 }
 
 /// One Postfix-style line per recipient.
-fn log_attempt(job: &Job, plan: &Plan, now: u64) {
+fn log_attempt(job: &Job, plan: &Plan, now: u64, lane: &str) {
     let env = &job.envelope;
     let delay = now.saturating_sub(env.received_at);
     for (rcpt, o) in &plan.finals {
@@ -474,6 +499,8 @@ fn log_attempt(job: &Job, plan: &Plan, now: u64) {
             host = %env.host,
             from = %env.mail_from,
             to = %rcpt,
+            app = env.app.as_ref().map_or("-", |a| a.name.as_str()),
+            lane = %lane,
             outcome = status,
             "{}: to=<{}>, relay={}, delay={}, dsn={}, status={} ({})",
             env.queue_id,

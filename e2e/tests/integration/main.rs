@@ -8,6 +8,7 @@ mod bounce;
 mod bounce_in;
 mod draining;
 mod header_fixups;
+mod lanes_fairness;
 mod ledger;
 mod ledger_events;
 mod mail_loop;

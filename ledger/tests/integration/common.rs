@@ -57,6 +57,8 @@ pub fn queued(queue_id: &str, at: u64, host: &str, sender: &str, recipients: &[&
             bounce_of: None,
             expires_at: Some(at / 1000 + 5 * 86_400),
             held: false,
+            app: None,
+            lane: None,
         }),
     }
 }

@@ -123,3 +123,47 @@ async fn a_version_2_database_gets_the_edge_id_index() {
     let n: i64 = sqlx::Row::try_get(&row, 0).unwrap();
     assert_eq!(n, 1, "the index is made by the migration");
 }
+
+/// A database from before issue 17 (version 5) keeps its messages at open and gains the
+/// `app` and `lane` columns: old rows read with neither, new ones store both.
+#[tokio::test]
+async fn a_version_5_database_gains_app_and_lane() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/v5.db?mode=rwc", dir.path().display());
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    pool.execute("CREATE TABLE schema_version (version BIGINT NOT NULL)")
+        .await
+        .unwrap();
+    for from in 0..5 {
+        for statement in schema::migration(from).unwrap() {
+            pool.execute(*statement).await.unwrap();
+        }
+    }
+    pool.execute("INSERT INTO schema_version (version) VALUES (5)")
+        .await
+        .unwrap();
+    pool.execute(
+        "INSERT INTO messages (queue_id, host, sender, kind, queued_at, recipients, status, \
+         last_event_at) VALUES ('OLD', 'web1', 'a@x.test', 'message', 1000, 1, 'queued', 1000)",
+    )
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let url = format!("sqlite://{}/v5.db", dir.path().display());
+    let store = Store::open(&url).await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), schema::VERSION);
+    let old = store.timeline("OLD").await.unwrap().expect("the old row");
+    assert_eq!((old.message.app, old.message.lane), (None, None));
+    let mut event = queued("NEW", 2_000, "web1", "a@x.test", &["b@y.test"]);
+    if let hedwig_queue::event::What::Queued(q) = &mut event.what {
+        q.app = Some("shop-billing-1".into());
+        q.lane = Some("transactional".into());
+    }
+    store.write(&[event]).await.unwrap();
+    let new = store.timeline("NEW").await.unwrap().expect("the new row");
+    assert_eq!(new.message.app.as_deref(), Some("shop-billing-1"));
+    assert_eq!(new.message.lane.as_deref(), Some("transactional"));
+    store.close().await;
+}

@@ -43,14 +43,20 @@ async fn events_land_in_the_outbox_in_the_writers_transaction() {
     for (name, store) in stores.each() {
         let store = store.clone().with_webhooks(routes());
         let t = 1_796_000_000_000;
+        // Q1 from an app in a lane (issue 17), Q2 from a mailman that knew no app.
+        let mut q1 = queued(
+            "Q1",
+            t,
+            "web1.test",
+            "app@app.test",
+            &["a@x.test", "b@x.test"],
+        );
+        if let hedwig_queue::event::What::Queued(q) = &mut q1.what {
+            q.app = Some("shop-billing-1".into());
+            q.lane = Some("transactional".into());
+        }
         let events = vec![
-            queued(
-                "Q1",
-                t,
-                "web1.test",
-                "app@app.test",
-                &["a@x.test", "b@x.test"],
-            ),
+            q1,
             outcome("Q1", t + 1, "a@x.test", Outcome::Deferred, 1),
             outcome("Q1", t + 2, "a@x.test", Outcome::Sent, 2),
             outcome("Q1", t + 3, "B@x.test", Outcome::Bounced, 1),
@@ -101,6 +107,15 @@ async fn events_land_in_the_outbox_in_the_writers_transaction() {
         assert_eq!(body["mx"], "mx.example.test");
         assert_eq!(body["tls"], true);
         assert_eq!(body["at"], t + 2);
+        assert_eq!(body["app"], "shop-billing-1");
+        assert_eq!(body["lane"], "transactional");
+        let q2: serde_json::Value = claimed
+            .iter()
+            .find(|c| c.event_id == events[6].id)
+            .map(|c| serde_json::from_str(&c.payload).unwrap())
+            .unwrap();
+        assert_eq!(q2["queue_id"], "Q2");
+        assert!(q2.get("app").is_none() && q2.get("lane").is_none(), "{q2}");
         let q: serde_json::Value = claimed
             .iter()
             .find(|c| c.event_id == events[0].id)

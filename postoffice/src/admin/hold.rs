@@ -152,7 +152,7 @@ pub async fn sweep(target: &Target, host: &str, limit: usize, report: &mut Repor
                     .put(
                         target.tubes.outbound(),
                         &job.body,
-                        target.priority,
+                        target.priority_of(&envelope),
                         target.ttr,
                     )
                     .await?;

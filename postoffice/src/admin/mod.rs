@@ -62,9 +62,13 @@ pub struct Target {
     pub servers: Vec<String>,
     /// The tube names (`tube_prefix`).
     pub tubes: Tubes,
-    /// Priority and time-to-run of jobs put back for delivery.
+    /// Priority and time-to-run of jobs put back for delivery (a job in a lane: the lane's
+    /// base priority, [`Target::priority_of`]).
     pub priority: u32,
     pub ttr: Duration,
+    /// The lanes, for the priority of a job put back.
+    pub lanes: std::collections::BTreeMap<String, hedwig_queue::lane::Lane>,
+    pub default_lane: String,
     /// Put ledger events (`requeued`, `released`, `purged`) into the events tube (the
     /// `events` setting).
     pub events: bool,
@@ -87,12 +91,23 @@ impl Target {
             tubes: config.tubes().map_err(AdminError::Usage)?,
             priority: config.job_priority,
             ttr: config.job_ttr,
+            lanes: config.lanes.clone(),
+            default_lane: config.default_lane.clone(),
             events: config.events,
         })
     }
 }
 
 impl Target {
+    /// The priority a job put back for delivery gets: its lane's base (no fairness offset: an
+    /// operator's requeue is not a burst), or `job_priority` for a lane not configured here.
+    pub fn priority_of(&self, envelope: &hedwig_queue::job::Envelope) -> u32 {
+        let lane = envelope.lane.as_deref().unwrap_or(&self.default_lane);
+        self.lanes
+            .get(lane)
+            .map_or(self.priority, |l| l.base(self.priority))
+    }
+
     /// What `purge` and `requeue` leave of a failed job they act on for some recipients only:
     /// `job` again in the failed tube, with `rest` (the recipients the filter did not pick) as
     /// its recipients. Nothing when `rest` is empty.

@@ -100,7 +100,12 @@ async fn requeue_one(
         target.tubes.outbound()
     };
     s.batch
-        .put(tube, &again.encode(), target.priority, target.ttr)
+        .put(
+            tube,
+            &again.encode(),
+            target.priority_of(&again.envelope),
+            target.ttr,
+        )
         .await?;
     target.keep_failed(&mut s.batch, original, rest).await?;
     let queue_id = again.envelope.queue_id.clone();

@@ -137,6 +137,13 @@ impl Report {
             if let Some(m) = &e.message_id {
                 out.push_str(&format!("message id:  {m}\n"));
             }
+            if let Some(app) = &e.app {
+                // Named by mailman: printed escaped, as a terminal must not take it for input.
+                out.push_str(&format!("app:         {}\n", app.name.escape_debug()));
+            }
+            if let Some(lane) = &e.lane {
+                out.push_str(&format!("lane:        {}\n", lane.escape_debug()));
+            }
             out.push_str(&format!(
                 "received:    {}\nfrom:        <{}>\nto:          {}\n",
                 format_time(e.received_at),

@@ -136,6 +136,14 @@ pub fn render_timelines(timelines: &[Timeline]) -> String {
         if let Some(subject) = &m.subject {
             let _ = writeln!(out, "  subject {subject:?}");
         }
+        if m.app.is_some() || m.lane.is_some() {
+            let _ = writeln!(
+                out,
+                "  app {}  lane {}",
+                clean_opt(m.app.as_deref(), "-"),
+                clean_opt(m.lane.as_deref(), "-")
+            );
+        }
         if m.edge_id.is_some() || m.edge_client.is_some() {
             let _ = writeln!(
                 out,

@@ -73,6 +73,8 @@ async fn purge_asks_and_a_no_keeps_everything() {
         tubes: hedwig_queue::Tubes::default(),
         priority: 1024,
         ttr: std::time::Duration::from_secs(60),
+        lanes: hedwig_queue::lane::default_lanes(),
+        default_lane: hedwig_queue::lane::default_lane(),
         events: true,
     };
     let args = postoffice::admin::purge::PurgeArgs {

@@ -12,6 +12,7 @@ mod admin_requeue;
 mod admin_show_stats;
 mod admin_tube_prefix;
 mod admin_two_servers;
+mod app_and_lanes;
 mod bad_input;
 mod bounce_listener_abuse;
 mod concurrency;

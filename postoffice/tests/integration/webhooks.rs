@@ -39,6 +39,8 @@ fn queued(queue_id: &str, at: u64) -> Event {
             bounce_of: None,
             expires_at: None,
             held: false,
+            app: None,
+            lane: None,
         }),
     }
 }

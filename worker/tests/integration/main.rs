@@ -19,6 +19,7 @@ mod events;
 mod expiry_bounce;
 mod hold;
 mod key_file_modes;
+mod lanes;
 mod line_endings;
 mod mx_fallback;
 mod old_format_jobs;
