@@ -36,8 +36,11 @@ pub struct UnsubscribeConfig {
     /// The token secret (the post office's `unsubscribe.secret`), or a file holding it (wins).
     pub secret: Option<String>,
     pub secret_file: Option<PathBuf>,
-    /// Sending hosts whose mail is bulk and gets the link. Empty: off.
+    /// Sending hosts whose mail is bulk and gets the link.
     pub hosts: Vec<String>,
+    /// Lanes (docs/lanes.md) whose mail gets the link, from any host, e.g. `[bulk]`. With
+    /// `hosts` empty too: off.
+    pub lanes: Vec<String>,
     /// How long a link works.
     #[serde(with = "humantime_serde")]
     pub validity: Duration,
@@ -50,6 +53,7 @@ impl Default for UnsubscribeConfig {
             secret: None,
             secret_file: None,
             hosts: Vec::new(),
+            lanes: Vec::new(),
             validity: Duration::from_secs(90 * 86_400),
         }
     }
@@ -62,6 +66,7 @@ pub struct Unsubscriber {
     /// The base URL without a trailing `/`.
     url: String,
     hosts: HashSet<String>,
+    lanes: HashSet<String>,
     validity: Duration,
 }
 
@@ -75,7 +80,7 @@ pub struct Plan {
 impl UnsubscribeConfig {
     /// `None` when off (no hosts); every problem, each naming its key.
     pub fn check(&self, require_safe_keys: bool) -> Result<Option<Unsubscriber>, Vec<String>> {
-        if self.hosts.is_empty() {
+        if self.hosts.is_empty() && self.lanes.is_empty() {
             return Ok(None);
         }
         let mut errors = Vec::new();
@@ -130,6 +135,11 @@ impl UnsubscribeConfig {
                 key: UnsubscribeKey::new(&secret),
                 url,
                 hosts,
+                lanes: self
+                    .lanes
+                    .iter()
+                    .map(|l| l.trim().to_ascii_lowercase())
+                    .collect(),
                 validity: self.validity,
             })),
             _ => Err(errors),
@@ -152,10 +162,13 @@ fn base_url(url: &str) -> Option<String> {
 }
 
 impl Unsubscriber {
-    /// Whether `message` (of `env`) gets links: its host is a bulk host, it is not a bounce,
-    /// it has an envelope sender, and it has no `List-Unsubscribe:` of its own.
+    /// Whether `message` (of `env`) gets links: its host is a bulk host or its lane a bulk
+    /// lane, it is not a bounce, it has an envelope sender, and it has no `List-Unsubscribe:`
+    /// of its own.
     pub fn plan(&self, env: &Envelope, message: &[u8]) -> Option<Plan> {
-        if env.kind != Kind::Message || !self.hosts.contains(&env.host) {
+        let bulk = self.hosts.contains(&env.host)
+            || env.lane.as_deref().is_some_and(|l| self.lanes.contains(l));
+        if env.kind != Kind::Message || !bulk {
             return None;
         }
         let mailbox = hedwig_core::address::parse_reverse_path(&env.mail_from).ok()??;
@@ -252,6 +265,21 @@ mod tests {
         let mut bounce = env("bulk.example.com", "a@news.example.com");
         bounce.kind = Kind::Bounce;
         assert_eq!(u.plan(&bounce, message), None);
+        // a bulk lane from any host
+        let by_lane = UnsubscribeConfig {
+            hosts: vec![],
+            lanes: vec!["Bulk".into()],
+            ..config()
+        }
+        .check(false)
+        .unwrap()
+        .unwrap();
+        let mut in_lane = env("web1.example.com", "a@news.example.com");
+        assert_eq!(by_lane.plan(&in_lane, message), None);
+        in_lane.lane = Some("bulk".into());
+        assert!(by_lane.plan(&in_lane, message).is_some());
+        in_lane.lane = Some("transactional".into());
+        assert_eq!(by_lane.plan(&in_lane, message), None);
         let own = b"List-Unsubscribe: <mailto:u@news.example.com>\r\n\r\nhi\r\n";
         assert_eq!(
             u.plan(&env("bulk.example.com", "a@news.example.com"), own),
