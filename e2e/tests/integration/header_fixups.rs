@@ -279,7 +279,14 @@ The operations team\n";
         }
         println!("{subject:<40} {sum:>7.3}  = counted total");
         if sum > MAX_POINTS {
-            over.push(format!("{subject}: {sum:.3} {rules:?}"));
+            // The whole message, so that a rule that hits only now and then (a body rule on
+            // random text) can be traced to the text it matched.
+            let data = messages
+                .iter()
+                .find(|(s, _)| s == subject)
+                .map(|(_, d)| String::from_utf8_lossy(&d[..d.len().min(16_000)]).into_owned())
+                .unwrap_or_default();
+            over.push(format!("{subject}: {sum:.3} {rules:?}\n--- message ---\n{data}\n---"));
         }
     }
     assert!(
