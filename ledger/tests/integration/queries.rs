@@ -285,3 +285,47 @@ async fn stuck_messages_and_pruning() {
         assert_eq!(store.prune(now - 30 * day, 7).await.unwrap(), 0);
     }
 }
+
+#[tokio::test]
+async fn overview_counts_per_hour_minute_and_host() {
+    const HOUR: u64 = 3_600_000;
+    let stores = Stores::start(Ipv4Addr::new(127, 0, 150, 15)).await;
+    for (name, store) in stores.each() {
+        store.write(&corpus()).await.unwrap();
+        // T0 starts an hour; the 40 messages and their outcomes all fall in it.
+        let hours = store.hourly_all(T0 - HOUR, T0 + 2 * HOUR).await.unwrap();
+        let got: Vec<(u64, &str, u64)> = hours
+            .iter()
+            .map(|h| (h.hour, h.outcome.as_str(), h.count))
+            .collect();
+        assert_eq!(
+            got,
+            [(T0, "deferred", 26), (T0, "queued", 40), (T0, "sent", 14)],
+            "{name}: both hosts added up"
+        );
+        assert!(store
+            .hourly_all(T0 + HOUR, T0 + 2 * HOUR)
+            .await
+            .unwrap()
+            .is_empty());
+        let minutes = store.per_minute(T0, T0 + 40 * MIN).await.unwrap();
+        let want: Vec<(u64, String, u64)> = (0..40u64)
+            .map(|i| {
+                let status = if i % 3 == 0 { "sent" } else { "deferred" };
+                (T0 + i * MIN, status.to_owned(), 1)
+            })
+            .collect();
+        assert_eq!(minutes, want, "{name}");
+        let window = store
+            .per_minute(T0 + 10 * MIN, T0 + 20 * MIN)
+            .await
+            .unwrap();
+        assert_eq!(window.len(), 10, "{name}: [from, to)");
+        assert_eq!(window[0].0, T0 + 10 * MIN, "{name}");
+        assert_eq!(
+            store.hosts_last_seen().await.unwrap(),
+            [("web0".to_owned(), T0), ("web1".to_owned(), T0)],
+            "{name}"
+        );
+    }
+}
