@@ -112,6 +112,9 @@ pub struct Config {
     /// The inbound SMTP listener for VERP bounce domains (late bounces and complaints,
     /// docs/bounces.md); none by default.
     pub bounce_listener: Option<crate::bounce::BounceListenerConfig>,
+    /// The operator console: web pages on the admin listener (docs/console.md); off by
+    /// default.
+    pub console: crate::console::ConsoleConfig,
 }
 
 /// The `ledger:` section.
@@ -255,6 +258,7 @@ impl Default for Config {
             suppression: Default::default(),
             webhooks: Vec::new(),
             bounce_listener: None,
+            console: Default::default(),
         }
     }
 }

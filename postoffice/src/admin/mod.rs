@@ -68,6 +68,9 @@ pub struct Target {
     /// Put ledger events (`requeued`, `released`, `purged`) into the events tube (the
     /// `events` setting).
     pub events: bool,
+    /// The console user acting (`by` of the ledger events is then `console <command>
+    /// (<user>)`); `None`: a command, named with the shell's user.
+    pub operator: Option<String>,
 }
 
 impl Target {
@@ -88,6 +91,7 @@ impl Target {
             priority: config.job_priority,
             ttr: config.job_ttr,
             events: config.events,
+            operator: None,
         })
     }
 }
@@ -134,7 +138,10 @@ impl Target {
         if !self.events || recipients.is_empty() {
             return;
         }
-        let by = operator(command);
+        let by = match &self.operator {
+            Some(user) => format!("console {command} ({})", cell(user, 64)),
+            None => operator(command),
+        };
         let events: Vec<Event> = recipients
             .iter()
             .map(|rcpt| {

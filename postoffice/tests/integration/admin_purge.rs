@@ -74,6 +74,7 @@ async fn purge_asks_and_a_no_keeps_everything() {
         priority: 1024,
         ttr: std::time::Duration::from_secs(60),
         events: true,
+        operator: None,
     };
     let args = postoffice::admin::purge::PurgeArgs {
         filter: Default::default(),
