@@ -357,3 +357,37 @@ fn console_hash_makes_a_hash_that_logs_in() {
         "a long enough password\n"
     ));
 }
+
+#[tokio::test]
+async fn the_queued_copy_shows_headers_and_the_body_only_when_allowed() {
+    use hedwig_queue::tubes::TUBE_OUTBOUND;
+    for (last, bodies) in [(50u8, false), (51, true)] {
+        let console = Console::start(ip(last), |c| c.console.show_bodies = bodies).await;
+        let job = crate::common::failed_record(
+            "01QUEUED",
+            "web1.example.com",
+            &["bob@example.org"],
+            451,
+            "4.7.1",
+            hedwig_core::unix_now(),
+        );
+        crate::common::put(&console.beanstalkd.url(), TUBE_OUTBOUND, &job).await;
+        let c = console.client(ip(last));
+        assert_eq!(console.login(&c, USER, PASSWORD).await.status(), 303);
+        let (status, page) = console.get(&c, "/console/messages/01QUEUED/queue").await;
+        assert_eq!(status, 200);
+        assert!(
+            page.contains("Subject: test 01QUEUED"),
+            "the headers: {page}"
+        );
+        assert!(page.contains("hedwig ("), "the tube: {page}");
+        assert_eq!(
+            page.contains("body of 01QUEUED"),
+            bodies,
+            "show_bodies: {bodies}"
+        );
+        let (_, page) = console.get(&c, "/console/messages/01NOWHERE/queue").await;
+        assert!(page.contains("Not in any tube now"));
+        console.stop().await;
+    }
+}

@@ -88,10 +88,7 @@ fn rows_table(rows: &[Row]) -> Markup {
                             td.wrap { (r.host) }
                             td.wrap { (r.from) }
                             td.wrap { (r.to) }
-                            td.wrap {
-                                (r.code.map(|c| c.to_string()).unwrap_or_default()) " "
-                                (r.dsn.as_deref().unwrap_or("")) " " (view::cut(&r.response, 300))
-                            }
+                            td.wrap { (view::cut(&super::messages::reply(r.code, r.dsn.as_deref(), &r.response), 300)) }
                             td { a href=(view::message_link(&r.queue_id)) { (r.queue_id) } }
                         }
                     }

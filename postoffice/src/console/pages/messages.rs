@@ -271,7 +271,7 @@ pub async fn show(
 }
 
 /// A remote reply with its codes, as text.
-fn reply(code: Option<u16>, dsn: Option<&str>, reply: &str) -> String {
+pub(crate) fn reply(code: Option<u16>, dsn: Option<&str>, reply: &str) -> String {
     // Workers record the reply as the server sent it, codes first; add them only when the
     // text does not start with them.
     let mut out = String::new();
