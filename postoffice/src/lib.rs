@@ -240,6 +240,7 @@ async fn start_ledger(
                 target,
                 settings.stuck_after,
                 state.config.revoked.clone(),
+                settings.webhooks.iter().map(|e| e.name.clone()).collect(),
                 token,
             );
             // Its own routes (and login) next to the API's; the API's token check stays on

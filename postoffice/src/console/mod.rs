@@ -3,7 +3,7 @@
 //!
 //! Layout: [`auth`] (users and argon2 hashes, sessions, the login rate limit, CSRF tokens),
 //! [`view`] (the page frame, escaping helpers, times, the stylesheet), [`pages`] (one module
-//! per page), [`chart`] (server-rendered SVG). Every page is HTML rendered with `maud`, which
+//! per page: overview, messages, hosts, failed, suppression, webhooks), [`chart`] (server-rendered SVG). Every page is HTML rendered with `maud`, which
 //! escapes every interpolated value at compile time: mail data (subjects, addresses, replies,
 //! host names) is attacker-controlled and is never written unescaped.
 //!
@@ -156,6 +156,8 @@ pub struct Console {
     pub stuck_after: Duration,
     /// Revoked hosts (`revoked`), shown on the hosts page.
     pub revoked: Vec<String>,
+    /// The configured webhook endpoints' names (`webhooks:`).
+    pub webhooks: Vec<String>,
     /// SHA-256 of the admin API token (also a login).
     token: [u8; 32],
     pub sessions: auth::Sessions,
@@ -169,6 +171,7 @@ impl Console {
         target: Target,
         stuck_after: Duration,
         revoked: Vec<String>,
+        webhooks: Vec<String>,
         token: &str,
     ) -> Console {
         let limiter = auth::LoginLimiter::new(settings.login_attempts_per_minute);
@@ -179,6 +182,7 @@ impl Console {
             target,
             stuck_after,
             revoked,
+            webhooks,
             token: auth::digest(token),
             sessions,
             limiter,
@@ -209,6 +213,8 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/console/suppressions", get(suppressions::page))
         .route("/console/suppressions/add", post(suppressions::add))
         .route("/console/suppressions/remove", post(suppressions::remove))
+        .route("/console/webhooks", get(webhooks::page))
+        .route("/console/webhooks/retry", post(webhooks::retry))
         .layer(DefaultBodyLimit::max(MAX_FORM))
         .layer(middleware::from_fn(security_headers))
         .layer(tower::limit::ConcurrencyLimitLayer::new(MAX_CONCURRENT))

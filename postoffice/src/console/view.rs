@@ -28,6 +28,7 @@ const NAV: &[(&str, &str)] = &[
     ("/console/messages", "Messages"),
     ("/console/failed", "Failed"),
     ("/console/suppressions", "Suppression"),
+    ("/console/webhooks", "Webhooks"),
 ];
 
 /// A page for a logged-in operator: head, navigation (with `active` marked), `body`.
@@ -170,8 +171,8 @@ pub fn message_link(queue_id: &str) -> String {
 /// A status or outcome as a coloured badge (the class is chosen from a fixed list).
 pub fn badge(status: &str) -> Markup {
     let class = match status {
-        "sent" | "complained" | "released" | "requeued" => "badge ok",
-        "deferred" | "queued" | "held" | "partial" => "badge wait",
+        "sent" | "complained" | "released" | "requeued" | "done" => "badge ok",
+        "deferred" | "queued" | "held" | "partial" | "pending" => "badge wait",
         "bounced" | "expired" | "failed" | "purged" | "suppressed" => "badge bad",
         _ => "badge",
     };

@@ -209,3 +209,52 @@ async fn browser_xss_in_a_subject_shows_as_text() {
     browser.stop().await;
     console.stop().await;
 }
+
+#[tokio::test]
+async fn browser_webhooks_page_and_retry() {
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), "webhook-secret-0123456789abcdef\n").unwrap();
+    let closed = format!(
+        "http://127.0.150.65:{}/hook",
+        hedwig_testkit::net::free_port(ip(65))
+    );
+    let hook: postoffice::webhooks::WebhookConfig = serde_json::from_value(serde_json::json!({
+        "name": "crm", "url": closed, "secret_file": secret.path(), "events": ["queued"],
+        "timeout": "1s", "backoff": "1h", "max_backoff": "1h"
+    }))
+    .unwrap();
+    let console = Console::start(ip(64), |c| c.webhooks = vec![hook]).await;
+    console
+        .record(
+            vec![queued(
+                "01HOOKB",
+                now(),
+                "web1.example.com",
+                "app@example.com",
+                &["bob@example.org"],
+                "Welcome",
+            )],
+            "01HOOKB",
+        )
+        .await;
+    let browser = Browser::start().await;
+    log_in(&browser, &console, USER, PASSWORD).await;
+    let tried = crate::console_support::until(std::time::Duration::from_secs(15), || async {
+        browser
+            .goto(&format!("{}/console/webhooks?status=pending", console.base))
+            .await;
+        browser.body().await.contains("01HOOKB")
+    })
+    .await;
+    assert!(tried, "the delivery is listed");
+    browser.screenshot("webhooks").await;
+    browser
+        .click("table.endpoints button[type=submit]:nth-of-type(1)")
+        .await;
+    assert!(browser
+        .text("p.notice")
+        .await
+        .contains("deliveries of crm made due now"));
+    browser.stop().await;
+    console.stop().await;
+}

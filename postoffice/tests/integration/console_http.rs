@@ -391,3 +391,71 @@ async fn the_queued_copy_shows_headers_and_the_body_only_when_allowed() {
         console.stop().await;
     }
 }
+
+#[tokio::test]
+async fn webhooks_page_lists_endpoints_and_retries_deliveries() {
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), "webhook-secret-0123456789abcdef\n").unwrap();
+    // Nothing listens there: every delivery fails and waits for its next try.
+    let closed = format!(
+        "http://127.0.150.56:{}/hook",
+        hedwig_testkit::net::free_port(ip(56))
+    );
+    let hook: postoffice::webhooks::WebhookConfig = serde_json::from_value(serde_json::json!({
+        "name": "crm", "url": closed, "secret_file": secret.path(), "events": ["queued"],
+        "timeout": "1s", "backoff": "1h", "max_backoff": "1h"
+    }))
+    .unwrap();
+    let console = Console::start(ip(55), |c| c.webhooks = vec![hook]).await;
+    console
+        .record(
+            vec![queued(
+                "01HOOK",
+                now(),
+                "web1.example.com",
+                "app@example.com",
+                &["bob@example.org"],
+                "Hi",
+            )],
+            "01HOOK",
+        )
+        .await;
+    let c = console.client(ip(55));
+    assert_eq!(console.login(&c, USER, PASSWORD).await.status(), 303);
+    let tried = crate::console_support::until(std::time::Duration::from_secs(15), || async {
+        let (_, page) = console.get(&c, "/console/webhooks?status=pending").await;
+        page.contains("01HOOK") && page.contains("<td class=\"num\">1</td>")
+    })
+    .await;
+    assert!(tried, "the delivery was tried once and waits");
+    let (status, page) = console.get(&c, "/console/webhooks?endpoint=crm").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("crm") && page.contains("queued") && page.contains("Retry failed now"));
+    let (status, _) = console.get(&c, "/console/webhooks?status=lost").await;
+    assert_eq!(status, 400);
+    let csrf = Console::csrf(&page);
+    let r = c
+        .post(format!("{}/console/webhooks/retry", console.base))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("endpoint", "crm"),
+            ("status", "pending"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("1 pending deliveries of crm made due now"));
+    let r = c
+        .post(format!("{}/console/webhooks/retry", console.base))
+        .form(&[("endpoint", "crm"), ("status", "pending")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "no CSRF token");
+    console.stop().await;
+}
