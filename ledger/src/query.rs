@@ -280,6 +280,44 @@ impl Store {
             .collect()
     }
 
+    /// The recipients of the messages queued in `[from, to)` (ms) per recipient domain
+    /// (lowercased, after the last `@`) and present status: `(domain, status, count)`, by
+    /// domain then status; and whether `max_rows` recipients were read before the window
+    /// ended (then the counts cover part of it). Reads the queue-time index over the window
+    /// and each message's recipients by primary key.
+    pub async fn domain_statuses(
+        &self,
+        from: u64,
+        to: u64,
+        max_rows: u32,
+    ) -> Result<(Vec<(String, String, u64)>, bool), StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.recipient, r.status FROM messages m JOIN recipients r \
+             ON r.queue_id = m.queue_id WHERE m.queued_at >= $1 AND m.queued_at < $2 \
+             ORDER BY m.queued_at DESC LIMIT $3",
+        )
+        .bind(ms(from))
+        .bind(ms(to))
+        .bind(i64::from(max_rows))
+        .fetch_all(&self.pool)
+        .await?;
+        let truncated = rows.len() >= max_rows as usize;
+        let mut counts: std::collections::BTreeMap<(String, String), u64> = Default::default();
+        for row in &rows {
+            let recipient: String = row.try_get(0)?;
+            let status: String = row.try_get(1)?;
+            let domain = recipient
+                .rsplit_once('@')
+                .map(|(_, d)| d.to_lowercase())
+                .unwrap_or_default();
+            *counts.entry((domain, status)).or_default() += 1;
+        }
+        Ok((
+            counts.into_iter().map(|((d, s), n)| (d, s, n)).collect(),
+            truncated,
+        ))
+    }
+
     /// Every host with the start of the last hour it queued or had an outcome in (from the
     /// hourly counts, kept as long as the ledger's retention), by host.
     pub async fn hosts_last_seen(&self) -> Result<Vec<(String, u64)>, StoreError> {

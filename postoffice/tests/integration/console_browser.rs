@@ -68,6 +68,12 @@ async fn browser_login_overview_search_and_timeline() {
         "{body}"
     );
     assert!(body.contains(USER), "the user is shown");
+    // 12 recipients at example.org: 3 deferred (waiting), 3 bounced.
+    let domains = browser.text("table.domains").await;
+    assert!(
+        domains.contains("example.org 12 25.0 % 25.0 %"),
+        "{domains}"
+    );
     browser.screenshot("overview").await;
 
     browser.click("nav a[href=\"/console/messages\"]").await;

@@ -1,6 +1,7 @@
 //! `GET /console/`: does mail flow? Messages per minute over the last hour and per hour over
-//! the last day by outcome (SVG), the queue per beanstalkd server and tube, the oldest queued
-//! job, the connections waiting for outbound jobs (workers), and the stuck count. Reloads
+//! the last day by outcome (SVG), deferral and bounce rates per destination domain (the last
+//! hour's recipients by status now), the queue per beanstalkd server and tube, the oldest
+//! queued job, the connections waiting for outbound jobs (workers), and the stuck count. Reloads
 //! itself every [`REFRESH`] seconds (a meta refresh: no script).
 
 use std::sync::Arc;
@@ -17,6 +18,29 @@ use crate::ledger::now_ms;
 
 /// Seconds between reloads.
 pub const REFRESH: u32 = 30;
+
+/// Destination domains listed, most recipients first.
+const DOMAINS: usize = 15;
+
+/// Recipients read for the per-domain rates (the newest of the last hour).
+const DOMAIN_ROWS: u32 = 100_000;
+
+/// One destination domain's recipients of the last hour by status now.
+#[derive(Default)]
+struct Domain {
+    name: String,
+    total: u64,
+    deferred: u64,
+    bounced: u64,
+}
+
+fn percent(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        "-".into()
+    } else {
+        format!("{:.1} %", part as f64 * 100.0 / whole as f64)
+    }
+}
 
 const MINUTE: u64 = 60_000;
 const HOUR: u64 = 3_600_000;
@@ -108,6 +132,28 @@ pub async fn page(
             day[chart::group(&h.outcome)] += h.count;
         }
     }
+    let (by_domain, domains_cut) = store
+        .domain_statuses(now.saturating_sub(HOUR), now + 1, DOMAIN_ROWS)
+        .await?;
+    let mut domains: Vec<Domain> = Vec::new();
+    for (name, status, count) in by_domain {
+        if domains.last().is_none_or(|d| d.name != name) {
+            domains.push(Domain {
+                name,
+                ..Domain::default()
+            });
+        }
+        if let Some(d) = domains.last_mut() {
+            d.total += count;
+            match chart::group(&status) {
+                1 => d.deferred += count,
+                2 => d.bounced += count,
+                _ => {}
+            }
+        }
+    }
+    domains.sort_by(|a, b| b.total.cmp(&a.total).then_with(|| a.name.cmp(&b.name)));
+    domains.truncate(DOMAINS);
     let mut queues = Vec::new();
     for addr in &console.target.servers {
         queues.push(queue(&console, addr).await);
@@ -143,6 +189,27 @@ pub async fn page(
         h2 { "Recipient outcomes per hour, last 24 hours" }
         (chart::bars("Outcomes per hour", &hours, 3))
         (chart::legend())
+        h2 { "Destination domains, messages of the last hour" }
+        @if domains.is_empty() {
+            p.muted { "No recipients in the last hour." }
+        } @else {
+            table.domains {
+                thead { tr { th { "Domain" } th.num { "Recipients" } th.num { "Deferred or waiting" } th.num { "Bounced" } } }
+                tbody {
+                    @for d in &domains {
+                        tr {
+                            td.wrap { a href={ "/console/failed?" (view::query([("domain", d.name.as_str())])) } { (d.name) } }
+                            td.num { (d.total) }
+                            td.num { (percent(d.deferred, d.total)) }
+                            td.num { (percent(d.bounced, d.total)) }
+                        }
+                    }
+                }
+            }
+            @if domains_cut {
+                p.muted { "From the newest " (DOMAIN_ROWS) " recipients of the hour." }
+            }
+        }
         h2 { "Queue" }
         table {
             thead { tr { th { "Server" } th { "Tube" } th.num { "Ready" } th.num { "Delayed" }
