@@ -281,41 +281,43 @@ impl Store {
     }
 
     /// The recipients of the messages queued in `[from, to)` (ms) per recipient domain
-    /// (lowercased, after the last `@`) and present status: `(domain, status, count)`, by
-    /// domain then status; and whether `max_rows` recipients were read before the window
-    /// ended (then the counts cover part of it). Reads the queue-time index over the window
-    /// and each message's recipients by primary key.
+    /// (after the first `@`; addresses are stored lowercased) and present status:
+    /// `(domain, status, count)`, by domain then status; and whether `max_rows` recipients
+    /// were counted (then the window may hold more, older ones not counted). Reads the
+    /// queue-time index over the window and each message's recipients by primary key; the
+    /// counting is done by the store.
     pub async fn domain_statuses(
         &self,
         from: u64,
         to: u64,
         max_rows: u32,
     ) -> Result<(Vec<(String, String, u64)>, bool), StoreError> {
-        let rows = sqlx::query(
-            "SELECT r.recipient, r.status FROM messages m JOIN recipients r \
-             ON r.queue_id = m.queue_id WHERE m.queued_at >= $1 AND m.queued_at < $2 \
-             ORDER BY m.queued_at DESC LIMIT $3",
-        )
-        .bind(ms(from))
-        .bind(ms(to))
-        .bind(i64::from(max_rows))
-        .fetch_all(&self.pool)
-        .await?;
-        let truncated = rows.len() >= max_rows as usize;
-        let mut counts: std::collections::BTreeMap<(String, String), u64> = Default::default();
+        let domain = match self.backend {
+            crate::Backend::Sqlite => "substr(recipient, instr(recipient, '@') + 1)",
+            crate::Backend::Postgres => "substr(recipient, strpos(recipient, '@') + 1)",
+        };
+        let sql = format!(
+            "SELECT {domain} AS domain, status, COUNT(*) FROM (SELECT r.recipient, r.status \
+             FROM messages m JOIN recipients r ON r.queue_id = m.queue_id \
+             WHERE m.queued_at >= $1 AND m.queued_at < $2 ORDER BY m.queued_at DESC LIMIT $3) \
+             AS newest GROUP BY domain, status ORDER BY domain, status"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(ms(from))
+            .bind(ms(to))
+            .bind(i64::from(max_rows))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut counts = Vec::with_capacity(rows.len());
         for row in &rows {
-            let recipient: String = row.try_get(0)?;
-            let status: String = row.try_get(1)?;
-            let domain = recipient
-                .rsplit_once('@')
-                .map(|(_, d)| d.to_lowercase())
-                .unwrap_or_default();
-            *counts.entry((domain, status)).or_default() += 1;
+            counts.push((
+                row.try_get::<String, _>(0)?,
+                row.try_get::<String, _>(1)?,
+                u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0),
+            ));
         }
-        Ok((
-            counts.into_iter().map(|((d, s), n)| (d, s, n)).collect(),
-            truncated,
-        ))
+        let read: u64 = counts.iter().map(|c| c.2).sum();
+        Ok((counts, read >= u64::from(max_rows)))
     }
 
     /// Every host with the start of the last hour it queued or had an outcome in (from the

@@ -160,6 +160,7 @@ async fn main() {
         data_dir: dir.path().to_path_buf(),
         ..postoffice::Config::default()
     };
+    let url_again = url.clone();
     config.ledger.url = Some(url);
     config.ledger.writer = false;
     config.ledger.api_listen = Some(api);
@@ -242,6 +243,40 @@ async fn main() {
             ms(times[29])
         );
     }
+    // The overview's store queries alone (median of 10), to see where its time goes.
+    let store = hedwig_ledger::Store::open(&url_again)
+        .await
+        .expect("the store opens");
+    let now = hedwig_queue::event::now_millis();
+    let hour = 3_600_000;
+    let mut figures = Vec::new();
+    for name in [
+        "per_minute (1 h)",
+        "domain_statuses (1 h)",
+        "hourly_all (24 h)",
+        "stuck_count",
+    ] {
+        let mut times = Vec::new();
+        for _ in 0..10 {
+            let started = Instant::now();
+            match name {
+                "per_minute (1 h)" => drop(store.per_minute(now - hour, now).await),
+                "domain_statuses (1 h)" => {
+                    drop(store.domain_statuses(now - hour, now, 20_000).await)
+                }
+                "hourly_all (24 h)" => drop(store.hourly_all(now - DAY, now).await),
+                _ => drop(
+                    store
+                        .stuck_count(now, Duration::from_secs(5 * 86_400))
+                        .await,
+                ),
+            }
+            times.push(started.elapsed());
+        }
+        times.sort();
+        figures.push(format!("{name} {:.1} ms", times[5].as_secs_f64() * 1000.0));
+    }
+    println!("overview queries, median: {}", figures.join(", "));
     shutdown.cancel();
     let _ = server.await;
 }

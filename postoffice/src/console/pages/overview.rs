@@ -23,7 +23,7 @@ pub const REFRESH: u32 = 30;
 const DOMAINS: usize = 15;
 
 /// Recipients read for the per-domain rates (the newest of the last hour).
-const DOMAIN_ROWS: u32 = 100_000;
+const DOMAIN_ROWS: u32 = 20_000;
 
 /// One destination domain's recipients of the last hour by status now.
 #[derive(Default)]
