@@ -243,7 +243,8 @@ async fn main() {
             ms(times[29])
         );
     }
-    // The overview's store queries alone (median of 10), to see where its time goes.
+    // The overview's store queries alone on a new pool (median of 10): where a cold start's
+    // time goes.
     let store = hedwig_ledger::Store::open(&url_again)
         .await
         .expect("the store opens");
@@ -276,7 +277,10 @@ async fn main() {
         times.sort();
         figures.push(format!("{name} {:.1} ms", times[5].as_secs_f64() * 1000.0));
     }
-    println!("overview queries, median: {}", figures.join(", "));
+    println!(
+        "overview queries on a new pool (its connections' page caches cold), median of 10: {}",
+        figures.join(", ")
+    );
     shutdown.cancel();
     let _ = server.await;
 }
