@@ -212,7 +212,7 @@ impl Store {
         to: u64,
     ) -> Result<Vec<(String, String, u64)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT host, outcome, SUM(count) FROM hourly WHERE hour >= $1 AND hour < $2 \
+            "SELECT host, outcome, CAST(SUM(count) AS BIGINT) FROM hourly WHERE hour >= $1 AND hour < $2 \
              GROUP BY host, outcome ORDER BY host, outcome",
         )
         .bind(ms(from))
@@ -225,6 +225,112 @@ impl Store {
                     row.try_get(0)?,
                     row.try_get(1)?,
                     u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0),
+                ))
+            })
+            .collect()
+    }
+
+    /// Per hour and outcome, the counts of every host added up, for the hours starting in
+    /// `[from, to)` (ms), oldest first. Outcome `queued` counts messages queued.
+    pub async fn hourly_all(&self, from: u64, to: u64) -> Result<Vec<HourlyCount>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT hour, outcome, CAST(SUM(count) AS BIGINT) FROM hourly WHERE hour >= $1 AND hour < $2 \
+             GROUP BY hour, outcome ORDER BY hour, outcome",
+        )
+        .bind(ms(from))
+        .bind(ms(to))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(HourlyCount {
+                    hour: u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0),
+                    outcome: row.try_get(1)?,
+                    count: u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    /// Messages queued in `[from, to)` (ms) per minute and present status:
+    /// `(start of the minute, status, count)`, oldest first. Reads the queue-time index only
+    /// over the window, so it stays cheap on a large ledger for windows of an hour or so.
+    pub async fn per_minute(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(u64, String, u64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT (queued_at / 60000) * 60000 AS minute, status, COUNT(*) FROM messages \
+             WHERE queued_at >= $1 AND queued_at < $2 GROUP BY minute, status \
+             ORDER BY minute, status",
+        )
+        .bind(ms(from))
+        .bind(ms(to))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0),
+                    row.try_get(1)?,
+                    u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0),
+                ))
+            })
+            .collect()
+    }
+
+    /// The recipients of the messages queued in `[from, to)` (ms) per recipient domain
+    /// (after the first `@`; addresses are stored lowercased) and present status:
+    /// `(domain, status, count)`, by domain then status; and whether `max_rows` recipients
+    /// were counted (then the window may hold more, older ones not counted). Reads the
+    /// queue-time index over the window and each message's recipients by primary key; the
+    /// counting is done by the store.
+    pub async fn domain_statuses(
+        &self,
+        from: u64,
+        to: u64,
+        max_rows: u32,
+    ) -> Result<(Vec<(String, String, u64)>, bool), StoreError> {
+        let domain = match self.backend {
+            crate::Backend::Sqlite => "substr(recipient, instr(recipient, '@') + 1)",
+            crate::Backend::Postgres => "substr(recipient, strpos(recipient, '@') + 1)",
+        };
+        let sql = format!(
+            "SELECT {domain} AS domain, status, COUNT(*) FROM (SELECT r.recipient, r.status \
+             FROM messages m JOIN recipients r ON r.queue_id = m.queue_id \
+             WHERE m.queued_at >= $1 AND m.queued_at < $2 ORDER BY m.queued_at DESC LIMIT $3) \
+             AS newest GROUP BY domain, status ORDER BY domain, status"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(ms(from))
+            .bind(ms(to))
+            .bind(i64::from(max_rows))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut counts = Vec::with_capacity(rows.len());
+        for row in &rows {
+            counts.push((
+                row.try_get::<String, _>(0)?,
+                row.try_get::<String, _>(1)?,
+                u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0),
+            ));
+        }
+        let read: u64 = counts.iter().map(|c| c.2).sum();
+        Ok((counts, read >= u64::from(max_rows)))
+    }
+
+    /// Every host with the start of the last hour it queued or had an outcome in (from the
+    /// hourly counts, kept as long as the ledger's retention), by host.
+    pub async fn hosts_last_seen(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = sqlx::query("SELECT host, MAX(hour) FROM hourly GROUP BY host ORDER BY host")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get(0)?,
+                    u64::try_from(row.try_get::<i64, _>(1)?).unwrap_or(0),
                 ))
             })
             .collect()

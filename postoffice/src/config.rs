@@ -132,6 +132,9 @@ pub struct Config {
     /// (their `unsubscribe:`); `GET`/`POST /unsubscribe/<token>` answer when it is set
     /// (docs/unsubscribe.md).
     pub unsubscribe: Option<crate::unsubscribe::UnsubscribeConfig>,
+    /// The operator console: web pages on the admin listener (docs/console.md); off by
+    /// default.
+    pub console: crate::console::ConsoleConfig,
 }
 
 /// The `ledger:` section.
@@ -293,6 +296,7 @@ impl Default for Config {
             webhooks: Vec::new(),
             bounce_listener: None,
             unsubscribe: None,
+            console: Default::default(),
         }
     }
 }

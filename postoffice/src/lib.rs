@@ -29,6 +29,7 @@
 //!   outbox the ledger writer fills, `postoffice webhooks` and its admin API routes.
 //! - [`bounce`]: the bounce listener: inbound SMTP for the VERP bounce domains, turning DSNs
 //!   and ARF reports into `bounced` / `complained` ledger events (`bounce_listener`).
+//! - [`console`]: the operator console, web pages on the admin listener (`console:`).
 //! - [`admin`]: the queue administration subcommands (`stats`, `failed`, `requeue`, `show`,
 //!   `purge`, `hold`, `release`).
 //!
@@ -40,6 +41,7 @@ pub mod app;
 pub mod body;
 pub mod bounce;
 pub mod config;
+pub mod console;
 pub mod dedupe;
 pub mod error;
 pub mod from_policy;
@@ -230,11 +232,31 @@ async fn start_ledger(
     }
     if let (Some(addr), Some(token)) = (settings.api_listen, settings.token.as_deref()) {
         let listener = TcpListener::bind(addr).await?;
-        let api = ledger::api::router(Arc::new(ledger::api::ApiState::new(
-            handle,
+        let mut api = ledger::api::router(Arc::new(ledger::api::ApiState::new(
+            handle.clone(),
             settings.stuck_after,
             token,
         )));
+        if let Some(console) = &settings.console {
+            let target = admin::Target::new(&state.config, &[])
+                .map_err(|e| StartError::Config(vec![e.to_string()]))?;
+            let console = console::Console::new(
+                console.clone(),
+                handle,
+                target,
+                settings.stuck_after,
+                state.config.revoked.clone(),
+                settings.webhooks.iter().map(|e| e.name.clone()).collect(),
+                token,
+            );
+            // Its own routes (and login) next to the API's; the API's token check stays on
+            // the API's routes only.
+            api = console::router(Arc::new(console)).merge(api);
+            tracing::info!(
+                users = settings.console.as_ref().map_or(0, |c| c.users.len()),
+                "operator console on the admin listener at /console/"
+            );
+        }
         tracing::info!(listen = %listener.local_addr()?, "ledger API started");
         // The intake's connection handling (header and idle timeouts, connection caps), with
         // caps sized for a few operators and scripts rather than a fleet.

@@ -105,6 +105,9 @@ enum Command {
         #[command(flatten)]
         args: postoffice::webhooks::cli::WebhooksArgs,
     },
+    /// Read a password from stdin (one line) and print its argon2id hash for
+    /// `console.users[].password_hash` (docs/console.md).
+    ConsoleHash,
 }
 
 #[derive(clap::Args)]
@@ -135,6 +138,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Some(Command::ConsoleHash) = cli.command {
+        // Needs no configuration: an operator makes hashes before writing one.
+        return console_hash();
+    }
     let config: postoffice::Config = hedwig_core::config::load(cli.config.as_deref())
         .context("cannot load the configuration")?;
     match cli.command.unwrap_or(Command::Run) {
@@ -310,7 +317,29 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Webhooks { args } => webhooks(&config, args).await,
+        Command::ConsoleHash => console_hash(),
     }
+}
+
+/// `postoffice console-hash`: one line of stdin (the password) to an argon2id PHC string.
+fn console_hash() -> anyhow::Result<ExitCode> {
+    use std::io::{BufRead, IsTerminal};
+    if std::io::stdin().is_terminal() {
+        eprint!("password (echoed; pipe it in to keep it off the screen): ");
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the password from stdin")?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.len() < 8 {
+        anyhow::bail!("the password must be at least 8 characters");
+    }
+    let hash = postoffice::console::auth::hash_password(password)
+        .map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))?;
+    println!("{hash}");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `postoffice suppress ...`.

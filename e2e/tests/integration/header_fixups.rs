@@ -286,7 +286,9 @@ The operations team\n";
                 .find(|(s, _)| s == subject)
                 .map(|(_, d)| String::from_utf8_lossy(&d[..d.len().min(16_000)]).into_owned())
                 .unwrap_or_default();
-            over.push(format!("{subject}: {sum:.3} {rules:?}\n--- message ---\n{data}\n---"));
+            over.push(format!(
+                "{subject}: {sum:.3} {rules:?}\n--- message ---\n{data}\n---"
+            ));
         }
     }
     assert!(

@@ -285,3 +285,102 @@ async fn stuck_messages_and_pruning() {
         assert_eq!(store.prune(now - 30 * day, 7).await.unwrap(), 0);
     }
 }
+
+#[tokio::test]
+async fn overview_counts_per_hour_minute_and_host() {
+    const HOUR: u64 = 3_600_000;
+    let stores = Stores::start(Ipv4Addr::new(127, 0, 150, 15)).await;
+    for (name, store) in stores.each() {
+        store.write(&corpus()).await.unwrap();
+        // T0 starts an hour; the 40 messages and their outcomes all fall in it.
+        let hours = store.hourly_all(T0 - HOUR, T0 + 2 * HOUR).await.unwrap();
+        let got: Vec<(u64, &str, u64)> = hours
+            .iter()
+            .map(|h| (h.hour, h.outcome.as_str(), h.count))
+            .collect();
+        assert_eq!(
+            got,
+            [(T0, "deferred", 26), (T0, "queued", 40), (T0, "sent", 14)],
+            "{name}: both hosts added up"
+        );
+        assert!(store
+            .hourly_all(T0 + HOUR, T0 + 2 * HOUR)
+            .await
+            .unwrap()
+            .is_empty());
+        let minutes = store.per_minute(T0, T0 + 40 * MIN).await.unwrap();
+        let want: Vec<(u64, String, u64)> = (0..40u64)
+            .map(|i| {
+                let status = if i % 3 == 0 { "sent" } else { "deferred" };
+                (T0 + i * MIN, status.to_owned(), 1)
+            })
+            .collect();
+        assert_eq!(minutes, want, "{name}");
+        let window = store
+            .per_minute(T0 + 10 * MIN, T0 + 20 * MIN)
+            .await
+            .unwrap();
+        assert_eq!(window.len(), 10, "{name}: [from, to)");
+        assert_eq!(window[0].0, T0 + 10 * MIN, "{name}");
+        assert_eq!(
+            store.hosts_last_seen().await.unwrap(),
+            [("web0".to_owned(), T0), ("web1".to_owned(), T0)],
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn recipients_per_domain_and_status() {
+    let stores = Stores::start(Ipv4Addr::new(127, 0, 150, 16)).await;
+    let mut events = Vec::new();
+    // 6 messages a minute apart: recipients at a.test (3), B.test (2, mixed case), c.test (1).
+    let rcpts = [
+        "x@a.test", "y@a.test", "z@a.test", "x@B.test", "y@b.test", "x@c.test",
+    ];
+    for (i, rcpt) in rcpts.iter().enumerate() {
+        let id = format!("D{i}");
+        let at = T0 + i as u64 * MIN;
+        events.push(queued(&id, at, "web0", "s@app.test", &[rcpt]));
+        let o = match i {
+            0 | 3 => Outcome::Sent,
+            1 | 4 => Outcome::Deferred,
+            _ => Outcome::Bounced,
+        };
+        events.push(outcome(&id, at + 1, rcpt, o, 1));
+    }
+    for (name, store) in stores.each() {
+        store.write(&events).await.unwrap();
+        let (counts, truncated) = store
+            .domain_statuses(T0, T0 + 10 * MIN, 1000)
+            .await
+            .unwrap();
+        assert!(!truncated, "{name}");
+        let got: Vec<(&str, &str, u64)> = counts
+            .iter()
+            .map(|(d, s, n)| (d.as_str(), s.as_str(), *n))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a.test", "bounced", 1),
+                ("a.test", "deferred", 1),
+                ("a.test", "sent", 1),
+                ("b.test", "deferred", 1),
+                ("b.test", "sent", 1),
+                ("c.test", "bounced", 1),
+            ],
+            "{name}"
+        );
+        // The window is [from, to); the cap reads the newest first and says so.
+        let (counts, _) = store
+            .domain_statuses(T0 + 3 * MIN, T0 + 5 * MIN, 1000)
+            .await
+            .unwrap();
+        assert_eq!(counts.iter().map(|c| c.2).sum::<u64>(), 2, "{name}");
+        let (counts, truncated) = store.domain_statuses(T0, T0 + 10 * MIN, 2).await.unwrap();
+        assert!(truncated, "{name}");
+        assert_eq!(counts.len(), 2, "{name}: the 2 newest: {counts:?}");
+        assert!(counts.iter().all(|c| c.0 != "a.test"), "{name}: {counts:?}");
+    }
+}

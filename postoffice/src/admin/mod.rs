@@ -72,6 +72,9 @@ pub struct Target {
     /// Put ledger events (`requeued`, `released`, `purged`) into the events tube (the
     /// `events` setting).
     pub events: bool,
+    /// The console user acting (`by` of the ledger events is then `console <command>
+    /// (<user>)`); `None`: a command, named with the shell's user.
+    pub operator: Option<String>,
 }
 
 impl Target {
@@ -94,6 +97,7 @@ impl Target {
             lanes: config.lanes.clone(),
             default_lane: config.default_lane.clone(),
             events: config.events,
+            operator: None,
         })
     }
 }
@@ -149,7 +153,10 @@ impl Target {
         if !self.events || recipients.is_empty() {
             return;
         }
-        let by = operator(command);
+        let by = match &self.operator {
+            Some(user) => format!("console {command} ({})", cell(user, 64)),
+            None => operator(command),
+        };
         let events: Vec<Event> = recipients
             .iter()
             .map(|rcpt| {

@@ -29,7 +29,7 @@ pub struct PurgeArgs {
 }
 
 /// Asks the operator whether to delete these rows.
-pub type Ask<'a> = &'a mut dyn FnMut(&[Row]) -> bool;
+pub type Ask<'a> = &'a mut (dyn FnMut(&[Row]) -> bool + Send);
 
 /// What `purge` did.
 #[derive(Debug, Default, Serialize)]

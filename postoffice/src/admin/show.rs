@@ -26,6 +26,10 @@ pub struct ShowArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Keep up to this many bytes of each found message's body (the console with
+    /// `console.show_bodies`; the command shows headers only).
+    #[arg(skip)]
+    pub body: usize,
 }
 
 /// One place the message was found.
@@ -37,6 +41,9 @@ pub struct Found {
     pub job: u64,
     pub envelope: Envelope,
     pub headers: String,
+    /// The body (lossy UTF-8, cut at [`ShowArgs::body`] bytes), when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
 }
 
 /// What `show` found.
@@ -73,7 +80,14 @@ async fn search_server(
     let mut result = Ok(());
     for id in ids {
         match batch.fetch(id).await {
-            Ok(job) => found.push(describe(addr, target.tubes.failed(), "failed", id, job)),
+            Ok(job) => found.push(describe(
+                addr,
+                target.tubes.failed(),
+                "failed",
+                id,
+                job,
+                args.body,
+            )),
             Err(e) => result = Err(e),
         }
     }
@@ -91,7 +105,7 @@ async fn search_server(
         match client.peek(p.id).await {
             Ok(job) => {
                 if let Ok(job) = Job::decode(&job.body) {
-                    found.push(describe(addr, &p.tube, &p.state, p.id, job));
+                    found.push(describe(addr, &p.tube, &p.state, p.id, job, args.body));
                 }
             }
             Err(beanstalk::Error::NotFound) => {} // delivered meanwhile
@@ -101,13 +115,23 @@ async fn search_server(
     Ok(())
 }
 
-fn describe(server: &str, tube: &str, state: &str, job: u64, j: Job) -> Found {
+fn describe(server: &str, tube: &str, state: &str, job: u64, j: Job, body: usize) -> Found {
+    let body = (body > 0).then(|| {
+        // After the first empty line (CRLF or LF, whichever comes first).
+        let m = &j.message;
+        let crlf = m.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
+        let lf = m.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
+        let start = crlf.into_iter().chain(lf).min().unwrap_or(m.len());
+        let rest = &m[start..];
+        String::from_utf8_lossy(&rest[..rest.len().min(body)]).replace("\r\n", "\n")
+    });
     Found {
         server: server.to_owned(),
         tube: tube.to_owned(),
         state: state.to_owned(),
         job,
         headers: headers(&j.message, MAX_HEADERS),
+        body,
         envelope: j.envelope,
     }
 }

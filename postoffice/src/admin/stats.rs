@@ -153,7 +153,8 @@ async fn collect(
     Ok(())
 }
 
-async fn tube_stats(client: &mut Client, tube: &str) -> Result<TubeStats, BeanstalkError> {
+/// One tube's counts and the age of its oldest job (counts 0 for a tube that does not exist).
+pub async fn tube_stats(client: &mut Client, tube: &str) -> Result<TubeStats, BeanstalkError> {
     let stats = match client.stats_tube(tube).await {
         Ok(stats) => Some(stats),
         Err(BeanstalkError::NotFound) => None,

@@ -60,6 +60,8 @@ pub struct LedgerSettings {
     pub webhooks: Vec<crate::webhooks::Endpoint>,
     /// This post office's name in the outbox's leases.
     pub webhook_owner: String,
+    /// The operator console (`console:`), served on `api_listen`; `None`: off.
+    pub console: Option<crate::console::ConsoleSettings>,
 }
 
 impl std::fmt::Debug for LedgerSettings {
@@ -175,6 +177,10 @@ impl LedgerSettings {
         )
         .map_err(|p| problems.extend(p))
         .ok();
+        let console = crate::console::ConsoleSettings::check(&config.console, l.api_listen)
+            .map_err(|p| problems.extend(p))
+            .ok()
+            .flatten();
         let Some(suppression) = suppression.filter(|_| problems.is_empty()) else {
             return Err(problems);
         };
@@ -192,6 +198,7 @@ impl LedgerSettings {
             url_set: l.url.is_some(),
             webhooks,
             webhook_owner: crate::webhooks::dispatch::owner_name(config.listen),
+            console,
         })
     }
 

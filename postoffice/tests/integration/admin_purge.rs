@@ -76,6 +76,7 @@ async fn purge_asks_and_a_no_keeps_everything() {
         lanes: hedwig_queue::lane::default_lanes(),
         default_lane: hedwig_queue::lane::default_lane(),
         events: true,
+        operator: None,
     };
     let args = postoffice::admin::purge::PurgeArgs {
         filter: Default::default(),

@@ -1,0 +1,11 @@
+//! One module per console page: [`login`], [`overview`], [`messages`] (search and one
+//! message), [`hosts`] (counts, hold, release), [`failed`] (requeue, purge),
+//! [`suppressions`] (search, add, remove), [`webhooks`] (endpoints, deliveries, retry).
+
+pub mod failed;
+pub mod hosts;
+pub mod login;
+pub mod messages;
+pub mod overview;
+pub mod suppressions;
+pub mod webhooks;
