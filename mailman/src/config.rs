@@ -87,6 +87,10 @@ pub struct Config {
     /// (`false` lets an application's raw UTF-8 `Subject:` through while the other refusals
     /// stay on).
     pub refuse_8bit_headers: bool,
+    /// Add `X-Hedwig-App: <name>` (the container's name or the SMTP AUTH login) after
+    /// mailman's `Received:` to messages from a known app, so that recipients see it. Off: the
+    /// name goes to the post office (logs, ledger, events) only.
+    pub app_header: bool,
     /// How often the key is checked against the postoffice (`/health` turns unhealthy while
     /// it is refused).
     #[serde(with = "humantime_serde")]
@@ -251,6 +255,7 @@ impl Default for Config {
             add_missing_headers: crate::fixup::AddMissingHeaders::default(),
             refuse_bad_headers: true,
             refuse_8bit_headers: true,
+            app_header: false,
             key_check_interval: Duration::from_secs(60),
             forward_deadline: Duration::from_secs(5),
             forward_timeout: Duration::from_secs(60),
@@ -315,6 +320,7 @@ pub struct Settings {
     pub add_missing_headers: crate::fixup::AddMissingHeaders,
     pub refuse_bad_headers: bool,
     pub refuse_8bit_headers: bool,
+    pub app_header: bool,
     pub key_check_interval: Duration,
     pub forward_deadline: Duration,
     pub forward_timeout: Duration,
@@ -389,6 +395,7 @@ impl Settings {
             ("add_missing_headers", self.add_missing_headers.summary()),
             ("refuse_bad_headers", self.refuse_bad_headers.to_string()),
             ("refuse_8bit_headers", self.refuse_8bit_headers.to_string()),
+            ("app_header", self.app_header.to_string()),
             ("max_connections", self.max_connections.to_string()),
             (
                 "max_connections_per_client",
@@ -708,6 +715,7 @@ impl Config {
             add_missing_headers: self.add_missing_headers,
             refuse_bad_headers: self.refuse_bad_headers,
             refuse_8bit_headers: self.refuse_8bit_headers,
+            app_header: self.app_header,
             key_check_interval: self.key_check_interval,
             forward_deadline: self.forward_deadline,
             forward_timeout: self.forward_timeout,

@@ -82,7 +82,10 @@ pub async fn hand_off(core: &Arc<Core>, mut message: Message) -> Reply {
             return reply::bad_header(&refusal);
         }
     };
-    let received = message.received_header(&core.settings.fqdn, &id, now);
+    let mut received = message.received_header(&core.settings.fqdn, &id, now);
+    if let Some(app) = message.app.as_ref().filter(|_| core.settings.app_header) {
+        received.push_str(&app_header(&app.name));
+    }
     let size = received.len() + message.body.len();
     let header = SpoolHeader {
         v: 1,
@@ -328,5 +331,37 @@ pub fn settle_later(core: &Arc<Core>, header: SpoolHeader, attempts: u32, verdic
             }
             let _ = core.retry.send((header, attempts));
         }
+    }
+}
+
+/// The `X-Hedwig-App:` field for `name` (`app_header`): letters, digits and `.-_@+` kept,
+/// anything else (a name is the container's or the login's, but it goes into a header) `_`.
+fn app_header(name: &str) -> String {
+    let clean: String = name
+        .chars()
+        .take(255)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || ".-_@+".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("X-Hedwig-App: {clean}\r\n")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_app_header_is_one_safe_line() {
+        assert_eq!(
+            super::app_header("shop-web-1"),
+            "X-Hedwig-App: shop-web-1\r\n"
+        );
+        assert_eq!(
+            super::app_header("a b\r\nBcc: x@y"),
+            "X-Hedwig-App: a_b__Bcc__x@y\r\n"
+        );
     }
 }

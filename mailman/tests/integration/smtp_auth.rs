@@ -55,6 +55,10 @@ fn users_file(dir: &Path) -> PathBuf {
 }
 
 async fn setup(require: bool, max_failures: u32) -> Setup {
+    setup_with(require, max_failures, false).await
+}
+
+async fn setup_with(require: bool, max_failures: u32, app_header: bool) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let po = StandIn::start(200).await;
     let certified =
@@ -68,6 +72,7 @@ async fn setup(require: bool, max_failures: u32) -> Setup {
     cfg.listen = vec![format!("{SERVER}:0")];
     cfg.tls_cert = Some(cert.clone());
     cfg.tls_key = Some(key);
+    cfg.app_header = app_header;
     cfg.auth = mailman::config::AuthConfig {
         users_file: Some(users_file(dir.path())),
         require,
@@ -270,6 +275,47 @@ async fn required_auth_refuses_mail_without_it() {
     assert!(ok, "{out}");
     assert_eq!(app_of_post(&s.po, 0).await.unwrap().name, "billing");
     assert_eq!(s.po.posts().len(), 1);
+    // app_header is off by default: the name goes to the post office only.
+    let data = s.po.posts()[0].email.clone().into_message().unwrap();
+    assert!(!String::from_utf8_lossy(&data).contains("X-Hedwig-App"));
+    s.m.stop().await;
+}
+
+/// With `app_header: true` the login's name is in the message too, after mailman's
+/// `Received:`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_header_names_the_login_in_the_message() {
+    let s = setup_with(false, 5, true).await;
+    let login = [
+        "--auth",
+        "LOGIN",
+        "--auth-user",
+        "billing",
+        "--auth-password",
+        "right",
+    ];
+    let (ok, out) = run("swaks", &swaks(&s, LOCAL, &login)).await;
+    assert!(ok, "{out}");
+    let (ok, out) = run("swaks", &swaks(&s, LOCAL, &[])).await;
+    assert!(ok, "{out}");
+    app_of_post(&s.po, 1).await;
+    let texts: Vec<String> =
+        s.po.posts()
+            .iter()
+            .map(|p| String::from_utf8_lossy(&p.email.clone().into_message().unwrap()).into_owned())
+            .collect();
+    let (head, _) = texts[0].split_once("\r\n\r\n").unwrap();
+    let lines: Vec<&str> = head.split("\r\n").collect();
+    let at = lines
+        .iter()
+        .position(|l| *l == "X-Hedwig-App: billing")
+        .unwrap_or_else(|| panic!("{head}"));
+    assert!(
+        lines[..at].iter().any(|l| l.starts_with("Received: ")),
+        "after mailman's Received: {head}"
+    );
+    // No login, no container: no field.
+    assert!(!texts[1].contains("X-Hedwig-App"), "{}", texts[1]);
     s.m.stop().await;
 }
 
