@@ -253,15 +253,40 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 
 /// The session cookie's value in a request.
 pub fn session_cookie(parts: &Parts) -> Option<String> {
-    parts
-        .headers
+    cookie(&parts.headers, COOKIE)
+}
+
+/// The value of the cookie `name` in `headers`.
+pub fn cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(n, _)| *n == name)
         .map(|(_, value)| value.to_owned())
+}
+
+/// The login form's CSRF cookie: there is no session before the login, so the form's token
+/// is also set in this cookie (only sent to `/console/login`, `SameSite=Strict`), and a login
+/// is taken only when the two agree (double submit): a page elsewhere cannot log a browser in.
+pub const LOGIN_COOKIE: &str = "hedwig_console_login";
+
+/// The `Set-Cookie` value of a login form's token.
+pub fn set_login_cookie(token: &str, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{LOGIN_COOKIE}={token}; Path=/console/login; HttpOnly; SameSite=Strict; Max-Age=3600{secure}")
+}
+
+/// Whether a login form's `csrf` field matches its cookie (compared in constant time).
+pub fn login_csrf_ok(headers: &axum::http::HeaderMap, presented: Option<&str>) -> bool {
+    match (cookie(headers, LOGIN_COOKIE), presented) {
+        (Some(expected), Some(presented)) if !expected.is_empty() => {
+            same(&digest(presented), &digest(&expected))
+        }
+        _ => false,
+    }
 }
 
 /// The `Set-Cookie` value of a new session (`id`), or of a logout (`None`: expired).

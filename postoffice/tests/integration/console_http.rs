@@ -104,6 +104,30 @@ async fn login_sessions_rate_limit_and_headers() {
     let r = console.login(&anon, USER, PASSWORD).await;
     assert_eq!(r.status(), 429, "4 allowed per minute");
     let other = console.client(ip(11));
+    // A login form posted without its CSRF token (by a page elsewhere), or with a token that
+    // is not this browser's: 403, even with the right password (login CSRF).
+    let r = other
+        .post(format!("{}/console/login", console.base))
+        .form(&[("user", USER), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let (_, page) = console.get(&console.client(ip(12)), "/console/login").await;
+    let foreign = Console::csrf(&page);
+    let r = other
+        .post(format!("{}/console/login", console.base))
+        .form(&[
+            ("user", USER),
+            ("password", PASSWORD),
+            ("csrf", foreign.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let (status, _) = console.get(&other, "/console/messages").await;
+    assert_eq!(status, 303, "no session came of either");
     let r = console.login(&other, "anyone", TOKEN).await;
     assert_eq!(r.status(), 303, "the admin token logs in too");
     let (status, page) = console.get(&other, "/console/messages").await;

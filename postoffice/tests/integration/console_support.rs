@@ -149,16 +149,20 @@ impl Console {
             .unwrap()
     }
 
-    /// Logs `client` in; the answer's status.
+    /// Logs `client` in as a browser does (the login page first: its form's CSRF token and
+    /// cookie); the answer.
     pub async fn login(
         &self,
         client: &reqwest::Client,
         user: &str,
         password: &str,
     ) -> reqwest::Response {
+        let (status, page) = self.get(client, "/console/login").await;
+        assert_eq!(status, 200, "{page}");
+        let csrf = Console::csrf(&page);
         client
             .post(format!("{}/console/login", self.base))
-            .form(&[("user", user), ("password", password)])
+            .form(&[("user", user), ("password", password), ("csrf", &csrf)])
             .send()
             .await
             .unwrap()

@@ -9,14 +9,14 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use maud::html;
 
 use crate::console::auth::{self, Fields, Operator};
 use crate::console::{view, Console, ConsoleError};
 
-fn form(error: Option<&str>) -> Html<String> {
+fn form(error: Option<&str>, csrf: &str) -> Html<String> {
     view::bare(
         "Log in",
         html! {
@@ -24,6 +24,7 @@ fn form(error: Option<&str>) -> Html<String> {
                 h1 { "hedwig console" }
                 @if let Some(e) = error { p.error { (e) } }
                 form.box method="post" action="/console/login" {
+                    input type="hidden" name="csrf" value=(csrf);
                     label { "User" input type="text" name="user" autocomplete="username" autofocus; }
                     label { "Password (or the admin API token)"
                         input type="password" name="password" autocomplete="current-password"; }
@@ -34,15 +35,18 @@ fn form(error: Option<&str>) -> Html<String> {
     )
 }
 
-/// `GET /console/login`.
-pub async fn page() -> Html<String> {
-    form(None)
+/// `GET /console/login`: the form, with a fresh CSRF token in it and in its cookie.
+pub async fn page(State(console): State<Arc<Console>>) -> Response {
+    let token = auth::random_token();
+    let cookie = auth::set_login_cookie(&token, console.settings.secure_cookie);
+    ([(header::SET_COOKIE, cookie)], form(None, &token)).into_response()
 }
 
 /// `POST /console/login`.
 pub async fn submit(
     State(console): State<Arc<Console>>,
     auth::ClientIp(ip): auth::ClientIp,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ConsoleError> {
     if !console.limiter.attempt(ip) {
@@ -50,13 +54,19 @@ pub async fn submit(
         return Err(ConsoleError::TooManyAttempts);
     }
     let fields = Fields::parse(&body)?;
+    if !auth::login_csrf_ok(&headers, fields.get("csrf")) {
+        tracing::warn!(client = %ip, "console: a login form without its CSRF token refused");
+        return Err(ConsoleError::Csrf);
+    }
+    // The same token again for a failed attempt's form (its cookie stays).
+    let token = fields.get("csrf").unwrap_or("").to_owned();
     let user = fields.get("user").unwrap_or("").trim();
     let password = fields.get("password").unwrap_or("");
     if user.len() > 64 || password.is_empty() || password.len() > 1024 {
         tracing::warn!(client = %ip, "console: login failed (bad form)");
         return Ok((
             StatusCode::UNAUTHORIZED,
-            form(Some("Wrong user or password.")),
+            form(Some("Wrong user or password."), &token),
         )
             .into_response());
     }
@@ -75,7 +85,7 @@ pub async fn submit(
             tracing::warn!(user = %view::cut(user, 64), client = %ip, "console: login failed");
             Ok((
                 StatusCode::UNAUTHORIZED,
-                form(Some("Wrong user or password.")),
+                form(Some("Wrong user or password."), &token),
             )
                 .into_response())
         }
