@@ -58,6 +58,8 @@ pub struct ConsoleConfig {
     pub login_attempts_per_minute: u32,
     /// The admin listener is reached through a TLS proxy: the session cookie gets `Secure`.
     pub behind_tls: bool,
+    /// The DNS page (`keygen dns`'s checks per sending domain); off when not set.
+    pub dns: Option<pages::dns::DnsConfig>,
 }
 
 impl Default for ConsoleConfig {
@@ -69,6 +71,7 @@ impl Default for ConsoleConfig {
             show_bodies: false,
             login_attempts_per_minute: 10,
             behind_tls: false,
+            dns: None,
         }
     }
 }
@@ -91,6 +94,8 @@ pub struct ConsoleSettings {
     pub login_attempts_per_minute: u32,
     /// `Secure` on the session cookie.
     pub secure_cookie: bool,
+    /// The DNS page's settings, when set.
+    pub dns: Option<pages::dns::DnsConfig>,
 }
 
 impl ConsoleSettings {
@@ -134,6 +139,9 @@ impl ConsoleSettings {
         if config.login_attempts_per_minute == 0 {
             problems.push("console.login_attempts_per_minute: must be at least 1".into());
         }
+        if let Some(dns) = &config.dns {
+            problems.extend(dns.check());
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -143,6 +151,7 @@ impl ConsoleSettings {
             show_bodies: config.show_bodies,
             login_attempts_per_minute: config.login_attempts_per_minute,
             secure_cookie: config.behind_tls,
+            dns: config.dns.clone(),
         }))
     }
 }
@@ -162,6 +171,8 @@ pub struct Console {
     token: [u8; 32],
     pub sessions: auth::Sessions,
     pub limiter: auth::LoginLimiter,
+    /// The DNS page's last report and when it was made.
+    pub dns_report: tokio::sync::Mutex<Option<pages::dns::Cached>>,
 }
 
 impl Console {
@@ -186,6 +197,7 @@ impl Console {
             token: auth::digest(token),
             sessions,
             limiter,
+            dns_report: tokio::sync::Mutex::new(None),
         }
     }
 }
@@ -215,6 +227,7 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/console/suppressions/remove", post(suppressions::remove))
         .route("/console/webhooks", get(webhooks::page))
         .route("/console/webhooks/retry", post(webhooks::retry))
+        .route("/console/dns", get(dns::page).post(dns::recheck))
         .layer(DefaultBodyLimit::max(MAX_FORM))
         .layer(middleware::from_fn(security_headers))
         .layer(tower::limit::ConcurrencyLimitLayer::new(MAX_CONCURRENT))

@@ -29,6 +29,7 @@ const NAV: &[(&str, &str)] = &[
     ("/console/failed", "Failed"),
     ("/console/suppressions", "Suppression"),
     ("/console/webhooks", "Webhooks"),
+    ("/console/dns", "DNS"),
 ];
 
 /// A page for a logged-in operator: head, navigation (with `active` marked), `body`.
@@ -171,9 +172,10 @@ pub fn message_link(queue_id: &str) -> String {
 /// A status or outcome as a coloured badge (the class is chosen from a fixed list).
 pub fn badge(status: &str) -> Markup {
     let class = match status {
-        "sent" | "complained" | "released" | "requeued" | "done" => "badge ok",
-        "deferred" | "queued" | "held" | "partial" | "pending" => "badge wait",
-        "bounced" | "expired" | "failed" | "purged" | "suppressed" => "badge bad",
+        "sent" | "complained" | "released" | "requeued" | "done" | "OK" => "badge ok",
+        "deferred" | "queued" | "held" | "partial" | "pending" | "warning" => "badge wait",
+        "bounced" | "expired" | "failed" | "purged" | "suppressed" | "unsubscribed" | "MISSING"
+        | "WRONG" | "ERROR" => "badge bad",
         _ => "badge",
     };
     html! { span class=(class) { (status) } }
