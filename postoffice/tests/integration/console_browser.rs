@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use hedwig_queue::event::Outcome;
 
 use crate::browser::Browser;
-use crate::console_support::{attempt, now, queued, Console, PASSWORD, USER};
+use crate::console_support::{attempt, now, queued, Console, DnsFixture, PASSWORD, USER};
 
 fn ip(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 150, last)
@@ -261,6 +261,28 @@ async fn browser_webhooks_page_and_retry() {
         .text("p.notice")
         .await
         .contains("deliveries of crm made due now"));
+    browser.stop().await;
+    console.stop().await;
+}
+
+#[tokio::test]
+async fn browser_dns_page_shows_the_records_to_publish() {
+    let fixture = DnsFixture::start(ip(66)).await;
+    let config = fixture.config();
+    let console = Console::start(ip(67), move |c| c.console.dns = Some(config)).await;
+    let browser = Browser::start().await;
+    log_in(&browser, &console, USER, PASSWORD).await;
+    browser.goto(&format!("{}/console/dns", console.base)).await;
+    let body = browser.body().await;
+    assert!(
+        body.contains("send.example.test") && body.contains("_dmarc.send.example.test."),
+        "{body}"
+    );
+    browser.screenshot("dns").await;
+    fixture.publish_dmarc();
+    browser.click("form.inline button[type=submit]").await;
+    let body = browser.body().await;
+    assert!(body.contains("every required record is right"), "{body}");
     browser.stop().await;
     console.stop().await;
 }

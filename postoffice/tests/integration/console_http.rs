@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 
 use hedwig_queue::event::Outcome;
 
-use crate::console_support::{attempt, now, queued, Console, PASSWORD, TOKEN, USER};
+use crate::console_support::{attempt, now, queued, Console, DnsFixture, PASSWORD, TOKEN, USER};
 
 fn ip(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 150, last)
@@ -490,45 +490,9 @@ async fn webhooks_page_lists_endpoints_and_retries_deliveries() {
 /// published since.
 #[tokio::test]
 async fn the_dns_page_shows_each_check_and_the_record_to_publish() {
-    use hedwig_testkit::dns::{DnsServer, Zone};
-    let dir = tempfile::tempdir().unwrap();
-    let testdata = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../message/testdata");
-    let spki = std::fs::read_to_string(testdata.join("rsa2048.spki.b64")).unwrap();
-    let zone = Zone::new()
-        .mx("send.example.test", 10, "mx.send.example.test")
-        .a("mx.send.example.test", "192.0.2.10")
-        .txt("send.example.test", "v=spf1 ip4:192.0.2.25 -all")
-        .txt(
-            "sel._domainkey.send.example.test",
-            &format!("v=DKIM1; k=rsa; p={}", spki.trim()),
-        )
-        .ptr("192.0.2.25", "relay.example.test")
-        .a("relay.example.test", "192.0.2.25");
-    let dns_ip = ip(30);
-    let dns_addr = std::net::SocketAddr::from((dns_ip, hedwig_testkit::net::free_port(dns_ip)));
-    let dns = DnsServer::start_on(dns_addr, zone.clone()).await.unwrap();
-    assert_eq!(dns.addr(), dns_addr);
-    let worker = dir.path().join("worker.yaml");
-    std::fs::write(
-        &worker,
-        format!(
-            "hostname: relay.example.test\nnameservers: [\"{dns_addr}\"]\ndkim:\n  keys:\n  - domain: send.example.test\n    selector: sel\n    key_file: {}\n",
-            testdata.join("rsa2048.pem").display()
-        ),
-    )
-    .unwrap();
-    let worker_config = worker.clone();
-    let console = Console::start(ip(31), move |c| {
-        c.console.dns = Some(postoffice::console::pages::dns::DnsConfig {
-            sending_ip: "192.0.2.25".parse().unwrap(),
-            worker_config,
-            domains: vec![],
-            ehlo: None,
-            nameservers: vec![],
-            cache: std::time::Duration::from_secs(300),
-        });
-    })
-    .await;
+    let fixture = DnsFixture::start(ip(30)).await;
+    let config = fixture.config();
+    let console = Console::start(ip(31), move |c| c.console.dns = Some(config)).await;
     let c = console.client(ip(31));
     assert_eq!(console.login(&c, USER, PASSWORD).await.status(), 303);
     let (status, page) = console.get(&c, "/console/dns").await;
@@ -553,7 +517,7 @@ async fn the_dns_page_shows_each_check_and_the_record_to_publish() {
         "the record to publish: {dmarc}"
     );
     // Published now; the page keeps its report until asked to check again.
-    dns.set(zone.txt("_dmarc.send.example.test", "v=DMARC1; p=none"));
+    fixture.publish_dmarc();
     let (_, cached) = console.get(&c, "/console/dns").await;
     assert!(
         row(&cached, "DMARC").contains("badge bad"),
@@ -581,6 +545,6 @@ async fn the_dns_page_shows_each_check_and_the_record_to_publish() {
         row(&fresh, "DMARC")
     );
     assert!(fresh.contains("every required record is right"), "{fresh}");
-    drop(dns);
+    drop(fixture);
     console.stop().await;
 }

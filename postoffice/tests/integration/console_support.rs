@@ -233,3 +233,69 @@ where
     }
     false
 }
+
+/// A sending domain's records in an in-process DNS server, and a worker config naming its
+/// DKIM key, for the DNS page: MX, SPF, DKIM and PTR are right, DMARC is missing until
+/// [`DnsFixture::publish_dmarc`].
+pub struct DnsFixture {
+    pub dns: hedwig_testkit::dns::DnsServer,
+    zone: hedwig_testkit::dns::Zone,
+    _dir: tempfile::TempDir,
+    worker_config: std::path::PathBuf,
+}
+
+impl DnsFixture {
+    pub async fn start(ip: Ipv4Addr) -> DnsFixture {
+        use hedwig_testkit::dns::{DnsServer, Zone};
+        let dir = tempfile::tempdir().unwrap();
+        let testdata = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../message/testdata");
+        let spki = std::fs::read_to_string(testdata.join("rsa2048.spki.b64")).unwrap();
+        let zone = Zone::new()
+            .mx("send.example.test", 10, "mx.send.example.test")
+            .a("mx.send.example.test", "192.0.2.10")
+            .txt("send.example.test", "v=spf1 ip4:192.0.2.25 -all")
+            .txt(
+                "sel._domainkey.send.example.test",
+                &format!("v=DKIM1; k=rsa; p={}", spki.trim()),
+            )
+            .ptr("192.0.2.25", "relay.example.test")
+            .a("relay.example.test", "192.0.2.25");
+        let addr = SocketAddr::from((ip, hedwig_testkit::net::free_port(ip)));
+        let dns = DnsServer::start_on(addr, zone.clone()).await.unwrap();
+        let worker_config = dir.path().join("worker.yaml");
+        std::fs::write(
+            &worker_config,
+            format!(
+                "hostname: relay.example.test\nnameservers: [\"{addr}\"]\ndkim:\n  keys:\n  - domain: send.example.test\n    selector: sel\n    key_file: {}\n",
+                testdata.join("rsa2048.pem").display()
+            ),
+        )
+        .unwrap();
+        DnsFixture {
+            dns,
+            zone,
+            _dir: dir,
+            worker_config,
+        }
+    }
+
+    /// `console.dns` for it.
+    pub fn config(&self) -> postoffice::console::pages::dns::DnsConfig {
+        postoffice::console::pages::dns::DnsConfig {
+            sending_ip: "192.0.2.25".parse().unwrap(),
+            worker_config: self.worker_config.clone(),
+            domains: vec![],
+            ehlo: None,
+            nameservers: vec![],
+            cache: Duration::from_secs(300),
+        }
+    }
+
+    pub fn publish_dmarc(&self) {
+        self.dns.set(
+            self.zone
+                .clone()
+                .txt("_dmarc.send.example.test", "v=DMARC1; p=none"),
+        );
+    }
+}
