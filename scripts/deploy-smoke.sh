@@ -226,13 +226,13 @@ echo "$answer" | head -1
 check "postoffice answered 200" has '^HTTP/1.[01] 200' "$answer"
 
 # beanstalkd stats: total jobs put so far
-stat() {
+beanstalkd_stat() {
     "${compose[@]}" exec -T beanstalkd bash -c '
         exec 3<>/dev/tcp/127.0.0.1/11300
         printf "stats\r\n" >&3
         timeout 2 cat <&3' | tr -d '\r' | awk -v k="$1:" '$1 == k { print $2 }'
 }
-check "beanstalkd holds the job" test "$(stat total-jobs)" -ge 1 2>/dev/null
+check "beanstalkd holds the job" test "$(beanstalkd_stat total-jobs)" -ge 1 2>/dev/null
 if [ "$workers" -gt 0 ]; then
     # The receiver's files (smtp-sink's dump: X-Client-Addr, X-Helo-Args, X-Mail-Args,
     # X-Rcpt-Args, then the message as received) whose header has "Subject: $1".
@@ -376,7 +376,7 @@ else
     "${compose[@]}" restart beanstalkd >/dev/null 2>&1
     wait_healthy beanstalkd || true
     check "job survives a beanstalkd restart (binlog volume)" \
-        test "$(stat current-jobs-ready)" -ge 1 2>/dev/null
+        test "$(beanstalkd_stat current-jobs-ready)" -ge 1 2>/dev/null
 fi
 
 step "beanstalkd: a quiet health check, a clean stop"
