@@ -125,10 +125,21 @@ impl Store {
     /// The message `queue_id` with its recipients and events (oldest first); `None` when the
     /// ledger has nothing of it.
     pub async fn timeline(&self, queue_id: &str) -> Result<Option<Timeline>, StoreError> {
+        // One snapshot for the three reads: the writer commits a batch's recipients and the
+        // message's status together, and separate reads could pair a message row from before
+        // a batch with its recipients from after it (a `sent` message with a bounced
+        // recipient). SQLite (WAL) keeps a deferred transaction's first snapshot; PostgreSQL
+        // needs REPEATABLE READ for that (READ COMMITTED snapshots per statement).
+        let mut tx = self.pool.begin().await?;
+        if self.backend == crate::store::Backend::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                .execute(&mut *tx)
+                .await?;
+        }
         let sql = format!("SELECT {M_COLUMNS} FROM messages m WHERE m.queue_id = $1");
         let Some(row) = sqlx::query(&sql)
             .bind(queue_id.to_owned())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?
         else {
             return Ok(None);
@@ -139,12 +150,20 @@ impl Store {
         );
         let recipients = sqlx::query(&sql)
             .bind(queue_id.to_owned())
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await?
             .iter()
             .map(recipient_from_row)
             .collect::<Result<Vec<_>, _>>()?;
-        let events = self.events(queue_id).await?;
+        let events = events_from_rows(
+            queue_id,
+            &sqlx::query(&events_sql())
+                .bind(queue_id.to_owned())
+                .fetch_all(&mut *tx)
+                .await?,
+        )?;
+        // Read only: nothing to keep.
+        tx.rollback().await?;
         Ok(Some(Timeline {
             message,
             recipients,
@@ -154,18 +173,11 @@ impl Store {
 
     /// The events of `queue_id`, oldest first.
     pub async fn events(&self, queue_id: &str) -> Result<Vec<Event>, StoreError> {
-        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE queue_id = $1 ORDER BY at, id");
-        let rows = sqlx::query(&sql)
+        let rows = sqlx::query(&events_sql())
             .bind(queue_id.to_owned())
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|row| {
-                let detail: String = row.try_get("detail")?;
-                serde_json::from_str::<Event>(&detail)
-                    .map_err(|e| StoreError::Corrupt(format!("event of {queue_id}: {e}: {detail}")))
-            })
-            .collect()
+        events_from_rows(queue_id, &rows)
     }
 
     /// Number of stored events (all messages).
@@ -416,4 +428,19 @@ impl Store {
 /// Queued before this (ms) and not final: stuck.
 fn stuck_cutoff(now: u64, stuck_after: std::time::Duration) -> u64 {
     now.saturating_sub(u64::try_from(stuck_after.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A message's events, oldest first.
+fn events_sql() -> String {
+    format!("SELECT {EVENT_COLUMNS} FROM events WHERE queue_id = $1 ORDER BY at, id")
+}
+
+fn events_from_rows(queue_id: &str, rows: &[sqlx::any::AnyRow]) -> Result<Vec<Event>, StoreError> {
+    rows.iter()
+        .map(|row| {
+            let detail: String = row.try_get("detail")?;
+            serde_json::from_str::<Event>(&detail)
+                .map_err(|e| StoreError::Corrupt(format!("event of {queue_id}: {e}: {detail}")))
+        })
+        .collect()
 }
