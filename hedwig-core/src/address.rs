@@ -383,6 +383,26 @@ fn check_domain(domain: &str) -> Result<String, &'static str> {
     Ok(ascii)
 }
 
+/// Whether `domain` is in `allowed`, whose entries are `example.com` (exactly) or
+/// `*.example.com` (it and its subdomains), in any case, with or without a trailing dot. An
+/// empty list matches nothing. The one reading of a domain list: the post office's
+/// `allowed_sender_domains` (where empty means any) and mailman's `hedwig.sender-domains`.
+pub fn domain_in_list(allowed: &[String], domain: &str) -> bool {
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    allowed.iter().any(|a| {
+        let a = a.trim_end_matches('.').to_ascii_lowercase();
+        match a.strip_prefix("*.") {
+            Some(parent) => {
+                domain == parent
+                    || domain
+                        .strip_suffix(parent)
+                        .is_some_and(|rest| rest.ends_with('.'))
+            }
+            None => domain == a,
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -205,15 +205,7 @@ impl Store {
         .bind(ms(to))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(HourlyCount {
-                    hour: u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0),
-                    outcome: row.try_get(1)?,
-                    count: u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0),
-                })
-            })
-            .collect()
+        rows.iter().map(hourly_count).collect()
     }
 
     /// Per host and outcome, the counts of the hours starting in `[from, to)` (ms) added up:
@@ -253,15 +245,7 @@ impl Store {
         .bind(ms(to))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(HourlyCount {
-                    hour: u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0),
-                    outcome: row.try_get(1)?,
-                    count: u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0),
-                })
-            })
-            .collect()
+        rows.iter().map(hourly_count).collect()
     }
 
     /// Messages queued in `[from, to)` (ms) per minute and present status:
@@ -428,6 +412,15 @@ impl Store {
 /// Queued before this (ms) and not final: stuck.
 fn stuck_cutoff(now: u64, stuck_after: std::time::Duration) -> u64 {
     now.saturating_sub(u64::try_from(stuck_after.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// An `(hour, outcome, count)` row.
+fn hourly_count(row: &sqlx::any::AnyRow) -> Result<HourlyCount, StoreError> {
+    Ok(HourlyCount {
+        hour: u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0),
+        outcome: row.try_get(1)?,
+        count: u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0),
+    })
 }
 
 /// A message's events, oldest first.

@@ -174,24 +174,10 @@ impl Policies {
     }
 }
 
-/// `allowed` entries: `example.com` (exactly) or `*.example.com` (it and its subdomains).
+/// `allowed` entries: `example.com` (exactly) or `*.example.com` (it and its subdomains); an
+/// empty list allows any domain ([`hedwig_core::address::domain_in_list`]).
 pub(crate) fn domain_allowed(allowed: &[String], domain: &str) -> bool {
-    if allowed.is_empty() {
-        return true;
-    }
-    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-    allowed.iter().any(|a| {
-        let a = a.trim_end_matches('.').to_ascii_lowercase();
-        match a.strip_prefix("*.") {
-            Some(parent) => {
-                domain == parent
-                    || domain
-                        .strip_suffix(parent)
-                        .is_some_and(|rest| rest.ends_with('.'))
-            }
-            None => domain == a,
-        }
-    })
+    allowed.is_empty() || hedwig_core::address::domain_in_list(allowed, domain)
 }
 
 #[cfg(test)]

@@ -109,19 +109,7 @@ impl AppPolicy {
 /// `allowed` entries: `example.com` (exactly) or `*.example.com` (it and its subdomains), as
 /// the post office's `allowed_sender_domains` reads them. An empty list allows nothing.
 pub fn domain_allowed(allowed: &[String], domain: &str) -> bool {
-    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-    allowed.iter().any(|a| {
-        let a = a.trim_end_matches('.').to_ascii_lowercase();
-        match a.strip_prefix("*.") {
-            Some(parent) => {
-                domain == parent
-                    || domain
-                        .strip_suffix(parent)
-                        .is_some_and(|rest| rest.ends_with('.'))
-            }
-            None => domain == a,
-        }
-    })
+    hedwig_core::address::domain_in_list(allowed, domain)
 }
 
 #[cfg(test)]

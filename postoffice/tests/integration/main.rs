@@ -37,4 +37,5 @@ mod status;
 mod suppression_chain;
 mod suppression_intake;
 mod two_beanstalkd_failover;
+mod unsubscribe_abuse;
 mod webhooks;
