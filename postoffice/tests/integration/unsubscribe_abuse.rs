@@ -80,8 +80,17 @@ async fn hostile_unsubscribe_requests_are_refused_plainly() {
         expires: hedwig_core::unix_now() + 3600,
     };
     let token = key.token(&hostile).unwrap();
-    let (status, _) = post(format!("{base}/{token}"), vec![b'x'; 1 << 20]).await;
-    assert_eq!(status, 413);
+    // The server answers 413 and closes without reading the rest, so the client may see
+    // the 413 or its write cut off: either way the body was not taken.
+    match http
+        .post(format!("{base}/{token}"))
+        .body(vec![b'x'; 1 << 20])
+        .send()
+        .await
+    {
+        Ok(r) => assert_eq!(r.status().as_u16(), 413),
+        Err(e) => assert!(e.is_request(), "{e}"),
+    }
     // What the token carries is shown as text, on the GET page and after the POST.
     let page = http.get(format!("{base}/{token}")).send().await.unwrap();
     assert_eq!(page.status(), 200);
