@@ -11,6 +11,7 @@
 //!   decoded Subject, the client address in mailman's `Received:` field).
 //! - [`config`]: YAML files with `HEDWIG_…` environment overrides, byte sizes, secrets from files,
 //!   the "one value or a list" helpers, `host:port` checks.
+//! - [`list_id`]: the `List-Id:` of a message (RFC 2919), for list-scoped suppression.
 //! - [`keyfile`]: key files readable by their owner only (warn, or refuse with
 //!   `require_safe_keys`).
 //!
@@ -22,6 +23,7 @@ pub mod config;
 pub mod from;
 pub mod key;
 pub mod keyfile;
+pub mod list_id;
 pub mod signing;
 pub mod summary;
 pub mod unsubscribe;

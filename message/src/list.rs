@@ -18,12 +18,10 @@ impl ListHeaders {
         let Some(parsed) = mail_parser::MessageParser::new().parse_headers(block) else {
             return ListHeaders::default();
         };
-        let list_id = parsed.header_raw("List-Id").and_then(|raw| {
-            let (_, rest) = raw.split_once('<')?;
-            let (id, _) = rest.split_once('>')?;
-            let id = id.trim();
-            (!id.is_empty() && !id.chars().any(char::is_control)).then(|| id.to_owned())
-        });
+        // RFC 2919: a phrase (quoted strings and comments may hold brackets), then `<id>`.
+        let list_id = parsed
+            .header_raw("List-Id")
+            .and_then(hedwig_core::list_id::parse);
         ListHeaders {
             has_unsubscribe: parsed.header_raw("List-Unsubscribe").is_some(),
             list_id,
