@@ -336,6 +336,7 @@ mod tests {
                 reply: format!("{outcome}"),
                 attempt: Some(1),
                 by: None,
+                list_id: None,
             }),
         }
     }

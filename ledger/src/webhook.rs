@@ -654,6 +654,7 @@ mod tests {
                 reply: String::new(),
                 attempt: None,
                 by: None,
+                list_id: None,
             })
         };
         assert_eq!(event_type(&r(Outcome::Sent)), Some("delivered"));

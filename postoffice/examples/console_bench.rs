@@ -91,6 +91,7 @@ fn timeline(now: u64) -> Vec<Event> {
             reply: reply.into(),
             attempt: Some(1),
             by: None,
+            list_id: None,
         }),
     };
     vec![

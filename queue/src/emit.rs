@@ -670,6 +670,7 @@ mod tests {
                 reply: "x".repeat(reply_len),
                 attempt: Some(1),
                 by: None,
+                list_id: None,
             }),
         )
     }

@@ -164,6 +164,10 @@ pub struct RecipientEvent {
     /// Who acted, for operator actions (`postoffice requeue` ...): the command and the user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
+    /// For an `unsubscribed` outcome: the `List-Id:` (RFC 2919) the recipient unsubscribed
+    /// from, when the message had one; the suppression entry then holds for that list only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list_id: Option<String>,
 }
 
 /// The outcome of an attempt or an operator action, for one recipient.
@@ -341,6 +345,7 @@ mod tests {
             reply: "250 2.0.0 ok".into(),
             attempt: Some(1),
             by: None,
+            list_id: None,
         })
     }
 

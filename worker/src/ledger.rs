@@ -63,6 +63,7 @@ fn recipient_event(recipient: String, outcome: &Outcome, attempt: u32) -> Recipi
         reply: outcome.response.chars().take(MAX_REPLY).collect(),
         attempt: Some(attempt),
         by: None,
+        list_id: None,
     }
 }
 
@@ -158,6 +159,7 @@ pub fn held_events(job: &Job, held_tube: &str) -> Vec<Event> {
                     reply: format!("host {} is held; moved to {held_tube}", env.host),
                     attempt: None,
                     by: None,
+                    list_id: None,
                 }),
             )
         })

@@ -85,6 +85,7 @@ pub fn outcome(queue_id: &str, at: u64, recipient: &str, outcome: Outcome, attem
             reply: format!("{code} {dsn} {outcome}"),
             attempt: Some(attempt),
             by: None,
+            list_id: None,
         }),
     }
 }

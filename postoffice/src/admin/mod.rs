@@ -173,6 +173,7 @@ impl Target {
                         reply: format!("{outcome} by an operator ({by})"),
                         attempt: None,
                         by: Some(by.clone()),
+                        list_id: None,
                     }),
                 )
             })

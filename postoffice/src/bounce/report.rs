@@ -134,6 +134,7 @@ pub fn judge(
                 reply,
                 attempt: None,
                 by: None,
+                list_id: None,
             }),
         });
     }

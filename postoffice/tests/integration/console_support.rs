@@ -77,6 +77,7 @@ pub fn attempt(
             reply: reply.into(),
             attempt: Some(1),
             by: None,
+            list_id: None,
         }),
     }
 }

@@ -61,6 +61,7 @@ fn attempt(queue_id: &str, at: u64, recipient: &str, outcome: Outcome, code: u16
             reply: format!("{code} reply"),
             attempt: Some(1),
             by: None,
+            list_id: None,
         }),
     }
 }

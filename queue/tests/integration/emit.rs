@@ -23,6 +23,7 @@ fn event(queue_id: &str, recipient: &str) -> Event {
             reply: "250 2.0.0 ok queued as 12345".into(),
             attempt: Some(1),
             by: None,
+            list_id: None,
         }),
     )
 }
