@@ -42,5 +42,5 @@ pub use claims::{ClaimLimits, ClaimRow, Claimed};
 pub use error::StoreError;
 pub use model::{Cursor, Filter, HourlyCount, Message, MessageStatus, Page, Recipient, Timeline};
 pub use store::{Backend, Options, Store};
-pub use suppress::{AutoPolicy, Source, Suppression, SuppressionFilter};
+pub use suppress::{AutoPolicy, ListMatch, Source, Suppression, SuppressionFilter};
 pub use writer::{WriterConfig, WriterStats};

@@ -22,6 +22,7 @@ pub const MIGRATIONS: &[&[&str]] = &[
     EDGE_ID,
     WEBHOOK_OUTBOX,
     APP_AND_LANE,
+    LIST_SCOPE,
 ];
 
 /// The statements that take a database from version `from` to `from + 1` (for tests that
@@ -179,3 +180,11 @@ const APP_AND_LANE: &[&str] = &[
     "ALTER TABLE messages ADD COLUMN app TEXT",
     "ALTER TABLE messages ADD COLUMN lane TEXT",
 ];
+
+/// Suppression entries for one mailing list (issue 19: a one-click unsubscribe from a
+/// `List-Id:`): `list_id` (lowercase) names the list, NULL for an entry of the whole scope.
+/// The primary key stays `(scope, recipient)`: a list's entry keeps `scope <list-id>` in
+/// `scope` (`crate::suppress`), so a post office of the previous version goes on reading and
+/// writing the table; it takes a list's entry for a scope that matches no sender domain, and
+/// so ignores it.
+const LIST_SCOPE: &[&str] = &["ALTER TABLE suppressions ADD COLUMN list_id TEXT"];

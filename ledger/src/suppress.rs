@@ -1,5 +1,13 @@
 //! The suppression list (issue 14, docs/suppression.md): addresses mail is not sent to, per
-//! sender domain or for every sender, with why, since when and until when.
+//! sender domain or for every sender, with why, since when and until when; an entry may hold
+//! for one mailing list (`List-Id:`, RFC 2919) of its scope only (issue 19: a one-click
+//! unsubscribe from a list).
+//!
+//! Storage: the `scope` column is the key with the primary key `(scope, recipient)` of the
+//! first version, so that one recipient can be on several lists of one domain without a new
+//! primary key (a post office of the previous version goes on reading and writing the table):
+//! the scope itself for an entry of the whole scope, `scope <list-id>` for a list's, with the
+//! list id also in `list_id` ([`stored_scope`]). Nothing outside this module sees that form.
 //!
 //! - [`hard_failure`]: the one verdict on whether a recipient's outcome says the address
 //!   itself is bad (5.1.1, 5.1.10, "user unknown" without an enhanced code, a domain that does
@@ -71,6 +79,8 @@ impl std::fmt::Display for Source {
 pub struct Suppression {
     /// A sender domain (lowercase), or [`GLOBAL`].
     pub scope: String,
+    /// The `List-Id:` (lowercase) the entry holds for, alone; `None`: all of the scope's mail.
+    pub list_id: Option<String>,
     /// The address, lowercased.
     pub recipient: String,
     /// Why: `unknown-user`, `no-domain`, `null-mx`, or an operator's words.
@@ -193,6 +203,34 @@ fn entry_reason(
     hard_failure(outcome, code, dsn, reply).map(|reason| (reason, Source::Auto))
 }
 
+/// A list id as entries keep it (lowercase), or `None` when it cannot be one (RFC 2919
+/// dot-atom text, at most 256 octets): an entry for such an id could never match a message,
+/// so the caller keeps the whole scope's entry instead.
+pub fn list_key(id: &str) -> Option<String> {
+    let key = hedwig_core::list_id::key(id);
+    hedwig_core::list_id::valid(&key).then_some(key)
+}
+
+/// What the `scope` column holds for an entry of `scope` and `list` (see the module docs):
+/// `scope`, or `scope <list>`. A domain holds no space or `<`, so the two forms never meet.
+pub fn stored_scope(scope: &str, list: Option<&str>) -> String {
+    match list {
+        Some(list) => format!("{scope} <{list}>"),
+        None => scope.to_owned(),
+    }
+}
+
+/// The scope of a stored `scope` column and `list_id`.
+fn scope_of(stored: String, list: Option<&str>) -> String {
+    match list {
+        Some(list) => stored
+            .strip_suffix(&format!(" <{list}>"))
+            .map(str::to_owned)
+            .unwrap_or(stored),
+        None => stored,
+    }
+}
+
 /// The domain of an address (after its last `@`), lowercased; `None` for the null sender.
 pub fn domain_of(address: &str) -> Option<String> {
     let key = address_key(address);
@@ -208,16 +246,20 @@ pub fn normalize(address: &str) -> String {
 /// The entries a batch adds: one per new `bounced` event that is a [`hard_failure`], and,
 /// for messages whose `queued` event came only now (`late`), one per recipient already
 /// stored as such. A message's sender domain must be known (its `queued` event seen); bounces
-/// and the null sender add none (their recipient is an application's own address).
+/// and the null sender add none (their recipient is an application's own address). An
+/// `unsubscribed` event that names a list id adds an entry for that list alone; the `late`
+/// path reads the stored recipient rows, which keep no list id, and adds the whole scope's
+/// entry then (more than asked, never less).
 pub(crate) fn auto(
     policy: &AutoPolicy,
     apply: &Apply,
     new: &[&Event],
     late: &HashSet<String>,
 ) -> Vec<Suppression> {
-    let mut out: HashMap<(String, String), Suppression> = HashMap::new();
+    let mut out: HashMap<(String, Option<String>, String), Suppression> = HashMap::new();
     let mut add = |queue_id: &str,
                    recipient: &str,
+                   list_id: Option<String>,
                    (reason, source): (&'static str, Source),
                    at: u64,
                    code: Option<u16>,
@@ -240,6 +282,7 @@ pub(crate) fn auto(
         let recipient = address_key(recipient);
         let entry = Suppression {
             scope: scope.clone(),
+            list_id: list_id.clone(),
             recipient: recipient.clone(),
             reason: reason.to_owned(),
             source,
@@ -255,10 +298,11 @@ pub(crate) fn auto(
                 .map(|d| at.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))),
         };
         // The latest failure of a batch stands.
-        match out.get(&(scope.clone(), recipient.clone())) {
+        let key = (scope, list_id, recipient);
+        match out.get(&key) {
             Some(old) if old.created_at >= at => {}
             _ => {
-                out.insert((scope, recipient), entry);
+                out.insert(key, entry);
             }
         }
     };
@@ -267,9 +311,15 @@ pub(crate) fn auto(
             if let Some(reason) =
                 entry_reason(policy, r.outcome, r.code, r.dsn.as_deref(), &r.reply)
             {
+                // Only an unsubscribe is scoped to a list (the token's `List-Id:`).
+                let list = match r.outcome {
+                    Outcome::Unsubscribed => r.list_id.as_deref().and_then(list_key),
+                    _ => None,
+                };
                 add(
                     &event.queue_id,
                     &r.recipient,
+                    list,
                     reason,
                     event.at,
                     r.code,
@@ -293,6 +343,7 @@ pub(crate) fn auto(
                 add(
                     queue_id,
                     &row.recipient,
+                    None,
                     reason,
                     row.updated_at,
                     row.code,
@@ -303,12 +354,26 @@ pub(crate) fn auto(
         }
     }
     let mut entries: Vec<Suppression> = out.into_values().collect();
-    entries.sort_by(|a, b| (&a.scope, &a.recipient).cmp(&(&b.scope, &b.recipient)));
+    entries.sort_by(|a, b| {
+        (&a.scope, &a.list_id, &a.recipient).cmp(&(&b.scope, &b.list_id, &b.recipient))
+    });
     entries
 }
 
-const COLUMNS: &str =
-    "scope, recipient, reason, source, reply, code, dsn, queue_id, created_at, expires_at, updated_at";
+const COLUMNS: &str = "scope, recipient, reason, source, reply, code, dsn, queue_id, \
+     created_at, expires_at, updated_at, list_id";
+
+/// Which entries a [`SuppressionFilter`] takes by their list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ListMatch {
+    /// Entries of the whole scope and of every list.
+    #[default]
+    Any,
+    /// Only entries of the whole scope (no list).
+    Whole,
+    /// Only the entries of this list id (lowercase).
+    Id(String),
+}
 
 /// What [`Store::list_suppressions`] and [`Store::remove_suppressions`] match (all given
 /// conditions).
@@ -317,13 +382,20 @@ pub struct SuppressionFilter {
     pub recipient: Option<String>,
     pub scope: Option<String>,
     pub source: Option<Source>,
+    /// Entries of the whole scope, of one list, or both (the default). With `scope`, a scope
+    /// takes its lists' entries too unless this says otherwise.
+    pub list: ListMatch,
     /// Most entries listed (default 100, at most [`MAX_LIST`]).
     pub limit: Option<u32>,
 }
 
 impl SuppressionFilter {
-    fn is_empty(&self) -> bool {
-        self.recipient.is_none() && self.scope.is_none() && self.source.is_none()
+    /// No condition that narrows a removal: a list id is one, "whole scope only" is not.
+    pub fn is_empty(&self) -> bool {
+        self.recipient.is_none()
+            && self.scope.is_none()
+            && self.source.is_none()
+            && !matches!(self.list, ListMatch::Id(_))
     }
 
     /// ` AND ...` conditions from `$first` on, and their values.
@@ -337,11 +409,31 @@ impl SuppressionFilter {
         if let Some(r) = &self.recipient {
             add("recipient", address_key(r));
         }
-        if let Some(s) = &self.scope {
-            add("scope", s.trim().to_lowercase());
-        }
         if let Some(s) = self.source {
             add("source", s.as_str().to_owned());
+        }
+        let scope = self.scope.as_deref().map(|s| s.trim().to_lowercase());
+        match (scope, &self.list) {
+            (Some(scope), ListMatch::Any) => {
+                // The scope's own entry and its lists' (`scope <list>`, module docs).
+                values.push(scope.clone());
+                values.push(scope);
+                let (a, b) = (first + values.len() - 2, first + values.len() - 1);
+                sql.push_str(&format!(
+                    " AND (scope = ${a} OR (list_id IS NOT NULL AND scope = ${b} || ' <' || list_id || '>'))"
+                ));
+            }
+            (Some(scope), ListMatch::Whole) => {
+                add("scope", scope);
+                sql.push_str(" AND list_id IS NULL");
+            }
+            (Some(scope), ListMatch::Id(list)) => {
+                add("scope", stored_scope(&scope, Some(list)));
+                add("list_id", list.clone());
+            }
+            (None, ListMatch::Any) => {}
+            (None, ListMatch::Whole) => sql.push_str(" AND list_id IS NULL"),
+            (None, ListMatch::Id(list)) => add("list_id", list.clone()),
         }
         (sql, values)
     }
@@ -390,11 +482,11 @@ pub(crate) async fn upsert(
     };
     let sql = format!(
         "INSERT INTO suppressions ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
-         $10, $11) ON CONFLICT (scope, recipient) DO UPDATE SET {on_conflict}"
+         $10, $11, $12) ON CONFLICT (scope, recipient) DO UPDATE SET {on_conflict}"
     );
     for e in entries {
         sqlx::query(&sql)
-            .bind(e.scope.clone())
+            .bind(stored_scope(&e.scope, e.list_id.as_deref()))
             .bind(e.recipient.clone())
             .bind(e.reason.clone())
             .bind(e.source.as_str())
@@ -405,6 +497,7 @@ pub(crate) async fn upsert(
             .bind(ms(e.created_at))
             .bind(e.expires_at.map(ms))
             .bind(ms(now))
+            .bind(e.list_id.clone())
             .execute(&mut **tx)
             .await?;
     }
@@ -414,8 +507,10 @@ pub(crate) async fn upsert(
 fn from_row(row: &AnyRow) -> Result<Suppression, StoreError> {
     let source: String = row.try_get("source")?;
     let u = |v: i64| u64::try_from(v).unwrap_or(0);
+    let list_id: Option<String> = row.try_get("list_id")?;
     Ok(Suppression {
-        scope: row.try_get("scope")?,
+        scope: scope_of(row.try_get("scope")?, list_id.as_deref()),
+        list_id,
         recipient: row.try_get("recipient")?,
         reason: row.try_get("reason")?,
         source: Source::parse(&source)
@@ -429,6 +524,15 @@ fn from_row(row: &AnyRow) -> Result<Suppression, StoreError> {
         created_at: u(row.try_get("created_at")?),
         expires_at: row.try_get::<Option<i64>, _>("expires_at")?.map(u),
     })
+}
+
+/// An entry as intake needs it ([`Store::active_suppressions`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Active {
+    pub scope: String,
+    pub list_id: Option<String>,
+    pub recipient: String,
+    pub expires_at: Option<u64>,
 }
 
 /// A cheap fingerprint of the list: entries and the last write. Equal fingerprints: nothing
@@ -446,6 +550,7 @@ impl Store {
         let mut entry = entry.clone();
         entry.recipient = address_key(&entry.recipient);
         entry.scope = entry.scope.trim().to_lowercase();
+        entry.list_id = entry.list_id.as_deref().map(hedwig_core::list_id::key);
         let mut tx = self.pool.begin().await?;
         self.lock(&mut tx).await?;
         upsert(
@@ -528,16 +633,16 @@ impl Store {
         })
     }
 
-    /// Entries that hold at `now` as (scope, recipient, expires_at), at most `max`; and
-    /// whether there were more (the caller says so).
+    /// Entries that hold at `now`, at most `max` (the newest); and whether there were more
+    /// (the caller says so).
     pub async fn active_suppressions(
         &self,
         now: u64,
         max: usize,
-    ) -> Result<(Vec<(String, String, Option<u64>)>, bool), StoreError> {
+    ) -> Result<(Vec<Active>, bool), StoreError> {
         let limit = i64::try_from(max).unwrap_or(i64::MAX).saturating_add(1);
         let rows = sqlx::query(
-            "SELECT scope, recipient, expires_at FROM suppressions \
+            "SELECT scope, list_id, recipient, expires_at FROM suppressions \
              WHERE expires_at IS NULL OR expires_at > $1 ORDER BY created_at DESC LIMIT $2",
         )
         .bind(ms(now))
@@ -547,12 +652,15 @@ impl Store {
         let more = rows.len() > max;
         let mut out = Vec::with_capacity(rows.len().min(max));
         for row in rows.iter().take(max) {
-            out.push((
-                row.try_get("scope")?,
-                row.try_get("recipient")?,
-                row.try_get::<Option<i64>, _>("expires_at")?
+            let list_id: Option<String> = row.try_get("list_id")?;
+            out.push(Active {
+                scope: scope_of(row.try_get("scope")?, list_id.as_deref()),
+                list_id,
+                recipient: row.try_get("recipient")?,
+                expires_at: row
+                    .try_get::<Option<i64>, _>("expires_at")?
                     .and_then(|v| u64::try_from(v).ok()),
-            ));
+            });
         }
         Ok((out, more))
     }

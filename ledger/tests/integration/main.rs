@@ -2,10 +2,11 @@
 //! from the testkit) and a real beanstalkd, gathered in one test binary. Run one module with
 //! e.g. `cargo test -p hedwig-ledger --test integration writer::`.
 //!
-//! Addresses: 127.0.130.0/24; `suppressions` 127.0.140.40-49.
+//! Addresses: 127.0.130.0/24; `suppressions` 127.0.140.40-49; `list_scope` 127.0.230.20-29.
 
 mod claims;
 mod common;
+mod list_scope;
 mod open;
 mod queries;
 mod suppressions;

@@ -38,6 +38,7 @@ fn failure(
             reply: reply.into(),
             attempt: Some(1),
             by: None,
+            list_id: None,
         }),
     }
 }
@@ -115,6 +116,7 @@ async fn a_version_1_database_is_migrated_with_its_data() {
 
 fn operator(recipient: &str, scope: &str, at: u64, expires_at: Option<u64>) -> Suppression {
     Suppression {
+        list_id: None,
         scope: scope.into(),
         recipient: recipient.into(),
         reason: "asked to stop".into(),
@@ -473,7 +475,7 @@ async fn operators_add_list_remove_and_entries_expire() {
         assert_eq!((active.len(), more), (2, false));
         let (active, more) = store.active_suppressions(now, 1).await.unwrap();
         assert_eq!((active.len(), more), (1, true));
-        assert_eq!(active[0].1, "b@x.test", "the newest kept");
+        assert_eq!(active[0].recipient, "b@x.test", "the newest kept");
 
         // Replacing: an operator's add makes the entry what it says.
         store
