@@ -303,7 +303,7 @@ async fn queue_submission(
     })?;
     // Suppressed recipients leave the message here (recorded as `suppressed` below); an
     // in-memory lookup each, never a wait on the store.
-    let suppressed = take_suppressed(state, &mail_from, &mut recipients);
+    let suppressed = take_suppressed(state, &mail_from, &message, &mut recipients);
     state.metrics.suppressed(&fqdn, suppressed.len());
     let pending = match &submission.id {
         Some(id) => match state.dedupe.claim(&fqdn, id).await {
@@ -488,10 +488,11 @@ async fn put_and_record(
 }
 
 /// Takes the recipients on the suppression list out of `recipients`: each with the scope of
-/// its entry.
+/// its entry (and its list, for an entry of one `List-Id:`, read from `message` only then).
 fn take_suppressed(
     state: &AppState,
     mail_from: &str,
+    message: &[u8],
     recipients: &mut Vec<Recipient>,
 ) -> Vec<(Recipient, String)> {
     let Some(set) = &state.suppressions else {
@@ -503,10 +504,11 @@ fn take_suppressed(
     }
     let domain = hedwig_ledger::suppress::domain_of(mail_from);
     let now = hedwig_queue::event::now_millis();
+    let list = crate::suppression::MessageList::of(message);
     let mut suppressed = Vec::new();
     recipients.retain(|r| {
         let key = hedwig_ledger::suppress::normalize(r.as_str());
-        match set.suppressed(domain.as_deref(), &key, now) {
+        match set.suppressed(domain.as_deref(), &key, &list, now) {
             Some(scope) => {
                 suppressed.push((r.clone(), scope));
                 false
@@ -542,6 +544,7 @@ fn with_suppressed(
                 reply: format!("on the suppression list (scope {scope}); not sent"),
                 attempt: None,
                 by: None,
+                list_id: None,
             }),
         );
         event.at = queued_at + 1;

@@ -6,7 +6,8 @@
 //!   `List-Unsubscribe=One-Click`, or the form of the `GET` page): the token is checked
 //!   ([`hedwig_core::unsubscribe`], no database) and an `unsubscribed` event for the message
 //!   and recipient it names goes into the events tube; the ledger writer records it and puts
-//!   the recipient on the sender domain's suppression list for good. The event id is made of
+//!   the recipient on the sender domain's suppression list for good (for the token's
+//!   `List-Id:` alone when it names one). The event id is made of
 //!   the queue id and the recipient, so a repeated POST changes nothing. 200 with a short page;
 //!   503 when no events tube takes the event (the provider retries).
 //! - `GET` (a person following the link in a client without one-click): a page that asks,
@@ -63,7 +64,7 @@ pub fn event(what: &Unsubscribe, at_millis: u64) -> Event {
     let list = if what.list_id.is_empty() {
         String::new()
     } else {
-        format!(" from list {}", what.list_id)
+        format!(" of list {}", what.list_id)
     };
     Event {
         id: format!(
@@ -82,11 +83,12 @@ pub fn event(what: &Unsubscribe, at_millis: u64) -> Event {
             code: None,
             dsn: None,
             reply: format!(
-                "one-click unsubscribe (RFC 8058){list}: no more mail from {}",
+                "one-click unsubscribe (RFC 8058): no more mail{list} from {}",
                 what.sender_domain
             ),
             attempt: None,
             by: None,
+            list_id: (!what.list_id.is_empty()).then(|| what.list_id.clone()),
         }),
     }
 }
@@ -101,7 +103,7 @@ pub async fn ask(State(state): State<Arc<AppState>>, Path(token): Path<String>) 
         StatusCode::OK,
         "Unsubscribe",
         html! {
-            p { "Stop mail from " b { (what.sender_domain) } " to " b { (what.recipient) } "?" }
+            p { "Stop mail " (of_list(&what)) "from " b { (what.sender_domain) } " to " b { (what.recipient) } "?" }
             form method="post" {
                 input type="hidden" name="List-Unsubscribe" value="One-Click";
                 button type="submit" { "Unsubscribe" }
@@ -171,8 +173,15 @@ pub async fn unsubscribe(
     page(
         StatusCode::OK,
         "Unsubscribed",
-        html! { p { b { (what.recipient) } " gets no more mail from " b { (what.sender_domain) } "." } },
+        html! { p { b { (what.recipient) } " gets no more mail " (of_list(&what)) "from " b { (what.sender_domain) } "." } },
     )
+}
+
+/// "of list <id> " when the token names a list (the suppression then holds for it alone).
+fn of_list(what: &Unsubscribe) -> Markup {
+    html! {
+        @if !what.list_id.is_empty() { "of list " b { (what.list_id) } " " }
+    }
 }
 
 /// Why a token is not taken.
@@ -285,5 +294,11 @@ mod tests {
         };
         assert_eq!(r.outcome, Outcome::Unsubscribed);
         assert!(r.reply.contains("weekly.news.example.com"), "{}", r.reply);
+        assert_eq!(r.list_id.as_deref(), Some("weekly.news.example.com"));
+        other.list_id.clear();
+        let What::Recipient(r) = event(&other, 1).what else {
+            panic!("a recipient event")
+        };
+        assert_eq!(r.list_id, None);
     }
 }

@@ -11,6 +11,7 @@ mod header_fixups;
 mod lanes_fairness;
 mod ledger;
 mod ledger_events;
+mod list_unsubscribe;
 mod mail_loop;
 mod metric_names;
 mod msmtp_plain;

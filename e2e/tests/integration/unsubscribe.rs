@@ -6,8 +6,9 @@
 //! `List-Unsubscribe-Post: List-Unsubscribe=One-Click`, covered by both DKIM signatures (they
 //! verify with python3-dkim). A GET of the link only asks; a real HTTP POST (the body a mailbox
 //! provider sends) records `unsubscribed` for that recipient alone and puts it on the sender
-//! domain's suppression list; the next message to it never reaches the MX while the other
-//! recipient still gets mail. A forged token is refused and changes nothing; a message with
+//! domain's suppression list for the message's `List-Id:`; the next message of that list to
+//! it never reaches the MX while the other recipient still gets mail (other lists and mail
+//! without a list: `list_unsubscribe.rs`). A forged token is refused and changes nothing; a message with
 //! the app's own `List-Unsubscribe:` keeps it and gets none added.
 //!
 //! This file's addresses: 127.0.140.120-123.
@@ -223,6 +224,7 @@ async fn a_one_click_post_unsubscribes_one_recipient_from_the_sender_domain() {
     assert_eq!(entries.len(), 1, "{listed}");
     assert_eq!(entries[0]["recipient"], ALICE);
     assert_eq!(entries[0]["scope"], "sender.e2e.test");
+    assert_eq!(entries[0]["list_id"], "weekly.sender.e2e.test");
     assert_eq!(entries[0]["reason"], "unsubscribed");
     assert!(entries[0]["expires_at"].is_null(), "for good: {listed}");
     let first = api(
@@ -276,13 +278,14 @@ async fn a_one_click_post_unsubscribes_one_recipient_from_the_sender_domain() {
         "a repeated POST records nothing new: {timeline}"
     );
 
-    // The next message, once intake has the list: Bob gets it, Alice does not. The app's own
-    // List-Unsubscribe is kept and none is added.
+    // The next message of the list, once intake has the entry: Bob gets it, Alice does not.
+    // The app's own List-Unsubscribe is kept and none is added.
     tokio::time::sleep(Duration::from_secs(1)).await;
     send(
         mailman.smtp,
         &[ALICE, BOB],
-        "List-Unsubscribe: <mailto:leave@sender.e2e.test>\r\n",
+        "List-Id: Weekly news <weekly.sender.e2e.test>\r\n\
+         List-Unsubscribe: <mailto:leave@sender.e2e.test>\r\n",
     )
     .await;
     let got = wait_for(&mx, 3, "the second message").await;

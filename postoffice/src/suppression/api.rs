@@ -2,9 +2,12 @@
 //!
 //! | request | answer |
 //! | --- | --- |
-//! | `GET ?recipient=&scope=&source=&limit=&expired=true` | `{"suppressions": [Suppression...]}`, newest first |
-//! | `POST` JSON `{"recipient", "scope", "reason", "expires", "permanent"}` | 201 `{"suppression": Suppression}` |
-//! | `DELETE ?recipient=&scope=&source=` (at least one) | `{"removed": n}` |
+//! | `GET ?recipient=&scope=&list=&source=&limit=&expired=true` | `{"suppressions": [Suppression...]}`, newest first |
+//! | `POST` JSON `{"recipient", "scope", "list_id", "reason", "expires", "permanent"}` | 201 `{"suppression": Suppression}` |
+//! | `DELETE ?recipient=&scope=&list=&source=` (at least one) | `{"removed": n}` |
+//!
+//! `list`: a list id (only that list's entries) or `none` (only entries of a whole scope);
+//! without it both.
 //!
 //! 400 names the bad or unknown parameter (or JSON field).
 //!
@@ -17,7 +20,9 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use hedwig_ledger::suppress::{Source, Suppression, SuppressionFilter, GLOBAL, MAX_LIST};
+use hedwig_ledger::suppress::{
+    ListMatch, Source, Suppression, SuppressionFilter, GLOBAL, MAX_LIST,
+};
 use serde_json::{json, Value};
 
 use crate::ledger::api::{ApiError, ApiState};
@@ -57,6 +62,30 @@ pub fn check_scope(value: &str) -> Result<String, String> {
     }
 }
 
+/// A list id (`news.example.com`, or as `List-Id:` writes it, `<news.example.com>`),
+/// lowercased.
+pub fn check_list_id(value: &str) -> Result<String, String> {
+    let v = value.trim();
+    let v = v
+        .strip_prefix('<')
+        .and_then(|v| v.strip_suffix('>'))
+        .unwrap_or(v);
+    hedwig_ledger::suppress::list_key(v).ok_or_else(|| {
+        "expected a list id as in List-Id: <news.example.com> (RFC 2919), at most 256 characters"
+            .into()
+    })
+}
+
+/// A list filter: a list id, or `none` (entries of a whole scope only).
+pub fn check_list(value: &str) -> Result<ListMatch, String> {
+    if value.trim().eq_ignore_ascii_case("none") {
+        return Ok(ListMatch::Whole);
+    }
+    check_list_id(value)
+        .map(ListMatch::Id)
+        .map_err(|e| format!("{e}, or none"))
+}
+
 /// The filter of a GET or DELETE; `listing` allows `limit` and `expired`.
 fn filter(
     params: &[(String, String)],
@@ -72,6 +101,7 @@ fn filter(
         match name.as_str() {
             "recipient" => f.recipient = Some(check_recipient(value).map_err(|e| bad(name, e))?),
             "scope" => f.scope = Some(check_scope(value).map_err(|e| bad(name, e))?),
+            "list" => f.list = check_list(value).map_err(|e| bad(name, e))?,
             "source" => {
                 f.source = Some(
                     Source::parse(value)
@@ -116,6 +146,7 @@ pub fn entry(body: &[u8], now: u64) -> Result<Suppression, ApiError> {
     };
     let mut recipient = None;
     let mut scope = GLOBAL.to_owned();
+    let mut list_id = None;
     let mut reason = "added by an operator".to_owned();
     let mut expires: Option<Option<std::time::Duration>> = None;
     let mut permanent = false;
@@ -130,6 +161,8 @@ pub fn entry(body: &[u8], now: u64) -> Result<Suppression, ApiError> {
                 recipient = Some(check_recipient(&text(value)?).map_err(|e| bad(name, e))?)
             }
             "scope" => scope = check_scope(&text(value)?).map_err(|e| bad(name, e))?,
+            "list_id" if value.is_null() => list_id = None,
+            "list_id" => list_id = Some(check_list_id(&text(value)?).map_err(|e| bad(name, e))?),
             "reason" => {
                 reason = text(value)?;
                 if reason.is_empty() || reason.len() > 500 {
@@ -156,6 +189,7 @@ pub fn entry(body: &[u8], now: u64) -> Result<Suppression, ApiError> {
     let recipient = recipient.ok_or_else(|| bad("recipient", "required"))?;
     Ok(Suppression {
         scope,
+        list_id,
         recipient,
         reason,
         source: Source::Operator,
@@ -177,7 +211,10 @@ pub async fn add(State(state): State<Arc<ApiState>>, body: Bytes) -> Result<Resp
     entry.recipient = hedwig_ledger::suppress::normalize(&entry.recipient);
     let store = state.store.get().await?;
     store.add_suppression(&entry).await?;
-    tracing::info!(recipient = %entry.recipient, scope = %entry.scope, "suppression added through the API");
+    tracing::info!(
+        recipient = %entry.recipient, scope = %entry.scope, list_id = entry.list_id.as_deref(),
+        "suppression added through the API"
+    );
     Ok((StatusCode::CREATED, Json(json!({ "suppression": entry }))).into_response())
 }
 
@@ -186,8 +223,8 @@ pub async fn remove(
     Query(params): Params,
 ) -> Result<Response, ApiError> {
     let (filter, _) = filter(&params, false)?;
-    if filter.recipient.is_none() && filter.scope.is_none() && filter.source.is_none() {
-        return Err(bad("recipient", "give recipient, scope or source"));
+    if filter.is_empty() {
+        return Err(bad("recipient", "give recipient, scope, list or source"));
     }
     let store = state.store.get().await?;
     let removed = store.remove_suppressions(&filter).await?;
@@ -231,11 +268,19 @@ mod tests {
             (vec![("recipient", "nobody")], "recipient"),
             (vec![("scope", "no spaces.test x")], "scope"),
             (vec![("source", "robot")], "source"),
+            (vec![("list", "two words")], "list"),
+            (vec![("list", "")], "list"),
             (vec![("limit", "0")], "limit"),
             (vec![("colour", "red")], "colour"),
         ] {
             assert_eq!(named(filter(&params(&list), true).unwrap_err()), name);
         }
+        let list = |v: &str| filter(&params(&[("list", v)]), true).unwrap().0.list;
+        assert_eq!(
+            list("<News.Example.COM>"),
+            ListMatch::Id("news.example.com".into())
+        );
+        assert_eq!(list("NONE"), ListMatch::Whole);
         // A removal takes no limit.
         assert_eq!(
             named(filter(&params(&[("limit", "5")]), false).unwrap_err()),
@@ -268,6 +313,16 @@ mod tests {
             "when"
         );
         assert_eq!(named(entry(b"[1]", 1).unwrap_err()), "body");
+        let e = entry(
+            br#"{"recipient":"a@x.test","scope":"news.test","list_id":"A.News.test"}"#,
+            1,
+        )
+        .unwrap();
+        assert_eq!(e.list_id.as_deref(), Some("a.news.test"));
+        assert_eq!(
+            named(entry(br#"{"recipient":"a@x","list_id":"no list"}"#, 1).unwrap_err()),
+            "list_id"
+        );
         assert_eq!(
             named(entry(br#"{"recipient":"a@x","expires":"1d","permanent":true}"#, 1).unwrap_err()),
             "permanent"

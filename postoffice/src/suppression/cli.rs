@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use hedwig_ledger::suppress::{Source, Suppression, SuppressionFilter, GLOBAL};
 use hedwig_ledger::{Store, StoreError};
 
-use super::api::{check_recipient, check_scope};
+use super::api::{check_list, check_list_id, check_recipient, check_scope};
 
 /// `postoffice suppress ...`.
 #[derive(Debug, clap::Subcommand)]
@@ -35,6 +35,9 @@ pub enum SuppressCommand {
         /// A sender domain, or `*` for every sender.
         #[arg(long, default_value = GLOBAL)]
         scope: String,
+        /// Only the mail of this list (its `List-Id:`, news.example.com) from the scope.
+        #[arg(long, value_name = "LIST_ID")]
+        list: Option<String>,
         #[arg(long, default_value = "added by an operator")]
         reason: String,
         /// How long it lasts (`30d`); without it, or with --permanent, it is permanent.
@@ -58,9 +61,12 @@ pub enum SuppressCommand {
 pub struct FilterArgs {
     #[arg(long = "recipient", value_name = "ADDRESS")]
     pub recipient: Option<String>,
-    /// A sender domain, or `*`.
+    /// A sender domain, or `*` (and the entries of its lists, unless --list says otherwise).
     #[arg(long)]
     pub scope: Option<String>,
+    /// Only the entries of this list id, or `none`: only entries of a whole scope.
+    #[arg(long, value_name = "LIST_ID|none")]
+    pub list: Option<String>,
     /// auto, operator or complaint.
     #[arg(long)]
     pub source: Option<String>,
@@ -96,6 +102,12 @@ impl FilterArgs {
                         .ok_or_else(|| usage("source", "one of auto, operator, complaint".into()))
                 })
                 .transpose()?,
+            list: self
+                .list
+                .as_deref()
+                .map(|l| check_list(l).map_err(|e| usage("list", e)))
+                .transpose()?
+                .unwrap_or_default(),
             limit: None,
         })
     }
@@ -128,10 +140,15 @@ pub async fn run(store: &Store, command: &SuppressCommand) -> Result<(String, bo
         SuppressCommand::Add {
             recipient,
             scope,
+            list,
             reason,
             expires,
             permanent: _,
         } => {
+            let list_id = list
+                .as_deref()
+                .map(|l| check_list_id(l).map_err(|e| CliError::Usage(format!("--list: {e}"))))
+                .transpose()?;
             let recipient = check_recipient(recipient)
                 .map_err(|e| CliError::Usage(format!("recipient: {e}")))?;
             let scope = check_scope(scope).map_err(|e| CliError::Usage(format!("--scope: {e}")))?;
@@ -143,6 +160,7 @@ pub async fn run(store: &Store, command: &SuppressCommand) -> Result<(String, bo
             };
             let entry = Suppression {
                 scope,
+                list_id,
                 recipient: hedwig_ledger::suppress::normalize(&recipient),
                 reason: reason.clone(),
                 source: Source::Operator,
@@ -161,9 +179,10 @@ pub async fn run(store: &Store, command: &SuppressCommand) -> Result<(String, bo
         }
         SuppressCommand::Remove { address, filter } => {
             let f = filter.filter(address.as_deref())?;
-            if f.recipient.is_none() && f.scope.is_none() && f.source.is_none() {
+            if f.is_empty() {
                 return Err(CliError::Usage(
-                    "give a recipient, --scope or --source (nothing removes the whole list)".into(),
+                    "give a recipient, --scope, --list or --source (nothing removes the whole list)"
+                        .into(),
                 ));
             }
             let n = store.remove_suppressions(&f).await?;
@@ -188,9 +207,13 @@ pub fn render(entries: &[Suppression]) -> String {
         };
         let _ = write!(
             out,
-            "{}  scope {}  {}  {}  since {}  {expires}",
+            "{}  scope {}{}  {}  {}  since {}  {expires}",
             e.recipient,
             e.scope,
+            e.list_id
+                .as_deref()
+                .map(|l| format!("  list {l}"))
+                .unwrap_or_default(),
             e.source,
             e.reason,
             crate::ledger::cli::when(e.created_at)

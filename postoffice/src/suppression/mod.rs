@@ -5,7 +5,9 @@
 //! Intake never waits for the store: it reads an in-memory set (one hash lookup per
 //! recipient), loaded at start and reloaded every `suppression.refresh` when the list changed
 //! (a count and the last write time tell). While the store is down intake goes on with the
-//! last set, and says so once in the log.
+//! last set, and says so once in the log. The message's `List-Id:` is read only when a
+//! recipient has an entry of one list of the sender's domain, and then once per post
+//! ([`MessageList`]).
 //!
 //! Layout: [`cli`] (`postoffice suppress list|add|remove`), [`api`] (`/api/v1/suppressions`
 //! on the ledger API).
@@ -16,11 +18,12 @@
 pub mod api;
 pub mod cli;
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use hedwig_ledger::suppress::{Fingerprint, GLOBAL};
+use hedwig_ledger::suppress::{Active, Fingerprint, GLOBAL};
 use hedwig_ledger::AutoPolicy;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -147,10 +150,19 @@ impl SuppressionSettings {
     }
 }
 
-/// Intake's copy of the list: recipient -> [(scope, expires_at)].
+/// One entry in intake's copy.
+#[derive(Debug)]
+struct Entry {
+    scope: String,
+    /// The list id (lowercase) of a list's entry.
+    list_id: Option<String>,
+    expires_at: Option<u64>,
+}
+
+/// Intake's copy of the list: recipient -> its entries.
 #[derive(Debug, Default)]
 struct Entries {
-    by_recipient: HashMap<String, Vec<(String, Option<u64>)>>,
+    by_recipient: HashMap<String, Vec<Entry>>,
     count: usize,
     fingerprint: Option<Fingerprint>,
 }
@@ -166,15 +178,17 @@ impl SuppressionSet {
         SuppressionSet::default()
     }
 
-    /// The scope of an entry that suppresses `recipient` (normalised: lowercase) for mail
-    /// from `sender_domain` at `now` (ms): the sender domain's own, else a global one.
+    /// The entry that suppresses `recipient` (normalised: lowercase) for a message from
+    /// `sender_domain` with `list` at `now` (ms), as `scope` or `scope, list <id>`: the
+    /// sender domain's own or a global one, of the whole scope or of the message's list.
     pub fn suppressed(
         &self,
         sender_domain: Option<&str>,
         recipient: &str,
+        list: &MessageList<'_>,
         now: u64,
     ) -> Option<String> {
-        self.view().suppressed(sender_domain, recipient, now)
+        self.view().suppressed(sender_domain, recipient, list, now)
     }
 
     /// The list as it is now, for several lookups (one post's recipients) under one lock.
@@ -202,15 +216,15 @@ impl SuppressionSet {
         self.snapshot().fingerprint
     }
 
-    fn replace(&self, rows: Vec<(String, String, Option<u64>)>, fingerprint: Fingerprint) {
+    fn replace(&self, rows: Vec<Active>, fingerprint: Fingerprint) {
         let count = rows.len();
-        let mut by_recipient: HashMap<String, Vec<(String, Option<u64>)>> =
-            HashMap::with_capacity(count);
-        for (scope, recipient, expires) in rows {
-            by_recipient
-                .entry(recipient)
-                .or_default()
-                .push((scope, expires));
+        let mut by_recipient: HashMap<String, Vec<Entry>> = HashMap::with_capacity(count);
+        for row in rows {
+            by_recipient.entry(row.recipient).or_default().push(Entry {
+                scope: row.scope,
+                list_id: row.list_id,
+                expires_at: row.expires_at,
+            });
         }
         let next = Arc::new(Entries {
             by_recipient,
@@ -238,15 +252,60 @@ impl SuppressionView {
         &self,
         sender_domain: Option<&str>,
         recipient: &str,
+        list: &MessageList<'_>,
         now: u64,
     ) -> Option<String> {
-        let list = self.0.by_recipient.get(recipient)?;
-        list.iter()
-            .find(|(scope, expires)| {
-                expires.is_none_or(|e| e > now)
-                    && (scope == GLOBAL || Some(scope.as_str()) == sender_domain)
+        let entries = self.0.by_recipient.get(recipient)?;
+        let holds = |e: &&Entry| {
+            e.expires_at.is_none_or(|at| at > now)
+                && (e.scope == GLOBAL || Some(e.scope.as_str()) == sender_domain)
+        };
+        // The whole scope's entry first: it needs no look at the message.
+        if let Some(e) = entries.iter().filter(holds).find(|e| e.list_id.is_none()) {
+            return Some(e.scope.clone());
+        }
+        let mut lists = entries.iter().filter(holds).filter(|e| e.list_id.is_some());
+        let first = lists.next()?;
+        let id = list.id()?;
+        std::iter::once(first)
+            .chain(lists)
+            .find(|e| e.list_id.as_deref() == Some(id))
+            .map(|e| format!("{}, list {id}", e.scope))
+    }
+}
+
+/// The `List-Id:` of the message a post carries, read from its header block the first time
+/// an entry of a list asks for it, then kept (one read per post at most).
+pub struct MessageList<'a> {
+    message: &'a [u8],
+    id: OnceCell<Option<String>>,
+}
+
+impl<'a> MessageList<'a> {
+    /// The list of `message` (raw bytes, header block first), read when asked.
+    pub fn of(message: &'a [u8]) -> MessageList<'a> {
+        MessageList {
+            message,
+            id: OnceCell::new(),
+        }
+    }
+
+    /// A list id known already (`None`: the message has none).
+    pub fn known(id: Option<&str>) -> MessageList<'static> {
+        MessageList {
+            message: &[],
+            id: OnceCell::from(id.and_then(hedwig_ledger::suppress::list_key)),
+        }
+    }
+
+    /// The list id (lowercase), when the message has a readable `List-Id:`.
+    pub fn id(&self) -> Option<&str> {
+        self.id
+            .get_or_init(|| {
+                hedwig_core::list_id::of(self.message)
+                    .and_then(|id| hedwig_ledger::suppress::list_key(&id))
             })
-            .map(|(scope, _)| scope.clone())
+            .as_deref()
     }
 }
 
@@ -365,12 +424,13 @@ mod tests {
 
     #[test]
     fn lookups_by_scope_and_expiry() {
+        let none = MessageList::known(None);
         let set = SuppressionSet::new();
-        assert_eq!(set.suppressed(Some("a.test"), "x@y.test", 0), None);
+        assert_eq!(set.suppressed(Some("a.test"), "x@y.test", &none, 0), None);
         set.replace(
             vec![
-                ("a.test".into(), "x@y.test".into(), None),
-                ("*".into(), "g@y.test".into(), Some(1_000)),
+                active("a.test", None, "x@y.test", None),
+                active("*", None, "g@y.test", Some(1_000)),
             ],
             Fingerprint {
                 count: 2,
@@ -378,20 +438,89 @@ mod tests {
             },
         );
         assert_eq!(
-            set.suppressed(Some("a.test"), "x@y.test", 5),
+            set.suppressed(Some("a.test"), "x@y.test", &none, 5),
             Some("a.test".into())
         );
-        assert_eq!(set.suppressed(Some("b.test"), "x@y.test", 5), None);
-        assert_eq!(set.suppressed(None, "x@y.test", 5), None);
+        assert_eq!(set.suppressed(Some("b.test"), "x@y.test", &none, 5), None);
+        assert_eq!(set.suppressed(None, "x@y.test", &none, 5), None);
         assert_eq!(
-            set.suppressed(Some("b.test"), "g@y.test", 999),
+            set.suppressed(Some("b.test"), "g@y.test", &none, 999),
             Some("*".into())
         );
         assert_eq!(
-            set.suppressed(Some("b.test"), "g@y.test", 1_000),
+            set.suppressed(Some("b.test"), "g@y.test", &none, 1_000),
             None,
             "expired"
         );
         assert_eq!(set.len(), 2);
+    }
+
+    fn active(scope: &str, list: Option<&str>, recipient: &str, expires: Option<u64>) -> Active {
+        Active {
+            scope: scope.into(),
+            list_id: list.map(str::to_owned),
+            recipient: recipient.into(),
+            expires_at: expires,
+        }
+    }
+
+    #[test]
+    fn a_list_entry_holds_for_its_list_alone() {
+        let set = SuppressionSet::new();
+        set.replace(
+            vec![
+                active("news.test", Some("a.news.test"), "x@y.test", None),
+                active("news.test", Some("c.news.test"), "x@y.test", Some(10)),
+                active("*", Some("g.lists.test"), "x@y.test", None),
+                active("news.test", Some("a.news.test"), "z@y.test", None),
+            ],
+            Fingerprint {
+                count: 4,
+                last_write: 1,
+            },
+        );
+        let of = |m: &'static [u8]| MessageList::of(m);
+        let list_a = b"From: n@news.test\r\nList-Id: \"A (weekly)\" <A.News.TEST>\r\n\r\nhi";
+        assert_eq!(
+            set.suppressed(Some("news.test"), "x@y.test", &of(list_a), 5),
+            Some("news.test, list a.news.test".into())
+        );
+        // Another list of the domain, a message without one, another domain's list A.
+        let list_b = b"List-Id: <b.news.test>\r\n\r\nhi";
+        assert_eq!(
+            set.suppressed(Some("news.test"), "x@y.test", &of(list_b), 5),
+            None
+        );
+        let no_list = b"Subject: reset your password\r\n\r\nList-Id: <a.news.test>";
+        assert_eq!(
+            set.suppressed(Some("news.test"), "x@y.test", &of(no_list), 5),
+            None
+        );
+        assert_eq!(
+            set.suppressed(Some("other.test"), "x@y.test", &of(list_a), 5),
+            None
+        );
+        // An expired list entry; a global one holds for that list from every domain.
+        let list_c = b"List-Id: <c.news.test>\r\n\r\n";
+        assert_eq!(
+            set.suppressed(Some("news.test"), "x@y.test", &of(list_c), 10),
+            None
+        );
+        let global = b"List-Id: <G.lists.test>\r\n\r\n";
+        assert_eq!(
+            set.suppressed(Some("any.test"), "x@y.test", &of(global), 10),
+            Some("*, list g.lists.test".into())
+        );
+        // The message is read only when an entry of a list of its domain needs it.
+        let unread = of(list_a);
+        assert_eq!(
+            set.suppressed(Some("other.test"), "z@y.test", &unread, 5),
+            None
+        );
+        assert_eq!(
+            set.suppressed(Some("news.test"), "nobody@y.test", &unread, 5),
+            None
+        );
+        assert!(unread.id.get().is_none());
     }
 }

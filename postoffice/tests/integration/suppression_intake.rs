@@ -19,6 +19,7 @@ const IP: Ipv4Addr = Ipv4Addr::new(127, 0, 140, 105);
 
 fn entry(recipient: &str, scope: &str) -> Suppression {
     Suppression {
+        list_id: None,
         scope: scope.into(),
         recipient: recipient.into(),
         reason: "test".into(),

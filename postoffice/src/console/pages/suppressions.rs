@@ -1,20 +1,21 @@
-//! `GET /console/suppressions`: search the suppression list (recipient, scope, source);
-//! `POST /console/suppressions/add` and `/remove` (one entry: recipient and scope). The
-//! checks are the admin API's (`crate::suppression::api`).
+//! `GET /console/suppressions`: search the suppression list (recipient, scope, list,
+//! source); `POST /console/suppressions/add` and `/remove` (one entry: recipient, scope and
+//! list; removing a scope's entry leaves its lists' entries). The checks are the admin
+//! API's (`crate::suppression::api`).
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::response::Html;
-use hedwig_ledger::suppress::{Source, SuppressionFilter};
+use hedwig_ledger::suppress::{ListMatch, Source, SuppressionFilter};
 use maud::html;
 
 use crate::console::auth::{Fields, Operator};
 use crate::console::{view, Console, ConsoleError};
 use crate::ledger::api::ApiError;
 use crate::ledger::now_ms;
-use crate::suppression::api::{check_recipient, check_scope};
+use crate::suppression::api::{check_list, check_recipient, check_scope};
 
 async fn render(
     console: &Console,
@@ -41,6 +42,9 @@ async fn render(
     if !value("scope").is_empty() {
         filter.scope = Some(check_scope(value("scope")).map_err(|e| bad("scope", e))?);
     }
+    if !value("list").is_empty() {
+        filter.list = check_list(value("list")).map_err(|e| bad("list", e))?;
+    }
     if !value("source").is_empty() {
         filter.source = Some(
             Source::parse(value("source"))
@@ -55,6 +59,7 @@ async fn render(
         form.search method="get" action="/console/suppressions" {
             label { "Recipient" input type="text" name="recipient" value=(value("recipient")); }
             label { "Scope (sender domain or *)" input type="text" name="scope" value=(value("scope")); }
+            label { "List (List-Id, or none)" input type="text" name="list" value=(value("list")); }
             label { "Source" select name="source" {
                 option value="" { "any" }
                 @for s in ["auto", "operator", "complaint"] {
@@ -67,13 +72,14 @@ async fn render(
             p.muted { "No entries." }
         } @else {
             table.suppressions {
-                thead { tr { th { "Recipient" } th { "Scope" } th { "Reason" } th { "Source" }
+                thead { tr { th { "Recipient" } th { "Scope" } th { "List" } th { "Reason" } th { "Source" }
                     th { "Reply" } th { "Added" } th { "Expires" } th { "" } } }
                 tbody {
                     @for e in &entries {
                         tr {
                             td.wrap { (e.recipient) }
                             td { (e.scope) }
+                            td.wrap { (e.list_id.as_deref().unwrap_or("")) }
                             td.wrap { (e.reason) }
                             td { (e.source.as_str()) }
                             td.wrap { (view::cut(e.reply.as_deref().unwrap_or(""), 300)) }
@@ -84,6 +90,7 @@ async fn render(
                                     (view::csrf(operator))
                                     input type="hidden" name="recipient" value=(e.recipient);
                                     input type="hidden" name="scope" value=(e.scope);
+                                    input type="hidden" name="list" value=(e.list_id.as_deref().unwrap_or("none"));
                                     button.plain type="submit" { "Remove" }
                                 }
                             }
@@ -97,6 +104,7 @@ async fn render(
             (view::csrf(operator))
             label { "Recipient" input type="text" name="recipient" required; }
             label { "Scope (sender domain or *)" input type="text" name="scope" value="*"; }
+            label { "List (List-Id; empty: all of the scope's mail)" input type="text" name="list"; }
             label { "Reason" input type="text" name="reason" placeholder="added by an operator"; }
             label { "Expires after (empty: never)" input type="text" name="expires" placeholder="30d"; }
             button type="submit" { "Add" }
@@ -129,8 +137,14 @@ pub async fn add(
     let fields = Fields::checked(&operator, &body)?;
     // The API's checks, from the same fields as JSON.
     let mut json = serde_json::Map::new();
-    for name in ["recipient", "scope", "reason", "expires"] {
-        if let Some(v) = fields.get(name).map(str::trim).filter(|v| !v.is_empty()) {
+    for (field, name) in [
+        ("recipient", "recipient"),
+        ("scope", "scope"),
+        ("list", "list_id"),
+        ("reason", "reason"),
+        ("expires", "expires"),
+    ] {
+        if let Some(v) = fields.get(field).map(str::trim).filter(|v| !v.is_empty()) {
             json.insert(name.into(), serde_json::Value::String(v.to_owned()));
         }
     }
@@ -142,14 +156,26 @@ pub async fn add(
     }
     let bytes = serde_json::to_vec(&json).map_err(|_| ConsoleError::Internal)?;
     let mut entry = crate::suppression::api::entry(&bytes, now_ms()).map_err(|e| match e {
+        ApiError::BadParameter(name, why) if name == "list_id" => {
+            ConsoleError::BadInput("list".into(), why)
+        }
         ApiError::BadParameter(name, why) => ConsoleError::BadInput(name, why),
         _ => ConsoleError::Internal,
     })?;
     entry.recipient = hedwig_ledger::suppress::normalize(&entry.recipient);
     let store = console.store.get().await?;
     store.add_suppression(&entry).await?;
-    tracing::info!(user = %operator.user, recipient = %entry.recipient, scope = %entry.scope, "console: suppression added");
-    let notice = format!("{} suppressed (scope {}).", entry.recipient, entry.scope);
+    tracing::info!(
+        user = %operator.user, recipient = %entry.recipient, scope = %entry.scope,
+        list_id = entry.list_id.as_deref(), "console: suppression added"
+    );
+    let notice = match &entry.list_id {
+        Some(list) => format!(
+            "{} suppressed (scope {}, list {list}).",
+            entry.recipient, entry.scope
+        ),
+        None => format!("{} suppressed (scope {}).", entry.recipient, entry.scope),
+    };
     render(&console, &operator, &[], Some(notice)).await
 }
 
@@ -164,14 +190,24 @@ pub async fn remove(
         .map_err(|e| ConsoleError::BadInput("recipient".into(), e))?;
     let scope = check_scope(&fields.required("scope", 253)?)
         .map_err(|e| ConsoleError::BadInput("scope".into(), e))?;
+    // One entry: a scope's own (`none`, or no field) leaves the entries of its lists.
+    let list = match fields.get("list").map(str::trim).filter(|v| !v.is_empty()) {
+        Some(v) => check_list(v).map_err(|e| ConsoleError::BadInput("list".into(), e))?,
+        None => ListMatch::Whole,
+    };
     let filter = SuppressionFilter {
         recipient: Some(recipient.clone()),
         scope: Some(scope.clone()),
+        list: list.clone(),
         ..SuppressionFilter::default()
     };
     let store = console.store.get().await?;
     let removed = store.remove_suppressions(&filter).await?;
-    tracing::info!(user = %operator.user, recipient = %recipient, scope = %scope, removed, "console: suppression removed");
-    let notice = format!("{removed} entries removed for {recipient} (scope {scope}).");
+    let list = match &list {
+        ListMatch::Id(id) => format!(", list {id}"),
+        _ => String::new(),
+    };
+    tracing::info!(user = %operator.user, recipient = %recipient, scope = %scope, list = %list, removed, "console: suppression removed");
+    let notice = format!("{removed} entries removed for {recipient} (scope {scope}{list}).");
     render(&console, &operator, &[], Some(notice)).await
 }
