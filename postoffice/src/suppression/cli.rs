@@ -181,7 +181,7 @@ pub async fn run(store: &Store, command: &SuppressCommand) -> Result<(String, bo
             let f = filter.filter(address.as_deref())?;
             if f.is_empty() {
                 return Err(CliError::Usage(
-                    "give a recipient, --scope, --list or --source (nothing removes the whole list)"
+                    "give a recipient, --scope, --list LIST_ID or --source (nothing removes the whole list)"
                         .into(),
                 ));
             }

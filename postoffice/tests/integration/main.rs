@@ -36,6 +36,7 @@ mod signed_posts;
 mod status;
 mod suppression_chain;
 mod suppression_intake;
+mod suppression_lists;
 mod two_beanstalkd_failover;
 mod unsubscribe_abuse;
 mod webhooks;
