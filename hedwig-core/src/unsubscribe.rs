@@ -27,7 +27,7 @@ const QID_LEN: usize = 12;
 /// recipient, a 253-octet domain and a 256-octet list id.
 pub const MAX_TOKEN: usize = 1100;
 /// Longest list id carried (a longer `List-Id:` is cut at a character boundary).
-pub const MAX_LIST_ID: usize = 256;
+pub const MAX_LIST_ID: usize = crate::list_id::MAX_LIST_ID;
 
 /// What a valid token names.
 #[derive(Debug, Clone, PartialEq, Eq)]
