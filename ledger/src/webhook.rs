@@ -149,6 +149,10 @@ pub struct Payload {
     pub reply: Option<String>,
     /// Which delivery attempt (1 = first), for outcomes of attempts.
     pub attempt: Option<u32>,
+    /// `unsubscribed` only: the `List-Id:` the recipient left (the suppression holds for that
+    /// list alone). Added with issue 19; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub list_id: Option<String>,
 }
 
 /// The payload of `event` for a message known as `apply` has it.
@@ -176,6 +180,7 @@ fn payload(event: &Event, event_type: &str, apply: &Apply) -> Payload {
         enhanced_code: None,
         reply: None,
         attempt: None,
+        list_id: None,
     };
     match &event.what {
         What::Queued(q) => {
@@ -191,6 +196,7 @@ fn payload(event: &Event, event_type: &str, apply: &Apply) -> Payload {
             p.enhanced_code = r.dsn.clone();
             p.reply = Some(r.reply.clone()).filter(|s| !s.is_empty());
             p.attempt = r.attempt;
+            p.list_id = r.list_id.clone();
         }
         What::BounceQueued { .. } => {}
     }
@@ -671,5 +677,35 @@ mod tests {
             );
         }
         assert_eq!(rfc3339(1_796_169_600_123), "2026-12-02T00:00:00.123Z");
+    }
+
+    #[test]
+    fn an_unsubscribe_names_its_list_and_other_payloads_do_not_have_the_field() {
+        let event = |list_id: Option<&str>| Event {
+            id: "e1".into(),
+            at: 1,
+            queue_id: "Q".into(),
+            what: What::Recipient(RecipientEvent {
+                recipient: "A@b.test".into(),
+                outcome: Outcome::Unsubscribed,
+                mx: None,
+                ip: None,
+                tls: None,
+                code: None,
+                dsn: None,
+                reply: "one-click unsubscribe".into(),
+                attempt: None,
+                by: None,
+                list_id: list_id.map(str::to_owned),
+            }),
+        };
+        let json = |e: &Event| {
+            serde_json::to_value(payload(e, "unsubscribed", &Apply::default())).unwrap()
+        };
+        let with = json(&event(Some("weekly.news.test")));
+        assert_eq!(with["list_id"], "weekly.news.test");
+        assert_eq!(with["recipient"], "a@b.test");
+        let without = json(&event(None));
+        assert!(without.get("list_id").is_none(), "{without}");
     }
 }
