@@ -20,6 +20,7 @@ mod concurrency;
 mod console_actions;
 mod console_browser;
 mod console_http;
+mod console_lists;
 mod console_support;
 mod events;
 mod from_policy;
