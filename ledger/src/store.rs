@@ -43,6 +43,10 @@ pub struct Options {
     /// SQLite: make the file (and its directory) when missing. Off for tools that only read
     /// a store a daemon made.
     pub create: bool,
+    /// Migrate the schema to [`schema::VERSION`] at open. Off for `check-config`, which must
+    /// not change the database it checks: a store at an older version then opens as it is
+    /// (see [`Store::schema_version`]); one at a newer version is still refused.
+    pub migrate: bool,
 }
 
 impl Default for Options {
@@ -51,6 +55,7 @@ impl Default for Options {
             max_connections: 4,
             acquire_timeout: Duration::from_secs(5),
             create: true,
+            migrate: true,
         }
     }
 }
@@ -120,7 +125,11 @@ impl Store {
                 .fetch_all(&store.pool)
                 .await?;
         }
-        store.migrate().await?;
+        if options.migrate {
+            store.migrate().await?;
+        } else {
+            store.refuse_newer().await?;
+        }
         Ok(store)
     }
 
@@ -147,6 +156,25 @@ impl Store {
             .fetch_one(&self.pool)
             .await?;
         Ok(row.try_get::<Option<i64>, _>(0)?.unwrap_or(0))
+    }
+
+    /// Fails when the database is at a newer schema version than this build knows (a store an
+    /// upgraded post office migrated), without changing anything. A database with no
+    /// `schema_version` table yet counts as version 0.
+    async fn refuse_newer(&self) -> Result<(), StoreError> {
+        let found = match self.schema_version().await {
+            Ok(found) => found,
+            // No such table: nothing was ever migrated here.
+            Err(StoreError::Database(_)) => 0,
+            Err(e) => return Err(e),
+        };
+        if found > schema::VERSION {
+            return Err(StoreError::Schema {
+                found,
+                known: schema::VERSION,
+            });
+        }
+        Ok(())
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {

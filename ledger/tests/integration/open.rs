@@ -167,3 +167,68 @@ async fn a_version_5_database_gains_app_and_lane() {
     assert_eq!(new.message.lane.as_deref(), Some("transactional"));
     store.close().await;
 }
+
+/// `migrate: false` (what `postoffice check-config` uses) opens an older database as it is:
+/// a version-5 file stays at version 5; a database newer than this build is still refused;
+/// an empty one (no `schema_version` table) opens and gains nothing.
+#[tokio::test]
+async fn opening_without_migrating_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/v5.db?mode=rwc", dir.path().display());
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    pool.execute("CREATE TABLE schema_version (version BIGINT NOT NULL)")
+        .await
+        .unwrap();
+    for from in 0..5 {
+        for statement in schema::migration(from).unwrap() {
+            pool.execute(*statement).await.unwrap();
+        }
+    }
+    pool.execute("INSERT INTO schema_version (version) VALUES (5)")
+        .await
+        .unwrap();
+    pool.close().await;
+
+    let url = format!("sqlite://{}/v5.db", dir.path().display());
+    let check = hedwig_ledger::Options {
+        create: false,
+        migrate: false,
+        ..Default::default()
+    };
+    let store = Store::open_with(&url, check.clone()).await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), 5);
+    store.close().await;
+
+    // Newer than this build: refused, and still untouched.
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    pool.execute("UPDATE schema_version SET version = 999")
+        .await
+        .unwrap();
+    pool.close().await;
+    let err = Store::open_with(&url, check.clone()).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Schema { found: 999, .. }),
+        "{err:?}"
+    );
+
+    // An empty database: opens, and no table is made.
+    let empty = format!("sqlite://{}/empty.db?mode=rwc", dir.path().display());
+    let pool = sqlx::AnyPool::connect(&empty).await.unwrap();
+    pool.execute("CREATE TABLE unrelated (x INTEGER)")
+        .await
+        .unwrap();
+    pool.close().await;
+    let empty = format!("sqlite://{}/empty.db", dir.path().display());
+    let store = Store::open_with(&empty, check).await.unwrap();
+    store.close().await;
+    let pool = sqlx::AnyPool::connect(&empty).await.unwrap();
+    let tables: i64 = sqlx::Row::get(
+        &sqlx::query("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'")
+            .fetch_one(&pool)
+            .await
+            .unwrap(),
+        0,
+    );
+    assert_eq!(tables, 1, "only the table that was there");
+}

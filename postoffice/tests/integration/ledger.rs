@@ -444,6 +444,22 @@ async fn writer_api_trace_and_stuck_on_sqlite() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success());
     assert!(text.contains("ledger.url (postgres://"), "{text}");
+    // check-config changes nothing: a SQLite store that does not exist yet is not made (the
+    // post office makes it at start), and that is not a problem.
+    std::fs::write(
+        &config,
+        format!(
+            "beanstalkd: \"{}\"\nsecret: \"{SECRET}\"\nledger:\n  writer: true\n  url: \"sqlite://{}\"\n",
+            beanstalkd.url(),
+            missing.display()
+        ),
+    )
+    .unwrap();
+    let out = run(&["check-config"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("does not exist yet"), "{text}");
+    assert!(!missing.exists() && !dir.path().join("nothing").exists());
     po.stop().await;
 }
 
