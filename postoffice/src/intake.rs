@@ -2,7 +2,8 @@
 //! [`hedwig_core::wire`]). Checks the host's key, the envelope, the size
 //! and the host's policy (envelope sender and From:, [`crate::from_policy`]), then queues the message and answers 200 only after beanstalkd
 //! acknowledged the put, and after the ledger's `queued` event was put in the events tube of
-//! the same server (or could not be: the ledger never stops mail).
+//! the same server (or could not be: the ledger never stops mail). A message queued while its
+//! host is held gets a `held` event per recipient with it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -462,7 +463,10 @@ async fn put_and_record(
                     target == Target::Held,
                     queued_at,
                 );
-                let batch = with_suppressed(event, &suppressed, queued_at);
+                let mut batch = with_suppressed(event, &suppressed, queued_at);
+                if target == Target::Held {
+                    batch.extend(held_events(&envelope, queued_at));
+                }
                 events.record(&placed.server, batch).await;
             }
             Ok(Accepted {
@@ -548,6 +552,39 @@ fn with_suppressed(
         event
     });
     std::iter::once(queued.clone()).chain(events).collect()
+}
+
+/// `held` for each recipient of a message queued while its host is held (its job went to the
+/// held tube), just after the `queued` event: a webhook endpoint that asks for `held` hears of
+/// it as it does when a worker sets a job aside for a hold made after it was queued, and
+/// `postoffice release` later records `released` for the same recipients.
+fn held_events(envelope: &Envelope, queued_at: u64) -> Vec<Event> {
+    envelope
+        .rcpt_to
+        .iter()
+        .map(|rcpt| {
+            let mut event = Event::now(
+                envelope.queue_id.clone(),
+                What::Recipient(RecipientEvent {
+                    recipient: rcpt.to_string(),
+                    outcome: Outcome::Held,
+                    mx: None,
+                    ip: None,
+                    tls: None,
+                    code: None,
+                    dsn: None,
+                    reply: format!(
+                        "host {} is held; queued in the held tube until `postoffice release`",
+                        envelope.host
+                    ),
+                    attempt: None,
+                    by: None,
+                }),
+            );
+            event.at = queued_at + 1;
+            event
+        })
+        .collect()
 }
 
 /// A post whose every recipient is suppressed: nothing is queued, the post succeeds (the

@@ -39,3 +39,4 @@ mod suppression_intake;
 mod two_beanstalkd_failover;
 mod unsubscribe_abuse;
 mod webhooks;
+mod webhooks_hold;
