@@ -22,6 +22,7 @@ mod console_browser;
 mod console_http;
 mod console_support;
 mod events;
+mod fixups;
 mod from_policy;
 mod hold_release;
 mod intake;
