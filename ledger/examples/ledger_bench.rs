@@ -64,6 +64,7 @@ fn events_of(i: u64) -> [Event; 3] {
                 held: false,
                 app: None,
                 lane: None,
+                fixups: Vec::new(),
             }),
         },
         r("d", at + 3, Outcome::Deferred, 451),

@@ -22,6 +22,7 @@ pub const MIGRATIONS: &[&[&str]] = &[
     EDGE_ID,
     WEBHOOK_OUTBOX,
     APP_AND_LANE,
+    FIXUPS,
 ];
 
 /// The statements that take a database from version `from` to `from + 1` (for tests that
@@ -179,3 +180,8 @@ const APP_AND_LANE: &[&str] = &[
     "ALTER TABLE messages ADD COLUMN app TEXT",
     "ALTER TABLE messages ADD COLUMN lane TEXT",
 ];
+
+/// The header fix-ups the sending mailman made (issue 19), from the message's `queued` event:
+/// the names comma-separated in mailman's order (`date,message-id,from,to`, `bcc`); NULL when
+/// none were made, and for messages from before they were recorded.
+const FIXUPS: &[&str] = &["ALTER TABLE messages ADD COLUMN fixups TEXT"];

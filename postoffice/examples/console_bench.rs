@@ -114,6 +114,7 @@ fn timeline(now: u64) -> Vec<Event> {
                 held: false,
                 app: None,
                 lane: None,
+                fixups: Vec::new(),
             }),
         },
         r(

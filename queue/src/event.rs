@@ -129,6 +129,10 @@ pub struct Queued {
     /// The lane the message was queued in; absent from post offices before lanes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lane: Option<String>,
+    /// The header fix-ups the sending mailman made (issue 19: `date`, `message-id`, `from`,
+    /// `to`, `bcc`); empty (absent from the JSON) when none, and from writers before it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fixups: Vec<String>,
 }
 
 fn message_kind() -> String {
@@ -309,6 +313,7 @@ pub fn queued_event(envelope: &crate::job::Envelope, message: &[u8], held: bool,
             held,
             app: envelope.app.as_ref().map(|a| a.name.clone()),
             lane: envelope.lane.clone(),
+            fixups: envelope.fixups.clone(),
         }),
     }
 }
@@ -365,6 +370,7 @@ mod tests {
                     held: false,
                     app: Some("shop-billing-1".into()),
                     lane: Some("transactional".into()),
+                    fixups: vec!["date".into(), "message-id".into()],
                 }),
             ),
             Event::now("Q1", sent("a@example.org")),
@@ -453,5 +459,29 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert_ne!(a, b);
         assert!(a[..12] <= b[..12]);
+    }
+
+    /// Issue 19: a `queued` event carries the job's fix-ups; one from an older writer (no
+    /// `fixups`) reads with none, and one without fix-ups is written without the key.
+    #[test]
+    fn queued_events_carry_fixups() {
+        let mut envelope =
+            crate::job::Envelope::new("Q".into(), "h".into(), "a@b.test".into(), vec![]);
+        let plain = queued_event(&envelope, b"Subject: x\r\n\r\n", false, 1);
+        assert!(!String::from_utf8(Batch::new(vec![plain]).encode())
+            .unwrap()
+            .contains("fixups"));
+        envelope.fixups = vec!["from".into(), "to".into()];
+        let event = queued_event(&envelope, b"Subject: x\r\n\r\n", false, 1);
+        let body = Batch::new(vec![event]).encode();
+        match &Batch::decode(&body).unwrap().events[0].what {
+            What::Queued(q) => assert_eq!(q.fixups, ["from", "to"]),
+            other => panic!("{other:?}"),
+        }
+        let old = br#"{"v":1,"events":[{"id":"i","at":5,"queue_id":"Q","kind":"queued","host":"h","sender":"","recipients":[],"size":1}]}"#;
+        match &Batch::decode(old).unwrap().events[0].what {
+            What::Queued(q) => assert!(q.fixups.is_empty()),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -134,6 +134,7 @@ pub fn bounce_events(
                 held: false,
                 app: None,
                 lane: b.lane.clone(),
+                fixups: Vec::new(),
             }),
         ),
     ]

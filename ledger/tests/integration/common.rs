@@ -59,6 +59,7 @@ pub fn queued(queue_id: &str, at: u64, host: &str, sender: &str, recipients: &[&
             held: false,
             app: None,
             lane: None,
+            fixups: Vec::new(),
         }),
     }
 }

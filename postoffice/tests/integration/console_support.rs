@@ -49,6 +49,7 @@ pub fn queued(
             held: false,
             app: None,
             lane: None,
+            fixups: Vec::new(),
         }),
     }
 }

@@ -41,6 +41,7 @@ fn queued(queue_id: &str, at: u64, recipients: &[&str]) -> Event {
             held: false,
             app: None,
             lane: None,
+            fixups: Vec::new(),
         }),
     }
 }
