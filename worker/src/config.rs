@@ -70,6 +70,9 @@ pub struct Config {
     /// Per recipient domain of `transports`: that transport's login, like `relay_auth`.
     pub transport_auth: BTreeMap<String, RelayAuth>,
     pub tls: Tls,
+    /// MTA-STS (RFC 8461) policies of recipient domains: `{enabled, state_dir,
+    /// fetch_timeout, retry_fetch_after}` (docs/operator-guide.md, "MTA-STS").
+    pub mta_sts: crate::mta_sts::MtaStsConfig,
     /// Write every message into this Maildir instead of delivering it.
     pub capture_maildir: Option<PathBuf>,
     /// `ip:port` of the /health and /metrics endpoint; empty disables it.
@@ -128,6 +131,7 @@ impl Default for Config {
             relay_auth: None,
             transport_auth: BTreeMap::new(),
             tls: Tls::default(),
+            mta_sts: Default::default(),
             capture_maildir: None,
             http_listen: "127.0.0.1:8026".into(),
             metrics_hosts: Vec::new(),
@@ -433,6 +437,9 @@ impl Config {
         }
         if self.retry.first.is_zero() {
             errors.push("retry.first: must be more than 0s".into());
+        }
+        if self.mta_sts.enabled && self.mta_sts.fetch_timeout.is_zero() {
+            errors.push("mta_sts.fetch_timeout: must be more than 0s".into());
         }
         errors.extend(hedwig_queue::lane::check(&self.lanes, &self.default_lane));
         let verp = self

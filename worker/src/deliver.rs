@@ -9,6 +9,13 @@
 //! telling error: a temporary one if any occurred (so a DNS or network hiccup on one MX never
 //! turns into a bounce), else the last permanent one.
 //!
+//! MTA-STS ([`crate::mta_sts`]) applies when the mail goes to the recipient domain's own MX
+//! hosts: under an `enforce` policy, hosts the policy does not list are skipped and the others
+//! are used only over STARTTLS with a certificate valid for the MX name (as `tls: required`,
+//! whatever `tls` says for the domain); a failure defers with [`Error::MtaSts`] naming the
+//! rule. Under `testing`, the same checks run, a failure is logged, and the mail goes as
+//! without a policy (the domain's own `tls` mode).
+//!
 //! Recipients arrive parsed (they were when the job was decoded) and go out in their wire form
 //! (A-label domains unless SMTPUTF8 is needed); outcomes come back keyed by the recipient.
 //!
@@ -26,6 +33,7 @@ use crate::destination::{Busy, Destination, Destinations, PoolKey};
 use crate::error::{Error, Phase};
 use crate::login::{Login, LoginTls};
 use crate::metrics::{Counter, Metrics};
+use crate::mta_sts::{Cached, Mode, MtaSts, ResultType};
 use crate::plan::Outcome;
 use crate::policy::TlsMode;
 pub use crate::route::Route;
@@ -42,8 +50,14 @@ pub struct Deliverer {
     pub dests: Destinations,
     pub dns: Dns,
     pub tls: TlsClients,
+    /// `None` when `mta_sts.enabled` is off.
+    pub mta_sts: Option<Arc<MtaSts>>,
     pub metrics: Arc<Metrics>,
 }
+
+/// The text of [`Error::Tls`] when a host must do TLS and offers no STARTTLS
+/// ([`crate::mta_sts::classify`] recognises it).
+pub const NO_STARTTLS: &str = "does not offer STARTTLS";
 
 /// Why a connection could not be opened, and where to go next.
 enum Try {
@@ -157,6 +171,7 @@ impl Deliverer {
             Some(_) => TlsMode::Required,
             None => self.config.tls.mode(domain),
         };
+        let sts = self.sts_policy(domain).await;
         let tx = Transaction {
             mail_from,
             rcpt_to: rcpts,
@@ -173,6 +188,30 @@ impl Deliverer {
             }
         };
         'hosts: for host in &hosts {
+            // Under a policy that lists this host: verified TLS (`testing`: tried first).
+            let sts_host = match &sts {
+                Some(c) if c.policy.allows(&host.name) => Some(c),
+                Some(c) => {
+                    let e = Error::MtaSts {
+                        domain: domain.to_string(),
+                        result: ResultType::MxNotInPolicy,
+                        detail: format!("{} is not among {}", host.name, c.policy.mx_list()),
+                    };
+                    self.sts_result(domain, c, ResultType::MxNotInPolicy);
+                    if c.policy.mode == Mode::Enforce {
+                        note(e, None);
+                        continue;
+                    }
+                    tracing::warn!(domain, mx = %host.name, "{e}; mode testing: delivering anyway");
+                    None
+                }
+                None => None,
+            };
+            let mode = if sts_host.is_some() {
+                TlsMode::Required
+            } else {
+                mode
+            };
             let dest = self.dests.get(domain, &host.name);
             let throttled = |why, retry_after| Error::Throttled {
                 destination: dest.name.clone(),
@@ -233,14 +272,20 @@ impl Deliverer {
                     }
                 }
                 let mut tls = mode;
+                // A `testing` policy's failure falls back to the domain's mode: the session
+                // is then pooled as that mode's, never as a verified one.
+                let mut pool_key = key.clone();
                 loop {
                     match self.open(&host.name, ip, port, tls, login.as_deref()).await {
                         Ok(session) => {
                             let used_tls = session.tls;
+                            if let Some(c) = sts_host.filter(|_| tls == TlsMode::Required) {
+                                self.sts_result(domain, c, ResultType::Success);
+                            }
                             match self.transact(session, &tx, false).await {
                                 Sent::Done(results, session) => {
                                     if let Some(session) = session {
-                                        self.dests.put_idle(key, session, 1, &dest.limit);
+                                        self.dests.put_idle(pool_key, session, 1, &dest.limit);
                                     }
                                     return self.finish(results, &relay, used_tls, &dest);
                                 }
@@ -253,6 +298,30 @@ impl Deliverer {
                         Err(Try::NextAddr(e)) => {
                             note(e, Some(relay.clone()));
                             break;
+                        }
+                        Err(Try::NextHost(e @ Error::Tls(_)))
+                            if sts_host.is_some() && tls == TlsMode::Required =>
+                        {
+                            let Some(c) = sts_host else { unreachable!() };
+                            let result = crate::mta_sts::classify(&e);
+                            self.sts_result(domain, c, result);
+                            let e = Error::MtaSts {
+                                domain: domain.to_string(),
+                                result,
+                                detail: e.to_string(),
+                            };
+                            let fallback = self.config.tls.mode(domain);
+                            if c.policy.mode == Mode::Enforce || fallback == TlsMode::Required {
+                                note(e, Some(relay.clone()));
+                                continue 'hosts;
+                            }
+                            tracing::warn!(
+                                domain,
+                                %relay,
+                                "{e}; mode testing: delivering as without a policy"
+                            );
+                            tls = fallback;
+                            pool_key.tls = fallback;
                         }
                         Err(Try::NextHost(e)) => {
                             if e.is_slow_down() {
@@ -279,6 +348,24 @@ impl Deliverer {
             )
         });
         all(rcpts, &error, relay)
+    }
+
+    /// The MTA-STS policy that applies to mail for `domain`: only on the domain's own MX
+    /// route, and not a `none` policy.
+    async fn sts_policy(&self, domain: &str) -> Option<Arc<Cached>> {
+        let sts = self.mta_sts.as_ref()?;
+        if !self.routes.is_recipient_mx(domain) {
+            return None;
+        }
+        sts.policy(domain)
+            .await
+            .filter(|c| c.policy.mode != Mode::None)
+    }
+
+    fn sts_result(&self, domain: &str, _policy: &Cached, result: ResultType) {
+        if let Some(sts) = &self.mta_sts {
+            sts.record(domain, result);
+        }
     }
 
     /// Connects, reads the greeting, says EHLO and does STARTTLS as `mode` asks; with a
@@ -329,9 +416,7 @@ impl Deliverer {
         match (mode, session.caps.starttls) {
             (TlsMode::None, _) | (TlsMode::Opportunistic, false) => {}
             (TlsMode::Required, false) => {
-                return Err(Try::NextHost(Error::Tls(format!(
-                    "{host} does not offer STARTTLS"
-                ))))
+                return Err(Try::NextHost(Error::Tls(format!("{host} {NO_STARTTLS}"))))
             }
             (TlsMode::Opportunistic, true) | (TlsMode::Required, true) => {
                 let connector = if mode == TlsMode::Required {
@@ -591,6 +676,15 @@ fn clone_error(e: &Error) -> Error {
             detail: detail.clone(),
         },
         Error::Tls(s) => Error::Tls(s.clone()),
+        Error::MtaSts {
+            domain,
+            result,
+            detail,
+        } => Error::MtaSts {
+            domain: domain.clone(),
+            result: *result,
+            detail: detail.clone(),
+        },
         Error::Auth { transport, detail } => Error::Auth {
             transport: transport.clone(),
             detail: detail.clone(),

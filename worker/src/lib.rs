@@ -15,6 +15,8 @@
 //!   resolution with hickory.
 //! - [`smtp`]: the SMTP client: reply parsing, the session over any stream, STARTTLS, AUTH.
 //! - [`login`]: smarthost credentials (relayhost, transports), loaded and checked at start.
+//! - [`mta_sts`]: MTA-STS (RFC 8461) policies of recipient domains: TXT, HTTPS fetch, cache
+//!   (persisted); [`deliver`] applies them to MX hosts and TLS.
 //! - [`deliver`]: one message to one domain: hosts, addresses, sessions, per-recipient outcomes.
 //! - [`destination`]: per-destination caps, slow-down after 421, idle connections for reuse.
 //! - [`capture`]: the Maildir "transport" for staging.
@@ -45,6 +47,7 @@ pub mod lanes;
 pub mod ledger;
 pub mod login;
 pub mod metrics;
+pub mod mta_sts;
 pub mod plan;
 pub mod policy;
 pub mod queue;
@@ -109,6 +112,14 @@ pub fn build(config: Config) -> Result<Parts, RunError> {
     let dns = route::Dns::new(&nameservers, dns_timeout, config.ipv6).map_err(RunError::Config)?;
     let tls =
         smtp::tls::TlsClients::new(config.tls.ca_file.as_deref()).map_err(RunError::Config)?;
+    let mta_sts = if config.mta_sts.enabled {
+        Some(Arc::new(
+            mta_sts::MtaSts::new(&config.mta_sts, dns.clone(), config.tls.ca_file.as_deref())
+                .map_err(RunError::Config)?,
+        ))
+    } else {
+        None
+    };
     let signer = if config.dkim.keys.is_empty() {
         None
     } else {
@@ -127,6 +138,7 @@ pub fn build(config: Config) -> Result<Parts, RunError> {
         routes,
         dns,
         tls,
+        mta_sts,
         metrics: metrics.clone(),
     });
     Ok(Parts {

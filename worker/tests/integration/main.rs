@@ -21,6 +21,7 @@ mod hold;
 mod key_file_modes;
 mod lanes;
 mod line_endings;
+mod mta_sts;
 mod mx_fallback;
 mod old_format_jobs;
 mod partial_acceptance;
