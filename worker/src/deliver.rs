@@ -197,7 +197,7 @@ impl Deliverer {
                         result: ResultType::MxNotInPolicy,
                         detail: format!("{} is not among {}", host.name, c.policy.mx_list()),
                     };
-                    self.sts_result(domain, c, ResultType::MxNotInPolicy);
+                    self.sts_result(domain, ResultType::MxNotInPolicy);
                     if c.policy.mode == Mode::Enforce {
                         note(e, None);
                         continue;
@@ -279,8 +279,8 @@ impl Deliverer {
                     match self.open(&host.name, ip, port, tls, login.as_deref()).await {
                         Ok(session) => {
                             let used_tls = session.tls;
-                            if let Some(c) = sts_host.filter(|_| tls == TlsMode::Required) {
-                                self.sts_result(domain, c, ResultType::Success);
+                            if sts_host.is_some() && tls == TlsMode::Required {
+                                self.sts_result(domain, ResultType::Success);
                             }
                             match self.transact(session, &tx, false).await {
                                 Sent::Done(results, session) => {
@@ -299,31 +299,22 @@ impl Deliverer {
                             note(e, Some(relay.clone()));
                             break;
                         }
-                        Err(Try::NextHost(e @ Error::Tls(_)))
-                            if sts_host.is_some() && tls == TlsMode::Required =>
-                        {
-                            let Some(c) = sts_host else { unreachable!() };
-                            let result = crate::mta_sts::classify(&e);
-                            self.sts_result(domain, c, result);
-                            let e = Error::MtaSts {
-                                domain: domain.to_string(),
-                                result,
-                                detail: e.to_string(),
-                            };
-                            let fallback = self.config.tls.mode(domain);
-                            if c.policy.mode == Mode::Enforce || fallback == TlsMode::Required {
-                                note(e, Some(relay.clone()));
-                                continue 'hosts;
-                            }
-                            tracing::warn!(
-                                domain,
-                                %relay,
-                                "{e}; mode testing: delivering as without a policy"
-                            );
-                            tls = fallback;
-                            pool_key.tls = fallback;
-                        }
                         Err(Try::NextHost(e)) => {
+                            if let (Some(c), TlsMode::Required, Error::Tls(_)) = (sts_host, tls, &e)
+                            {
+                                let fallback = self.config.tls.mode(domain);
+                                match self.sts_tls_failed(domain, c, e, fallback, &relay) {
+                                    Some(e) => {
+                                        note(e, Some(relay.clone()));
+                                        continue 'hosts;
+                                    }
+                                    None => {
+                                        tls = fallback;
+                                        pool_key.tls = fallback;
+                                        continue;
+                                    }
+                                }
+                            }
                             if e.is_slow_down() {
                                 dest.cool_down(limits.cooldown);
                             }
@@ -362,10 +353,42 @@ impl Deliverer {
             .filter(|c| c.policy.mode != Mode::None)
     }
 
-    fn sts_result(&self, domain: &str, _policy: &Cached, result: ResultType) {
+    /// Hands a check's result to the MTA-STS hook (where TLS-RPT will count).
+    fn sts_result(&self, domain: &str, result: ResultType) {
         if let Some(sts) = &self.mta_sts {
             sts.record(domain, result);
         }
+    }
+
+    /// TLS failed at a host the policy lists (verified TLS was asked): the error to note
+    /// (`enforce`; under `testing`, the TLS error itself when the domain's own mode is
+    /// `required`), or `None` when the mail may go on in the domain's `fallback` mode
+    /// (`testing`; the failure is logged).
+    fn sts_tls_failed(
+        &self,
+        domain: &str,
+        policy: &Cached,
+        e: Error,
+        fallback: TlsMode,
+        relay: &str,
+    ) -> Option<Error> {
+        let result = crate::mta_sts::classify(&e);
+        self.sts_result(domain, result);
+        let failed = Error::MtaSts {
+            domain: domain.to_string(),
+            result,
+            detail: e.to_string(),
+        };
+        if policy.policy.mode == Mode::Enforce {
+            return Some(failed);
+        }
+        tracing::warn!(
+            domain,
+            relay,
+            "{failed}; mode testing: going on as without a policy"
+        );
+        // The domain's own `tls: required` still stands.
+        (fallback == TlsMode::Required).then_some(e)
     }
 
     /// Connects, reads the greeting, says EHLO and does STARTTLS as `mode` asks; with a

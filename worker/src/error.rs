@@ -95,7 +95,7 @@ pub enum Error {
     /// The recipient domain's MTA-STS policy (RFC 8461, mode `enforce`) forbids this
     /// delivery: the MX host is not listed, it offers no STARTTLS, or its certificate is not
     /// valid for its name. Always deferred (the policy or the host may be fixed).
-    #[error("mta-sts: {}: {detail} (policy of {domain}, mode enforce)", result.rule())]
+    #[error("mta-sts: {}: {detail} (policy of {domain})", result.rule())]
     MtaSts {
         domain: String,
         result: crate::mta_sts::ResultType,

@@ -236,7 +236,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 }
 
 /// `worker check-config`: every problem found, one per line (empty when all is well):
-/// config semantics, DKIM keys, the TLS CA file, the capture Maildir, beanstalkd reachability.
+/// config semantics, DKIM keys, the TLS CA file, the MTA-STS state directory, the capture
+/// Maildir, beanstalkd reachability.
 pub async fn check(config: &Config) -> Vec<String> {
     let mut problems = config.check().err().unwrap_or_default();
     if !config.dkim.keys.is_empty() {
@@ -246,6 +247,13 @@ pub async fn check(config: &Config) -> Vec<String> {
     }
     if let Err(e) = smtp::tls::TlsClients::new(config.tls.ca_file.as_deref()) {
         problems.push(e);
+    }
+    if let (true, Some(dir)) = (config.mta_sts.enabled, &config.mta_sts.state_dir) {
+        let probe = dir.join(".hedwig-write-test");
+        if let Err(e) = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&probe, b"")) {
+            problems.push(format!("mta_sts.state_dir {}: {e}", dir.display()));
+        }
+        let _ = std::fs::remove_file(probe);
     }
     if let Some(dir) = &config.capture_maildir {
         let probe = capture::store(dir, "", &[], b"");

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use hedwig_testkit::dns::{DnsServer, Zone};
-use hedwig_testkit::smtp::{Behaviour, SmtpReceiver};
+use hedwig_testkit::smtp::Behaviour;
 use hedwig_testkit::tls::TestCert;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use worker::config::TlsMode;
