@@ -7,7 +7,7 @@
 //! resolver, no redirects, no proxy, at most [`MAX_POLICY_BYTES`], `mta_sts.fetch_timeout`.
 //!
 //! A policy is kept for its `max_age`, in memory and (with `mta_sts.state_dir`) in one file
-//! per domain written atomically, so it survives a restart. RFC 8461 §5.1: while the policy
+//! per domain written atomically, read back at start, so it survives a restart. RFC 8461 §5.1: while the policy
 //! host is down or serves garbage, and while the TXT record is missing or DNS fails, the
 //! cached policy stays in force; a domain without a cached policy is then treated as having
 //! none. One fetch per domain at a time; after a failed fetch the same `id` is not fetched
@@ -145,15 +145,22 @@ impl MtaSts {
             .user_agent(concat!("hedwig-worker/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("mta_sts: cannot build the HTTPS client: {e}"))?;
+        let mut cache = HashMap::new();
         if let Some(dir) = &config.state_dir {
             std::fs::create_dir_all(dir)
                 .map_err(|e| format!("mta_sts.state_dir {}: {e}", dir.display()))?;
+            cache = load_all(dir);
+            tracing::info!(
+                dir = %dir.display(),
+                policies = cache.len(),
+                "mta-sts: cached policies loaded"
+            );
         }
         Ok(MtaSts {
             config: config.clone(),
             dns,
             http,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(cache),
             fetching: Mutex::new(HashMap::new()),
             failed: Mutex::new(HashMap::new()),
         })
@@ -287,20 +294,13 @@ impl MtaSts {
         Ok((policy, String::from_utf8_lossy(&body).into_owned()))
     }
 
-    /// The unexpired policy in memory, else in the state directory.
+    /// The unexpired policy of `domain` (the state directory was read at start, so this
+    /// never touches the disk).
     fn cached(&self, domain: &str) -> Option<Arc<Cached>> {
-        let now = SystemTime::now();
-        if let Some(c) = lock(&self.cache).get(domain) {
-            if c.expires > now {
-                return Some(c.clone());
-            }
-        }
-        let loaded = Arc::new(self.load(domain)?);
-        if loaded.expires <= now {
-            return None;
-        }
-        self.remember(domain, loaded.clone());
-        Some(loaded)
+        lock(&self.cache)
+            .get(domain)
+            .filter(|c| c.expires > SystemTime::now())
+            .cloned()
     }
 
     fn remember(&self, domain: &str, cached: Arc<Cached>) {
@@ -314,34 +314,7 @@ impl MtaSts {
 
     fn file(&self, domain: &str) -> Option<PathBuf> {
         let dir = self.config.state_dir.as_ref()?;
-        // Recipient domains are checked addresses' A-labels; still, never a path separator.
-        let safe = !domain.is_empty()
-            && domain.len() <= 253
-            && !domain.starts_with('.')
-            && domain
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b));
-        safe.then(|| dir.join(format!("{domain}.json")))
-    }
-
-    fn load(&self, domain: &str) -> Option<Cached> {
-        let path = self.file(domain)?;
-        let bytes = std::fs::read(&path).ok()?;
-        let stored: Stored = match serde_json::from_slice(&bytes) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(path = %path.display(), "mta-sts: unreadable cache file: {e}");
-                return None;
-            }
-        };
-        let policy = policy::parse_policy(stored.policy.as_bytes()).ok()?;
-        let fetched = UNIX_EPOCH + Duration::from_secs(stored.fetched_at);
-        Some(Cached {
-            id: stored.id,
-            expires: fetched + policy.max_age,
-            policy,
-            fetched,
-        })
+        safe_name(domain).then(|| dir.join(format!("{domain}.json")))
     }
 
     /// Writes the policy file: a temporary file, fsync, rename (never a torn file).
@@ -365,6 +338,62 @@ impl MtaSts {
             Err(e) => tracing::warn!(domain, "mta-sts: cache writer failed: {e}"),
         }
     }
+}
+
+/// Recipient domains are checked addresses' A-labels; still, never a path separator.
+fn safe_name(domain: &str) -> bool {
+    !domain.is_empty()
+        && domain.len() <= 253
+        && !domain.starts_with('.')
+        && domain
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b))
+}
+
+/// The unexpired policies in `dir` (`<domain>.json`), at most [`MAX_DOMAINS`]; expired
+/// files are removed, unreadable ones logged and left alone.
+fn load_all(dir: &Path) -> HashMap<String, Arc<Cached>> {
+    let mut cache = HashMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return cache;
+    };
+    let now = SystemTime::now();
+    for entry in entries.flatten().take(MAX_DOMAINS) {
+        let path = entry.path();
+        let Some(domain) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".json"))
+            .filter(|d| safe_name(d))
+        else {
+            continue;
+        };
+        match load(&path) {
+            Ok(c) if c.expires > now => {
+                cache.insert(domain.to_string(), Arc::new(c));
+            }
+            Ok(_) => {
+                let _ = std::fs::remove_file(&path);
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "mta-sts: unreadable cache file: {e}")
+            }
+        }
+    }
+    cache
+}
+
+fn load(path: &Path) -> Result<Cached, String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let stored: Stored = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    let policy = policy::parse_policy(stored.policy.as_bytes()).map_err(|e| e.to_string())?;
+    let fetched = UNIX_EPOCH + Duration::from_secs(stored.fetched_at);
+    Ok(Cached {
+        id: stored.id,
+        expires: fetched + policy.max_age,
+        policy,
+        fetched,
+    })
 }
 
 fn write_atomic(path: &Path, stored: &Stored) -> std::io::Result<()> {
@@ -467,7 +496,25 @@ mod tests {
         let path = dir.path().join("a.test.json");
         write_atomic(&path, &stored).unwrap();
         assert!(!dir.path().join("a.test.json.tmp").exists());
-        let back: Stored = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        assert_eq!((back.id.as_str(), back.fetched_at), ("abc", 1_700_000_000));
+        let back = load(&path).unwrap();
+        assert_eq!(back.id, "abc");
+        assert_eq!(back.policy.max_age, Duration::from_secs(60));
+        // Fetched long ago with a max_age of 60 s: expired, so not loaded and removed.
+        std::fs::write(dir.path().join("junk.test.json"), b"{").unwrap();
+        let fresh = Stored {
+            fetched_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+            ..stored
+        };
+        write_atomic(&dir.path().join("b.test.json"), &fresh).unwrap();
+        let all = load_all(dir.path());
+        assert_eq!(all.keys().collect::<Vec<_>>(), ["b.test"]);
+        assert!(!path.exists(), "the expired file is removed");
+        assert!(
+            dir.path().join("junk.test.json").exists(),
+            "unreadable: left alone"
+        );
     }
 }
