@@ -193,8 +193,9 @@ impl MtaSts {
         tracing::debug!(domain, result = result.as_str(), "mta-sts result");
     }
 
-    /// Fetches the policy for TXT `id` unless another task is already doing it or the same
-    /// id failed a short while ago; the new policy, or `None`.
+    /// Fetches the policy for TXT `id` unless the same id failed a short while ago; the new
+    /// policy, or `None` (then the caller keeps the cached one). One fetch per domain at a
+    /// time: a task that finds one running waits for it only when no policy is cached.
     async fn refresh(&self, domain: &str, id: &str) -> Option<Arc<Cached>> {
         let gate = {
             let mut fetching = lock(&self.fetching);
@@ -203,7 +204,13 @@ impl MtaSts {
             }
             fetching.entry(domain.to_string()).or_default().clone()
         };
-        let _turn = gate.lock().await;
+        let _turn = match gate.try_lock() {
+            Ok(turn) => turn,
+            // Another task is fetching: with a policy in force, deliver under it rather than
+            // wait; without one, wait for the fetch (so a first policy is not missed).
+            Err(_) if self.cached(domain).is_some() => return None,
+            Err(_) => gate.lock().await,
+        };
         // Another task may have fetched it while this one waited.
         if let Some(c) = self.cached(domain).filter(|c| c.id == id) {
             return Some(c);
