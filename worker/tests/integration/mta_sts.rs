@@ -300,6 +300,22 @@ async fn enforce_testing_and_the_cache() {
         "opportunistic TLS as without a policy"
     );
 
+    // `tls: required` for the domain still stands under a `testing` policy (stricter).
+    let mut strict = config.clone();
+    strict
+        .tls
+        .domains
+        .insert("testing.test".into(), TlsMode::Required);
+    let s = common::deliverer(strict);
+    let out = common::deliver(&s, "testing.test", &["b@testing.test"]).await;
+    assert_eq!(
+        (out[0].1.status, out[0].1.reason.as_str()),
+        (Status::Deferred, "tls"),
+        "{:?}",
+        out[0].1
+    );
+    assert_eq!(testing.received().len(), 1);
+
     // A transport is the operator's nexthop: the recipient domain's policy does not apply.
     let mut routed = config.clone();
     routed
