@@ -502,15 +502,27 @@ fn log_attempt(job: &Job, plan: &Plan, now: u64, lane: &str) {
             app = env.app.as_ref().map_or("-", |a| a.name.as_str()),
             lane = %lane,
             outcome = status,
-            "{}: to=<{}>, relay={}, delay={}, dsn={}, status={} ({})",
+            pool = o.pool.as_deref().unwrap_or("-"),
+            "{}: to=<{}>, relay={},{} delay={}, dsn={}, status={} ({})",
             env.queue_id,
             rcpt,
             o.relay.as_deref().unwrap_or("none"),
+            pool_text(o),
             delay,
             o.dsn,
             status,
             o.response
         );
+    }
+}
+
+/// ` pool=<name>, source=<address>,` for an attempt through an IP pool (the source once a
+/// connection was made), else nothing: the line of a relay without pools is as before.
+fn pool_text(o: &crate::plan::Outcome) -> String {
+    match (&o.pool, o.source) {
+        (None, _) => String::new(),
+        (Some(pool), None) => format!(" pool={pool},"),
+        (Some(pool), Some(ip)) => format!(" pool={pool}, source={ip},"),
     }
 }
 

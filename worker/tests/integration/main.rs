@@ -24,6 +24,7 @@ mod line_endings;
 mod mx_fallback;
 mod old_format_jobs;
 mod partial_acceptance;
+mod pools;
 mod relay_transport_return_path;
 mod retry_then_success;
 mod security;
