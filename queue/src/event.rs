@@ -462,7 +462,7 @@ mod tests {
             serde_json::from_str(r#"{"recipient":"a@b","outcome":"sent","ip":"192.0.2.1"}"#)
                 .unwrap();
         assert_eq!((old.source_ip, old.pool), (None, None));
-        let text = r#"{"recipient":"a@b","outcome":"sent","source_ip":"192.0.2.20","pool":"bulk"}"#;
+        let text = r#"{"recipient":"a@b","outcome":"sent","reply":"","source_ip":"192.0.2.20","pool":"bulk"}"#;
         let new: RecipientEvent = serde_json::from_str(text).unwrap();
         assert_eq!(
             (new.source_ip.as_deref(), new.pool.as_deref()),
