@@ -7,9 +7,9 @@
 //! `cooldown` its mail is deferred without connecting, and the retry is scheduled after the
 //! cool-down rather than on the normal backoff.
 //!
-//! Idle connections are kept per (host, address, port, TLS mode, login, IP pool) for `idle_time` and reused
-//! for the next message to the same place; the server's `421` on a reused connection just
-//! means "open a new one".
+//! Idle connections are kept per (host, address, port, TLS mode, login, IP pool) for
+//! `idle_time` and reused for the next message to the same place; the server's `421` on a
+//! reused connection just means "open a new one".
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

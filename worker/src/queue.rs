@@ -25,6 +25,7 @@
 //!
 //! One log line per recipient per attempt, in the style of Postfix:
 //! `Q1: to=<a@example.com>, relay=mx[192.0.2.1]:25, delay=1.2, dsn=2.0.0, status=sent (250 ok)`.
+//! Through an IP pool, `pool=<name>, source=<local address>,` follow the relay.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
