@@ -289,9 +289,10 @@ impl Deliverer {
                 }
                 let mut tls = mode;
                 loop {
-                    let source = pool.and_then(|p| p.source(ip));
+                    let from = pool.and_then(|p| p.source(ip).map(|source| (source, p)));
+                    let source = from.map(|(source, _)| source);
                     let opened = self
-                        .open(&host.name, ip, port, tls, login.as_deref(), source, pool)
+                        .open(&host.name, ip, port, tls, login.as_deref(), from)
                         .await;
                     match opened {
                         Ok(session) => {
@@ -340,10 +341,9 @@ impl Deliverer {
         all(rcpts, &error, relay)
     }
 
-    /// Connects (from `source` when given: the IP pool's address), reads the greeting, says
-    /// EHLO (the pool's name, else `hostname`) and does STARTTLS as `mode` asks; with a
-    /// `login`, TLS as the login says (`mode` unused) and AUTH.
-    #[allow(clippy::too_many_arguments)]
+    /// Connects (`from` an IP pool's address, when given), reads the greeting, says EHLO (the
+    /// pool's name, else `hostname`) and does STARTTLS as `mode` asks; with a `login`, TLS as
+    /// the login says (`mode` unused) and AUTH.
     async fn open(
         &self,
         host: &str,
@@ -351,11 +351,11 @@ impl Deliverer {
         port: u16,
         mode: TlsMode,
         login: Option<&Login>,
-        source: Option<IpAddr>,
-        pool: Option<&Pool>,
+        from: Option<(IpAddr, &Pool)>,
     ) -> Result<Session<TcpStream>, Try> {
         let timeouts = &self.config.timeouts;
         let addr = SocketAddr::new(ip, port);
+        let source = from.map(|(source, _)| source);
         let connect = crate::pools::connect(addr, source);
         let stream = match tokio::time::timeout(timeouts.connect, connect).await {
             Ok(Ok(stream)) => stream,
@@ -376,7 +376,7 @@ impl Deliverer {
             }
         };
         let _ = stream.set_nodelay(true);
-        let name = pool.map_or(self.config.ehlo_name(), |p| p.ehlo.as_str());
+        let name = from.map_or(self.config.ehlo_name(), |(_, pool)| pool.ehlo.as_str());
         if let Some(login) = login {
             return match self.open_login(stream, host, ip, login, name).await {
                 Ok(session) => {

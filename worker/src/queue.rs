@@ -538,3 +538,19 @@ pub async fn run_tasks(worker: Arc<Worker>, n: usize, shutdown: CancellationToke
     tracker.wait().await;
     tracing::debug!("delivery tasks stopped after {:?}", started.elapsed());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+
+    #[test]
+    fn the_log_line_names_the_pool_and_source_only_with_pools() {
+        let mut o = crate::plan::Outcome::failed(&Error::Local("x".into()), None);
+        assert_eq!(pool_text(&o), "", "without pools the line is as before");
+        o.pool = Some("bulk".into());
+        assert_eq!(pool_text(&o), " pool=bulk,");
+        o.source = "192.0.2.20".parse().ok();
+        assert_eq!(pool_text(&o), " pool=bulk, source=192.0.2.20,");
+    }
+}
