@@ -36,6 +36,7 @@ use crate::metrics::{Counter, Metrics};
 use crate::mta_sts::{Cached, Mode, MtaSts, ResultType};
 use crate::plan::Outcome;
 use crate::policy::TlsMode;
+use crate::pools::{Pool, Pools};
 pub use crate::route::Route;
 use crate::route::{Dns, MxHost, Nexthop, Routes};
 use crate::smtp::session::{RcptResults, Session, Transaction};
@@ -53,6 +54,8 @@ pub struct Deliverer {
     /// `None` when `mta_sts.enabled` is off.
     pub mta_sts: Option<Arc<MtaSts>>,
     pub metrics: Arc<Metrics>,
+    /// The IP pools (source address and EHLO name per sending host), checked.
+    pub pools: Pools,
 }
 
 /// The text of [`Error::Tls`] when a host must do TLS and offers no STARTTLS
@@ -77,9 +80,36 @@ impl Deliverer {
 
     /// Delivers `message` (from sending host `host`) to `rcpts` (all at `domain`, parsed),
     /// one outcome per recipient. `mail_from` is the sender as the capture transport writes
-    /// it, `wire_from` as MAIL FROM carries it (see `Mailbox::wire`).
+    /// it, `wire_from` as MAIL FROM carries it (see `Mailbox::wire`). The IP pool is the one
+    /// of `host` and `mail_from` ([`Pools::choose`]).
     pub async fn deliver_domain(
         &self,
+        host: &str,
+        domain: &str,
+        mail_from: &str,
+        wire_from: &str,
+        rcpts: &[Recipient],
+        message: &[u8],
+    ) -> Vec<(Recipient, Outcome)> {
+        let pool = self.pools.choose(host, mail_from).cloned();
+        self.deliver_domain_via(
+            pool.as_deref(),
+            host,
+            domain,
+            mail_from,
+            wire_from,
+            rcpts,
+            message,
+        )
+        .await
+    }
+
+    /// [`Deliverer::deliver_domain`] through `pool` (`None`: no pool: the system picks the
+    /// source address, EHLO is `hostname`).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn deliver_domain_via(
+        &self,
+        pool: Option<&Pool>,
         host: &str,
         domain: &str,
         mail_from: &str,
@@ -93,13 +123,20 @@ impl Deliverer {
         if let Err(why) = self.config.address_literals.check(domain) {
             return all(rcpts, &Error::LiteralRefused(why), None);
         }
-        let outcomes = match self.route(domain) {
+        let mut outcomes = match self.route(domain) {
             Route::Capture => self.capture(mail_from, rcpts, message),
-            Route::Smtp(hop) => self.smtp(domain, hop, wire_from, rcpts, message).await,
+            Route::Smtp(hop) => {
+                self.smtp(domain, hop, wire_from, rcpts, message, pool)
+                    .await
+            }
         };
         self.metrics.latency(started.elapsed());
-        for (_, o) in &outcomes {
+        for (_, o) in &mut outcomes {
             self.metrics.delivery(o.status, domain, host);
+            if let Some(pool) = pool {
+                o.pool = Some(pool.name.clone());
+                self.metrics.pool_delivery(o.status, &pool.name, o.source);
+            }
         }
         outcomes
     }
@@ -139,6 +176,7 @@ impl Deliverer {
         mail_from: &str,
         rcpts: &[Recipient],
         message: &[u8],
+        pool: Option<&Pool>,
     ) -> Vec<(Recipient, Outcome)> {
         let limit = self.config.max_message_size.as_usize();
         if limit > 0 && message.len() > limit {
@@ -249,22 +287,39 @@ impl Deliverer {
             };
             for ip in addrs {
                 let relay = format!("{}[{}]:{}", host.name, ip, port);
+                if let Some(pool) = pool.filter(|p| !p.reaches(ip)) {
+                    let family = if ip.is_ipv4() { "IPv4" } else { "IPv6" };
+                    note(
+                        Error::Local(format!(
+                            "IP pool {} has no {family} address to reach {relay} from",
+                            pool.name
+                        )),
+                        None,
+                    );
+                    continue;
+                }
                 let key = PoolKey {
                     host: host.name.clone(),
                     addr: SocketAddr::new(ip, port),
                     tls: mode,
                     login: login.as_ref().map(|l| l.transport.clone()),
+                    pool: pool.map(|p| p.name.clone()),
                 };
                 // An open connection to the same place first; a stale one is dropped.
                 while let Some(idle) = self.dests.take_idle(&key) {
-                    let tls = idle.session.tls;
+                    let (tls, source) = (idle.session.tls, idle.source);
                     match self.transact(idle.session, &tx, true).await {
                         Sent::Done(results, session) => {
                             if let Some(session) = session {
-                                self.dests
-                                    .put_idle(key, session, idle.sent + 1, &dest.limit);
+                                self.dests.put_idle(
+                                    key,
+                                    session,
+                                    source,
+                                    idle.sent + 1,
+                                    &dest.limit,
+                                );
                             }
-                            return self.finish(results, &relay, tls, &dest);
+                            return self.finish(results, &relay, tls, source, &dest);
                         }
                         Sent::Stale(e) => {
                             tracing::debug!(%relay, "reused connection unusable: {e}")
@@ -276,7 +331,12 @@ impl Deliverer {
                 // is then pooled as that mode's, never as a verified one.
                 let mut pool_key = key.clone();
                 loop {
-                    match self.open(&host.name, ip, port, tls, login.as_deref()).await {
+                    let from = pool.and_then(|p| p.source(ip).map(|source| (source, p)));
+                    let source = from.map(|(source, _)| source);
+                    let opened = self
+                        .open(&host.name, ip, port, tls, login.as_deref(), from)
+                        .await;
+                    match opened {
                         Ok(session) => {
                             let used_tls = session.tls;
                             if sts_host.is_some() && tls == TlsMode::Required {
@@ -285,9 +345,15 @@ impl Deliverer {
                             match self.transact(session, &tx, false).await {
                                 Sent::Done(results, session) => {
                                     if let Some(session) = session {
-                                        self.dests.put_idle(pool_key, session, 1, &dest.limit);
+                                        self.dests.put_idle(
+                                            pool_key,
+                                            session,
+                                            source,
+                                            1,
+                                            &dest.limit,
+                                        );
                                     }
-                                    return self.finish(results, &relay, used_tls, &dest);
+                                    return self.finish(results, &relay, used_tls, source, &dest);
                                 }
                                 Sent::Stale(e) => {
                                     note(e, Some(relay.clone()));
@@ -391,8 +457,9 @@ impl Deliverer {
         (fallback == TlsMode::Required).then_some(e)
     }
 
-    /// Connects, reads the greeting, says EHLO and does STARTTLS as `mode` asks; with a
-    /// `login`, TLS as the login says (`mode` unused) and AUTH.
+    /// Connects (`from` an IP pool's address, when given), reads the greeting, says EHLO (the
+    /// pool's name, else `hostname`) and does STARTTLS as `mode` asks; with a `login`, TLS as
+    /// the login says (`mode` unused) and AUTH.
     async fn open(
         &self,
         host: &str,
@@ -400,15 +467,21 @@ impl Deliverer {
         port: u16,
         mode: TlsMode,
         login: Option<&Login>,
+        from: Option<(IpAddr, &Pool)>,
     ) -> Result<Session<TcpStream>, Try> {
         let timeouts = &self.config.timeouts;
         let addr = SocketAddr::new(ip, port);
-        let stream = match tokio::time::timeout(timeouts.connect, TcpStream::connect(addr)).await {
+        let source = from.map(|(source, _)| source);
+        let connect = crate::pools::connect(addr, source);
+        let stream = match tokio::time::timeout(timeouts.connect, connect).await {
             Ok(Ok(stream)) => stream,
-            Ok(Err(source)) => {
+            Ok(Err(e)) => {
                 return Err(Try::NextAddr(Error::Connect {
-                    addr: addr.to_string(),
-                    source,
+                    addr: match source {
+                        Some(from) => format!("{addr} from {from}"),
+                        None => addr.to_string(),
+                    },
+                    source: e,
                 }))
             }
             Err(_) => {
@@ -419,8 +492,9 @@ impl Deliverer {
             }
         };
         let _ = stream.set_nodelay(true);
+        let name = from.map_or(self.config.ehlo_name(), |(_, pool)| pool.ehlo.as_str());
         if let Some(login) = login {
-            return match self.open_login(stream, host, ip, login).await {
+            return match self.open_login(stream, host, ip, login, name).await {
                 Ok(session) => {
                     self.metrics.incr(Counter::TlsUsed);
                     Ok(session)
@@ -434,7 +508,6 @@ impl Deliverer {
         }
         let mut session = Session::new(stream, timeouts.clone());
         session.greeting().await.map_err(Try::NextHost)?;
-        let name = self.config.ehlo_name();
         session.ehlo(name).await.map_err(Try::NextHost)?;
         match (mode, session.caps.starttls) {
             (TlsMode::None, _) | (TlsMode::Opportunistic, false) => {}
@@ -474,9 +547,9 @@ impl Deliverer {
         host: &str,
         ip: IpAddr,
         login: &Login,
+        name: &str,
     ) -> Result<Session<TcpStream>, Try> {
         let timeouts = &self.config.timeouts;
-        let name = self.config.ehlo_name();
         let connector = if login.allow_unverified {
             &self.tls.opportunistic
         } else {
@@ -603,6 +676,7 @@ impl Deliverer {
         results: RcptResults,
         relay: &str,
         tls: bool,
+        source: Option<IpAddr>,
         dest: &Destination,
     ) -> Vec<(Recipient, Outcome)> {
         let cooldown = self.dests.limits().cooldown;
@@ -626,6 +700,7 @@ impl Deliverer {
                     }
                 };
                 outcome.tls = Some(tls);
+                outcome.source = source;
                 (rcpt, outcome)
             })
             .collect()

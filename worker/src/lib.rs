@@ -18,6 +18,7 @@
 //! - [`mta_sts`]: MTA-STS (RFC 8461) policies of recipient domains: TXT, HTTPS fetch, cache
 //!   (persisted); [`deliver`] applies them to MX hosts and TLS.
 //! - [`deliver`]: one message to one domain: hosts, addresses, sessions, per-recipient outcomes.
+//! - [`pools`]: IP pools: the local address and EHLO name per group of sending hosts.
 //! - [`destination`]: per-destination caps, slow-down after 421, idle connections for reuse.
 //! - [`capture`]: the Maildir "transport" for staging.
 //! - [`attempt`]: one delivery attempt of a whole job: loop check, line fixing, DKIM signing,
@@ -50,6 +51,7 @@ pub mod metrics;
 pub mod mta_sts;
 pub mod plan;
 pub mod policy;
+pub mod pools;
 pub mod queue;
 pub mod route;
 pub mod smtp;
@@ -94,6 +96,7 @@ pub fn build(config: Config) -> Result<Parts, RunError> {
         routes,
         verp,
         unsubscribe,
+        pools,
     } = config
         .check()
         .map_err(|problems| RunError::Config(problems.join("\n")))?;
@@ -140,6 +143,7 @@ pub fn build(config: Config) -> Result<Parts, RunError> {
         tls,
         mta_sts,
         metrics: metrics.clone(),
+        pools,
     });
     Ok(Parts {
         worker: Arc::new(queue::Worker {
@@ -237,9 +241,26 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 
 /// `worker check-config`: every problem found, one per line (empty when all is well):
 /// config semantics, DKIM keys, the TLS CA file, the MTA-STS state directory, the capture
-/// Maildir, beanstalkd reachability.
+/// Maildir, IP pool addresses not on this machine, beanstalkd reachability.
 pub async fn check(config: &Config) -> Vec<String> {
-    let mut problems = config.check().err().unwrap_or_default();
+    let checked = config.check();
+    let mut problems = Vec::new();
+    match &checked {
+        Err(e) => problems.extend(e.iter().cloned()),
+        Ok(settings) => {
+            for pool in settings.pools.all() {
+                for ip in pool.addresses() {
+                    if let Err(e) = pools::probe_bind(ip) {
+                        problems.push(format!(
+                            "pools.{}: cannot send from {ip}: {e} (is it an address of this \
+                             machine?)",
+                            pool.name
+                        ));
+                    }
+                }
+            }
+        }
+    }
     if !config.dkim.keys.is_empty() {
         if let Err(e) = hedwig_message::dkim::Signer::new(&config.dkim) {
             problems.push(format!("dkim: {e}"));
@@ -273,4 +294,30 @@ pub async fn check(config: &Config) -> Vec<String> {
         }
     }
     problems
+}
+
+/// `worker check-config`'s warnings: what receivers will hold against this relay without it
+/// being wrong here. For each IP pool address, forward-confirmed reverse DNS (its PTR names
+/// the pool's EHLO name, which resolves back to it), asked of `nameservers` without a cache.
+pub async fn check_warnings(config: &Config) -> Vec<String> {
+    let Ok(settings) = config.check() else {
+        return Vec::new();
+    };
+    if settings.pools.is_empty() {
+        return Vec::new();
+    }
+    let timeout = Duration::from_secs(5);
+    let dns = match hedwig_dns::resolver(&settings.nameservers, timeout, hedwig_dns::Cache::Off) {
+        Ok(dns) => dns,
+        Err(e) => return vec![format!("pools: cannot check reverse DNS: {e}")],
+    };
+    let mut warnings = Vec::new();
+    for pool in settings.pools.all() {
+        for ip in pool.addresses() {
+            if let Some(why) = pools::fcrdns(&dns, ip, &pool.ehlo).await {
+                warnings.push(format!("pools.{}: {why}", pool.name));
+            }
+        }
+    }
+    warnings
 }

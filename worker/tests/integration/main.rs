@@ -25,6 +25,7 @@ mod mta_sts;
 mod mx_fallback;
 mod old_format_jobs;
 mod partial_acceptance;
+mod pools;
 mod relay_transport_return_path;
 mod retry_then_success;
 mod security;
