@@ -41,6 +41,8 @@ fn events_of(i: u64) -> [Event; 3] {
             reply: format!("{code} queued as ABCDEF{i}"),
             attempt: Some(if code == 250 { 2 } else { 1 }),
             by: None,
+            source_ip: None,
+            pool: None,
         }),
     };
     [

@@ -339,6 +339,8 @@ mod tests {
                 reply: format!("{outcome}"),
                 attempt: Some(1),
                 by: None,
+                source_ip: None,
+                pool: None,
             }),
         }
     }

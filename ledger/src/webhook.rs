@@ -654,6 +654,8 @@ mod tests {
                 reply: String::new(),
                 attempt: None,
                 by: None,
+                source_ip: None,
+                pool: None,
             })
         };
         assert_eq!(event_type(&r(Outcome::Sent)), Some("delivered"));

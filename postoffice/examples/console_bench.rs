@@ -91,6 +91,8 @@ fn timeline(now: u64) -> Vec<Event> {
             reply: reply.into(),
             attempt: Some(1),
             by: None,
+            source_ip: None,
+            pool: None,
         }),
     };
     vec![

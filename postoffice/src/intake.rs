@@ -549,6 +549,8 @@ fn with_suppressed(
                 reply: format!("on the suppression list (scope {scope}); not sent"),
                 attempt: None,
                 by: None,
+                source_ip: None,
+                pool: None,
             }),
         );
         event.at = queued_at + 1;

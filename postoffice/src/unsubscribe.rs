@@ -87,6 +87,8 @@ pub fn event(what: &Unsubscribe, at_millis: u64) -> Event {
             ),
             attempt: None,
             by: None,
+            source_ip: None,
+            pool: None,
         }),
     }
 }

@@ -27,6 +27,8 @@ fn event(i: usize) -> Event {
             reply: "250 2.0.0 Ok: queued as 4Xyz12AbCd".into(),
             attempt: Some(1),
             by: None,
+            source_ip: None,
+            pool: None,
         }),
     )
 }

@@ -670,6 +670,8 @@ mod tests {
                 reply: "x".repeat(reply_len),
                 attempt: Some(1),
                 by: None,
+                source_ip: None,
+                pool: None,
             }),
         )
     }

@@ -168,6 +168,13 @@ pub struct RecipientEvent {
     /// Who acted, for operator actions (`postoffice requeue` ...): the command and the user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
+    /// The local address the worker's connection came from, when it sent through an IP
+    /// pool (absent from older workers and without pools).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<String>,
+    /// The worker's IP pool the attempt went through, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
 }
 
 /// The outcome of an attempt or an operator action, for one recipient.
@@ -346,6 +353,8 @@ mod tests {
             reply: "250 2.0.0 ok".into(),
             attempt: Some(1),
             by: None,
+            source_ip: None,
+            pool: None,
         })
     }
 
@@ -450,6 +459,28 @@ mod tests {
             serde_json::from_str(r#"{"recipient":"a@b","outcome":"complained"}"#).unwrap();
         assert_eq!(e.outcome, Outcome::Complained);
         assert_eq!(Outcome::parse("nope"), None);
+    }
+
+    #[test]
+    fn pool_and_source_address_are_optional() {
+        // An attempt of a worker before IP pools reads without them.
+        let old: RecipientEvent =
+            serde_json::from_str(r#"{"recipient":"a@b","outcome":"sent","ip":"192.0.2.1"}"#)
+                .unwrap();
+        assert_eq!((old.source_ip, old.pool), (None, None));
+        let text = r#"{"recipient":"a@b","outcome":"sent","reply":"","source_ip":"192.0.2.20","pool":"bulk"}"#;
+        let new: RecipientEvent = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            (new.source_ip.as_deref(), new.pool.as_deref()),
+            (Some("192.0.2.20"), Some("bulk"))
+        );
+        assert_eq!(serde_json::to_string(&new).unwrap(), text);
+        let none = RecipientEvent {
+            pool: None,
+            source_ip: None,
+            ..new
+        };
+        assert!(!serde_json::to_string(&none).unwrap().contains("pool"));
     }
 
     #[test]

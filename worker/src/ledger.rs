@@ -63,6 +63,8 @@ fn recipient_event(recipient: String, outcome: &Outcome, attempt: u32) -> Recipi
         reply: outcome.response.chars().take(MAX_REPLY).collect(),
         attempt: Some(attempt),
         by: None,
+        source_ip: outcome.source.map(|ip| ip.to_string()),
+        pool: outcome.pool.clone(),
     }
 }
 
@@ -159,6 +161,8 @@ pub fn held_events(job: &Job, held_tube: &str) -> Vec<Event> {
                     reply: format!("host {} is held; moved to {held_tube}", env.host),
                     attempt: None,
                     by: None,
+                    source_ip: None,
+                    pool: None,
                 }),
             )
         })

@@ -1,6 +1,6 @@
 //! The worker's metrics (`prometheus-client`, served on `/metrics` by
 //! `hedwig_service::ops`): deliveries per outcome, destination domain and sending host, the
-//! delivery latency histogram, and counters.
+//! delivery latency histogram, deliveries per IP pool and source address, and counters.
 //!
 //! Label values from messages are bounded: destination domains are capped at [`MAX_DOMAINS`]
 //! per status (the rest count as `other`); the sending host is its name only for the hosts
@@ -59,6 +59,15 @@ struct DeliveryLabels {
     host: String,
 }
 
+/// Labels of deliveries through an IP pool: both bounded by the configured pools.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    status: &'static str,
+    pool: String,
+    /// The pool address the connection came from; `none` when none was made.
+    source: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HostLabel {
     host: String,
@@ -69,6 +78,7 @@ struct HostLabel {
 pub struct Metrics {
     hosts: HostLabels,
     deliveries: Family<DeliveryLabels, PromCounter>,
+    pool_deliveries: Family<PoolLabels, PromCounter>,
     /// (status, domain) pairs with a label of their own.
     domains: Mutex<HashSet<(&'static str, String)>>,
     latency: Histogram,
@@ -154,6 +164,7 @@ impl Metrics {
         let m = Metrics {
             hosts,
             deliveries: Family::default(),
+            pool_deliveries: Family::default(),
             domains: Mutex::new(HashSet::new()),
             latency: Histogram::new(BUCKETS),
             plain: Default::default(),
@@ -179,6 +190,11 @@ impl Metrics {
             m.deliveries.clone(),
         );
         r.register(
+            "pool_deliveries",
+            "Recipients' delivery outcomes through an IP pool, by status, pool and source address",
+            m.pool_deliveries.clone(),
+        );
+        r.register(
             "delivery_seconds",
             "Time of one domain's delivery attempt",
             m.latency.clone(),
@@ -202,6 +218,18 @@ impl Metrics {
                 status: status.as_str(),
                 domain,
                 host: self.hosts.label(host),
+            })
+            .inc();
+    }
+
+    /// One recipient's outcome through IP pool `pool`, from `source` when a connection was
+    /// made.
+    pub fn pool_delivery(&self, status: Status, pool: &str, source: Option<std::net::IpAddr>) {
+        self.pool_deliveries
+            .get_or_create(&PoolLabels {
+                status: status.as_str(),
+                pool: pool.to_string(),
+                source: source.map_or_else(|| "none".to_string(), |ip| ip.to_string()),
             })
             .inc();
     }
@@ -292,8 +320,12 @@ mod tests {
         m.latency(Duration::from_secs(3));
         m.count(MessageCounter::Retry, "web9.example.net");
         m.incr(Counter::TlsUsed);
+        m.pool_delivery(Status::Delivered, "bulk", "192.0.2.20".parse().ok());
+        m.pool_delivery(Status::Deferred, "bulk", None);
         let text = shell.render();
         for line in [
+            "hedwig_worker_pool_deliveries_total{status=\"delivered\",pool=\"bulk\",source=\"192.0.2.20\"} 1",
+            "hedwig_worker_pool_deliveries_total{status=\"deferred\",pool=\"bulk\",source=\"none\"} 1",
             "hedwig_worker_deliveries_total{status=\"delivered\",domain=\"example.com\",host=\"web1.example.net\"} 2",
             "hedwig_worker_deliveries_total{status=\"deferred\",domain=\"example.org\",host=\"other\"} 1",
             "hedwig_worker_delivery_seconds_bucket{le=\"0.1\"} 1",

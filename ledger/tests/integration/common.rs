@@ -86,6 +86,8 @@ pub fn outcome(queue_id: &str, at: u64, recipient: &str, outcome: Outcome, attem
             reply: format!("{code} {dsn} {outcome}"),
             attempt: Some(attempt),
             by: None,
+            source_ip: None,
+            pool: None,
         }),
     }
 }

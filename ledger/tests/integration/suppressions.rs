@@ -38,6 +38,8 @@ fn failure(
             reply: reply.into(),
             attempt: Some(1),
             by: None,
+            source_ip: None,
+            pool: None,
         }),
     }
 }

@@ -173,6 +173,8 @@ impl Target {
                         reply: format!("{outcome} by an operator ({by})"),
                         attempt: None,
                         by: Some(by.clone()),
+                        source_ip: None,
+                        pool: None,
                     }),
                 )
             })

@@ -134,6 +134,8 @@ pub fn judge(
                 reply,
                 attempt: None,
                 by: None,
+                source_ip: None,
+                pool: None,
             }),
         });
     }

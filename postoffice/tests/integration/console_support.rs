@@ -78,6 +78,8 @@ pub fn attempt(
             reply: reply.into(),
             attempt: Some(1),
             by: None,
+            source_ip: None,
+            pool: None,
         }),
     }
 }

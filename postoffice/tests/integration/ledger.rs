@@ -62,6 +62,8 @@ fn attempt(queue_id: &str, at: u64, recipient: &str, outcome: Outcome, code: u16
             reply: format!("{code} reply"),
             attempt: Some(1),
             by: None,
+            source_ip: None,
+            pool: None,
         }),
     }
 }

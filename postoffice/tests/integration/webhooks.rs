@@ -62,6 +62,8 @@ fn sent(queue_id: &str, at: u64) -> Event {
             reply: "250 2.0.0 ok".into(),
             attempt: Some(1),
             by: None,
+            source_ip: None,
+            pool: None,
         }),
     }
 }

@@ -23,6 +23,8 @@ fn event(queue_id: &str, recipient: &str) -> Event {
             reply: "250 2.0.0 ok queued as 12345".into(),
             attempt: Some(1),
             by: None,
+            source_ip: None,
+            pool: None,
         }),
     )
 }
