@@ -584,6 +584,8 @@ fn held_events(envelope: &Envelope, queued_at: u64) -> Vec<Event> {
                     ),
                     attempt: None,
                     by: None,
+                    source_ip: None,
+                    pool: None,
                 }),
             );
             event.at = queued_at + 1;
