@@ -637,6 +637,27 @@ mod tests {
     }
 
     #[test]
+    fn tls_rpt_settings_are_checked() {
+        let mut c = Config {
+            hostname: "relay.example.com".into(),
+            ..Config::default()
+        };
+        assert!(!c.tls_rpt.enabled, "off by default");
+        c.tls_rpt.enabled = true;
+        assert!(c.check().is_ok(), "{:?}", c.check().err());
+        c.mta_sts.enabled = false;
+        c.tls_rpt.interval = Duration::ZERO;
+        c.tls_rpt.sender = "not an address".into();
+        let errors = c.check().unwrap_err().join("\n");
+        assert!(
+            errors.contains("tls_rpt.enabled: needs mta_sts.enabled"),
+            "{errors}"
+        );
+        assert!(errors.contains("tls_rpt.interval"), "{errors}");
+        assert!(errors.contains("tls_rpt.sender"), "{errors}");
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.yaml");
