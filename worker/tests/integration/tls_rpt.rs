@@ -311,7 +311,7 @@ async fn https_report_counts_sessions() {
 }
 
 /// A `mailto:` rua: the report goes as a message (RFC 8460 §5.3) through the worker's own
-/// outbound tube, from `tls_rpt.sender`, to the rua's MX.
+/// outbound tube, from `tls_rpt.sender`, DKIM-signed for the sender's domain, to the rua's MX.
 #[tokio::test]
 async fn mailto_report_is_a_message() {
     let bs = Beanstalkd::start_on("127.0.240.3".parse().unwrap());
@@ -349,6 +349,20 @@ async fn mailto_report_is_a_message() {
     config.tls.ca_file = Some(ca.path().to_path_buf());
     tls_rpt_config(&mut config);
     config.tls_rpt.sender = "tlsrpt@relay.hedwig.test".into();
+    // A DKIM key for the sender's domain: the report goes out signed, like any mail.
+    let keys = tempfile::tempdir().unwrap();
+    let key = hedwig_message::dkim::generate(hedwig_message::dkim::Algorithm::Ed25519).unwrap();
+    let key_file = keys.path().join("ed.pem");
+    std::fs::write(&key_file, key.private_pem).unwrap();
+    config.dkim = hedwig_message::dkim::DkimConfig {
+        keys: vec![hedwig_message::dkim::DkimKey {
+            domain: "relay.hedwig.test".into(),
+            selector: "r1".into(),
+            algorithm: None,
+            key_file,
+        }],
+        default_domain: None,
+    };
     let running = common::start(config);
     common::enqueue(
         &bs.url(),
@@ -370,6 +384,9 @@ async fn mailto_report_is_a_message() {
     let m = &got[0];
     assert_eq!(m.mail_from, "tlsrpt@relay.hedwig.test");
     assert_eq!(m.rcpt_to, ["tls-reports@reports.rpt.test"]);
+    let head = String::from_utf8_lossy(&m.data[..m.data.len().min(2000)]).to_string();
+    assert!(head.starts_with("DKIM-Signature:"), "{head}");
+    assert!(head.contains("d=relay.hedwig.test"), "{head}");
     let parsed = mail_parser::MessageParser::default()
         .parse(&m.data)
         .unwrap();
