@@ -17,6 +17,8 @@
 //! - [`login`]: smarthost credentials (relayhost, transports), loaded and checked at start.
 //! - [`mta_sts`]: MTA-STS (RFC 8461) policies of recipient domains: TXT, HTTPS fetch, cache
 //!   (persisted); [`deliver`] applies them to MX hosts and TLS.
+//! - [`tls_rpt`]: TLS-RPT (RFC 8460): counts of the MTA-STS checks per domain and day, and
+//!   the daily reports (https POST, or a message through the worker's own queue).
 //! - [`deliver`]: one message to one domain: hosts, addresses, sessions, per-recipient outcomes.
 //! - [`pools`]: IP pools: the local address and EHLO name per group of sending hosts.
 //! - [`destination`]: per-destination caps, slow-down after 421, idle connections for reuse.
