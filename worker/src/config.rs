@@ -75,6 +75,10 @@ pub struct Config {
     /// MTA-STS (RFC 8461) policies of recipient domains: `{enabled, state_dir,
     /// fetch_timeout, retry_fetch_after}` (docs/operator-guide.md, "MTA-STS").
     pub mta_sts: crate::mta_sts::MtaStsConfig,
+    /// TLS-RPT (RFC 8460) daily reports of the MTA-STS checks: `{enabled, organization_name,
+    /// sender, contact_info, interval, max_delay, flush_interval, http_timeout}`
+    /// (docs/operator-guide.md, "TLS-RPT"). Off by default.
+    pub tls_rpt: crate::tls_rpt::TlsRptConfig,
     /// Write every message into this Maildir instead of delivering it.
     pub capture_maildir: Option<PathBuf>,
     /// `ip:port` of the /health and /metrics endpoint; empty disables it.
@@ -144,6 +148,7 @@ impl Default for Config {
             transport_auth: BTreeMap::new(),
             tls: Tls::default(),
             mta_sts: Default::default(),
+            tls_rpt: Default::default(),
             capture_maildir: None,
             http_listen: "127.0.0.1:8026".into(),
             metrics_hosts: Vec::new(),
@@ -457,6 +462,24 @@ impl Config {
         if self.mta_sts.enabled && self.mta_sts.fetch_timeout.is_zero() {
             errors.push("mta_sts.fetch_timeout: must be more than 0s".into());
         }
+        let rpt = &self.tls_rpt;
+        if rpt.enabled {
+            if !self.mta_sts.enabled {
+                errors.push(
+                    "tls_rpt.enabled: needs mta_sts.enabled (the reports are of its checks)".into(),
+                );
+            }
+            if rpt.interval < Duration::from_secs(1) {
+                errors.push("tls_rpt.interval: must be at least 1s".into());
+            }
+            if rpt.flush_interval.is_zero() || rpt.http_timeout.is_zero() {
+                errors.push("tls_rpt.flush_interval, http_timeout: must be more than 0s".into());
+            }
+            let sender = rpt.sender.trim();
+            if !sender.is_empty() && hedwig_core::address::Mailbox::parse(sender).is_err() {
+                errors.push(format!("tls_rpt.sender: {sender:?} is not an address"));
+            }
+        }
         errors.extend(hedwig_queue::lane::check(&self.lanes, &self.default_lane));
         let verp = self
             .verp
@@ -611,6 +634,27 @@ mod tests {
         assert_eq!(c.tls.mode("bank.example"), TlsMode::Required);
         assert_eq!(c.tls.mode("other.example"), TlsMode::Opportunistic);
         assert!(c.check().is_ok(), "{:?}", c.check().err());
+    }
+
+    #[test]
+    fn tls_rpt_settings_are_checked() {
+        let mut c = Config {
+            hostname: "relay.example.com".into(),
+            ..Config::default()
+        };
+        assert!(!c.tls_rpt.enabled, "off by default");
+        c.tls_rpt.enabled = true;
+        assert!(c.check().is_ok(), "{:?}", c.check().err());
+        c.mta_sts.enabled = false;
+        c.tls_rpt.interval = Duration::ZERO;
+        c.tls_rpt.sender = "not an address".into();
+        let errors = c.check().unwrap_err().join("\n");
+        assert!(
+            errors.contains("tls_rpt.enabled: needs mta_sts.enabled"),
+            "{errors}"
+        );
+        assert!(errors.contains("tls_rpt.interval"), "{errors}");
+        assert!(errors.contains("tls_rpt.sender"), "{errors}");
     }
 
     #[test]

@@ -41,6 +41,7 @@ pub use crate::route::Route;
 use crate::route::{Dns, MxHost, Nexthop, Routes};
 use crate::smtp::session::{RcptResults, Session, Transaction};
 use crate::smtp::tls::{server_name, TlsClients};
+use crate::tls_rpt::Place;
 
 /// Everything a delivery needs, shared by all tasks.
 #[derive(Debug)]
@@ -235,7 +236,15 @@ impl Deliverer {
                         result: ResultType::MxNotInPolicy,
                         detail: format!("{} is not among {}", host.name, c.policy.mx_list()),
                     };
-                    self.sts_result(domain, ResultType::MxNotInPolicy);
+                    self.sts_result(
+                        domain,
+                        c,
+                        ResultType::MxNotInPolicy,
+                        Place {
+                            mx_host: Some(&host.name),
+                            ..Place::default()
+                        },
+                    );
                     if c.policy.mode == Mode::Enforce {
                         note(e, None);
                         continue;
@@ -339,8 +348,13 @@ impl Deliverer {
                     match opened {
                         Ok(session) => {
                             let used_tls = session.tls;
-                            if sts_host.is_some() && tls == TlsMode::Required {
-                                self.sts_result(domain, ResultType::Success);
+                            if let (Some(c), TlsMode::Required) = (sts_host, tls) {
+                                let place = Place {
+                                    mx_host: Some(&host.name),
+                                    receiving_ip: Some(ip),
+                                    sending_ip: source,
+                                };
+                                self.sts_result(domain, c, ResultType::Success, place);
                             }
                             match self.transact(session, &tx, false).await {
                                 Sent::Done(results, session) => {
@@ -369,7 +383,12 @@ impl Deliverer {
                             if let (Some(c), TlsMode::Required, Error::Tls(_)) = (sts_host, tls, &e)
                             {
                                 let fallback = self.config.tls.mode(domain);
-                                match self.sts_tls_failed(domain, c, e, fallback, &relay) {
+                                let place = Place {
+                                    mx_host: Some(&host.name),
+                                    receiving_ip: Some(ip),
+                                    sending_ip: source,
+                                };
+                                match self.sts_tls_failed(domain, c, e, fallback, &relay, place) {
                                     Some(e) => {
                                         note(e, Some(relay.clone()));
                                         continue 'hosts;
@@ -419,10 +438,10 @@ impl Deliverer {
             .filter(|c| c.policy.mode != Mode::None)
     }
 
-    /// Hands a check's result to the MTA-STS hook (where TLS-RPT will count).
-    fn sts_result(&self, domain: &str, result: ResultType) {
+    /// Hands a check's result under `policy` to the MTA-STS hook (metric, TLS-RPT).
+    fn sts_result(&self, domain: &str, policy: &Cached, result: ResultType, place: Place<'_>) {
         if let Some(sts) = &self.mta_sts {
-            sts.record(domain, result);
+            sts.record(domain, Some(policy), result, place);
         }
     }
 
@@ -437,9 +456,10 @@ impl Deliverer {
         e: Error,
         fallback: TlsMode,
         relay: &str,
+        place: Place<'_>,
     ) -> Option<Error> {
         let result = crate::mta_sts::classify(&e);
-        self.sts_result(domain, result);
+        self.sts_result(domain, policy, result, place);
         let failed = Error::MtaSts {
             domain: domain.to_string(),
             result,

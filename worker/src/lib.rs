@@ -17,6 +17,8 @@
 //! - [`login`]: smarthost credentials (relayhost, transports), loaded and checked at start.
 //! - [`mta_sts`]: MTA-STS (RFC 8461) policies of recipient domains: TXT, HTTPS fetch, cache
 //!   (persisted); [`deliver`] applies them to MX hosts and TLS.
+//! - [`tls_rpt`]: TLS-RPT (RFC 8460): counts of the MTA-STS checks per domain and day, and
+//!   the daily reports (https POST, or a message through the worker's own queue).
 //! - [`deliver`]: one message to one domain: hosts, addresses, sessions, per-recipient outcomes.
 //! - [`pools`]: IP pools: the local address and EHLO name per group of sending hosts.
 //! - [`destination`]: per-destination caps, slow-down after 421, idle connections for reuse.
@@ -55,6 +57,7 @@ pub mod pools;
 pub mod queue;
 pub mod route;
 pub mod smtp;
+pub mod tls_rpt;
 pub mod unsubscribe;
 pub mod verp;
 
@@ -86,6 +89,8 @@ pub struct Parts {
     pub worker: Arc<queue::Worker>,
     /// The metrics registry and the draining flag `/health` reads.
     pub shell: Arc<hedwig_service::ops::Shell>,
+    /// TLS-RPT counters and reporter (`tls_rpt.enabled`); [`run`] drives it.
+    pub tls_rpt: Option<Arc<tls_rpt::TlsRpt>>,
 }
 
 /// Builds the resolver, TLS configs, DKIM signer and metrics from `config`.
@@ -115,14 +120,6 @@ pub fn build(config: Config) -> Result<Parts, RunError> {
     let dns = route::Dns::new(&nameservers, dns_timeout, config.ipv6).map_err(RunError::Config)?;
     let tls =
         smtp::tls::TlsClients::new(config.tls.ca_file.as_deref()).map_err(RunError::Config)?;
-    let mta_sts = if config.mta_sts.enabled {
-        Some(Arc::new(
-            mta_sts::MtaSts::new(&config.mta_sts, dns.clone(), config.tls.ca_file.as_deref())
-                .map_err(RunError::Config)?,
-        ))
-    } else {
-        None
-    };
     let signer = if config.dkim.keys.is_empty() {
         None
     } else {
@@ -134,6 +131,32 @@ pub fn build(config: Config) -> Result<Parts, RunError> {
         hedwig_service::metrics::HostLabels::new(&config.metrics_hosts),
     ));
     let tubes = config.tubes().map_err(RunError::Config)?;
+    let tls_rpt = if config.mta_sts.enabled && config.tls_rpt.enabled {
+        Some(Arc::new(
+            tls_rpt::TlsRpt::new(tls_rpt::Setup {
+                config: &config.tls_rpt,
+                hostname: config.ehlo_name(),
+                state_dir: config.mta_sts.state_dir.as_deref(),
+                ca_file: config.tls.ca_file.as_deref(),
+                dns: dns.clone(),
+                beanstalkd: config.beanstalkd.clone(),
+                outbound_tube: tubes.outbound().to_string(),
+                metrics: metrics.clone(),
+            })
+            .map_err(RunError::Config)?,
+        ))
+    } else {
+        None
+    };
+    let mta_sts = if config.mta_sts.enabled {
+        Some(Arc::new(
+            mta_sts::MtaSts::new(&config.mta_sts, dns.clone(), config.tls.ca_file.as_deref())
+                .map_err(RunError::Config)?
+                .with_reports(tls_rpt.clone(), metrics.clone()),
+        ))
+    } else {
+        None
+    };
     let config = Arc::new(config);
     let deliverer = Arc::new(deliver::Deliverer {
         dests: destination::Destinations::new(config.limits.clone()),
@@ -167,6 +190,7 @@ pub fn build(config: Config) -> Result<Parts, RunError> {
             unsubscribe: unsubscribe.map(Arc::new),
         }),
         shell: Arc::new(hedwig_service::ops::Shell::new(registry)),
+        tls_rpt,
     })
 }
 
@@ -222,6 +246,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             deliverer.dests.reap(true);
         })
     };
+    let reporter_stop = CancellationToken::new();
+    let reporter = parts
+        .tls_rpt
+        .clone()
+        .map(|r| tokio::spawn(r.run(reporter_stop.clone())));
     queue::run_tasks(parts.worker.clone(), concurrency, shutdown).await;
     // The events of the last attempts that beanstalkd did not take yet (it was restarting):
     // a few more seconds for them, as for a delivery in flight.
@@ -230,6 +259,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     }
     reaper_stop.cancel();
     let _ = reaper.await;
+    // The counts written once more (a report being sent is abandoned: its period is sent by
+    // no one, the RFC's reports being best effort).
+    reporter_stop.cancel();
+    if let Some(reporter) = reporter {
+        let _ = reporter.await;
+    }
     let _ = draining.await;
     http_stop.cancel();
     if let Some(task) = http_task {

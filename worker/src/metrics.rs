@@ -68,6 +68,17 @@ struct PoolLabels {
     source: String,
 }
 
+/// An RFC 8460 result type (a fixed set) or a TLS-RPT report status.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HostLabel {
     host: String,
@@ -79,6 +90,8 @@ pub struct Metrics {
     hosts: HostLabels,
     deliveries: Family<DeliveryLabels, PromCounter>,
     pool_deliveries: Family<PoolLabels, PromCounter>,
+    mta_sts_results: Family<ResultLabel, PromCounter>,
+    tls_rpt_reports: Family<StatusLabel, PromCounter>,
     /// (status, domain) pairs with a label of their own.
     domains: Mutex<HashSet<(&'static str, String)>>,
     latency: Histogram,
@@ -165,6 +178,8 @@ impl Metrics {
             hosts,
             deliveries: Family::default(),
             pool_deliveries: Family::default(),
+            mta_sts_results: Family::default(),
+            tls_rpt_reports: Family::default(),
             domains: Mutex::new(HashSet::new()),
             latency: Histogram::new(BUCKETS),
             plain: Default::default(),
@@ -193,6 +208,16 @@ impl Metrics {
             "pool_deliveries",
             "Recipients' delivery outcomes through an IP pool, by status, pool and source address",
             m.pool_deliveries.clone(),
+        );
+        r.register(
+            "mta_sts_results",
+            "MTA-STS checks (sessions and policy fetches), by RFC 8460 result type",
+            m.mta_sts_results.clone(),
+        );
+        r.register(
+            "tls_rpt_reports",
+            "TLS-RPT reports, one per policy domain and period, by status (sent, failed, no-rua)",
+            m.tls_rpt_reports.clone(),
         );
         r.register(
             "delivery_seconds",
@@ -231,6 +256,20 @@ impl Metrics {
                 pool: pool.to_string(),
                 source: source.map_or_else(|| "none".to_string(), |ip| ip.to_string()),
             })
+            .inc();
+    }
+
+    /// One MTA-STS check ended in `result` (an RFC 8460 result type).
+    pub fn mta_sts_result(&self, result: &'static str) {
+        self.mta_sts_results
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// One TLS-RPT report (a domain's, for a period) ended in `status`.
+    pub fn tls_rpt_report(&self, status: &'static str) {
+        self.tls_rpt_reports
+            .get_or_create(&StatusLabel { status })
             .inc();
     }
 

@@ -16,8 +16,9 @@
 //! Layout: [`policy`] parses the TXT record and the policy file (pure); this module caches and
 //! fetches. Applying a policy to MX hosts and TLS is [`crate::deliver`]'s.
 //!
-//! Not here: TLS-RPT (RFC 8460) reports. [`MtaSts::record`] is where each check's
-//! [`ResultType`] arrives, for a report to count later.
+//! [`MtaSts::record`] is where each check's [`ResultType`] arrives: counted in the metric
+//! `hedwig_worker_mta_sts_results_total{result}` and, with `tls_rpt.enabled`, handed to
+//! [`crate::tls_rpt`] for the daily TLS-RPT (RFC 8460) reports.
 
 pub mod policy;
 
@@ -99,6 +100,9 @@ pub struct MtaSts {
     fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Per domain: the id whose fetch failed, and until when it is not tried again.
     failed: Mutex<HashMap<String, (String, Instant)>>,
+    /// TLS-RPT counters (`tls_rpt.enabled`).
+    reports: Option<Arc<crate::tls_rpt::TlsRpt>>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl std::fmt::Debug for MtaSts {
@@ -115,7 +119,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Resolves the policy host through the worker's resolver (not the system's), so the policy
 /// comes from where the TXT and MX records say, and tests can point it at a local server.
-struct Resolver(Dns);
+pub(crate) struct Resolver(pub(crate) Dns);
 
 impl reqwest::dns::Resolve for Resolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
@@ -163,7 +167,20 @@ impl MtaSts {
             cache: Mutex::new(cache),
             fetching: Mutex::new(HashMap::new()),
             failed: Mutex::new(HashMap::new()),
+            reports: None,
+            metrics: None,
         })
+    }
+
+    /// Results also go to `reports` (TLS-RPT) and the `mta_sts_results` metric.
+    pub fn with_reports(
+        mut self,
+        reports: Option<Arc<crate::tls_rpt::TlsRpt>>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> MtaSts {
+        self.reports = reports;
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The policy in force for `domain` (lowercase A-labels), if any (mode `none`
@@ -187,10 +204,23 @@ impl MtaSts {
         self.refresh(domain, &id).await.or(cached)
     }
 
-    /// Where the outcome of each check against a policy arrives: the hook a TLS-RPT
-    /// (RFC 8460) report will count from. Today it only logs.
-    pub fn record(&self, domain: &str, result: ResultType) {
+    /// Where the outcome of each check against a policy arrives (`policy`: the one in force,
+    /// if any; `place`: where the session was): logged, counted in the metric, and handed to
+    /// TLS-RPT when it is enabled.
+    pub fn record(
+        &self,
+        domain: &str,
+        policy: Option<&Cached>,
+        result: ResultType,
+        place: crate::tls_rpt::Place<'_>,
+    ) {
         tracing::debug!(domain, result = result.as_str(), "mta-sts result");
+        if let Some(m) = &self.metrics {
+            m.mta_sts_result(result.as_str());
+        }
+        if let Some(r) = &self.reports {
+            r.record(domain, policy, result, place);
+        }
     }
 
     /// Fetches the policy for TXT `id` unless the same id failed a short while ago; the new
@@ -243,7 +273,13 @@ impl MtaSts {
                 Some(cached)
             }
             Err((result, detail)) => {
-                self.record(domain, result);
+                let cached = self.cached(domain);
+                self.record(
+                    domain,
+                    cached.as_deref(),
+                    result,
+                    crate::tls_rpt::Place::default(),
+                );
                 tracing::warn!(
                     domain,
                     id,
@@ -404,11 +440,16 @@ fn load(path: &Path) -> Result<Cached, String> {
 }
 
 fn write_atomic(path: &Path, stored: &Stored) -> std::io::Result<()> {
-    use std::io::Write;
     let json = serde_json::to_vec(stored).map_err(std::io::Error::other)?;
+    write_file(path, &json)
+}
+
+/// Writes `bytes` to `path` through `<path>.tmp`: write, fsync, rename (never a torn file).
+pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
     let tmp = path.with_extension("json.tmp");
     let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&json)?;
+    f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent() {
@@ -419,7 +460,7 @@ fn write_atomic(path: &Path, stored: &Stored) -> std::io::Result<()> {
 }
 
 /// An error and its sources on one line (reqwest's own text hides the TLS cause).
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     let mut depth = 0;

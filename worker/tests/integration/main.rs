@@ -34,6 +34,7 @@ mod shutdown_hands_back;
 mod smarthost_login;
 mod smtputf8;
 mod tls;
+mod tls_rpt;
 mod touch_long_delivery;
 mod tube_prefix;
 mod two_beanstalkd_servers;
