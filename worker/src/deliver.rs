@@ -188,21 +188,27 @@ impl Deliverer {
             };
             return all(rcpts, &e, None);
         }
-        let (hosts, port) = match hop {
-            Nexthop::Direct { host, port } => (
-                vec![MxHost {
-                    name: host,
-                    preference: 0,
-                }],
-                port,
-            ),
-            Nexthop::Mx { host, port } => match self.dns.mx(&host).await {
-                Ok(hosts) => (hosts, port),
-                Err(e) => {
-                    self.metrics.incr(Counter::DnsFailure);
-                    return all(rcpts, &e, None);
-                }
-            },
+        // The MTA-STS policy (a TXT lookup, a fetch when its id changed) is looked up while
+        // the MX is: a delivery waits for the slower of the two, not for both in turn.
+        let hosts = async {
+            match hop {
+                Nexthop::Direct { host, port } => Ok((
+                    vec![MxHost {
+                        name: host,
+                        preference: 0,
+                    }],
+                    port,
+                )),
+                Nexthop::Mx { host, port } => self.dns.mx(&host).await.map(|h| (h, port)),
+            }
+        };
+        let (hosts, sts) = tokio::join!(hosts, self.sts_policy(domain));
+        let (hosts, port) = match hosts {
+            Ok(found) => found,
+            Err(e) => {
+                self.metrics.incr(Counter::DnsFailure);
+                return all(rcpts, &e, None);
+            }
         };
         let login = self.routes.login(domain);
         // A login is only ever sent inside TLS (see `open`); the mode is for the pool key.
@@ -210,7 +216,6 @@ impl Deliverer {
             Some(_) => TlsMode::Required,
             None => self.config.tls.mode(domain),
         };
-        let sts = self.sts_policy(domain).await;
         let tx = Transaction {
             mail_from,
             rcpt_to: rcpts,
