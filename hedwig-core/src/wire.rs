@@ -13,6 +13,11 @@
 //! Extension: an optional field `app` (a JSON object, [`App`]; in a form, a string holding it)
 //! names the app inside the sending host that sent the message: a container on a Docker
 //! bridge or an SMTP AUTH login at mailman. Post offices from before it ignore the field.
+//!
+//! Extension: an optional field `fixups` (a JSON array of strings; in a form, a string
+//! holding it) names the header fix-ups the sending mailman made (issue 19: `date`,
+//! `message-id`, `from`, `to`, `bcc`), so that the ledger can show them. Post offices from
+//! before it ignore the field; a post without it has none.
 
 use base64::Engine as _;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -36,6 +41,8 @@ pub enum WireError {
     BothData,
     #[error("field \"app\" is not valid: {0}")]
     AppJson(#[source] serde_json::Error),
+    #[error("field \"fixups\" is not a JSON list of strings: {0}")]
+    FixupsJson(#[source] serde_json::Error),
     #[error("\"data_b64\" is not valid base64: {0}")]
     Base64(#[source] base64::DecodeError),
 }
@@ -140,6 +147,9 @@ pub struct Submission {
     pub id: Option<String>,
     /// The app inside the host that sent it, when mailman knows.
     pub app: Option<App>,
+    /// The header fix-ups the sender made (issue 19), in order; empty when none (or the
+    /// sender is older than the field). Checked by the post office, not here.
+    pub fixups: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -150,6 +160,7 @@ struct FormFields {
     email: Option<String>,
     id: Option<String>,
     app: Option<String>,
+    fixups: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -160,6 +171,8 @@ struct JsonFields {
     email: Option<serde_json::Value>,
     id: Option<String>,
     app: Option<App>,
+    #[serde(default)]
+    fixups: Vec<String>,
 }
 
 impl Submission {
@@ -184,8 +197,12 @@ impl Submission {
             Some(app) => Some(serde_json::from_str(&app).map_err(WireError::AppJson)?),
             None => None,
         };
+        let fixups = match fields.fixups.filter(|f| !f.is_empty()) {
+            Some(fixups) => serde_json::from_str(&fixups).map_err(WireError::FixupsJson)?,
+            None => Vec::new(),
+        };
         Self::assemble(fields.fqdn, fields.key, email, fields.id, key_required)
-            .map(|s| s.with_app(app))
+            .map(|s| s.with_app(app).with_fixups(fixups))
     }
 
     /// As [`Submission::from_json`], with `key_required` as for [`Submission::from_form_with`].
@@ -197,7 +214,7 @@ impl Submission {
         }
         .map_err(WireError::EmailJson)?;
         Self::assemble(fields.fqdn, fields.key, email, fields.id, key_required)
-            .map(|s| s.with_app(fields.app))
+            .map(|s| s.with_app(fields.app).with_fixups(fields.fixups))
     }
 
     fn assemble(
@@ -218,11 +235,17 @@ impl Submission {
             email,
             id: id.filter(|id| !id.is_empty()),
             app: None,
+            fixups: Vec::new(),
         })
     }
 
     fn with_app(mut self, app: Option<App>) -> Self {
         self.app = app;
+        self
+    }
+
+    fn with_fixups(mut self, fixups: Vec<String>) -> Self {
+        self.fixups = fixups;
         self
     }
 
@@ -244,6 +267,13 @@ impl Submission {
             form.push((
                 "app",
                 serde_json::to_string(app).unwrap_or_else(|_| unreachable!("App has only strings")),
+            ));
+        }
+        if !self.fixups.is_empty() {
+            form.push((
+                "fixups",
+                serde_json::to_string(&self.fixups)
+                    .unwrap_or_else(|_| unreachable!("a list of strings")),
             ));
         }
         form
@@ -321,6 +351,7 @@ mod tests {
             email: Email::new("a@b.c".into(), vec!["d@e.f".into()], message.clone()),
             id: Some("mid".into()),
             app: None,
+            fixups: Vec::new(),
         };
         assert!(sub.email.data.is_none());
         let body = form(
@@ -384,6 +415,7 @@ mod tests {
             email: Email::new("a@b.c".into(), vec!["d@e.f".into()], b"x".to_vec()),
             id: Some("mid".into()),
             app: Some(app.clone()),
+            fixups: Vec::new(),
         };
         let body = serde_urlencoded::to_string(sub.to_form()).unwrap();
         assert_eq!(Submission::from_form(body.as_bytes()).unwrap(), sub);
@@ -402,5 +434,105 @@ mod tests {
             Submission::from_form(&bad),
             Err(WireError::AppJson(_))
         ));
+    }
+
+    /// Issue 19: `fixups` travels in a form and in JSON; a post without it (an older mailman)
+    /// has none; a malformed one is refused with its own error.
+    #[test]
+    fn fixups_travel_in_form_and_json_and_are_optional() {
+        let sub = Submission {
+            fqdn: "h.example".into(),
+            key: "k".into(),
+            email: Email::new("a@b.c".into(), vec!["d@e.f".into()], b"x".to_vec()),
+            id: Some("mid".into()),
+            app: None,
+            fixups: vec!["date".into(), "message-id".into(), "bcc".into()],
+        };
+        let body = serde_urlencoded::to_string(sub.to_form()).unwrap();
+        assert_eq!(Submission::from_form(body.as_bytes()).unwrap(), sub);
+        let body = br#"{"fqdn":"h","key":"k","email":{"mailfrom":"","rcpttos":[],"data":"d"},"fixups":["from","to"]}"#;
+        assert_eq!(Submission::from_json(body).unwrap().fixups, ["from", "to"]);
+        // Without the field (an older mailman): none, in both forms; none is not sent.
+        let old = form(&[
+            ("fqdn", "h"),
+            ("key", "k"),
+            ("email", r#"{"mailfrom":"","rcpttos":[],"data":"d"}"#),
+        ]);
+        assert!(Submission::from_form(&old).unwrap().fixups.is_empty());
+        let old = br#"{"fqdn":"h","key":"k","email":{"mailfrom":"","rcpttos":[],"data":"d"}}"#;
+        assert!(Submission::from_json(old).unwrap().fixups.is_empty());
+        let none = Submission {
+            fixups: Vec::new(),
+            ..sub.clone()
+        };
+        assert!(none.to_form().iter().all(|(k, _)| *k != "fixups"));
+        // Not a list of strings: refused, not taken as absent.
+        let bad = form(&[
+            ("fqdn", "h"),
+            ("key", "k"),
+            ("email", r#"{"mailfrom":"","rcpttos":[],"data":"d"}"#),
+            ("fixups", r#"{"date":true}"#),
+        ]);
+        assert!(matches!(
+            Submission::from_form(&bad),
+            Err(WireError::FixupsJson(_))
+        ));
+        let bad = br#"{"fqdn":"h","key":"k","email":{"mailfrom":"","rcpttos":[],"data":"d"},"fixups":[1]}"#;
+        assert!(matches!(
+            Submission::from_json(bad),
+            Err(WireError::Json(_))
+        ));
+    }
+
+    /// A post office from before `fixups` read posts with these fields (the structs above as
+    /// they were, serde ignoring unknown fields): a post carrying `fixups` still reads there,
+    /// in both forms, with everything else intact.
+    #[test]
+    fn post_offices_before_fixups_ignore_the_field() {
+        #[derive(Deserialize)]
+        struct OldForm {
+            fqdn: Option<String>,
+            #[serde(alias = "secret")]
+            key: Option<String>,
+            email: Option<String>,
+            id: Option<String>,
+            app: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct OldJson {
+            fqdn: Option<String>,
+            #[serde(alias = "secret")]
+            key: Option<String>,
+            email: Option<serde_json::Value>,
+            id: Option<String>,
+            app: Option<App>,
+        }
+        let sub = Submission {
+            fqdn: "h.example".into(),
+            key: "k".into(),
+            email: Email::new("a@b.c".into(), vec!["d@e.f".into()], b"x".to_vec()),
+            id: Some("mid".into()),
+            app: None,
+            fixups: vec!["date".into(), "to".into()],
+        };
+        let body = serde_urlencoded::to_string(sub.to_form()).unwrap();
+        assert!(body.contains("fixups="), "{body}");
+        let old: OldForm = serde_urlencoded::from_bytes(body.as_bytes()).unwrap();
+        assert_eq!(
+            (old.fqdn.as_deref(), old.key.as_deref(), old.id.as_deref()),
+            (Some("h.example"), Some("k"), Some("mid"))
+        );
+        assert!(old.app.is_none());
+        let email: Email = serde_json::from_str(&old.email.unwrap()).unwrap();
+        assert_eq!(email, sub.email);
+        // mailman posts JSON; the same holds there.
+        let body = serde_json::json!({
+            "fqdn": "h.example", "id": "mid", "email": sub.email, "fixups": sub.fixups,
+        });
+        let old: OldJson = serde_json::from_value(body).unwrap();
+        assert_eq!(old.fqdn.as_deref(), Some("h.example"));
+        assert!(old.key.is_none() && old.app.is_none());
+        assert_eq!(old.id.as_deref(), Some("mid"));
+        assert!(old.email.is_some());
     }
 }

@@ -42,6 +42,8 @@ fn events_of(i: u64) -> [Event; 3] {
             attempt: Some(if code == 250 { 2 } else { 1 }),
             by: None,
             list_id: None,
+            source_ip: None,
+            pool: None,
         }),
     };
     [
@@ -65,6 +67,7 @@ fn events_of(i: u64) -> [Event; 3] {
                 held: false,
                 app: None,
                 lane: None,
+                fixups: Vec::new(),
             }),
         },
         r("d", at + 3, Outcome::Deferred, 451),

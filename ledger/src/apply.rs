@@ -121,6 +121,7 @@ impl Apply {
                 post_client: None,
                 app: None,
                 lane: None,
+                fixups: Vec::new(),
                 kind: "message".into(),
                 bounce_of: None,
                 queued_at: at,
@@ -147,6 +148,7 @@ impl Apply {
         message.post_client = q.post_client.clone();
         message.app = q.app.clone();
         message.lane = q.lane.clone();
+        message.fixups = q.fixups.clone();
         message.kind = q.message_kind.clone();
         message.bounce_of = q.bounce_of.clone();
         message.queued_at = at;
@@ -316,6 +318,7 @@ mod tests {
                 held: false,
                 app: Some("shop-billing-1".into()),
                 lane: Some("transactional".into()),
+                fixups: vec!["date".into(), "from".into()],
             }),
         }
     }
@@ -337,6 +340,8 @@ mod tests {
                 attempt: Some(1),
                 by: None,
                 list_id: None,
+                source_ip: None,
+                pool: None,
             }),
         }
     }
@@ -366,6 +371,7 @@ mod tests {
             assert_eq!(m.expires_at, Some(100_000));
             assert_eq!(m.app.as_deref(), Some("shop-billing-1"));
             assert_eq!(m.lane.as_deref(), Some("transactional"));
+            assert_eq!(m.fixups, ["date", "from"]);
             assert_eq!(apply.recipients["Q"]["a@x"].status, "sent");
         }
     }

@@ -43,6 +43,10 @@ pub struct Message {
     pub app: Option<String>,
     /// The lane it was queued in (absent for messages from post offices before lanes).
     pub lane: Option<String>,
+    /// The header fix-ups the sending mailman made (issue 19: `date`, `message-id`, `from`,
+    /// `to`, `bcc`), in order; empty when none, or for messages from before they were
+    /// recorded.
+    pub fixups: Vec<String>,
     /// `message` or `bounce`.
     pub kind: String,
     /// For a bounce: the queue id of the message it reports on.

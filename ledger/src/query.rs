@@ -19,7 +19,8 @@ use crate::store::{message_from_row, recipient_from_row, Store, EVENT_COLUMNS, R
 /// `messages` columns qualified with `m.`.
 const M_COLUMNS: &str = "m.queue_id, m.host, m.sender, m.message_id, m.subject, m.size, \
      m.edge_id, m.edge_client, m.post_client, m.kind, m.bounce_of, m.queued_at, m.expires_at, \
-     m.recipients, m.status, m.last_event_at, m.final_at, m.app, m.lane";
+     m.recipients, m.status, m.last_event_at, m.final_at, m.app, m.lane, \
+     m.fixups";
 
 /// A bound value of a search.
 enum Value {

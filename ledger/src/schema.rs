@@ -22,6 +22,7 @@ pub const MIGRATIONS: &[&[&str]] = &[
     EDGE_ID,
     WEBHOOK_OUTBOX,
     APP_AND_LANE,
+    FIXUPS,
     LIST_SCOPE,
 ];
 
@@ -181,6 +182,10 @@ const APP_AND_LANE: &[&str] = &[
     "ALTER TABLE messages ADD COLUMN lane TEXT",
 ];
 
+/// The header fix-ups the sending mailman made (issue 19), from the message's `queued` event:
+/// the names comma-separated in mailman's order (`date,message-id,from,to`, `bcc`); NULL when
+/// none were made, and for messages from before they were recorded.
+const FIXUPS: &[&str] = &["ALTER TABLE messages ADD COLUMN fixups TEXT"];
 /// Suppression entries for one mailing list (issue 19: a one-click unsubscribe from a
 /// `List-Id:`): `list_id` (lowercase) names the list, NULL for an entry of the whole scope.
 /// The primary key stays `(scope, recipient)`: a list's entry keeps `scope <list-id>` in

@@ -43,6 +43,10 @@ pub struct Options {
     /// SQLite: make the file (and its directory) when missing. Off for tools that only read
     /// a store a daemon made.
     pub create: bool,
+    /// Migrate the schema to [`schema::VERSION`] at open. Off for `check-config`, which must
+    /// not change the database it checks: a store at an older version then opens as it is
+    /// (see [`Store::schema_version`]); one at a newer version is still refused.
+    pub migrate: bool,
 }
 
 impl Default for Options {
@@ -51,6 +55,7 @@ impl Default for Options {
             max_connections: 4,
             acquire_timeout: Duration::from_secs(5),
             create: true,
+            migrate: true,
         }
     }
 }
@@ -74,7 +79,7 @@ pub(crate) const EVENT_COLUMNS: &str =
     "id, queue_id, at, kind, recipient, outcome, mx, ip, tls, code, dsn, reply, detail";
 pub(crate) const MESSAGE_COLUMNS: &str = "queue_id, host, sender, message_id, subject, size, \
      edge_id, edge_client, post_client, kind, bounce_of, queued_at, expires_at, recipients, \
-     status, last_event_at, final_at, app, lane";
+     status, last_event_at, final_at, app, lane, fixups";
 pub(crate) const RECIPIENT_COLUMNS: &str =
     "queue_id, recipient, queued_at, status, attempts, code, dsn, reply, mx, updated_at, is_final";
 
@@ -120,7 +125,11 @@ impl Store {
                 .fetch_all(&store.pool)
                 .await?;
         }
-        store.migrate().await?;
+        if options.migrate {
+            store.migrate().await?;
+        } else {
+            store.refuse_newer().await?;
+        }
         Ok(store)
     }
 
@@ -147,6 +156,25 @@ impl Store {
             .fetch_one(&self.pool)
             .await?;
         Ok(row.try_get::<Option<i64>, _>(0)?.unwrap_or(0))
+    }
+
+    /// Fails when the database is at a newer schema version than this build knows (a store an
+    /// upgraded post office migrated), without changing anything. A database with no
+    /// `schema_version` table yet counts as version 0.
+    async fn refuse_newer(&self) -> Result<(), StoreError> {
+        let found = match self.schema_version().await {
+            Ok(found) => found,
+            // No such table: nothing was ever migrated here.
+            Err(StoreError::Database(_)) => 0,
+            Err(e) => return Err(e),
+        };
+        if found > schema::VERSION {
+            return Err(StoreError::Schema {
+                found,
+                known: schema::VERSION,
+            });
+        }
+        Ok(())
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -472,8 +500,8 @@ async fn upsert_messages(
              queued_at = excluded.queued_at, expires_at = excluded.expires_at, \
              recipients = excluded.recipients, status = excluded.status, \
              last_event_at = excluded.last_event_at, final_at = excluded.final_at, \
-             app = excluded.app, lane = excluded.lane",
-            placeholders(backend, chunk.len(), 19)
+             app = excluded.app, lane = excluded.lane, fixups = excluded.fixups",
+            placeholders(backend, chunk.len(), 20)
         );
         let mut q = sqlx::query(&sql).persistent(false);
         for m in chunk {
@@ -496,7 +524,8 @@ async fn upsert_messages(
                 .bind(ms(m.last_event_at))
                 .bind(m.final_at.map(ms))
                 .bind(m.app.clone())
-                .bind(m.lane.clone());
+                .bind(m.lane.clone())
+                .bind(fixups_column(&m.fixups));
         }
         q.execute(&mut **tx).await?;
     }
@@ -577,6 +606,20 @@ fn u(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
+/// The `fixups` column: the names comma-separated (the post office allows only `a-z`, `0-9`
+/// and `-` in them), NULL for none.
+fn fixups_column(fixups: &[String]) -> Option<String> {
+    (!fixups.is_empty()).then(|| fixups.join(","))
+}
+
+/// The names in a `fixups` column.
+fn fixups_from_column(list: &str) -> Vec<String> {
+    list.split(',')
+        .filter(|name| !name.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// A `messages` row (columns as [`MESSAGE_COLUMNS`]).
 pub(crate) fn message_from_row(row: &AnyRow) -> Result<Message, StoreError> {
     let status: String = row.try_get("status")?;
@@ -592,6 +635,10 @@ pub(crate) fn message_from_row(row: &AnyRow) -> Result<Message, StoreError> {
         post_client: row.try_get("post_client")?,
         app: row.try_get("app")?,
         lane: row.try_get("lane")?,
+        fixups: row
+            .try_get::<Option<String>, _>("fixups")?
+            .map(|list| fixups_from_column(&list))
+            .unwrap_or_default(),
         kind: row.try_get("kind")?,
         bounce_of: row.try_get("bounce_of")?,
         queued_at: u(row.try_get("queued_at")?),

@@ -661,6 +661,8 @@ mod tests {
                 attempt: None,
                 by: None,
                 list_id: None,
+                source_ip: None,
+                pool: None,
             })
         };
         assert_eq!(event_type(&r(Outcome::Sent)), Some("delivered"));

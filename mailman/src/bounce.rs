@@ -94,6 +94,7 @@ pub async fn bounce_refused(core: Arc<Core>, header: SpoolHeader, status: u16, r
         received_at: now,
         size: report.len() as u64,
         app: None,
+        fixups: Vec::new(),
     };
     match core.spool.store(&bounce, &[&report]).await {
         Ok(()) => {

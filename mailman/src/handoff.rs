@@ -6,7 +6,8 @@
 //! Every message gets one log line here with its message id, client, sender, recipients, size
 //! and outcome (`forwarded`, `rejected`, `spooled`, `refused`), the `app` that sent it (a
 //! container or an SMTP AUTH login, empty when unknown), and `fixed`: the header fields
-//! [`crate::fixup`] added (`date,message-id,from,to`, `bcc` for removed `Bcc:` fields).
+//! [`crate::fixup`] added (`date,message-id,from,to`, `bcc` for removed `Bcc:` fields). The
+//! same list is kept in the spool header and posted as `fixups`, so the ledger records it.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -59,12 +60,12 @@ pub async fn hand_off(core: &Arc<Core>, mut message: Message) -> Reply {
         std::borrow::Cow::Owned(fixed) => (Some(fixed), outcome.fixed),
         std::borrow::Cow::Borrowed(_) => (None, outcome.fixed),
     });
-    let fixed = match fixups {
+    let fixups: Vec<String> = match fixups {
         Ok((body, fixed)) => {
             if let Some(body) = body {
                 message.body = body;
             }
-            fixed.join(",")
+            fixed.into_iter().map(str::to_owned).collect()
         }
         Err(refusal) => {
             core.metrics.messages_refused.inc();
@@ -82,6 +83,7 @@ pub async fn hand_off(core: &Arc<Core>, mut message: Message) -> Reply {
             return reply::bad_header(&refusal);
         }
     };
+    let fixed = fixups.join(",");
     let mut received = message.received_header(&core.settings.fqdn, &id, now);
     if let Some(app) = message.app.as_ref().filter(|_| core.settings.app_header) {
         received.push_str(&app_header(&app.name));
@@ -96,6 +98,7 @@ pub async fn hand_off(core: &Arc<Core>, mut message: Message) -> Reply {
         received_at: now,
         size: size as u64,
         app: message.app,
+        fixups,
     };
     let to = header.rcpt_to.join(",");
     let app = header.app.as_ref().map(|a| a.name.as_str()).unwrap_or("");
@@ -168,14 +171,7 @@ pub async fn hand_off(core: &Arc<Core>, mut message: Message) -> Reply {
         let header = header.clone();
         tokio::spawn(async move {
             core.poster
-                .post(
-                    &header.id,
-                    &header.mail_from,
-                    &header.rcpt_to,
-                    header.app.as_ref(),
-                    bytes,
-                    core.settings.forward_timeout,
-                )
+                .post(&header, bytes, core.settings.forward_timeout)
                 .await
         })
     };

@@ -23,6 +23,10 @@ struct Body<'a> {
     /// Who inside the host sent it (issue 17); older post offices ignore the field.
     #[serde(skip_serializing_if = "Option::is_none")]
     app: Option<&'a App>,
+    /// The header fix-ups made to the message (issue 19); older post offices ignore the
+    /// field, and it is left out when there are none.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    fixups: &'a [String],
 }
 
 /// What the postoffice said about one post.
@@ -214,12 +218,12 @@ impl Poster {
     /// After a timeout or a broken connection the postoffice may have queued the message, so
     /// the next URL is not tried in this round: the next round starts with the same postoffice
     /// again, whose duplicate-id window recognises the message (another postoffice's would not).
+    ///
+    /// `header` gives the envelope and what travels with it (the message id, the app, the
+    /// fix-ups); `message` is the spooled message.
     pub async fn post(
         &self,
-        id: &str,
-        mail_from: &str,
-        rcpt_to: &[String],
-        app: Option<&App>,
+        header: &crate::spool::SpoolHeader,
         message: Vec<u8>,
         timeout: Duration,
     ) -> Verdict {
@@ -229,9 +233,14 @@ impl Poster {
             fqdn: &self.fqdn,
             key: (!self.signed).then_some(self.key.as_str()),
             // the smaller of JSON and base64 (issue 11 F8)
-            email: crate::encoding::compact_email(mail_from.to_string(), rcpt_to.to_vec(), message),
-            id,
-            app,
+            email: crate::encoding::compact_email(
+                header.mail_from.clone(),
+                header.rcpt_to.clone(),
+                message,
+            ),
+            id: &header.id,
+            app: header.app.as_ref(),
+            fixups: &header.fixups,
         };
         let body = match serde_json::to_vec(&body) {
             Ok(b) => bytes::Bytes::from(b),

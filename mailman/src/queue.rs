@@ -151,6 +151,7 @@ mod tests {
             received_at: at,
             size: 5,
             app: None,
+            fixups: Vec::new(),
         };
         spool.store(&header("m2", 200), &[b"hello"]).await.unwrap();
         spool.store(&header("m1", 100), &[b"hello"]).await.unwrap();

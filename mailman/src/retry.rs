@@ -110,14 +110,7 @@ pub async fn run(
                 let verdict = match core.spool.load(&header.id) {
                     Ok(spooled) => {
                         core.poster
-                            .post(
-                                &header.id,
-                                &header.mail_from,
-                                &header.rcpt_to,
-                                header.app.as_ref(),
-                                spooled.message,
-                                core.settings.forward_timeout,
-                            )
+                            .post(&header, spooled.message, core.settings.forward_timeout)
                             .await
                     }
                     Err(err) => {

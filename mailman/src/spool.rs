@@ -85,6 +85,10 @@ pub struct SpoolHeader {
     /// for messages from clients known only by their address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app: Option<hedwig_core::wire::App>,
+    /// The header fix-ups made to the message ([`crate::fixup`], issue 19), posted as
+    /// `fixups`; absent in files of older mailmen and when nothing was changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fixups: Vec<String>,
 }
 
 /// What the spool keeps about a message's failed posts (`<id>.state`).
@@ -536,6 +540,7 @@ mod tests {
             received_at: at,
             size: size as u64,
             app: None,
+            fixups: Vec::new(),
         }
     }
 
@@ -575,6 +580,35 @@ mod tests {
         // and a header without one is written as older mailmen wrote it
         let line = serde_json::to_string(&header("X", 1, 1)).unwrap();
         assert!(!line.contains("app"), "{line}");
+    }
+
+    /// A spool file of a mailman from before the fix-ups were recorded (issue 19: no
+    /// `fixups` in its header) reads as a message with none; a header with some keeps them,
+    /// and one without is written as older mailmen wrote it.
+    #[test]
+    fn files_without_the_fixups_field_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("OLD.msg");
+        std::fs::write(
+            &old,
+            b"{\"v\":1,\"id\":\"OLD\",\"mail_from\":\"a@b.test\",\"rcpt_to\":[\"c@d.test\"],\
+\"client\":\"127.0.0.1\",\"received_at\":5,\"size\":3}\nabc",
+        )
+        .unwrap();
+        let back = read_file(&old).unwrap();
+        assert!(back.header.fixups.is_empty());
+        assert_eq!(back.message, b"abc");
+        let with = SpoolHeader {
+            fixups: vec!["date".into(), "message-id".into(), "bcc".into()],
+            ..header("NEW", 3, 6)
+        };
+        let mut bytes = serde_json::to_vec(&with).unwrap();
+        bytes.extend_from_slice(b"\nabc");
+        let new = dir.path().join("NEW.msg");
+        std::fs::write(&new, bytes).unwrap();
+        assert_eq!(read_file(&new).unwrap().header, with);
+        let line = serde_json::to_string(&header("X", 1, 1)).unwrap();
+        assert!(!line.contains("fixups"), "{line}");
     }
 
     #[tokio::test]

@@ -92,6 +92,8 @@ fn timeline(now: u64) -> Vec<Event> {
             attempt: Some(1),
             by: None,
             list_id: None,
+            source_ip: None,
+            pool: None,
         }),
     };
     vec![
@@ -115,6 +117,7 @@ fn timeline(now: u64) -> Vec<Event> {
                 held: false,
                 app: None,
                 lane: None,
+                fixups: Vec::new(),
             }),
         },
         r(

@@ -2,7 +2,8 @@
 //! [`hedwig_core::wire`]). Checks the host's key, the envelope, the size
 //! and the host's policy (envelope sender and From:, [`crate::from_policy`]), then queues the message and answers 200 only after beanstalkd
 //! acknowledged the put, and after the ledger's `queued` event was put in the events tube of
-//! the same server (or could not be: the ledger never stops mail).
+//! the same server (or could not be: the ledger never stops mail). A message queued while its
+//! host is held gets a `held` event per recipient with it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -226,6 +227,8 @@ async fn queue_submission(
     if let Some(app) = &submission.app {
         check_app(app).map_err(|why| Reject::bad_request(format!("app: {why}")))?;
     }
+    check_fixups(&submission.fixups)
+        .map_err(|why| Reject::bad_request(format!("fixups: {why}")))?;
     let email = submission.email;
     let sender = parse_reverse_path(&email.mailfrom)
         .map_err(|e| Reject::bad_request(format!("mailfrom: {e}")))?;
@@ -365,6 +368,7 @@ async fn queue_submission(
     let mut envelope = Envelope::new(hedwig_core::new_queue_id(), fqdn, mail_from, recipients);
     envelope.message_id = submission.id;
     envelope.app = submission.app;
+    envelope.fixups = submission.fixups;
     envelope.lane = Some(lane);
     envelope.client_ip = peer.map(|p| p.ip().to_string());
     envelope.dkim_domains = Some(dkim_domains);
@@ -462,7 +466,10 @@ async fn put_and_record(
                     target == Target::Held,
                     queued_at,
                 );
-                let batch = with_suppressed(event, &suppressed, queued_at);
+                let mut batch = with_suppressed(event, &suppressed, queued_at);
+                if target == Target::Held {
+                    batch.extend(held_events(&envelope, queued_at));
+                }
                 events.record(&placed.server, batch).await;
             }
             Ok(Accepted {
@@ -545,12 +552,49 @@ fn with_suppressed(
                 attempt: None,
                 by: None,
                 list_id: None,
+                source_ip: None,
+                pool: None,
             }),
         );
         event.at = queued_at + 1;
         event
     });
     std::iter::once(queued.clone()).chain(events).collect()
+}
+
+/// `held` for each recipient of a message queued while its host is held (its job went to the
+/// held tube), just after the `queued` event: a webhook endpoint that asks for `held` hears of
+/// it as it does when a worker sets a job aside for a hold made after it was queued, and
+/// `postoffice release` later records `released` for the same recipients.
+fn held_events(envelope: &Envelope, queued_at: u64) -> Vec<Event> {
+    envelope
+        .rcpt_to
+        .iter()
+        .map(|rcpt| {
+            let mut event = Event::now(
+                envelope.queue_id.clone(),
+                What::Recipient(RecipientEvent {
+                    recipient: rcpt.to_string(),
+                    outcome: Outcome::Held,
+                    mx: None,
+                    ip: None,
+                    tls: None,
+                    code: None,
+                    dsn: None,
+                    reply: format!(
+                        "host {} is held; queued in the held tube until `postoffice release`",
+                        envelope.host
+                    ),
+                    attempt: None,
+                    by: None,
+                    source_ip: None,
+                    pool: None,
+                }),
+            );
+            event.at = queued_at + 1;
+            event
+        })
+        .collect()
 }
 
 /// A post whose every recipient is suppressed: nothing is queued, the post succeeds (the
@@ -642,6 +686,40 @@ fn check_app(app: &hedwig_core::wire::App) -> Result<(), String> {
     Ok(())
 }
 
+/// Most header fix-ups named in one post (mailman makes at most five).
+pub const MAX_FIXUPS: usize = 16;
+/// Longest fix-up name (mailman's longest is `message-id`).
+pub const MAX_FIXUP_NAME: usize = 32;
+
+/// The header fix-ups a mailman names (issue 19) go into the job, the ledger, `postoffice
+/// trace` and the console: a few short names of lowercase ASCII letters, digits and `-`.
+/// Names are not checked against mailman's list, so that a newer mailman with a new fix-up
+/// is not refused by this post office (the field only records what mailman did).
+fn check_fixups(fixups: &[String]) -> Result<(), String> {
+    if fixups.len() > MAX_FIXUPS {
+        return Err(format!("{} names; at most {MAX_FIXUPS}", fixups.len()));
+    }
+    for name in fixups {
+        if name.is_empty() || name.len() > MAX_FIXUP_NAME {
+            return Err(format!(
+                "{:?} is {} bytes long; 1 to {MAX_FIXUP_NAME}",
+                name.escape_debug().to_string(),
+                name.len()
+            ));
+        }
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(format!(
+                "{:?} has a character other than a-z, 0-9 and -",
+                name.escape_debug().to_string()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `POST /check`: whether the host's key would be accepted (mailman asks at start-up). A
 /// signed check carries no body; an unsigned one carries `fqdn` and `key` and is read within
 /// the unauthenticated share.
@@ -701,4 +779,28 @@ pub async fn check(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
         return Err(Reject::new(StatusCode::FORBIDDEN, "host revoked"));
     }
     Ok(fqdn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_fixups;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn fixups_are_few_short_safe_names() {
+        assert!(check_fixups(&[]).is_ok());
+        assert!(check_fixups(&names(&["date", "message-id", "from", "to", "bcc"])).is_ok());
+        // A name this post office does not know (a newer mailman's) is kept, not refused.
+        assert!(check_fixups(&names(&["mime-version2"])).is_ok());
+        for bad in ["", "Date", "to\r\nx", "a b", "<script>", "da,te", "\u{e9}"] {
+            assert!(check_fixups(&names(&[bad])).is_err(), "{bad:?}");
+        }
+        assert!(check_fixups(&names(&[&"x".repeat(33)])).is_err());
+        assert!(check_fixups(&names(&[&"x".repeat(32)])).is_ok());
+        assert!(check_fixups(&vec!["date".to_string(); 17]).is_err());
+        assert!(check_fixups(&vec!["date".to_string(); 16]).is_ok());
+    }
 }

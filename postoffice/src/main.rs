@@ -169,11 +169,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // The ledger's store, when this post office uses it.
             if let Ok(ledger) = postoffice::ledger::LedgerSettings::check(&config) {
                 if ledger.writer || ledger.api_listen.is_some() || ledger.suppression.intake {
-                    if let Err(e) = hedwig_ledger::Store::open(&ledger.url).await {
-                        problems.push(format!(
+                    match check_ledger(&ledger.url).await {
+                        Ok(Some(note)) => println!("{note}"),
+                        Ok(None) => {}
+                        Err(e) => problems.push(format!(
                             "ledger.url ({}): {e}",
                             postoffice::ledger::redact(&ledger.url)
-                        ));
+                        )),
                     }
                 }
             }
@@ -455,6 +457,36 @@ async fn ledger_timeline(
 ) -> Option<hedwig_ledger::Timeline> {
     let store = ledger_store(config).await.ok()?;
     store.timeline(queue_id.trim()).await.ok().flatten()
+}
+
+/// `check-config`'s look at the ledger store: reachable, and at a schema this build can
+/// migrate. Changes nothing: a SQLite file that does not exist yet is not made (the post
+/// office makes it at start), an older schema is not migrated (it is at start). `Some`: a
+/// line to print about what start-up will do.
+async fn check_ledger(url: &str) -> Result<Option<String>, hedwig_ledger::StoreError> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let path = std::path::Path::new(path.split('?').next().unwrap_or(path));
+        if !path.exists() {
+            return Ok(Some(format!(
+                "ledger: {} does not exist yet; the post office creates it at start",
+                path.display()
+            )));
+        }
+    }
+    let options = hedwig_ledger::Options {
+        create: false,
+        migrate: false,
+        ..Default::default()
+    };
+    let store = hedwig_ledger::Store::open_with(url, options).await?;
+    let found = store.schema_version().await.unwrap_or(0);
+    store.close().await;
+    Ok((found < hedwig_ledger::schema::VERSION).then(|| {
+        format!(
+            "ledger: schema version {found}; the post office migrates it to {} at start",
+            hedwig_ledger::schema::VERSION
+        )
+    }))
 }
 
 /// The ledger store the config names. A SQLite file that does not exist is an error, not

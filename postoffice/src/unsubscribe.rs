@@ -89,6 +89,8 @@ pub fn event(what: &Unsubscribe, at_millis: u64) -> Event {
             attempt: None,
             by: None,
             list_id: (!what.list_id.is_empty()).then(|| what.list_id.clone()),
+            source_ip: None,
+            pool: None,
         }),
     }
 }

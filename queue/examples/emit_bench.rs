@@ -28,6 +28,8 @@ fn event(i: usize) -> Event {
             attempt: Some(1),
             by: None,
             list_id: None,
+            source_ip: None,
+            pool: None,
         }),
     )
 }

@@ -671,6 +671,8 @@ mod tests {
                 attempt: Some(1),
                 by: None,
                 list_id: None,
+                source_ip: None,
+                pool: None,
             }),
         )
     }

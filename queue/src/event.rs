@@ -129,6 +129,10 @@ pub struct Queued {
     /// The lane the message was queued in; absent from post offices before lanes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lane: Option<String>,
+    /// The header fix-ups the sending mailman made (issue 19: `date`, `message-id`, `from`,
+    /// `to`, `bcc`); empty (absent from the JSON) when none, and from writers before it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fixups: Vec<String>,
 }
 
 fn message_kind() -> String {
@@ -164,6 +168,13 @@ pub struct RecipientEvent {
     /// Who acted, for operator actions (`postoffice requeue` ...): the command and the user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
+    /// The local address the worker's connection came from, when it sent through an IP
+    /// pool (absent from older workers and without pools).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<String>,
+    /// The worker's IP pool the attempt went through, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
     /// For an `unsubscribed` outcome: the `List-Id:` (RFC 2919) the recipient unsubscribed
     /// from, when the message had one; the suppression entry then holds for that list only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -313,6 +324,7 @@ pub fn queued_event(envelope: &crate::job::Envelope, message: &[u8], held: bool,
             held,
             app: envelope.app.as_ref().map(|a| a.name.clone()),
             lane: envelope.lane.clone(),
+            fixups: envelope.fixups.clone(),
         }),
     }
 }
@@ -346,6 +358,8 @@ mod tests {
             attempt: Some(1),
             by: None,
             list_id: None,
+            source_ip: None,
+            pool: None,
         })
     }
 
@@ -370,6 +384,7 @@ mod tests {
                     held: false,
                     app: Some("shop-billing-1".into()),
                     lane: Some("transactional".into()),
+                    fixups: vec!["date".into(), "message-id".into()],
                 }),
             ),
             Event::now("Q1", sent("a@example.org")),
@@ -452,11 +467,57 @@ mod tests {
     }
 
     #[test]
+    fn pool_and_source_address_are_optional() {
+        // An attempt of a worker before IP pools reads without them.
+        let old: RecipientEvent =
+            serde_json::from_str(r#"{"recipient":"a@b","outcome":"sent","ip":"192.0.2.1"}"#)
+                .unwrap();
+        assert_eq!((old.source_ip, old.pool), (None, None));
+        let text = r#"{"recipient":"a@b","outcome":"sent","reply":"","source_ip":"192.0.2.20","pool":"bulk"}"#;
+        let new: RecipientEvent = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            (new.source_ip.as_deref(), new.pool.as_deref()),
+            (Some("192.0.2.20"), Some("bulk"))
+        );
+        assert_eq!(serde_json::to_string(&new).unwrap(), text);
+        let none = RecipientEvent {
+            pool: None,
+            source_ip: None,
+            ..new
+        };
+        assert!(!serde_json::to_string(&none).unwrap().contains("pool"));
+    }
+
+    #[test]
     fn event_ids_are_unique_and_sort_by_time() {
         let a = new_event_id();
         let b = new_event_id();
         assert_eq!(a.len(), 32);
         assert_ne!(a, b);
         assert!(a[..12] <= b[..12]);
+    }
+
+    /// Issue 19: a `queued` event carries the job's fix-ups; one from an older writer (no
+    /// `fixups`) reads with none, and one without fix-ups is written without the key.
+    #[test]
+    fn queued_events_carry_fixups() {
+        let mut envelope =
+            crate::job::Envelope::new("Q".into(), "h".into(), "a@b.test".into(), vec![]);
+        let plain = queued_event(&envelope, b"Subject: x\r\n\r\n", false, 1);
+        assert!(!String::from_utf8(Batch::new(vec![plain]).encode())
+            .unwrap()
+            .contains("fixups"));
+        envelope.fixups = vec!["from".into(), "to".into()];
+        let event = queued_event(&envelope, b"Subject: x\r\n\r\n", false, 1);
+        let body = Batch::new(vec![event]).encode();
+        match &Batch::decode(&body).unwrap().events[0].what {
+            What::Queued(q) => assert_eq!(q.fixups, ["from", "to"]),
+            other => panic!("{other:?}"),
+        }
+        let old = br#"{"v":1,"events":[{"id":"i","at":5,"queue_id":"Q","kind":"queued","host":"h","sender":"","recipients":[],"size":1}]}"#;
+        match &Batch::decode(old).unwrap().events[0].what {
+            What::Queued(q) => assert!(q.fixups.is_empty()),
+            other => panic!("{other:?}"),
+        }
     }
 }

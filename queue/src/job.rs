@@ -120,6 +120,12 @@ pub struct Envelope {
     /// schedule and lifetime. Absent (a post office before lanes): the worker's default lane.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lane: Option<String>,
+    /// The header fix-ups the sending mailman made (issue 19: `date`, `message-id`, `from`,
+    /// `to`, `bcc`), as the post office checked them; empty (and absent from the JSON) when
+    /// none, or in jobs from post offices before it. Carried for the ledger's `queued` event,
+    /// which a worker writes again from the job.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fixups: Vec<String>,
 }
 
 impl Envelope {
@@ -145,6 +151,7 @@ impl Envelope {
             dkim_domains: None,
             app: None,
             lane: None,
+            fixups: Vec::new(),
         }
     }
 }
@@ -310,5 +317,27 @@ msg"#;
             };
             assert_eq!(Job::decode(&job.encode()).unwrap(), job);
         }
+    }
+
+    /// Issue 19: the fix-ups travel in the job; a job without them (an older post office)
+    /// has none, and a job without fix-ups is written as before (no `fixups` key).
+    #[test]
+    fn fixups_absent_or_listed() {
+        let old = br#"{"v":1,"queue_id":"q","host":"h","received_at":0,"mail_from":"","rcpt_to":[]}
+msg"#;
+        assert!(Job::decode(old).unwrap().envelope.fixups.is_empty());
+        let mut envelope = Envelope::new("q".into(), "h".into(), "".into(), vec![]);
+        let plain = Job {
+            envelope: envelope.clone(),
+            message: b"m".to_vec(),
+        };
+        assert!(!String::from_utf8_lossy(&plain.encode()).contains("fixups"));
+        envelope.fixups = vec!["date".into(), "from".into()];
+        let job = Job {
+            envelope,
+            message: b"m".to_vec(),
+        };
+        assert!(String::from_utf8_lossy(&job.encode()).contains(r#""fixups":["date","from"]"#));
+        assert_eq!(Job::decode(&job.encode()).unwrap(), job);
     }
 }

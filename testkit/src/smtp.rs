@@ -124,6 +124,7 @@ pub struct Behaviour {
     max_message_bytes: usize,
     idle_timeout: Duration,
     remember: usize,
+    cert_names: Vec<String>,
 }
 
 impl Default for Behaviour {
@@ -156,7 +157,15 @@ impl Behaviour {
             max_message_bytes: 64 * 1024 * 1024,
             idle_timeout: Duration::from_secs(60),
             remember: LOG_MAX,
+            cert_names: Vec::new(),
         }
+    }
+
+    /// The names STARTTLS's certificate is made for (default: the listening IP address),
+    /// e.g. the MX host name, so that a verifying client accepts it for that name.
+    pub fn cert_names(mut self, names: &[&str]) -> Self {
+        self.cert_names = names.iter().map(|n| n.to_string()).collect();
+        self
     }
 
     /// The name in the greeting and EHLO reply (default `mx.testkit.invalid`).
@@ -413,13 +422,19 @@ impl SmtpReceiver {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let remember = behaviour.remember;
+        let cert = if behaviour.cert_names.is_empty() {
+            TestCert::new(&[&addr.ip().to_string()])
+        } else {
+            let names: Vec<&str> = behaviour.cert_names.iter().map(String::as_str).collect();
+            TestCert::new(&names)
+        };
         let shared = Arc::new(Shared {
             behaviour: Mutex::new(behaviour),
             received: Mutex::new(Vec::new()),
             commands: Mutex::new(Vec::new()),
             count: watch::channel(0).0,
             connections: watch::channel(0).0,
-            cert: TestCert::new(&[&addr.ip().to_string()]),
+            cert,
             remember,
             faults: Mutex::new(Faults::default()),
             rng: AtomicU64::new(u64::from(addr.port())),

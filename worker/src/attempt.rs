@@ -78,6 +78,13 @@ impl Worker {
         // The recipients were parsed when the job was decoded: grouped here, sent in their
         // wire form, reported as queued, without parsing them again.
         let (groups, mut outcomes) = group_by_domain(&env.rcpt_to);
+        // The IP pool of the sending host and the sender as the host gave it (before any
+        // return path or VERP rewriting).
+        let pool = self
+            .deliverer
+            .pools
+            .choose(&env.host, &env.mail_from)
+            .map(|p| &**p);
         let verp = self
             .verp
             .as_deref()
@@ -115,7 +122,7 @@ impl Worker {
                     let one = std::slice::from_ref(rcpt);
                     out.extend(
                         self.deliverer
-                            .deliver_domain(&env.host, domain, &from, &wire, one, body)
+                            .deliver_domain_via(pool, &env.host, domain, &from, &wire, one, body)
                             .await,
                     );
                 }
@@ -127,8 +134,9 @@ impl Worker {
             return outcomes;
         }
         let deliveries = groups.iter().map(|(domain, rcpts)| {
-            self.deliverer
-                .deliver_domain(&env.host, domain, &mail_from, &wire_from, rcpts, message)
+            self.deliverer.deliver_domain_via(
+                pool, &env.host, domain, &mail_from, &wire_from, rcpts, message,
+            )
         });
         for result in futures_util::future::join_all(deliveries).await {
             outcomes.extend(result);

@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 use crate::login::Login;
 pub use crate::login::{LoginTls, RelayAuth};
 pub use crate::policy::{Limit, Limits, Timeouts, Tls, TlsMode};
+pub use crate::pools::PoolConfig;
+use crate::pools::Pools;
 use crate::route::{Nexthop, Route, Routes};
 
 /// Everything the worker reads from its config file and environment.
@@ -70,6 +72,13 @@ pub struct Config {
     /// Per recipient domain of `transports`: that transport's login, like `relay_auth`.
     pub transport_auth: BTreeMap<String, RelayAuth>,
     pub tls: Tls,
+    /// MTA-STS (RFC 8461) policies of recipient domains: `{enabled, state_dir,
+    /// fetch_timeout, retry_fetch_after}` (docs/operator-guide.md, "MTA-STS").
+    pub mta_sts: crate::mta_sts::MtaStsConfig,
+    /// TLS-RPT (RFC 8460) daily reports of the MTA-STS checks: `{enabled, organization_name,
+    /// sender, contact_info, interval, max_delay, flush_interval, http_timeout}`
+    /// (docs/operator-guide.md, "TLS-RPT"). Off by default.
+    pub tls_rpt: crate::tls_rpt::TlsRptConfig,
     /// Write every message into this Maildir instead of delivering it.
     pub capture_maildir: Option<PathBuf>,
     /// `ip:port` of the /health and /metrics endpoint; empty disables it.
@@ -102,6 +111,16 @@ pub struct Config {
     /// jobs set aside for held hosts) into the events tube (`<tube_prefix>-events`) of the
     /// server the job came from, before the job is deleted. `false`: none.
     pub events: bool,
+    /// IP pools (docs/operator-guide.md, "IP pools"): per pool name, the local `addresses`
+    /// to send from (round-robin, same family as the target) and the `ehlo` name to use
+    /// from them. Empty: connections are not bound, EHLO is `hostname`.
+    pub pools: BTreeMap<String, PoolConfig>,
+    /// Sending host (fqdn) → pool name.
+    pub pool_hosts: BTreeMap<String, String>,
+    /// Envelope sender domain → pool name (wins over `pool_hosts`).
+    pub pool_sender_domains: BTreeMap<String, String>,
+    /// The pool of mail no entry maps; unset: such mail goes out as without pools.
+    pub default_pool: Option<String>,
 }
 
 impl Default for Config {
@@ -128,6 +147,8 @@ impl Default for Config {
             relay_auth: None,
             transport_auth: BTreeMap::new(),
             tls: Tls::default(),
+            mta_sts: Default::default(),
+            tls_rpt: Default::default(),
             capture_maildir: None,
             http_listen: "127.0.0.1:8026".into(),
             metrics_hosts: Vec::new(),
@@ -140,6 +161,10 @@ impl Default for Config {
             address_literals: Default::default(),
             hop_limit: 50,
             events: true,
+            pools: BTreeMap::new(),
+            pool_hosts: BTreeMap::new(),
+            pool_sender_domains: BTreeMap::new(),
+            default_pool: None,
         }
     }
 }
@@ -434,6 +459,27 @@ impl Config {
         if self.retry.first.is_zero() {
             errors.push("retry.first: must be more than 0s".into());
         }
+        if self.mta_sts.enabled && self.mta_sts.fetch_timeout.is_zero() {
+            errors.push("mta_sts.fetch_timeout: must be more than 0s".into());
+        }
+        let rpt = &self.tls_rpt;
+        if rpt.enabled {
+            if !self.mta_sts.enabled {
+                errors.push(
+                    "tls_rpt.enabled: needs mta_sts.enabled (the reports are of its checks)".into(),
+                );
+            }
+            if rpt.interval < Duration::from_secs(1) {
+                errors.push("tls_rpt.interval: must be at least 1s".into());
+            }
+            if rpt.flush_interval.is_zero() || rpt.http_timeout.is_zero() {
+                errors.push("tls_rpt.flush_interval, http_timeout: must be more than 0s".into());
+            }
+            let sender = rpt.sender.trim();
+            if !sender.is_empty() && hedwig_core::address::Mailbox::parse(sender).is_err() {
+                errors.push(format!("tls_rpt.sender: {sender:?} is not an address"));
+            }
+        }
         errors.extend(hedwig_queue::lane::check(&self.lanes, &self.default_lane));
         let verp = self
             .verp
@@ -447,6 +493,30 @@ impl Config {
             .map_err(|e| errors.extend(e))
             .ok()
             .flatten();
+        let pools = crate::pools::check(&crate::pools::PoolSettings {
+            pools: &self.pools,
+            hosts: &self.pool_hosts,
+            sender_domains: &self.pool_sender_domains,
+            default: self.default_pool.as_deref(),
+            ipv6: self.ipv6,
+            literal_targets: relayhost
+                .iter()
+                .map(|hop| ("relayhost", hop))
+                .chain(transports.iter().filter_map(|(domain, route)| match route {
+                    Route::Smtp(hop) => Some((domain.as_str(), hop)),
+                    Route::Capture => None,
+                }))
+                .filter_map(|(key, hop)| match hop {
+                    Nexthop::Direct { host, .. } => host
+                        .parse::<std::net::IpAddr>()
+                        .ok()
+                        .map(|ip| (literal_key(key), ip)),
+                    Nexthop::Mx { .. } => None,
+                })
+                .collect(),
+        })
+        .map_err(|e| errors.extend(e))
+        .unwrap_or_default();
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -464,6 +534,7 @@ impl Config {
             routes,
             verp,
             unsubscribe,
+            pools,
         })
     }
 
@@ -489,6 +560,16 @@ pub struct Settings {
     pub verp: Option<crate::verp::Verp>,
     /// `unsubscribe`, checked; `None` when off.
     pub unsubscribe: Option<crate::unsubscribe::Unsubscriber>,
+    /// `pools`, `pool_hosts`, `pool_sender_domains` and `default_pool`, checked.
+    pub pools: Pools,
+}
+
+/// The config key of a nexthop: `relayhost`, or `transports.<domain>`.
+fn literal_key(key: &str) -> String {
+    match key {
+        "relayhost" => key.to_string(),
+        domain => format!("transports.{domain}"),
+    }
 }
 
 /// The keys of `map` (the config section `section`, keyed by recipient domain) in the
@@ -553,6 +634,27 @@ mod tests {
         assert_eq!(c.tls.mode("bank.example"), TlsMode::Required);
         assert_eq!(c.tls.mode("other.example"), TlsMode::Opportunistic);
         assert!(c.check().is_ok(), "{:?}", c.check().err());
+    }
+
+    #[test]
+    fn tls_rpt_settings_are_checked() {
+        let mut c = Config {
+            hostname: "relay.example.com".into(),
+            ..Config::default()
+        };
+        assert!(!c.tls_rpt.enabled, "off by default");
+        c.tls_rpt.enabled = true;
+        assert!(c.check().is_ok(), "{:?}", c.check().err());
+        c.mta_sts.enabled = false;
+        c.tls_rpt.interval = Duration::ZERO;
+        c.tls_rpt.sender = "not an address".into();
+        let errors = c.check().unwrap_err().join("\n");
+        assert!(
+            errors.contains("tls_rpt.enabled: needs mta_sts.enabled"),
+            "{errors}"
+        );
+        assert!(errors.contains("tls_rpt.interval"), "{errors}");
+        assert!(errors.contains("tls_rpt.sender"), "{errors}");
     }
 
     #[test]
@@ -750,6 +852,76 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("password"), "{err}");
+    }
+
+    #[test]
+    fn pools_from_yaml_and_checked_against_routes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.yaml");
+        std::fs::write(
+            &path,
+            "hostname: relay.example\n\
+             pools:\n\
+            \x20 bulk:\n\
+            \x20   addresses: [192.0.2.10, \"2001:db8::10\"]\n\
+            \x20   ehlo: Bulk.Example.\n\
+            \x20 tx:\n\
+            \x20   addresses: [\"2001:db8::20\"]\n\
+            \x20   ehlo: tx.example\n\
+             pool_hosts:\n\
+            \x20 Web1.Example: bulk\n\
+             pool_sender_domains:\n\
+            \x20 receipts.example: tx\n\
+             default_pool: bulk\n",
+        )
+        .unwrap();
+        let c: Config = load_from_env(Some(&path), [("", ""); 0]).unwrap();
+        let s = c.check().unwrap();
+        let bulk = s.pools.choose("web1.example", "a@news.example").unwrap();
+        assert_eq!(
+            (bulk.name.as_str(), bulk.ehlo.as_str()),
+            ("bulk", "bulk.example")
+        );
+        assert_eq!(
+            s.pools
+                .choose("web1.example", "a@receipts.example")
+                .unwrap()
+                .name,
+            "tx"
+        );
+        // An IPv4 relayhost cannot be reached from the IPv6-only pool.
+        let v4_relay = Config {
+            relayhost: Some("[192.0.2.25]:587".into()),
+            ..c.clone()
+        };
+        let errors = v4_relay.check().unwrap_err().join("\n");
+        assert!(
+            errors.contains("pools.tx: no IPv4 address, but relayhost is 192.0.2.25"),
+            "{errors}"
+        );
+        // No pools: nothing chosen, as before pools.
+        let plain = Config {
+            hostname: "relay.example".into(),
+            ..Config::default()
+        };
+        assert!(plain
+            .check()
+            .unwrap()
+            .pools
+            .choose("web1.example", "a@b")
+            .is_none());
+        std::fs::write(
+            &path,
+            "pools:
+  bulk:
+    addresses: [192.0.2.10]
+",
+        )
+        .unwrap();
+        let err = load_from_env::<Config, _, _, _>(Some(&path), [("", ""); 0])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ehlo"), "{err}");
     }
 
     #[test]

@@ -9,6 +9,13 @@
 //! telling error: a temporary one if any occurred (so a DNS or network hiccup on one MX never
 //! turns into a bounce), else the last permanent one.
 //!
+//! MTA-STS ([`crate::mta_sts`]) applies when the mail goes to the recipient domain's own MX
+//! hosts: under an `enforce` policy, hosts the policy does not list are skipped and the others
+//! are used only over STARTTLS with a certificate valid for the MX name (as `tls: required`,
+//! whatever `tls` says for the domain); a failure defers with [`Error::MtaSts`] naming the
+//! rule. Under `testing`, the same checks run, a failure is logged, and the mail goes as
+//! without a policy (the domain's own `tls` mode).
+//!
 //! Recipients arrive parsed (they were when the job was decoded) and go out in their wire form
 //! (A-label domains unless SMTPUTF8 is needed); outcomes come back keyed by the recipient.
 //!
@@ -26,12 +33,15 @@ use crate::destination::{Busy, Destination, Destinations, PoolKey};
 use crate::error::{Error, Phase};
 use crate::login::{Login, LoginTls};
 use crate::metrics::{Counter, Metrics};
+use crate::mta_sts::{Cached, Mode, MtaSts, ResultType};
 use crate::plan::Outcome;
 use crate::policy::TlsMode;
+use crate::pools::{Pool, Pools};
 pub use crate::route::Route;
 use crate::route::{Dns, MxHost, Nexthop, Routes};
 use crate::smtp::session::{RcptResults, Session, Transaction};
 use crate::smtp::tls::{server_name, TlsClients};
+use crate::tls_rpt::Place;
 
 /// Everything a delivery needs, shared by all tasks.
 #[derive(Debug)]
@@ -42,8 +52,16 @@ pub struct Deliverer {
     pub dests: Destinations,
     pub dns: Dns,
     pub tls: TlsClients,
+    /// `None` when `mta_sts.enabled` is off.
+    pub mta_sts: Option<Arc<MtaSts>>,
     pub metrics: Arc<Metrics>,
+    /// The IP pools (source address and EHLO name per sending host), checked.
+    pub pools: Pools,
 }
+
+/// The text of [`Error::Tls`] when a host must do TLS and offers no STARTTLS
+/// ([`crate::mta_sts::classify`] recognises it).
+pub const NO_STARTTLS: &str = "does not offer STARTTLS";
 
 /// Why a connection could not be opened, and where to go next.
 enum Try {
@@ -63,9 +81,36 @@ impl Deliverer {
 
     /// Delivers `message` (from sending host `host`) to `rcpts` (all at `domain`, parsed),
     /// one outcome per recipient. `mail_from` is the sender as the capture transport writes
-    /// it, `wire_from` as MAIL FROM carries it (see `Mailbox::wire`).
+    /// it, `wire_from` as MAIL FROM carries it (see `Mailbox::wire`). The IP pool is the one
+    /// of `host` and `mail_from` ([`Pools::choose`]).
     pub async fn deliver_domain(
         &self,
+        host: &str,
+        domain: &str,
+        mail_from: &str,
+        wire_from: &str,
+        rcpts: &[Recipient],
+        message: &[u8],
+    ) -> Vec<(Recipient, Outcome)> {
+        let pool = self.pools.choose(host, mail_from).cloned();
+        self.deliver_domain_via(
+            pool.as_deref(),
+            host,
+            domain,
+            mail_from,
+            wire_from,
+            rcpts,
+            message,
+        )
+        .await
+    }
+
+    /// [`Deliverer::deliver_domain`] through `pool` (`None`: no pool: the system picks the
+    /// source address, EHLO is `hostname`).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn deliver_domain_via(
+        &self,
+        pool: Option<&Pool>,
         host: &str,
         domain: &str,
         mail_from: &str,
@@ -79,13 +124,20 @@ impl Deliverer {
         if let Err(why) = self.config.address_literals.check(domain) {
             return all(rcpts, &Error::LiteralRefused(why), None);
         }
-        let outcomes = match self.route(domain) {
+        let mut outcomes = match self.route(domain) {
             Route::Capture => self.capture(mail_from, rcpts, message),
-            Route::Smtp(hop) => self.smtp(domain, hop, wire_from, rcpts, message).await,
+            Route::Smtp(hop) => {
+                self.smtp(domain, hop, wire_from, rcpts, message, pool)
+                    .await
+            }
         };
         self.metrics.latency(started.elapsed());
-        for (_, o) in &outcomes {
+        for (_, o) in &mut outcomes {
             self.metrics.delivery(o.status, domain, host);
+            if let Some(pool) = pool {
+                o.pool = Some(pool.name.clone());
+                self.metrics.pool_delivery(o.status, &pool.name, o.source);
+            }
         }
         outcomes
     }
@@ -125,6 +177,7 @@ impl Deliverer {
         mail_from: &str,
         rcpts: &[Recipient],
         message: &[u8],
+        pool: Option<&Pool>,
     ) -> Vec<(Recipient, Outcome)> {
         let limit = self.config.max_message_size.as_usize();
         if limit > 0 && message.len() > limit {
@@ -135,21 +188,27 @@ impl Deliverer {
             };
             return all(rcpts, &e, None);
         }
-        let (hosts, port) = match hop {
-            Nexthop::Direct { host, port } => (
-                vec![MxHost {
-                    name: host,
-                    preference: 0,
-                }],
-                port,
-            ),
-            Nexthop::Mx { host, port } => match self.dns.mx(&host).await {
-                Ok(hosts) => (hosts, port),
-                Err(e) => {
-                    self.metrics.incr(Counter::DnsFailure);
-                    return all(rcpts, &e, None);
-                }
-            },
+        // The MTA-STS policy (a TXT lookup, a fetch when its id changed) is looked up while
+        // the MX is: a delivery waits for the slower of the two, not for both in turn.
+        let hosts = async {
+            match hop {
+                Nexthop::Direct { host, port } => Ok((
+                    vec![MxHost {
+                        name: host,
+                        preference: 0,
+                    }],
+                    port,
+                )),
+                Nexthop::Mx { host, port } => self.dns.mx(&host).await.map(|h| (h, port)),
+            }
+        };
+        let (hosts, sts) = tokio::join!(hosts, self.sts_policy(domain));
+        let (hosts, port) = match hosts {
+            Ok(found) => found,
+            Err(e) => {
+                self.metrics.incr(Counter::DnsFailure);
+                return all(rcpts, &e, None);
+            }
         };
         let login = self.routes.login(domain);
         // A login is only ever sent inside TLS (see `open`); the mode is for the pool key.
@@ -173,6 +232,38 @@ impl Deliverer {
             }
         };
         'hosts: for host in &hosts {
+            // Under a policy that lists this host: verified TLS (`testing`: tried first).
+            let sts_host = match &sts {
+                Some(c) if c.policy.allows(&host.name) => Some(c),
+                Some(c) => {
+                    let e = Error::MtaSts {
+                        domain: domain.to_string(),
+                        result: ResultType::MxNotInPolicy,
+                        detail: format!("{} is not among {}", host.name, c.policy.mx_list()),
+                    };
+                    self.sts_result(
+                        domain,
+                        c,
+                        ResultType::MxNotInPolicy,
+                        Place {
+                            mx_host: Some(&host.name),
+                            ..Place::default()
+                        },
+                    );
+                    if c.policy.mode == Mode::Enforce {
+                        note(e, None);
+                        continue;
+                    }
+                    tracing::warn!(domain, mx = %host.name, "{e}; mode testing: delivering anyway");
+                    None
+                }
+                None => None,
+            };
+            let mode = if sts_host.is_some() {
+                TlsMode::Required
+            } else {
+                mode
+            };
             let dest = self.dests.get(domain, &host.name);
             let throttled = |why, retry_after| Error::Throttled {
                 destination: dest.name.clone(),
@@ -210,22 +301,39 @@ impl Deliverer {
             };
             for ip in addrs {
                 let relay = format!("{}[{}]:{}", host.name, ip, port);
+                if let Some(pool) = pool.filter(|p| !p.reaches(ip)) {
+                    let family = if ip.is_ipv4() { "IPv4" } else { "IPv6" };
+                    note(
+                        Error::Local(format!(
+                            "IP pool {} has no {family} address to reach {relay} from",
+                            pool.name
+                        )),
+                        None,
+                    );
+                    continue;
+                }
                 let key = PoolKey {
                     host: host.name.clone(),
                     addr: SocketAddr::new(ip, port),
                     tls: mode,
                     login: login.as_ref().map(|l| l.transport.clone()),
+                    pool: pool.map(|p| p.name.clone()),
                 };
                 // An open connection to the same place first; a stale one is dropped.
                 while let Some(idle) = self.dests.take_idle(&key) {
-                    let tls = idle.session.tls;
+                    let (tls, source) = (idle.session.tls, idle.source);
                     match self.transact(idle.session, &tx, true).await {
                         Sent::Done(results, session) => {
                             if let Some(session) = session {
-                                self.dests
-                                    .put_idle(key, session, idle.sent + 1, &dest.limit);
+                                self.dests.put_idle(
+                                    key,
+                                    session,
+                                    source,
+                                    idle.sent + 1,
+                                    &dest.limit,
+                                );
                             }
-                            return self.finish(results, &relay, tls, &dest);
+                            return self.finish(results, &relay, tls, source, &dest);
                         }
                         Sent::Stale(e) => {
                             tracing::debug!(%relay, "reused connection unusable: {e}")
@@ -233,16 +341,38 @@ impl Deliverer {
                     }
                 }
                 let mut tls = mode;
+                // A `testing` policy's failure falls back to the domain's mode: the session
+                // is then pooled as that mode's, never as a verified one.
+                let mut pool_key = key.clone();
                 loop {
-                    match self.open(&host.name, ip, port, tls, login.as_deref()).await {
+                    let from = pool.and_then(|p| p.source(ip).map(|source| (source, p)));
+                    let source = from.map(|(source, _)| source);
+                    let opened = self
+                        .open(&host.name, ip, port, tls, login.as_deref(), from)
+                        .await;
+                    match opened {
                         Ok(session) => {
                             let used_tls = session.tls;
+                            if let (Some(c), TlsMode::Required) = (sts_host, tls) {
+                                let place = Place {
+                                    mx_host: Some(&host.name),
+                                    receiving_ip: Some(ip),
+                                    sending_ip: source,
+                                };
+                                self.sts_result(domain, c, ResultType::Success, place);
+                            }
                             match self.transact(session, &tx, false).await {
                                 Sent::Done(results, session) => {
                                     if let Some(session) = session {
-                                        self.dests.put_idle(key, session, 1, &dest.limit);
+                                        self.dests.put_idle(
+                                            pool_key,
+                                            session,
+                                            source,
+                                            1,
+                                            &dest.limit,
+                                        );
                                     }
-                                    return self.finish(results, &relay, used_tls, &dest);
+                                    return self.finish(results, &relay, used_tls, source, &dest);
                                 }
                                 Sent::Stale(e) => {
                                     note(e, Some(relay.clone()));
@@ -255,6 +385,26 @@ impl Deliverer {
                             break;
                         }
                         Err(Try::NextHost(e)) => {
+                            if let (Some(c), TlsMode::Required, Error::Tls(_)) = (sts_host, tls, &e)
+                            {
+                                let fallback = self.config.tls.mode(domain);
+                                let place = Place {
+                                    mx_host: Some(&host.name),
+                                    receiving_ip: Some(ip),
+                                    sending_ip: source,
+                                };
+                                match self.sts_tls_failed(domain, c, e, fallback, &relay, place) {
+                                    Some(e) => {
+                                        note(e, Some(relay.clone()));
+                                        continue 'hosts;
+                                    }
+                                    None => {
+                                        tls = fallback;
+                                        pool_key.tls = fallback;
+                                        continue;
+                                    }
+                                }
+                            }
                             if e.is_slow_down() {
                                 dest.cool_down(limits.cooldown);
                             }
@@ -281,8 +431,60 @@ impl Deliverer {
         all(rcpts, &error, relay)
     }
 
-    /// Connects, reads the greeting, says EHLO and does STARTTLS as `mode` asks; with a
-    /// `login`, TLS as the login says (`mode` unused) and AUTH.
+    /// The MTA-STS policy that applies to mail for `domain`: only on the domain's own MX
+    /// route, and not a `none` policy.
+    async fn sts_policy(&self, domain: &str) -> Option<Arc<Cached>> {
+        let sts = self.mta_sts.as_ref()?;
+        if !self.routes.is_recipient_mx(domain) {
+            return None;
+        }
+        sts.policy(domain)
+            .await
+            .filter(|c| c.policy.mode != Mode::None)
+    }
+
+    /// Hands a check's result under `policy` to the MTA-STS hook (metric, TLS-RPT).
+    fn sts_result(&self, domain: &str, policy: &Cached, result: ResultType, place: Place<'_>) {
+        if let Some(sts) = &self.mta_sts {
+            sts.record(domain, Some(policy), result, place);
+        }
+    }
+
+    /// TLS failed at a host the policy lists (verified TLS was asked): the error to note
+    /// (`enforce`; under `testing`, the TLS error itself when the domain's own mode is
+    /// `required`), or `None` when the mail may go on in the domain's `fallback` mode
+    /// (`testing`; the failure is logged).
+    fn sts_tls_failed(
+        &self,
+        domain: &str,
+        policy: &Cached,
+        e: Error,
+        fallback: TlsMode,
+        relay: &str,
+        place: Place<'_>,
+    ) -> Option<Error> {
+        let result = crate::mta_sts::classify(&e);
+        self.sts_result(domain, policy, result, place);
+        let failed = Error::MtaSts {
+            domain: domain.to_string(),
+            result,
+            detail: e.to_string(),
+        };
+        if policy.policy.mode == Mode::Enforce {
+            return Some(failed);
+        }
+        tracing::warn!(
+            domain,
+            relay,
+            "{failed}; mode testing: going on as without a policy"
+        );
+        // The domain's own `tls: required` still stands.
+        (fallback == TlsMode::Required).then_some(e)
+    }
+
+    /// Connects (`from` an IP pool's address, when given), reads the greeting, says EHLO (the
+    /// pool's name, else `hostname`) and does STARTTLS as `mode` asks; with a `login`, TLS as
+    /// the login says (`mode` unused) and AUTH.
     async fn open(
         &self,
         host: &str,
@@ -290,15 +492,21 @@ impl Deliverer {
         port: u16,
         mode: TlsMode,
         login: Option<&Login>,
+        from: Option<(IpAddr, &Pool)>,
     ) -> Result<Session<TcpStream>, Try> {
         let timeouts = &self.config.timeouts;
         let addr = SocketAddr::new(ip, port);
-        let stream = match tokio::time::timeout(timeouts.connect, TcpStream::connect(addr)).await {
+        let source = from.map(|(source, _)| source);
+        let connect = crate::pools::connect(addr, source);
+        let stream = match tokio::time::timeout(timeouts.connect, connect).await {
             Ok(Ok(stream)) => stream,
-            Ok(Err(source)) => {
+            Ok(Err(e)) => {
                 return Err(Try::NextAddr(Error::Connect {
-                    addr: addr.to_string(),
-                    source,
+                    addr: match source {
+                        Some(from) => format!("{addr} from {from}"),
+                        None => addr.to_string(),
+                    },
+                    source: e,
                 }))
             }
             Err(_) => {
@@ -309,8 +517,9 @@ impl Deliverer {
             }
         };
         let _ = stream.set_nodelay(true);
+        let name = from.map_or(self.config.ehlo_name(), |(_, pool)| pool.ehlo.as_str());
         if let Some(login) = login {
-            return match self.open_login(stream, host, ip, login).await {
+            return match self.open_login(stream, host, ip, login, name).await {
                 Ok(session) => {
                     self.metrics.incr(Counter::TlsUsed);
                     Ok(session)
@@ -324,14 +533,11 @@ impl Deliverer {
         }
         let mut session = Session::new(stream, timeouts.clone());
         session.greeting().await.map_err(Try::NextHost)?;
-        let name = self.config.ehlo_name();
         session.ehlo(name).await.map_err(Try::NextHost)?;
         match (mode, session.caps.starttls) {
             (TlsMode::None, _) | (TlsMode::Opportunistic, false) => {}
             (TlsMode::Required, false) => {
-                return Err(Try::NextHost(Error::Tls(format!(
-                    "{host} does not offer STARTTLS"
-                ))))
+                return Err(Try::NextHost(Error::Tls(format!("{host} {NO_STARTTLS}"))))
             }
             (TlsMode::Opportunistic, true) | (TlsMode::Required, true) => {
                 let connector = if mode == TlsMode::Required {
@@ -366,9 +572,9 @@ impl Deliverer {
         host: &str,
         ip: IpAddr,
         login: &Login,
+        name: &str,
     ) -> Result<Session<TcpStream>, Try> {
         let timeouts = &self.config.timeouts;
-        let name = self.config.ehlo_name();
         let connector = if login.allow_unverified {
             &self.tls.opportunistic
         } else {
@@ -495,6 +701,7 @@ impl Deliverer {
         results: RcptResults,
         relay: &str,
         tls: bool,
+        source: Option<IpAddr>,
         dest: &Destination,
     ) -> Vec<(Recipient, Outcome)> {
         let cooldown = self.dests.limits().cooldown;
@@ -518,6 +725,7 @@ impl Deliverer {
                     }
                 };
                 outcome.tls = Some(tls);
+                outcome.source = source;
                 (rcpt, outcome)
             })
             .collect()
@@ -591,6 +799,15 @@ fn clone_error(e: &Error) -> Error {
             detail: detail.clone(),
         },
         Error::Tls(s) => Error::Tls(s.clone()),
+        Error::MtaSts {
+            domain,
+            result,
+            detail,
+        } => Error::MtaSts {
+            domain: domain.clone(),
+            result: *result,
+            detail: detail.clone(),
+        },
         Error::Auth { transport, detail } => Error::Auth {
             transport: transport.clone(),
             detail: detail.clone(),

@@ -7,12 +7,12 @@
 //! `cooldown` its mail is deferred without connecting, and the retry is scheduled after the
 //! cool-down rather than on the normal backoff.
 //!
-//! Idle connections are kept per (host, address, port, TLS mode) for `idle_time` and reused
-//! for the next message to the same place; the server's `421` on a reused connection just
-//! means "open a new one".
+//! Idle connections are kept per (host, address, port, TLS mode, login, IP pool) for
+//! `idle_time` and reused for the next message to the same place; the server's `421` on a
+//! reused connection just means "open a new one".
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -124,6 +124,9 @@ pub struct PoolKey {
     /// The transport whose login the session did (`None`: no AUTH), so that an authenticated
     /// connection is only reused by the transport that logged in.
     pub login: Option<String>,
+    /// The IP pool the connection was opened from (`None`: no pool), so that mail of one
+    /// pool never leaves over another pool's connection.
+    pub pool: Option<String>,
 }
 
 /// An open session waiting for its next message.
@@ -131,6 +134,8 @@ pub struct Idle {
     pub session: Session<TcpStream>,
     /// Messages sent over it so far.
     pub sent: usize,
+    /// The local address it was bound to (an IP pool's), if any.
+    pub source: Option<IpAddr>,
     since: Instant,
 }
 
@@ -200,7 +205,14 @@ impl Destinations {
     }
 
     /// Keeps a session for reuse, or closes it when it has sent enough or too many idle.
-    pub fn put_idle(&self, key: PoolKey, session: Session<TcpStream>, sent: usize, limit: &Limit) {
+    pub fn put_idle(
+        &self,
+        key: PoolKey,
+        session: Session<TcpStream>,
+        source: Option<IpAddr>,
+        sent: usize,
+        limit: &Limit,
+    ) {
         if sent >= limit.messages_per_connection.max(1) || self.limits.idle_time.is_zero() {
             tokio::spawn(session.quit());
             return;
@@ -215,6 +227,7 @@ impl Destinations {
         list.push(Idle {
             session,
             sent,
+            source,
             since: Instant::now(),
         });
     }

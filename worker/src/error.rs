@@ -92,6 +92,15 @@ pub enum Error {
     /// TLS was required but not offered, or the handshake or verification failed.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The recipient domain's MTA-STS policy (RFC 8461, mode `enforce`) forbids this
+    /// delivery: the MX host is not listed, it offers no STARTTLS, or its certificate is not
+    /// valid for its name. Always deferred (the policy or the host may be fixed).
+    #[error("mta-sts: {}: {detail} (policy of {domain})", result.rule())]
+    MtaSts {
+        domain: String,
+        result: crate::mta_sts::ResultType,
+        detail: String,
+    },
     /// The login at a relayhost or transport failed or was not attempted (535, no AUTH
     /// offered, no verified TLS): the operator's problem, never the recipient's, so always
     /// deferred. `transport` names the config entry (`relayhost`, `transports.<domain>`).
@@ -154,6 +163,7 @@ impl Error {
             | Error::Io { .. }
             | Error::Protocol { .. }
             | Error::Tls(_)
+            | Error::MtaSts { .. }
             | Error::Auth { .. }
             | Error::Local(_)
             | Error::Throttled { .. } => false,
@@ -174,6 +184,7 @@ impl Error {
             Error::Io { .. } => "io",
             Error::Protocol { .. } => "protocol",
             Error::Tls(_) => "tls",
+            Error::MtaSts { .. } => "mta-sts",
             Error::Auth { .. } => "auth",
             Error::NeedsSmtpUtf8(_) => "smtputf8",
             Error::TooBig { .. } => "size",
@@ -211,6 +222,8 @@ impl Error {
             Error::Timeout { .. } | Error::Closed(_) | Error::Io { .. } => "4.4.2".into(),
             Error::Protocol { .. } => "4.5.0".into(),
             Error::Tls(_) => "4.7.5".into(),
+            // RFC 3463 §3.8: security features not supported (a policy not met).
+            Error::MtaSts { .. } => "4.7.5".into(),
             // RFC 3463 §3.8: security or policy status, other.
             Error::Auth { .. } => "4.7.0".into(),
             Error::NeedsSmtpUtf8(_) => "5.6.7".into(),
@@ -281,6 +294,14 @@ mod tests {
         };
         assert!(!timeout.is_permanent());
         assert!(!Error::Tls("not offered".into()).is_permanent());
+        let sts = Error::MtaSts {
+            domain: "a.test".into(),
+            result: crate::mta_sts::ResultType::MxNotInPolicy,
+            detail: "mx.b.test is not among mx.a.test".into(),
+        };
+        assert!(!sts.is_permanent());
+        assert_eq!((sts.reason(), sts.dsn().as_str()), ("mta-sts", "4.7.5"));
+        assert!(sts.to_string().starts_with("mta-sts: mx not in policy: "));
         // A refused login is never the recipient's fault, whatever the code.
         let login = Error::Auth {
             transport: "relayhost".into(),

@@ -64,6 +64,8 @@ fn recipient_event(recipient: String, outcome: &Outcome, attempt: u32) -> Recipi
         attempt: Some(attempt),
         by: None,
         list_id: None,
+        source_ip: outcome.source.map(|ip| ip.to_string()),
+        pool: outcome.pool.clone(),
     }
 }
 
@@ -135,6 +137,7 @@ pub fn bounce_events(
                 held: false,
                 app: None,
                 lane: b.lane.clone(),
+                fixups: Vec::new(),
             }),
         ),
     ]
@@ -160,6 +163,8 @@ pub fn held_events(job: &Job, held_tube: &str) -> Vec<Event> {
                     attempt: None,
                     by: None,
                     list_id: None,
+                    source_ip: None,
+                    pool: None,
                 }),
             )
         })

@@ -15,7 +15,12 @@
 //!   resolution with hickory.
 //! - [`smtp`]: the SMTP client: reply parsing, the session over any stream, STARTTLS, AUTH.
 //! - [`login`]: smarthost credentials (relayhost, transports), loaded and checked at start.
+//! - [`mta_sts`]: MTA-STS (RFC 8461) policies of recipient domains: TXT, HTTPS fetch, cache
+//!   (persisted); [`deliver`] applies them to MX hosts and TLS.
+//! - [`tls_rpt`]: TLS-RPT (RFC 8460): counts of the MTA-STS checks per domain and day, and
+//!   the daily reports (https POST, or a message through the worker's own queue).
 //! - [`deliver`]: one message to one domain: hosts, addresses, sessions, per-recipient outcomes.
+//! - [`pools`]: IP pools: the local address and EHLO name per group of sending hosts.
 //! - [`destination`]: per-destination caps, slow-down after 421, idle connections for reuse.
 //! - [`capture`]: the Maildir "transport" for staging.
 //! - [`attempt`]: one delivery attempt of a whole job: loop check, line fixing, DKIM signing,
@@ -45,11 +50,14 @@ pub mod lanes;
 pub mod ledger;
 pub mod login;
 pub mod metrics;
+pub mod mta_sts;
 pub mod plan;
 pub mod policy;
+pub mod pools;
 pub mod queue;
 pub mod route;
 pub mod smtp;
+pub mod tls_rpt;
 pub mod unsubscribe;
 pub mod verp;
 
@@ -81,6 +89,8 @@ pub struct Parts {
     pub worker: Arc<queue::Worker>,
     /// The metrics registry and the draining flag `/health` reads.
     pub shell: Arc<hedwig_service::ops::Shell>,
+    /// TLS-RPT counters and reporter (`tls_rpt.enabled`); [`run`] drives it.
+    pub tls_rpt: Option<Arc<tls_rpt::TlsRpt>>,
 }
 
 /// Builds the resolver, TLS configs, DKIM signer and metrics from `config`.
@@ -91,6 +101,7 @@ pub fn build(config: Config) -> Result<Parts, RunError> {
         routes,
         verp,
         unsubscribe,
+        pools,
     } = config
         .check()
         .map_err(|problems| RunError::Config(problems.join("\n")))?;
@@ -120,6 +131,32 @@ pub fn build(config: Config) -> Result<Parts, RunError> {
         hedwig_service::metrics::HostLabels::new(&config.metrics_hosts),
     ));
     let tubes = config.tubes().map_err(RunError::Config)?;
+    let tls_rpt = if config.mta_sts.enabled && config.tls_rpt.enabled {
+        Some(Arc::new(
+            tls_rpt::TlsRpt::new(tls_rpt::Setup {
+                config: &config.tls_rpt,
+                hostname: config.ehlo_name(),
+                state_dir: config.mta_sts.state_dir.as_deref(),
+                ca_file: config.tls.ca_file.as_deref(),
+                dns: dns.clone(),
+                beanstalkd: config.beanstalkd.clone(),
+                outbound_tube: tubes.outbound().to_string(),
+                metrics: metrics.clone(),
+            })
+            .map_err(RunError::Config)?,
+        ))
+    } else {
+        None
+    };
+    let mta_sts = if config.mta_sts.enabled {
+        Some(Arc::new(
+            mta_sts::MtaSts::new(&config.mta_sts, dns.clone(), config.tls.ca_file.as_deref())
+                .map_err(RunError::Config)?
+                .with_reports(tls_rpt.clone(), metrics.clone()),
+        ))
+    } else {
+        None
+    };
     let config = Arc::new(config);
     let deliverer = Arc::new(deliver::Deliverer {
         dests: destination::Destinations::new(config.limits.clone()),
@@ -127,7 +164,9 @@ pub fn build(config: Config) -> Result<Parts, RunError> {
         routes,
         dns,
         tls,
+        mta_sts,
         metrics: metrics.clone(),
+        pools,
     });
     Ok(Parts {
         worker: Arc::new(queue::Worker {
@@ -151,6 +190,7 @@ pub fn build(config: Config) -> Result<Parts, RunError> {
             unsubscribe: unsubscribe.map(Arc::new),
         }),
         shell: Arc::new(hedwig_service::ops::Shell::new(registry)),
+        tls_rpt,
     })
 }
 
@@ -206,6 +246,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             deliverer.dests.reap(true);
         })
     };
+    let reporter_stop = CancellationToken::new();
+    let reporter = parts
+        .tls_rpt
+        .clone()
+        .map(|r| tokio::spawn(r.run(reporter_stop.clone())));
     queue::run_tasks(parts.worker.clone(), concurrency, shutdown).await;
     // The events of the last attempts that beanstalkd did not take yet (it was restarting):
     // a few more seconds for them, as for a delivery in flight.
@@ -214,6 +259,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     }
     reaper_stop.cancel();
     let _ = reaper.await;
+    // The counts written once more (a report being sent is abandoned: its period is sent by
+    // no one, the RFC's reports being best effort).
+    reporter_stop.cancel();
+    if let Some(reporter) = reporter {
+        let _ = reporter.await;
+    }
     let _ = draining.await;
     http_stop.cancel();
     if let Some(task) = http_task {
@@ -224,9 +275,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 }
 
 /// `worker check-config`: every problem found, one per line (empty when all is well):
-/// config semantics, DKIM keys, the TLS CA file, the capture Maildir, beanstalkd reachability.
+/// config semantics, DKIM keys, the TLS CA file, the MTA-STS state directory, the capture
+/// Maildir, IP pool addresses not on this machine, beanstalkd reachability.
 pub async fn check(config: &Config) -> Vec<String> {
-    let mut problems = config.check().err().unwrap_or_default();
+    let checked = config.check();
+    let mut problems = Vec::new();
+    match &checked {
+        Err(e) => problems.extend(e.iter().cloned()),
+        Ok(settings) => {
+            for pool in settings.pools.all() {
+                for ip in pool.addresses() {
+                    if let Err(e) = pools::probe_bind(ip) {
+                        problems.push(format!(
+                            "pools.{}: cannot send from {ip}: {e} (is it an address of this \
+                             machine?)",
+                            pool.name
+                        ));
+                    }
+                }
+            }
+        }
+    }
     if !config.dkim.keys.is_empty() {
         if let Err(e) = hedwig_message::dkim::Signer::new(&config.dkim) {
             problems.push(format!("dkim: {e}"));
@@ -234,6 +303,13 @@ pub async fn check(config: &Config) -> Vec<String> {
     }
     if let Err(e) = smtp::tls::TlsClients::new(config.tls.ca_file.as_deref()) {
         problems.push(e);
+    }
+    if let (true, Some(dir)) = (config.mta_sts.enabled, &config.mta_sts.state_dir) {
+        let probe = dir.join(".hedwig-write-test");
+        if let Err(e) = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&probe, b"")) {
+            problems.push(format!("mta_sts.state_dir {}: {e}", dir.display()));
+        }
+        let _ = std::fs::remove_file(probe);
     }
     if let Some(dir) = &config.capture_maildir {
         let probe = capture::store(dir, "", &[], b"");
@@ -253,4 +329,30 @@ pub async fn check(config: &Config) -> Vec<String> {
         }
     }
     problems
+}
+
+/// `worker check-config`'s warnings: what receivers will hold against this relay without it
+/// being wrong here. For each IP pool address, forward-confirmed reverse DNS (its PTR names
+/// the pool's EHLO name, which resolves back to it), asked of `nameservers` without a cache.
+pub async fn check_warnings(config: &Config) -> Vec<String> {
+    let Ok(settings) = config.check() else {
+        return Vec::new();
+    };
+    if settings.pools.is_empty() {
+        return Vec::new();
+    }
+    let timeout = Duration::from_secs(5);
+    let dns = match hedwig_dns::resolver(&settings.nameservers, timeout, hedwig_dns::Cache::Off) {
+        Ok(dns) => dns,
+        Err(e) => return vec![format!("pools: cannot check reverse DNS: {e}")],
+    };
+    let mut warnings = Vec::new();
+    for pool in settings.pools.all() {
+        for ip in pool.addresses() {
+            if let Some(why) = pools::fcrdns(&dns, ip, &pool.ehlo).await {
+                warnings.push(format!("pools.{}: {why}", pool.name));
+            }
+        }
+    }
+    warnings
 }

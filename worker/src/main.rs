@@ -22,7 +22,9 @@ struct Cli {
 enum Command {
     /// Deliver mail until SIGTERM/SIGINT (the default).
     Run,
-    /// Check the config, DKIM keys and beanstalkd; print what is wrong and exit 1.
+    /// Check the config, DKIM keys, IP pool addresses and beanstalkd; print what is wrong and
+    /// exit 1 (warnings, such as a pool address whose reverse DNS does not name its EHLO
+    /// name, are printed without failing).
     CheckConfig,
     /// GET this worker's /health (for Docker's HEALTHCHECK); exit 1 unless it answers 200.
     HealthCheck,
@@ -41,6 +43,9 @@ async fn main() -> anyhow::Result<ExitCode> {
         }
         Command::CheckConfig => {
             let problems = worker::check(&config).await;
+            for w in worker::check_warnings(&config).await {
+                eprintln!("warning: {w}");
+            }
             if !problems.is_empty() {
                 for p in &problems {
                     eprintln!("{p}");

@@ -1,6 +1,6 @@
 //! The worker's metrics (`prometheus-client`, served on `/metrics` by
 //! `hedwig_service::ops`): deliveries per outcome, destination domain and sending host, the
-//! delivery latency histogram, and counters.
+//! delivery latency histogram, deliveries per IP pool and source address, and counters.
 //!
 //! Label values from messages are bounded: destination domains are capped at [`MAX_DOMAINS`]
 //! per status (the rest count as `other`); the sending host is its name only for the hosts
@@ -59,6 +59,26 @@ struct DeliveryLabels {
     host: String,
 }
 
+/// Labels of deliveries through an IP pool: both bounded by the configured pools.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    status: &'static str,
+    pool: String,
+    /// The pool address the connection came from; `none` when none was made.
+    source: String,
+}
+
+/// An RFC 8460 result type (a fixed set) or a TLS-RPT report status.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HostLabel {
     host: String,
@@ -69,6 +89,9 @@ struct HostLabel {
 pub struct Metrics {
     hosts: HostLabels,
     deliveries: Family<DeliveryLabels, PromCounter>,
+    pool_deliveries: Family<PoolLabels, PromCounter>,
+    mta_sts_results: Family<ResultLabel, PromCounter>,
+    tls_rpt_reports: Family<StatusLabel, PromCounter>,
     /// (status, domain) pairs with a label of their own.
     domains: Mutex<HashSet<(&'static str, String)>>,
     latency: Histogram,
@@ -154,6 +177,9 @@ impl Metrics {
         let m = Metrics {
             hosts,
             deliveries: Family::default(),
+            pool_deliveries: Family::default(),
+            mta_sts_results: Family::default(),
+            tls_rpt_reports: Family::default(),
             domains: Mutex::new(HashSet::new()),
             latency: Histogram::new(BUCKETS),
             plain: Default::default(),
@@ -177,6 +203,21 @@ impl Metrics {
             "deliveries",
             "Recipients' delivery outcomes, by status, destination domain and sending host",
             m.deliveries.clone(),
+        );
+        r.register(
+            "pool_deliveries",
+            "Recipients' delivery outcomes through an IP pool, by status, pool and source address",
+            m.pool_deliveries.clone(),
+        );
+        r.register(
+            "mta_sts_results",
+            "MTA-STS checks (sessions and policy fetches), by RFC 8460 result type",
+            m.mta_sts_results.clone(),
+        );
+        r.register(
+            "tls_rpt_reports",
+            "TLS-RPT reports, one per policy domain and period, by status (sent, failed, no-rua)",
+            m.tls_rpt_reports.clone(),
         );
         r.register(
             "delivery_seconds",
@@ -203,6 +244,32 @@ impl Metrics {
                 domain,
                 host: self.hosts.label(host),
             })
+            .inc();
+    }
+
+    /// One recipient's outcome through IP pool `pool`, from `source` when a connection was
+    /// made.
+    pub fn pool_delivery(&self, status: Status, pool: &str, source: Option<std::net::IpAddr>) {
+        self.pool_deliveries
+            .get_or_create(&PoolLabels {
+                status: status.as_str(),
+                pool: pool.to_string(),
+                source: source.map_or_else(|| "none".to_string(), |ip| ip.to_string()),
+            })
+            .inc();
+    }
+
+    /// One MTA-STS check ended in `result` (an RFC 8460 result type).
+    pub fn mta_sts_result(&self, result: &'static str) {
+        self.mta_sts_results
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// One TLS-RPT report (a domain's, for a period) ended in `status`.
+    pub fn tls_rpt_report(&self, status: &'static str) {
+        self.tls_rpt_reports
+            .get_or_create(&StatusLabel { status })
             .inc();
     }
 
@@ -292,8 +359,12 @@ mod tests {
         m.latency(Duration::from_secs(3));
         m.count(MessageCounter::Retry, "web9.example.net");
         m.incr(Counter::TlsUsed);
+        m.pool_delivery(Status::Delivered, "bulk", "192.0.2.20".parse().ok());
+        m.pool_delivery(Status::Deferred, "bulk", None);
         let text = shell.render();
         for line in [
+            "hedwig_worker_pool_deliveries_total{status=\"delivered\",pool=\"bulk\",source=\"192.0.2.20\"} 1",
+            "hedwig_worker_pool_deliveries_total{status=\"deferred\",pool=\"bulk\",source=\"none\"} 1",
             "hedwig_worker_deliveries_total{status=\"delivered\",domain=\"example.com\",host=\"web1.example.net\"} 2",
             "hedwig_worker_deliveries_total{status=\"deferred\",domain=\"example.org\",host=\"other\"} 1",
             "hedwig_worker_delivery_seconds_bucket{le=\"0.1\"} 1",

@@ -57,6 +57,10 @@ pub struct Outcome {
     pub tls: Option<bool>,
     /// For a deferral: the destination asked for (or is held to) at least this wait.
     pub retry_after: Option<Duration>,
+    /// The local address the transaction's connection came from, when an IP pool bound it.
+    pub source: Option<std::net::IpAddr>,
+    /// The IP pool the attempt went through, if any.
+    pub pool: Option<String>,
 }
 
 impl Outcome {
@@ -71,6 +75,8 @@ impl Outcome {
             relay,
             tls: None,
             retry_after: None,
+            source: None,
+            pool: None,
         }
     }
 
@@ -95,6 +101,8 @@ impl Outcome {
                 Error::Throttled { retry_after, .. } => Some(*retry_after),
                 _ => None,
             },
+            source: None,
+            pool: None,
         }
     }
 
@@ -157,6 +165,8 @@ pub fn plan(
                 relay: None,
                 tls: None,
                 retry_after: None,
+                source: None,
+                pool: None,
             });
         let outcome = if outcome.status == Status::Deferred && expired {
             Outcome {

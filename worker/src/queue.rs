@@ -25,6 +25,7 @@
 //!
 //! One log line per recipient per attempt, in the style of Postfix:
 //! `Q1: to=<a@example.com>, relay=mx[192.0.2.1]:25, delay=1.2, dsn=2.0.0, status=sent (250 ok)`.
+//! Through an IP pool, `pool=<name>, source=<local address>,` follow the relay.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -502,15 +503,27 @@ fn log_attempt(job: &Job, plan: &Plan, now: u64, lane: &str) {
             app = env.app.as_ref().map_or("-", |a| a.name.as_str()),
             lane = %lane,
             outcome = status,
-            "{}: to=<{}>, relay={}, delay={}, dsn={}, status={} ({})",
+            pool = o.pool.as_deref().unwrap_or("-"),
+            "{}: to=<{}>, relay={},{} delay={}, dsn={}, status={} ({})",
             env.queue_id,
             rcpt,
             o.relay.as_deref().unwrap_or("none"),
+            pool_text(o),
             delay,
             o.dsn,
             status,
             o.response
         );
+    }
+}
+
+/// ` pool=<name>, source=<address>,` for an attempt through an IP pool (the source once a
+/// connection was made), else nothing: the line of a relay without pools is as before.
+fn pool_text(o: &crate::plan::Outcome) -> String {
+    match (&o.pool, o.source) {
+        (None, _) => String::new(),
+        (Some(pool), None) => format!(" pool={pool},"),
+        (Some(pool), Some(ip)) => format!(" pool={pool}, source={ip},"),
     }
 }
 
@@ -524,4 +537,20 @@ pub async fn run_tasks(worker: Arc<Worker>, n: usize, shutdown: CancellationToke
     let started = Instant::now();
     tracker.wait().await;
     tracing::debug!("delivery tasks stopped after {:?}", started.elapsed());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+
+    #[test]
+    fn the_log_line_names_the_pool_and_source_only_with_pools() {
+        let mut o = crate::plan::Outcome::failed(&Error::Local("x".into()), None);
+        assert_eq!(pool_text(&o), "", "without pools the line is as before");
+        o.pool = Some("bulk".into());
+        assert_eq!(pool_text(&o), " pool=bulk,");
+        o.source = "192.0.2.20".parse().ok();
+        assert_eq!(pool_text(&o), " pool=bulk, source=192.0.2.20,");
+    }
 }

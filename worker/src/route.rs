@@ -7,7 +7,10 @@
 //! and keeps the three kinds of answers apart: NXDOMAIN and null MX (RFC 7505) are permanent,
 //! SERVFAIL, REFUSED and timeouts are temporary and are never taken for "no MX".
 //!
-//! Not here: connecting (see [`crate::deliver`]); DNSSEC/DANE/MTA-STS.
+//! [`Dns::txt`] serves MTA-STS's `_mta-sts` record ([`crate::mta_sts`]) through the same
+//! nameservers.
+//!
+//! Not here: connecting (see [`crate::deliver`]); DNSSEC/DANE; MTA-STS policies.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -121,6 +124,16 @@ impl Routes {
         })
     }
 
+    /// Whether mail for `domain` goes to the domain's own MX hosts (no capture, transport
+    /// or relayhost, not an address literal): only then does the domain's MTA-STS policy
+    /// apply; a relayhost or transport is the operator's choice of nexthop.
+    pub fn is_recipient_mx(&self, domain: &str) -> bool {
+        !self.capture_all
+            && !self.transports.contains_key(domain)
+            && self.relayhost.is_none()
+            && hedwig_core::address::literal_ip(domain).is_none()
+    }
+
     /// The login of the route [`Routes::route`] gives for `domain`, if it has one.
     pub fn login(&self, domain: &str) -> Option<std::sync::Arc<crate::login::Login>> {
         if self.capture_all {
@@ -201,6 +214,28 @@ impl Dns {
             Err(e) if e.is_nx_domain() => Err(Error::NoSuchDomain(domain.to_string())),
             Err(e) if e.is_no_records_found() => Ok(implicit(domain)),
             Err(e) => Err(temporary(domain, &e)),
+        }
+    }
+
+    /// The TXT records at `name`, each record's strings joined (RFC 7208 §3.3 style).
+    /// No record (NXDOMAIN, NODATA) is an empty list; SERVFAIL and timeouts are errors.
+    pub async fn txt(&self, name: &str) -> Result<Vec<String>, Error> {
+        match self.resolver.txt_lookup(fqdn(name)).await {
+            Ok(lookup) => Ok(lookup
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::TXT(txt) => Some(
+                        txt.txt_data
+                            .iter()
+                            .map(|s| String::from_utf8_lossy(s))
+                            .collect::<String>(),
+                    ),
+                    _ => None,
+                })
+                .collect()),
+            Err(e) if e.is_nx_domain() || e.is_no_records_found() => Ok(Vec::new()),
+            Err(e) => Err(temporary(name, &e)),
         }
     }
 

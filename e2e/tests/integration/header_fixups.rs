@@ -49,7 +49,7 @@ async fn connect(stack: &Stack) -> TcpStream {
 
 /// A cron script's SMTP: EHLO, MAIL, RCPT, DATA with only a `Subject:` and a body, QUIT.
 /// Returns the server's whole side of the conversation.
-async fn raw_client(stack: &Stack, subject: &str, body: &str) -> String {
+pub(crate) async fn raw_client(stack: &Stack, subject: &str, body: &str) -> String {
     let mut c = connect(stack).await;
     let script = format!(
         "EHLO {CLIENT_HELO}\r\nMAIL FROM:<{SENDER}>\r\nRCPT TO:<alice@rcpt.e2e.test>\r\nDATA\r\n"

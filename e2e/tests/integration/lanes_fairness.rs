@@ -40,6 +40,7 @@ async fn post(http: &reqwest::Client, postoffice: SocketAddr, host: &str, subjec
         ),
         id: None,
         app: None,
+        fixups: Vec::new(),
     };
     let status = http
         .post(Postoffice::url(postoffice))

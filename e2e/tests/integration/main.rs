@@ -7,6 +7,7 @@ mod common;
 mod bounce;
 mod bounce_in;
 mod draining;
+mod fixups_ledger;
 mod header_fixups;
 mod lanes_fairness;
 mod ledger;

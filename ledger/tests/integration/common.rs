@@ -59,6 +59,7 @@ pub fn queued(queue_id: &str, at: u64, host: &str, sender: &str, recipients: &[&
             held: false,
             app: None,
             lane: None,
+            fixups: Vec::new(),
         }),
     }
 }
@@ -86,6 +87,8 @@ pub fn outcome(queue_id: &str, at: u64, recipient: &str, outcome: Outcome, attem
             attempt: Some(attempt),
             by: None,
             list_id: None,
+            source_ip: None,
+            pool: None,
         }),
     }
 }

@@ -167,3 +167,155 @@ async fn a_version_5_database_gains_app_and_lane() {
     assert_eq!(new.message.lane.as_deref(), Some("transactional"));
     store.close().await;
 }
+
+/// `migrate: false` (what `postoffice check-config` uses) opens an older database as it is:
+/// a version-5 file stays at version 5; a database newer than this build is still refused;
+/// an empty one (no `schema_version` table) opens and gains nothing.
+#[tokio::test]
+async fn opening_without_migrating_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/v5.db?mode=rwc", dir.path().display());
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    pool.execute("CREATE TABLE schema_version (version BIGINT NOT NULL)")
+        .await
+        .unwrap();
+    for from in 0..5 {
+        for statement in schema::migration(from).unwrap() {
+            pool.execute(*statement).await.unwrap();
+        }
+    }
+    pool.execute("INSERT INTO schema_version (version) VALUES (5)")
+        .await
+        .unwrap();
+    pool.close().await;
+
+    let url = format!("sqlite://{}/v5.db", dir.path().display());
+    let check = hedwig_ledger::Options {
+        create: false,
+        migrate: false,
+        ..Default::default()
+    };
+    let store = Store::open_with(&url, check.clone()).await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), 5);
+    store.close().await;
+
+    // Newer than this build: refused, and still untouched.
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    pool.execute("UPDATE schema_version SET version = 999")
+        .await
+        .unwrap();
+    pool.close().await;
+    let err = Store::open_with(&url, check.clone()).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Schema { found: 999, .. }),
+        "{err:?}"
+    );
+
+    // An empty database: opens, and no table is made.
+    let empty = format!("sqlite://{}/empty.db?mode=rwc", dir.path().display());
+    let pool = sqlx::AnyPool::connect(&empty).await.unwrap();
+    pool.execute("CREATE TABLE unrelated (x INTEGER)")
+        .await
+        .unwrap();
+    pool.close().await;
+    let empty = format!("sqlite://{}/empty.db", dir.path().display());
+    let store = Store::open_with(&empty, check).await.unwrap();
+    store.close().await;
+    let pool = sqlx::AnyPool::connect(&empty).await.unwrap();
+    let tables: i64 = sqlx::Row::get(
+        &sqlx::query("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'")
+            .fetch_one(&pool)
+            .await
+            .unwrap(),
+        0,
+    );
+    assert_eq!(tables, 1, "only the table that was there");
+}
+
+/// A database from before issue 19's fix-ups (version 6), on SQLite and on PostgreSQL, keeps
+/// its messages at open and gains the `fixups` column: old rows read with none, new ones
+/// store the list in order.
+#[tokio::test]
+async fn a_version_6_database_gains_fixups() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = hedwig_testkit::Postgres::start_on(Ipv4Addr::new(127, 0, 220, 40));
+    sqlx::any::install_default_drivers();
+    for (create, open) in [
+        (
+            format!("sqlite://{}/v6.db?mode=rwc", dir.path().display()),
+            format!("sqlite://{}/v6.db", dir.path().display()),
+        ),
+        (pg.url(), pg.url()),
+    ] {
+        let pool = sqlx::AnyPool::connect(&create).await.unwrap();
+        pool.execute("CREATE TABLE schema_version (version BIGINT NOT NULL)")
+            .await
+            .unwrap();
+        for from in 0..6 {
+            for statement in schema::migration(from).unwrap() {
+                pool.execute(*statement).await.unwrap();
+            }
+        }
+        pool.execute("INSERT INTO schema_version (version) VALUES (6)")
+            .await
+            .unwrap();
+        pool.execute(
+            "INSERT INTO messages (queue_id, host, sender, kind, queued_at, recipients, status, \
+             last_event_at, app, lane) VALUES ('OLD', 'web1', 'a@x.test', 'message', 1000, 1, \
+             'queued', 1000, 'shop-billing-1', 'bulk')",
+        )
+        .await
+        .unwrap();
+        pool.close().await;
+
+        let store = Store::open(&open).await.unwrap();
+        assert_eq!(
+            store.schema_version().await.unwrap(),
+            schema::VERSION,
+            "{open}"
+        );
+        let old = store.timeline("OLD").await.unwrap().expect("the old row");
+        assert!(old.message.fixups.is_empty(), "{open}");
+        assert_eq!(old.message.lane.as_deref(), Some("bulk"), "{open}");
+        let mut event = queued("NEW", 2_000, "web1", "a@x.test", &["b@y.test"]);
+        if let hedwig_queue::event::What::Queued(q) = &mut event.what {
+            q.fixups = vec![
+                "date".into(),
+                "message-id".into(),
+                "from".into(),
+                "to".into(),
+            ];
+        }
+        store
+            .write(&[
+                event,
+                queued("NONE", 2_001, "web1", "a@x.test", &["b@y.test"]),
+            ])
+            .await
+            .unwrap();
+        let new = store.timeline("NEW").await.unwrap().expect("the new row");
+        assert_eq!(
+            new.message.fixups,
+            ["date", "message-id", "from", "to"],
+            "{open}"
+        );
+        let none = store.timeline("NONE").await.unwrap().expect("the row");
+        assert!(none.message.fixups.is_empty(), "{open}");
+        // and a search reads the column too
+        let page = store
+            .search(&hedwig_ledger::Filter {
+                host: Some("web1".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let found = page
+            .messages
+            .iter()
+            .find(|m| m.queue_id == "NEW")
+            .expect("NEW in the search");
+        assert_eq!(found.fixups, ["date", "message-id", "from", "to"], "{open}");
+        store.close().await;
+    }
+}

@@ -39,6 +39,8 @@ fn failure(
             attempt: Some(1),
             by: None,
             list_id: None,
+            source_ip: None,
+            pool: None,
         }),
     }
 }

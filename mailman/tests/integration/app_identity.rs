@@ -1,7 +1,9 @@
 //! The app identity (issue 17) goes from the spool to the post office: a spooled message's
 //! `app` arrives as the post's `app` field, and a spool file written by an older mailman (no
 //! `app` in its header) is still read and posted, without one. The identity a session gets
-//! (an SMTP AUTH login) is tested end to end in `smtp_auth.rs`.
+//! (an SMTP AUTH login) is tested end to end in `smtp_auth.rs`. The same holds for the header
+//! fix-ups (issue 19): a spooled message's `fixups` arrive as the post's `fixups` field, and
+//! the older file is posted without any.
 
 use std::time::Duration;
 
@@ -42,6 +44,7 @@ async fn spooled_app_reaches_the_post_office_and_old_files_still_post() {
         received_at: hedwig_core::unix_now(),
         size: BODY.len() as u64,
         app: Some(app.clone()),
+        fixups: vec!["date".into(), "message-id".into(), "bcc".into()],
     };
     let mut file = serde_json::to_vec(&header).unwrap();
     file.push(b'\n');
@@ -60,6 +63,8 @@ async fn spooled_app_reaches_the_post_office_and_old_files_still_post() {
     };
     assert_eq!(by_id("WITHAPP1").app, Some(app));
     assert_eq!(by_id("OLDMAILMAN1").app, None);
+    assert_eq!(by_id("WITHAPP1").fixups, ["date", "message-id", "bcc"]);
+    assert!(by_id("OLDMAILMAN1").fixups.is_empty());
     assert_eq!(
         by_id("OLDMAILMAN1").email.clone().into_message().unwrap(),
         BODY

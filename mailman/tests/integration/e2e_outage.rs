@@ -169,6 +169,7 @@ async fn a_spool_file_left_after_200_is_not_queued_twice() {
         received_at: hedwig_core::unix_now(),
         size: BODY.len() as u64,
         app: None,
+        fixups: Vec::new(),
     };
     let mut file = serde_json::to_vec(&header).unwrap();
     file.push(b'\n');

@@ -1,7 +1,8 @@
 //! Issue 19, header fix-ups and refusals at the edge, against the real `mailman` binary, the
 //! real postoffice and beanstalkd: a raw SMTP client sending only `Subject:` gets `Date:`,
 //! `Message-ID:`, `From:` (the envelope sender) and `To: undisclosed-recipients:;` added and
-//! `Bcc:` removed, recorded in the log line as `fixed=…`; messages receivers refuse (two
+//! `Bcc:` removed, recorded in the log line as `fixed=…` and posted as `fixups` (the job
+//! carries them); messages receivers refuse (two
 //! `From:`, a 999-octet header line, raw 8-bit header bytes without `SMTPUTF8`) get `554 5.6.0`
 //! with the reason at DATA, one log line each, and nothing reaches the spool or the queue;
 //! with the settings off, the message is queued as sent.
@@ -69,6 +70,12 @@ async fn a_subject_only_message_is_completed_and_bcc_removed() {
     assert!(reply.starts_with("250 "), "{reply:?}");
     let jobs = take_jobs(&bs, Duration::from_millis(500)).await;
     assert_eq!(jobs.len(), 2);
+    // What was fixed travels with the post (`fixups`) into the job, for the ledger.
+    assert_eq!(
+        jobs[0].envelope.fixups,
+        ["date", "message-id", "from", "to"]
+    );
+    assert_eq!(jobs[1].envelope.fixups, ["bcc"]);
     let (received, rest) = split_received(&jobs[0].message);
     assert!(received.starts_with("Received: "), "{received}");
     let rest = String::from_utf8(rest).unwrap();
@@ -196,6 +203,7 @@ async fn with_the_settings_off_the_message_is_queued_as_sent() {
     for (job, sent) in jobs.iter().zip(&messages) {
         let (_, rest) = split_received(&job.message);
         assert_eq!(&rest, sent, "unchanged byte for byte");
+        assert!(job.envelope.fixups.is_empty(), "nothing fixed, none posted");
     }
     let log = mailman.stop();
     let unfixed = log

@@ -174,6 +174,8 @@ impl Target {
                         attempt: None,
                         by: Some(by.clone()),
                         list_id: None,
+                        source_ip: None,
+                        pool: None,
                     }),
                 )
             })

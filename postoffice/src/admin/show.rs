@@ -168,6 +168,13 @@ impl Report {
             if let Some(lane) = &e.lane {
                 out.push_str(&format!("lane:        {}\n", lane.escape_debug()));
             }
+            if !e.fixups.is_empty() {
+                // Checked at intake (a-z, 0-9, -); escaped anyway, as for the app.
+                out.push_str(&format!(
+                    "fix-ups:     {}\n",
+                    e.fixups.join(",").escape_debug()
+                ));
+            }
             out.push_str(&format!(
                 "received:    {}\nfrom:        <{}>\nto:          {}\n",
                 format_time(e.received_at),

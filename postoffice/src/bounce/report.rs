@@ -135,6 +135,8 @@ pub fn judge(
                 attempt: None,
                 by: None,
                 list_id: None,
+                source_ip: None,
+                pool: None,
             }),
         });
     }

@@ -144,6 +144,10 @@ pub fn render_timelines(timelines: &[Timeline]) -> String {
                 clean_opt(m.lane.as_deref(), "-")
             );
         }
+        if !m.fixups.is_empty() {
+            // Added or removed by mailman (issue 19): `date,message-id,from,to`, `bcc`.
+            let _ = writeln!(out, "  fix-ups {}", Clean(&m.fixups.join(",")));
+        }
         if m.edge_id.is_some() || m.edge_client.is_some() {
             let _ = writeln!(
                 out,

@@ -48,6 +48,7 @@ async fn post(
         ),
         id: None,
         app,
+        fixups: Vec::new(),
     };
     let resp = po
         .http

@@ -49,6 +49,7 @@ pub fn queued(
             held: false,
             app: None,
             lane: None,
+            fixups: Vec::new(),
         }),
     }
 }
@@ -78,6 +79,8 @@ pub fn attempt(
             attempt: Some(1),
             by: None,
             list_id: None,
+            source_ip: None,
+            pool: None,
         }),
     }
 }

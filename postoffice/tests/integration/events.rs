@@ -1,6 +1,7 @@
 //! Delivery ledger events from the post office: a `queued` event per post (with what mailman's
 //! `Received:` field, the Message-ID and the Subject say) in the events tube of the job's
-//! server before the answer; `held` for a held host; none with `events: false`; `requeued`,
+//! server before the answer; `held` (the queued event's flag, and one `held` event per
+//! recipient) for a held host; none with `events: false`; `requeued`,
 //! `released` and `purged` from the admin commands, naming the command and the user.
 //! The post office listens on 127.0.140.1 (this file's addresses: 127.0.140.1-9).
 
@@ -134,10 +135,29 @@ async fn a_held_hosts_post_is_queued_as_held() {
         .await
         .unwrap();
     let po = start(bs, |_| {}).await;
-    post(&po, "M2", &["a@example.org"]).await;
+    post(&po, "M2", &["a@example.org", "b@example.org"]).await;
     let events = drain_events(&po.beanstalkd.url(), &Tubes::default()).await;
-    assert_eq!(events.len(), 1);
+    assert_eq!(events.len(), 3, "{events:?}");
     assert!(queued(&events[0]).held);
+    // and `held` for each recipient (what a webhook asking for `held` is sent), after it
+    assert_eq!(
+        actions(&events[1..]),
+        [
+            (
+                events[0].queue_id.clone(),
+                "a@example.org".into(),
+                Outcome::Held,
+                String::new()
+            ),
+            (
+                events[0].queue_id.clone(),
+                "b@example.org".into(),
+                Outcome::Held,
+                String::new()
+            ),
+        ]
+    );
+    assert!(events[1..].iter().all(|e| e.at > events[0].at));
 }
 
 #[tokio::test]

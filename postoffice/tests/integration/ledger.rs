@@ -41,6 +41,7 @@ fn queued(queue_id: &str, at: u64, recipients: &[&str]) -> Event {
             held: false,
             app: None,
             lane: None,
+            fixups: Vec::new(),
         }),
     }
 }
@@ -62,6 +63,8 @@ fn attempt(queue_id: &str, at: u64, recipient: &str, outcome: Outcome, code: u16
             attempt: Some(1),
             by: None,
             list_id: None,
+            source_ip: None,
+            pool: None,
         }),
     }
 }
@@ -445,6 +448,22 @@ async fn writer_api_trace_and_stuck_on_sqlite() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success());
     assert!(text.contains("ledger.url (postgres://"), "{text}");
+    // check-config changes nothing: a SQLite store that does not exist yet is not made (the
+    // post office makes it at start), and that is not a problem.
+    std::fs::write(
+        &config,
+        format!(
+            "beanstalkd: \"{}\"\nsecret: \"{SECRET}\"\nledger:\n  writer: true\n  url: \"sqlite://{}\"\n",
+            beanstalkd.url(),
+            missing.display()
+        ),
+    )
+    .unwrap();
+    let out = run(&["check-config"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("does not exist yet"), "{text}");
+    assert!(!missing.exists() && !dir.path().join("nothing").exists());
     po.stop().await;
 }
 

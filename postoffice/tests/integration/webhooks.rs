@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::common::SECRET;
 
-const HOOK_SECRET: &str = "whsec-postoffice-test-0123456789";
+pub(crate) const HOOK_SECRET: &str = "whsec-postoffice-test-0123456789";
 
 fn queued(queue_id: &str, at: u64) -> Event {
     Event {
@@ -41,6 +41,7 @@ fn queued(queue_id: &str, at: u64) -> Event {
             held: false,
             app: None,
             lane: None,
+            fixups: Vec::new(),
         }),
     }
 }
@@ -62,6 +63,8 @@ fn sent(queue_id: &str, at: u64) -> Event {
             attempt: Some(1),
             by: None,
             list_id: None,
+            source_ip: None,
+            pool: None,
         }),
     }
 }
@@ -81,14 +84,15 @@ async fn put_events(beanstalkd: &str, events: Vec<Event>) {
     .unwrap();
 }
 
-/// The Python receiver (`e2e/webhooks/receiver.py`); killed on drop.
-struct Receiver {
+/// The Python receiver (`e2e/webhooks/receiver.py`); killed on drop. Also used by
+/// `webhooks_hold.rs`.
+pub(crate) struct Receiver {
     child: Child,
     log: PathBuf,
 }
 
 impl Receiver {
-    async fn start(dir: &Path, addr: std::net::SocketAddr) -> Receiver {
+    pub(crate) async fn start(dir: &Path, addr: std::net::SocketAddr) -> Receiver {
         let secret = dir.join("hook.secret");
         std::fs::write(&secret, HOOK_SECRET).unwrap();
         let log = dir.join("hooks.jsonl");
@@ -116,7 +120,7 @@ impl Receiver {
         panic!("receiver on {addr}");
     }
 
-    fn requests(&self) -> Vec<Value> {
+    pub(crate) fn requests(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()

@@ -24,6 +24,8 @@ fn event(queue_id: &str, recipient: &str) -> Event {
             attempt: Some(1),
             by: None,
             list_id: None,
+            source_ip: None,
+            pool: None,
         }),
     )
 }

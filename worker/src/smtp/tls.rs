@@ -37,24 +37,7 @@ impl TlsClients {
     /// Builds both configs; `ca_file` adds PEM trust anchors for verified connections.
     pub fn new(ca_file: Option<&Path>) -> Result<TlsClients, String> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut roots = RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(path) = ca_file {
-            use rustls::pki_types::pem::PemObject;
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
-            for cert in certs {
-                let cert = cert.map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
-            }
-        }
-        let verified = ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let verified = verified_config(ca_file)?;
         let opportunistic = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
@@ -66,6 +49,30 @@ impl TlsClients {
             verified: TlsConnector::from(Arc::new(verified)),
         })
     }
+}
+
+/// A verifying client config: the web PKI roots plus the PEM trust anchors in `ca_file`.
+/// STARTTLS in `required` mode and the MTA-STS policy fetch ([`crate::mta_sts`]) use it.
+pub fn verified_config(ca_file: Option<&Path>) -> Result<ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        use rustls::pki_types::pem::PemObject;
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
+        }
+    }
+    Ok(ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// The server name for SNI and verification: the host name, or its address.

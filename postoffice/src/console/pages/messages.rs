@@ -198,6 +198,9 @@ pub async fn show(
                 (m.edge_id.as_deref().unwrap_or("-")) ", posted from "
                 (m.post_client.as_deref().unwrap_or("-"))
             }
+            dt { "Header fix-ups" } dd {
+                @if m.fixups.is_empty() { "-" } @else { (m.fixups.join(", ")) }
+            }
             dt { "Expires" } dd { (m.expires_at.map(|e| view::time(e * 1000)).unwrap_or_else(|| "-".into())) }
             dt { "Finished" } dd { (m.final_at.map(view::time).unwrap_or_else(|| "not yet".into())) }
         }
