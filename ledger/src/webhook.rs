@@ -699,6 +699,8 @@ mod tests {
                 attempt: None,
                 by: None,
                 list_id: list_id.map(str::to_owned),
+                pool: None,
+                source_ip: None,
             }),
         };
         let json = |e: &Event| {

@@ -589,6 +589,7 @@ fn held_events(envelope: &Envelope, queued_at: u64) -> Vec<Event> {
                     by: None,
                     source_ip: None,
                     pool: None,
+                    list_id: None,
                 }),
             );
             event.at = queued_at + 1;

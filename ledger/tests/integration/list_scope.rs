@@ -31,6 +31,8 @@ fn unsubscribed(queue_id: &str, at: u64, recipient: &str, list_id: Option<&str>)
             attempt: None,
             by: None,
             list_id: list_id.map(str::to_owned),
+            pool: None,
+            source_ip: None,
         }),
     }
 }
