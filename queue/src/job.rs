@@ -126,6 +126,12 @@ pub struct Envelope {
     /// which a worker writes again from the job.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fixups: Vec<String>,
+    /// A TLS-RPT (RFC 8460) report a worker queued for a `mailto:` rua: RFC 8460 §3 wants it
+    /// delivered despite TLS failures, so the worker applies no MTA-STS policy (and counts no
+    /// result) and uses opportunistic TLS for it. Absent (`false`) everywhere else; a worker
+    /// from before it delivers such a job as any other.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls_report: bool,
 }
 
 impl Envelope {
@@ -152,6 +158,7 @@ impl Envelope {
             app: None,
             lane: None,
             fixups: Vec::new(),
+            tls_report: false,
         }
     }
 }

@@ -122,7 +122,16 @@ impl Worker {
                     let one = std::slice::from_ref(rcpt);
                     out.extend(
                         self.deliverer
-                            .deliver_domain_via(pool, &env.host, domain, &from, &wire, one, body)
+                            .deliver_domain_via(
+                                pool,
+                                env.tls_report,
+                                &env.host,
+                                domain,
+                                &from,
+                                &wire,
+                                one,
+                                body,
+                            )
                             .await,
                     );
                 }
@@ -135,7 +144,14 @@ impl Worker {
         }
         let deliveries = groups.iter().map(|(domain, rcpts)| {
             self.deliverer.deliver_domain_via(
-                pool, &env.host, domain, &mail_from, &wire_from, rcpts, message,
+                pool,
+                env.tls_report,
+                &env.host,
+                domain,
+                &mail_from,
+                &wire_from,
+                rcpts,
+                message,
             )
         });
         for result in futures_util::future::join_all(deliveries).await {

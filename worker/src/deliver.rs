@@ -95,6 +95,7 @@ impl Deliverer {
         let pool = self.pools.choose(host, mail_from).cloned();
         self.deliver_domain_via(
             pool.as_deref(),
+            false,
             host,
             domain,
             mail_from,
@@ -106,11 +107,15 @@ impl Deliverer {
     }
 
     /// [`Deliverer::deliver_domain`] through `pool` (`None`: no pool: the system picks the
-    /// source address, EHLO is `hostname`).
+    /// source address, EHLO is `hostname`). `tls_report`: a TLS-RPT report (the job's
+    /// `tls_report`), delivered despite TLS failures (RFC 8460 §3): no MTA-STS policy, no
+    /// result counted, and STARTTLS opportunistic even where the domain's `tls` says
+    /// `required`.
     #[allow(clippy::too_many_arguments)]
     pub async fn deliver_domain_via(
         &self,
         pool: Option<&Pool>,
+        tls_report: bool,
         host: &str,
         domain: &str,
         mail_from: &str,
@@ -127,7 +132,7 @@ impl Deliverer {
         let mut outcomes = match self.route(domain) {
             Route::Capture => self.capture(mail_from, rcpts, message),
             Route::Smtp(hop) => {
-                self.smtp(domain, hop, wire_from, rcpts, message, pool)
+                self.smtp(domain, hop, wire_from, rcpts, message, pool, tls_report)
                     .await
             }
         };
@@ -170,6 +175,7 @@ impl Deliverer {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn smtp(
         &self,
         domain: &str,
@@ -178,6 +184,7 @@ impl Deliverer {
         rcpts: &[Recipient],
         message: &[u8],
         pool: Option<&Pool>,
+        tls_report: bool,
     ) -> Vec<(Recipient, Outcome)> {
         let limit = self.config.max_message_size.as_usize();
         if limit > 0 && message.len() > limit {
@@ -202,7 +209,14 @@ impl Deliverer {
                 Nexthop::Mx { host, port } => self.dns.mx(&host).await.map(|h| (h, port)),
             }
         };
-        let (hosts, sts) = tokio::join!(hosts, self.sts_policy(domain));
+        let sts = async {
+            if tls_report {
+                None
+            } else {
+                self.sts_policy(domain).await
+            }
+        };
+        let (hosts, sts) = tokio::join!(hosts, sts);
         let (hosts, port) = match hosts {
             Ok(found) => found,
             Err(e) => {
@@ -214,6 +228,10 @@ impl Deliverer {
         // A login is only ever sent inside TLS (see `open`); the mode is for the pool key.
         let mode = match login {
             Some(_) => TlsMode::Required,
+            None if tls_report => match self.config.tls.mode(domain) {
+                TlsMode::None => TlsMode::None,
+                _ => TlsMode::Opportunistic,
+            },
             None => self.config.tls.mode(domain),
         };
         let tx = Transaction {
@@ -385,7 +403,18 @@ impl Deliverer {
                             break;
                         }
                         Err(Try::NextHost(e)) => {
-                            if let (Some(c), TlsMode::Required, Error::Tls(_)) = (sts_host, tls, &e)
+                            // TLS that failed, or a STARTTLS the host refused with a reply
+                            // (which a 5xx would otherwise make a bounce): under a policy
+                            // these are the policy's failures, deferred (RFC 8461 §5).
+                            let tls_failed = matches!(
+                                &e,
+                                Error::Tls(_)
+                                    | Error::Rejected {
+                                        phase: Phase::StartTls,
+                                        ..
+                                    }
+                            );
+                            if let (Some(c), TlsMode::Required, true) = (sts_host, tls, tls_failed)
                             {
                                 let fallback = self.config.tls.mode(domain);
                                 let place = Place {

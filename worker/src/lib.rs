@@ -142,6 +142,12 @@ pub fn build(config: Config) -> Result<Parts, RunError> {
                 beanstalkd: config.beanstalkd.clone(),
                 outbound_tube: tubes.outbound().to_string(),
                 metrics: metrics.clone(),
+                dkim_domains: config
+                    .dkim
+                    .keys
+                    .iter()
+                    .map(|k| k.domain.to_ascii_lowercase())
+                    .collect(),
             })
             .map_err(RunError::Config)?,
         ))

@@ -478,8 +478,14 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// The RFC 8460 result type of a failed TLS step at an MX host under a policy.
 pub fn classify(e: &Error) -> ResultType {
-    let Error::Tls(text) = e else {
-        return ResultType::ValidationFailure;
+    let text = match e {
+        Error::Tls(text) => text,
+        // STARTTLS refused with a reply (454, 5xx): no TLS to be had at this host.
+        Error::Rejected {
+            phase: crate::error::Phase::StartTls,
+            ..
+        } => return ResultType::StarttlsNotSupported,
+        _ => return ResultType::ValidationFailure,
     };
     if text.contains(crate::deliver::NO_STARTTLS) {
         return ResultType::StarttlsNotSupported;
@@ -503,6 +509,12 @@ mod tests {
 
     #[test]
     fn tls_failures_are_classified() {
+        // A STARTTLS refused with a 5xx is the policy's failure (deferred), not a bounce.
+        let refused = Error::Rejected {
+            phase: crate::error::Phase::StartTls,
+            reply: crate::smtp::reply::Reply::from_text("554 5.7.3 TLS not available"),
+        };
+        assert_eq!(classify(&refused), ResultType::StarttlsNotSupported);
         let tls = |s: &str| Error::Tls(s.into());
         assert_eq!(
             classify(&tls("mx.example does not offer STARTTLS")),

@@ -212,6 +212,8 @@ pub struct TlsRpt {
     contact: String,
     beanstalkd: Vec<String>,
     outbound_tube: String,
+    /// Whether `mailto:` reports can be DKIM-signed (a key for the sender's domain).
+    signed: bool,
     dns: Dns,
     http: reqwest::Client,
     file: Option<PathBuf>,
@@ -272,6 +274,9 @@ pub struct Setup<'a> {
     pub beanstalkd: Vec<String>,
     pub outbound_tube: String,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The domains the worker has DKIM keys for (`dkim.keys`): `mailto:` reports go only
+    /// when the sender's domain is one (RFC 8460 §3: receivers ignore unsigned reports).
+    pub dkim_domains: Vec<String>,
 }
 
 impl TlsRpt {
@@ -317,6 +322,19 @@ impl TlsRpt {
             "" => format!("postmaster@{submitter}"),
             s => s.to_string(),
         };
+        let sender_domain = sender
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_ascii_lowercase())
+            .unwrap_or_default();
+        let signed = setup.dkim_domains.contains(&sender_domain);
+        if !signed {
+            tracing::warn!(
+                sender,
+                "tls-rpt: no DKIM key for the sender's domain (dkim.keys): reports to mailto: \
+                 addresses are not sent (RFC 8460 §3: receivers ignore unsigned ones); https \
+                 reports are"
+            );
+        }
         let organization = match config.organization_name.trim() {
             "" => submitter.clone(),
             s => s.to_string(),
@@ -333,6 +351,7 @@ impl TlsRpt {
             contact,
             beanstalkd: setup.beanstalkd,
             outbound_tube: setup.outbound_tube,
+            signed,
             dns: setup.dns,
             http,
             file,
@@ -518,6 +537,11 @@ impl TlsRpt {
         for rua in ruas.iter().take(8) {
             let result = match rua {
                 Rua::Https(url) => self.post(url, &gzip).await,
+                Rua::Mailto(to) if !self.signed => Err(format!(
+                    "mailto:{to}: not sent: no DKIM key for the domain of {} (receivers ignore \
+                     unsigned reports, RFC 8460 §3)",
+                    self.sender
+                )),
                 Rua::Mailto(to) => {
                     self.queue_mail(to, domain, &report_id, &file_name, &gzip, &unique)
                         .await
@@ -585,6 +609,7 @@ impl TlsRpt {
             vec![hedwig_core::address::Recipient::parse(to)],
         );
         envelope.received_at = unix_now();
+        envelope.tls_report = true;
         envelope.dkim_domains = self
             .sender
             .rsplit_once('@')

@@ -315,16 +315,26 @@ async fn https_report_counts_sessions() {
 #[tokio::test]
 async fn mailto_report_is_a_message() {
     let bs = Beanstalkd::start_on("127.0.240.3".parse().unwrap());
-    let policy_cert = TestCert::new(&["mta-sts.mail.rpt.test"]);
-    let policies = HashMap::from([(
-        "mta-sts.mail.rpt.test".to_string(),
-        policy(&["mx.mail.rpt.test"]),
-    )]);
+    // The rua's own domain has an `enforce` policy its MX (no STARTTLS) fails: the report
+    // goes anyway (RFC 8460 §3: delivered despite TLS failures).
+    let policy_cert = TestCert::new(&["mta-sts.mail.rpt.test", "mta-sts.reports.rpt.test"]);
+    let policies = HashMap::from([
+        (
+            "mta-sts.mail.rpt.test".to_string(),
+            policy(&["mx.mail.rpt.test"]),
+        ),
+        (
+            "mta-sts.reports.rpt.test".to_string(),
+            policy(&["mx.reports.rpt.test"]),
+        ),
+    ]);
     let _policy_server =
         Https::start("127.0.240.31", &policy_cert, policies, Default::default()).await;
     let zone = Zone::new()
         .txt("_mta-sts.mail.rpt.test", "v=STSv1; id=7;")
         .a("mta-sts.mail.rpt.test", "127.0.240.31")
+        .txt("_mta-sts.reports.rpt.test", "v=STSv1; id=1;")
+        .a("mta-sts.reports.rpt.test", "127.0.240.31")
         .mx("mail.rpt.test", 10, "mx.mail.rpt.test")
         .a("mx.mail.rpt.test", "127.0.240.32")
         .txt(
