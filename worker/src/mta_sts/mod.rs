@@ -348,9 +348,20 @@ impl MtaSts {
 
     fn remember(&self, domain: &str, cached: Arc<Cached>) {
         let mut cache = lock(&self.cache);
-        if cache.len() >= MAX_DOMAINS {
+        if cache.len() >= MAX_DOMAINS && !cache.contains_key(domain) {
             let now = SystemTime::now();
             cache.retain(|_, c| c.expires > now);
+            // Still full (policies live up to a year): the one that expires first goes, so
+            // the cache never holds more than MAX_DOMAINS.
+            if cache.len() >= MAX_DOMAINS {
+                if let Some(first) = cache
+                    .iter()
+                    .min_by_key(|(_, c)| c.expires)
+                    .map(|(d, _)| d.clone())
+                {
+                    cache.remove(&first);
+                }
+            }
         }
         cache.insert(domain.to_string(), cached);
     }
@@ -444,10 +455,14 @@ fn write_atomic(path: &Path, stored: &Stored) -> std::io::Result<()> {
     write_file(path, &json)
 }
 
-/// Writes `bytes` to `path` through `<path>.tmp`: write, fsync, rename (never a torn file).
+/// Writes `bytes` to `path` through a temporary file of this process's own
+/// (`<path>.<pid>.<n>.tmp`, so two workers sharing a `state_dir` never write into one): write,
+/// fsync, rename (never a torn file; the last rename wins).
 pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let tmp = path.with_extension("json.tmp");
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("json.{}.{n}.tmp", std::process::id()));
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
@@ -555,7 +570,11 @@ mod tests {
         };
         let path = dir.path().join("a.test.json");
         write_atomic(&path, &stored).unwrap();
-        assert!(!dir.path().join("a.test.json.tmp").exists());
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["a.test.json"], "no temporary file left");
         let back = load(&path).unwrap();
         assert_eq!(back.id, "abc");
         assert_eq!(back.policy.max_age, Duration::from_secs(60));

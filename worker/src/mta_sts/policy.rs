@@ -8,6 +8,10 @@ use std::time::Duration;
 /// RFC 8461 §3.2: "max_age ... up to 31557600" (one year); larger values are capped.
 pub const MAX_AGE_LIMIT: u64 = 31_557_600;
 
+/// Most `mx` lines a policy may have: real ones list a handful; a policy with more is refused
+/// (it would be kept in memory, on disk and in TLS-RPT counts for up to a year).
+pub const MAX_MX: usize = 64;
+
 /// What a policy asks of senders (RFC 8461 §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -130,6 +134,8 @@ pub enum PolicyError {
     Line(String),
     #[error("not UTF-8 text")]
     NotText,
+    #[error("more than {MAX_MX} mx lines")]
+    TooManyMx,
 }
 
 /// Parses a policy file (RFC 8461 §3.2): `key: value` lines (LF or CRLF), `version`, `mode`,
@@ -176,6 +182,7 @@ pub fn parse_policy(bytes: &[u8]) -> Result<Policy, PolicyError> {
                 .ok_or_else(|| PolicyError::MaxAge(value.chars().take(40).collect()))?;
                 max_age = Some(Duration::from_secs(secs.min(MAX_AGE_LIMIT)));
             }
+            "mx" if mx.len() >= MAX_MX => return Err(PolicyError::TooManyMx),
             "mx" => mx.push(MxPattern::parse(value)?),
             _ => {}
         }
@@ -356,6 +363,25 @@ mod tests {
             assert_eq!(parse_policy(text.as_bytes()).as_ref(), Err(want), "{text}");
         }
         assert_eq!(parse_policy(b"\xff\xfe"), Err(PolicyError::NotText));
+    }
+
+    #[test]
+    fn mx_lines_are_bounded() {
+        let policy = |n: usize| {
+            let mut p = String::from("version: STSv1\nmode: enforce\nmax_age: 60\n");
+            for i in 0..n {
+                p.push_str(&format!("mx: mx{i}.example.com\n"));
+            }
+            p
+        };
+        assert_eq!(
+            parse_policy(policy(MAX_MX).as_bytes()).unwrap().mx.len(),
+            MAX_MX
+        );
+        assert_eq!(
+            parse_policy(policy(MAX_MX + 1).as_bytes()),
+            Err(PolicyError::TooManyMx)
+        );
     }
 
     #[test]
