@@ -119,8 +119,9 @@ impl Store {
             auto: AutoPolicy::default(),
             webhooks: Default::default(),
         };
-        if backend == Backend::Sqlite {
-            // Persistent in the file: readers never block the writer nor the other way.
+        if backend == Backend::Sqlite && options.migrate {
+            // Persistent in the file: readers never block the writer nor the other way (set
+            // by the opening that migrates: a check changes nothing).
             sqlx::query("PRAGMA journal_mode = WAL")
                 .fetch_all(&store.pool)
                 .await?;
@@ -164,8 +165,13 @@ impl Store {
     async fn refuse_newer(&self) -> Result<(), StoreError> {
         let found = match self.schema_version().await {
             Ok(found) => found,
-            // No such table: nothing was ever migrated here.
-            Err(StoreError::Database(_)) => 0,
+            // No such table: nothing was ever migrated here. Any other error is reported.
+            Err(StoreError::Database(sqlx::Error::Database(db)))
+                if db.code().as_deref() == Some("42P01")
+                    || db.message().contains("no such table") =>
+            {
+                0
+            }
             Err(e) => return Err(e),
         };
         if found > schema::VERSION {

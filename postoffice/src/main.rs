@@ -464,7 +464,10 @@ async fn ledger_timeline(
 /// office makes it at start), an older schema is not migrated (it is at start). `Some`: a
 /// line to print about what start-up will do.
 async fn check_ledger(url: &str) -> Result<Option<String>, hedwig_ledger::StoreError> {
-    if let Some(path) = url.strip_prefix("sqlite://") {
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
         let path = std::path::Path::new(path.split('?').next().unwrap_or(path));
         if !path.exists() {
             return Ok(Some(format!(
