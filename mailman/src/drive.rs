@@ -275,7 +275,7 @@ pub async fn drive<H: Handler>(
                             (Cut::Idle, false) => "no whole command line within command_timeout",
                         };
                         tracing::info!(client = %peer, in_data, "{why}; closing the session{}",
-                            if in_data { ", nothing spooled" } else { "" });
+                            if in_data { ", the message is dropped" } else { "" });
                         return Err(match cut {
                             Cut::Session => SessionEnd::SessionDeadline,
                             Cut::Slow => SessionEnd::TooSlow,
@@ -285,7 +285,7 @@ pub async fn drive<H: Handler>(
                     Ok(Err(e)) => return Err(SessionEnd::Io(e)),
                     Ok(Ok(0)) => {
                         if in_data {
-                            tracing::info!(client = %peer, "client disconnected in DATA; nothing spooled");
+                            tracing::info!(client = %peer, "client disconnected in DATA; the message is dropped");
                         }
                         return Err(SessionEnd::Disconnected);
                     }
