@@ -3,7 +3,10 @@
 //!
 //! Layout:
 //! - [`smtp`]: the SMTP session state machine, DATA receiver and replies; no I/O.
-//! - [`server`]: the tokio listener and the byte-moving loop around a session.
+//! - [`server`]: the tokio listener: connection caps, the client's app, and mailman's side of
+//!   a session.
+//! - [`drive`]: the I/O loop of an SMTP session (deadlines, `min_data_rate`, STARTTLS), shared
+//!   with the post office's bounce listener.
 //! - [`auth`]: SMTP AUTH's credentials file, password checks and the slowing of guessers.
 //! - [`handoff`]: after the final `.`: spool, post while the client waits, pick the reply
 //!   (the hand-off to the postoffice; delivery to the recipients is the worker's).
@@ -28,6 +31,7 @@ pub mod auth;
 pub mod bounce;
 pub mod config;
 pub mod docker;
+pub mod drive;
 pub mod encoding;
 pub mod fixup;
 pub mod handoff;

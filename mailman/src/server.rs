@@ -2,44 +2,36 @@
 //! limits (all clients, and per client address), and runs each session over a stream with
 //! deadlines on every read and write.
 //!
-//! Deadlines (issue 11 F5: a client must not hold a slot by dribbling):
-//! - a command line must arrive whole within `command_timeout` of the previous one: each byte
-//!   does not restart the clock;
-//! - in DATA, a read may wait `data_timeout`, and the message as a whole must arrive at
-//!   `min_data_rate` octets per second on average after a grace of `data_timeout`;
-//! - the whole session ends after `session_timeout`.
+//! Deadlines (issue 11 F5: a client must not hold a slot by dribbling): `command_timeout`
+//! per command line, `data_timeout` and `min_data_rate` in DATA, `session_timeout`; applied
+//! by the I/O loop both SMTP listeners share, [`crate::drive`].
 //!
 //! A client address over `max_connections_per_client` gets `421 4.7.0` before it can take one
 //! of the `max_connections` slots, so it cannot lock its neighbours out.
 //!
-//! The session logic is [`crate::smtp::Session`]; this module only moves bytes, upgrades to
-//! TLS on request, hands finished messages to [`crate::handoff`] and SMTP AUTH credentials to
-//! [`crate::auth`]. On shutdown, a session
-//! waiting for a command gets `421` and is closed; one in the middle of DATA may finish
-//! (bounded by `shutdown_timeout` in [`crate::Running::wait`]).
+//! The session logic is [`crate::smtp::Session`], the I/O loop [`crate::drive`]; this module
+//! hands finished messages to [`crate::handoff`] and SMTP AUTH credentials to
+//! [`crate::auth`]. On shutdown, a session waiting for a command gets `421` and is closed; one
+//! in the middle of DATA may finish (bounded by `shutdown_timeout` in
+//! [`crate::Running::wait`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::drive::{drive, Bounds};
+pub use crate::drive::{SessionEnd, Stream};
 use crate::handoff::{hand_off, Core};
-use crate::smtp::{reply, Action, AppPolicy, RateCheck, Session, SessionConfig, Step};
+use crate::smtp::{reply, AppPolicy, RateCheck, Session, SessionConfig};
 use tracing::Instrument;
-
-/// A byte stream a session can run over (TCP, TLS over TCP, or an in-memory pipe in tests).
-pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
-
-/// Bytes read at once from a client.
-const READ_CHUNK: usize = 16 * 1024;
 
 /// Bad commands after which a session is closed.
 const MAX_ERRORS: usize = 20;
@@ -188,56 +180,6 @@ pub async fn accept_loop(
     }
 }
 
-/// Why a session ended other than by QUIT.
-#[derive(Debug, thiserror::Error)]
-pub enum SessionEnd {
-    #[error("client closed the connection")]
-    Disconnected,
-    #[error("timeout")]
-    Timeout,
-    #[error("session_timeout reached")]
-    SessionDeadline,
-    #[error("I/O: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("TLS handshake failed: {0}")]
-    Tls(std::io::Error),
-    #[error("shutting down")]
-    Shutdown,
-}
-
-async fn write(
-    stream: &mut Box<dyn Stream>,
-    out: &mut Vec<u8>,
-    timeout: Duration,
-) -> Result<(), SessionEnd> {
-    if out.is_empty() {
-        return Ok(());
-    }
-    match tokio::time::timeout(timeout, async {
-        stream.write_all(out).await?;
-        stream.flush().await
-    })
-    .await
-    {
-        Ok(r) => {
-            out.clear();
-            r.map_err(SessionEnd::Io)
-        }
-        Err(_) => Err(SessionEnd::Timeout),
-    }
-}
-
-/// Why a read in [`serve`] gave up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cut {
-    /// Nothing (or not a whole command line) in time.
-    Idle,
-    /// DATA slower than `min_data_rate`.
-    Slow,
-    /// `session_timeout`.
-    Session,
-}
-
 /// Runs one session over `stream` until QUIT, an error, a timeout or shutdown.
 pub async fn serve(
     core: &Arc<Core>,
@@ -299,158 +241,71 @@ async fn identify(
     span
 }
 
+/// mailman's side of the shared I/O loop ([`crate::drive`]): messages go to the post office
+/// (or the spool), credentials to SMTP AUTH, policy refusals are logged and counted.
+struct Mailman<'a> {
+    core: &'a Arc<Core>,
+}
+
+impl crate::drive::Handler for Mailman<'_> {
+    async fn message(&self, message: crate::smtp::Message) -> reply::Reply {
+        hand_off(self.core, message).await
+    }
+
+    async fn authenticate(
+        &self,
+        client: IpAddr,
+        credentials: crate::smtp::Credentials,
+    ) -> crate::smtp::AuthOutcome {
+        // argon2, then the delay a failure earns; its time is bounded by the failure delay's
+        // cap.
+        let outcome = match &self.core.settings.auth {
+            Some(auth) => auth.check(client, credentials).await,
+            None => crate::smtp::AuthOutcome::Unavailable,
+        };
+        self.core.metrics.auth_checked(&outcome);
+        outcome
+    }
+
+    fn replying(&self, session: &mut Session, peer: SocketAddr) {
+        if let Some(refusal) = session.take_policy_refusal() {
+            self.core.metrics.app_policy_refused.inc();
+            tracing::info!(client = %peer, reply = %refusal, "refused for the app's label policy");
+        }
+    }
+}
+
+/// The session bounds from the settings.
+pub fn bounds(core: &Core) -> Bounds {
+    let settings = &core.settings;
+    Bounds {
+        hostname: settings.fqdn.clone(),
+        command_timeout: settings.command_timeout,
+        data_timeout: settings.data_timeout,
+        min_data_rate: settings.min_data_rate,
+        session_timeout: settings.session_timeout,
+        tls: settings.tls.clone(),
+    }
+}
+
 async fn run_session(
     core: &Arc<Core>,
-    mut session: Session,
-    mut stream: Box<dyn Stream>,
+    session: Session,
+    stream: Box<dyn Stream>,
     peer: SocketAddr,
     shutdown: &CancellationToken,
 ) -> Result<(), SessionEnd> {
-    let settings = &core.settings;
-    let mut out = session.greeting().into_bytes();
-    let mut buf = vec![0u8; READ_CHUNK];
-    let session_end = Instant::now() + settings.session_timeout;
-    // The deadline of the command line being read, and the line count it was set at.
-    let mut line_deadline = Instant::now() + settings.command_timeout;
-    let mut lines_at_deadline = u64::MAX;
-    // In DATA: when it began and the octets read since.
-    let mut data: Option<(Instant, u64)> = None;
-    loop {
-        let action = match session.step() {
-            Step::Action(action) => action,
-            Step::Authenticate(credentials) => {
-                // The check (argon2, then the delay a failure earns) runs off the session; its
-                // own time is bounded by the failure delay's cap, the session's by
-                // session_timeout at the next read.
-                let outcome = match &settings.auth {
-                    Some(auth) => auth.check(peer.ip(), credentials).await,
-                    None => crate::smtp::AuthOutcome::Unavailable,
-                };
-                core.metrics.auth_checked(&outcome);
-                session.auth_done(outcome)
-            }
-        };
-        match action {
-            Action::Reply(r) => {
-                if let Some(refusal) = session.take_policy_refusal() {
-                    core.metrics.app_policy_refused.inc();
-                    tracing::info!(client = %peer, reply = %refusal, "refused for the app's label policy");
-                }
-                out.extend_from_slice(r.as_bytes())
-            }
-            Action::NeedMore => {
-                write(&mut stream, &mut out, settings.command_timeout).await?;
-                let in_data = session.in_data();
-                let now = Instant::now();
-                let (deadline, cut) = if in_data {
-                    let (since, octets) = *data.get_or_insert((now, 0));
-                    let idle = now + settings.data_timeout;
-                    let slow = match settings.min_data_rate {
-                        0 => None,
-                        rate => Some(
-                            since
-                                + settings.data_timeout
-                                + Duration::from_secs_f64(octets as f64 / rate as f64),
-                        ),
-                    };
-                    match slow {
-                        Some(slow) if slow < idle => (slow, Cut::Slow),
-                        _ => (idle, Cut::Idle),
-                    }
-                } else {
-                    data = None;
-                    if !session.mid_line() || session.lines_read() != lines_at_deadline {
-                        line_deadline = now + settings.command_timeout;
-                        lines_at_deadline = session.lines_read();
-                    }
-                    (line_deadline, Cut::Idle)
-                };
-                let (deadline, cut) = if session_end < deadline {
-                    (session_end, Cut::Session)
-                } else {
-                    (deadline, cut)
-                };
-                let read = tokio::time::timeout_at(deadline, stream.read(&mut buf));
-                let result = if in_data {
-                    // A message being sent may finish; the caller bounds the wait.
-                    Some(read.await)
-                } else {
-                    tokio::select! {
-                        r = read => Some(r),
-                        _ = shutdown.cancelled() => None,
-                    }
-                };
-                let Some(result) = result else {
-                    out.extend_from_slice(reply::shutting_down(&settings.fqdn).as_bytes());
-                    let _ = write(&mut stream, &mut out, Duration::from_secs(5)).await;
-                    return Err(SessionEnd::Shutdown);
-                };
-                match result {
-                    Err(_) => {
-                        core.metrics.sessions_timed_out.inc();
-                        let last = match cut {
-                            Cut::Session => reply::session_too_long(&settings.fqdn),
-                            Cut::Idle | Cut::Slow => reply::timeout(&settings.fqdn),
-                        };
-                        out.extend_from_slice(last.as_bytes());
-                        let _ = write(&mut stream, &mut out, Duration::from_secs(5)).await;
-                        let why = match (cut, in_data) {
-                            (Cut::Session, _) => "session_timeout reached",
-                            (Cut::Slow, _) => "message arriving slower than min_data_rate",
-                            (Cut::Idle, true) => "client stalled in DATA",
-                            (Cut::Idle, false) => "no whole command line within command_timeout",
-                        };
-                        tracing::info!(client = %peer, in_data, "{why}; closing the session{}",
-                            if in_data { ", nothing spooled" } else { "" });
-                        return Err(match cut {
-                            Cut::Session => SessionEnd::SessionDeadline,
-                            _ => SessionEnd::Timeout,
-                        });
-                    }
-                    Ok(Err(e)) => return Err(SessionEnd::Io(e)),
-                    Ok(Ok(0)) => {
-                        if in_data {
-                            tracing::info!(client = %peer, "client disconnected in DATA; nothing spooled");
-                        }
-                        return Err(SessionEnd::Disconnected);
-                    }
-                    Ok(Ok(n)) => {
-                        if let Some((_, octets)) = data.as_mut() {
-                            *octets += n as u64;
-                        }
-                        session.receive(&buf[..n]);
-                    }
-                }
-            }
-            Action::Message(message) => {
-                data = None;
-                let reply = hand_off(core, message).await;
-                if let Action::Reply(r) = session.message_done(reply) {
-                    out.extend_from_slice(r.as_bytes());
-                }
-            }
-            Action::StartTls => {
-                write(&mut stream, &mut out, settings.command_timeout).await?;
-                let Some(tls) = settings.tls.clone() else {
-                    return Err(SessionEnd::Disconnected);
-                };
-                let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-                let upgraded =
-                    tokio::time::timeout(settings.command_timeout, acceptor.accept(stream))
-                        .await
-                        .map_err(|_| SessionEnd::Timeout)?
-                        .map_err(SessionEnd::Tls)?;
-                stream = Box::new(upgraded);
-                session.tls_started();
-            }
-            Action::Close => {
-                if session.bare_lf_refused() {
-                    tracing::info!(client = %peer, "bare LF received, refused and closed (bare_newline: reject)");
-                }
-                write(&mut stream, &mut out, settings.command_timeout).await?;
-                let _ = tokio::time::timeout(Duration::from_secs(5), stream.shutdown()).await;
-                return Ok(());
-            }
-        }
+    let result = drive(
+        &Mailman { core },
+        &bounds(core),
+        session,
+        stream,
+        peer,
+        shutdown,
+    )
+    .await;
+    if matches!(&result, Err(end) if end.is_cut()) {
+        core.metrics.sessions_timed_out.inc();
     }
+    result
 }

@@ -107,16 +107,28 @@ pub async fn serve(
     let state = Arc::new(state);
     start_ledger(&ledger, &state, &servers, &tubes, &shutdown).await?;
     if let (Some(bounce), Some(events)) = (bounce, state.events.clone()) {
+        let tls = match &bounce.tls {
+            Some(settings) => {
+                let (config, reloader) = tls::server_config(settings, &[])
+                    .map_err(|e| StartError::Config(vec![format!("bounce_listener.tls: {e}")]))?;
+                tokio::spawn(tls::watch(reloader, shutdown.clone()));
+                Some(config)
+            }
+            None => None,
+        };
         let listener = TcpListener::bind(bounce.listen).await?;
         tracing::info!(
             listen = %listener.local_addr()?, domains = %bounce.domains.join(","),
+            starttls = tls.is_some(), min_data_rate = bounce.min_data_rate,
             "bounce listener started"
         );
-        let shared = Arc::new(bounce::listener::Listener {
-            settings: bounce,
+        let shared = Arc::new(bounce::listener::Listener::new(
+            bounce,
             events,
-            servers: servers.clone(),
-        });
+            servers.clone(),
+            state.metrics.bounce.clone(),
+            tls,
+        ));
         tokio::spawn(bounce::listener::run(
             shared,
             listener,

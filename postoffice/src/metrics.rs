@@ -64,6 +64,8 @@ pub struct Metrics {
     pub api_connections: ConnectionMetrics,
     /// The ledger's (prefix `hedwig_ledger`).
     pub ledger: crate::ledger::LedgerMetrics,
+    /// The bounce listener's (`bounce_*`).
+    pub bounce: crate::bounce::metrics::BounceMetrics,
 }
 
 impl Metrics {
@@ -147,8 +149,10 @@ impl Metrics {
             "Admin API connections open now",
             api_connections.open.clone(),
         );
+        let bounce = crate::bounce::metrics::BounceMetrics::register(registry);
         Metrics {
             ledger,
+            bounce,
             connections,
             api_connections,
             requests,

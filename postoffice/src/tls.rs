@@ -1,6 +1,6 @@
-//! TLS for the intake (issue 11, F7): rustls with the certificate and key from PEM files,
-//! reloaded without a restart when either file changes (checked every
-//! [`RELOAD_CHECK`]) or on SIGHUP. A reload that fails (a half-written file, a key that does
+//! TLS for the intake (issue 11, F7) and the bounce listener's STARTTLS: rustls with the
+//! certificate and key from PEM files, reloaded without a restart when either file changes
+//! (checked every [`RELOAD_CHECK`]) or on SIGHUP. A reload that fails (a half-written file, a key that does
 //! not match) is logged and the certificate in use is kept.
 
 use std::path::{Path, PathBuf};
@@ -94,6 +94,16 @@ impl Reloader {
 
 /// The acceptor for `settings`, and its reloader.
 pub fn acceptor(settings: &TlsSettings) -> Result<(TlsAcceptor, Arc<Reloader>), String> {
+    let (config, reloader) = server_config(settings, &[b"http/1.1"])?;
+    Ok((TlsAcceptor::from(config), reloader))
+}
+
+/// The rustls configuration for `settings` offering the ALPN protocols `alpn` (none for
+/// SMTP's STARTTLS, as the bounce listener uses it), and its reloader.
+pub fn server_config(
+    settings: &TlsSettings,
+    alpn: &[&[u8]],
+) -> Result<(Arc<rustls::ServerConfig>, Arc<Reloader>), String> {
     let certified = load(settings)?;
     let reloader = Arc::new(Reloader {
         settings: settings.clone(),
@@ -106,8 +116,8 @@ pub fn acceptor(settings: &TlsSettings) -> Result<(TlsAcceptor, Arc<Reloader>), 
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
         .with_cert_resolver(reloader.clone());
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok((TlsAcceptor::from(Arc::new(config)), reloader))
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok((Arc::new(config), reloader))
 }
 
 /// Reloads on SIGHUP and when a file changes, until `shutdown`.

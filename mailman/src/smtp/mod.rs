@@ -1,7 +1,8 @@
 //! SMTP, server side, without I/O: the session state machine, the DATA receiver and replies.
 //!
 //! Command lines are parsed by `smtp-proto`; framing, limits, sequencing and the DATA phase are
-//! here, and SMTP AUTH's exchanges ([`auth`]). The tokio side ([`crate::server`]) only moves bytes and applies timeouts.
+//! here, and SMTP AUTH's exchanges ([`auth`]). The tokio side ([`crate::drive`]) only moves bytes
+//! and applies timeouts.
 //!
 //! The post office's bounce listener (issue 14) runs this same session with a
 //! [`RecipientCheck`] that takes only its VERP tokens.

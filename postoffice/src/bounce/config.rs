@@ -1,6 +1,7 @@
 //! `bounce_listener:` in the post office config: where the listener runs, which bounce
 //! domains it answers for, the VERP secret (the same one the workers' `verp:` uses) and the
-//! bounds of a session. Checked once into [`BounceSettings`].
+//! bounds of a session, and the optional STARTTLS certificate. Checked once into
+//! [`BounceSettings`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,6 +44,13 @@ pub struct BounceListenerConfig {
     /// A whole session ends after this.
     #[serde(with = "humantime_serde")]
     pub session_timeout: Duration,
+    /// In DATA, after `data_timeout`, a report must arrive at this many octets per second on
+    /// average, or the client gets `421 4.4.2` (mailman's `min_data_rate`, Postfix's
+    /// `smtpd_min_data_rate`); 0 disables.
+    pub min_data_rate: u64,
+    /// STARTTLS: the certificate chain and key (PEM; reloaded when the files change or on
+    /// SIGHUP, as the intake's `tls:`). STARTTLS is offered in EHLO only when this is set.
+    pub tls: Option<crate::tls::TlsSettings>,
 }
 
 impl Default for BounceListenerConfig {
@@ -60,6 +68,8 @@ impl Default for BounceListenerConfig {
             command_timeout: Duration::from_secs(60),
             data_timeout: Duration::from_secs(60),
             session_timeout: Duration::from_secs(600),
+            min_data_rate: 500,
+            tls: None,
         }
     }
 }
@@ -77,6 +87,9 @@ pub struct BounceSettings {
     pub command_timeout: Duration,
     pub data_timeout: Duration,
     pub session_timeout: Duration,
+    pub min_data_rate: u64,
+    /// The STARTTLS certificate, when STARTTLS is offered.
+    pub tls: Option<crate::tls::TlsSettings>,
     /// mailman's session settings, with the token check.
     pub session: SessionConfig,
 }
@@ -177,7 +190,7 @@ impl BounceListenerConfig {
                 hostname: hostname.clone(),
                 max_message_size: self.max_message_size.as_usize(),
                 max_recipients: self.max_recipients,
-                starttls: false,
+                starttls: self.tls.is_some(),
                 max_errors: MAX_ERRORS,
                 bare_newline: Default::default(),
                 recipient_check: Some(check),
@@ -190,6 +203,8 @@ impl BounceListenerConfig {
             command_timeout: self.command_timeout,
             data_timeout: self.data_timeout,
             session_timeout: self.session_timeout,
+            min_data_rate: self.min_data_rate,
+            tls: self.tls.clone(),
         })
     }
 }
@@ -210,7 +225,7 @@ mod tests {
     #[test]
     fn a_whole_section_from_yaml() {
         let c = yaml(&format!(
-            "secret: {SECRET}\nbounce_listener:\n  listen: 127.0.170.44:2525\n  domains: [Bounces.Example.COM]\n  secret: {SECRET}\n  max_message_size: 1MB\n  command_timeout: 5s\n"
+            "secret: {SECRET}\nbounce_listener:\n  listen: 127.0.170.44:2525\n  domains: [Bounces.Example.COM]\n  secret: {SECRET}\n  max_message_size: 1MB\n  command_timeout: 5s\n  min_data_rate: 100\n  tls:\n    cert_file: /etc/hedwig/b.crt\n    key_file: /etc/hedwig/b.key\n"
         ));
         let s = c.check().unwrap().bounce.unwrap();
         assert_eq!(s.listen.to_string(), "127.0.170.44:2525");
@@ -218,6 +233,12 @@ mod tests {
         assert_eq!(s.hostname, "bounces.example.com");
         assert_eq!(s.session.max_message_size, 1_000_000);
         assert_eq!(s.command_timeout, Duration::from_secs(5));
+        assert_eq!(s.min_data_rate, 100);
+        assert_eq!(
+            s.tls.as_ref().map(|t| t.cert_file.display().to_string()),
+            Some("/etc/hedwig/b.crt".into())
+        );
+        assert!(s.session.starttls, "offered with tls:");
         let token = s
             .key
             .return_path(

@@ -1,9 +1,13 @@
 //! The bounce listener's connections: accept, cap (all sessions, and per client address),
-//! and drive mailman's SMTP session over the socket with a deadline on every read and write.
+//! and run mailman's SMTP session over the socket through mailman's I/O loop
+//! ([`mailman::drive`]), the one mailman's own listener uses.
 //!
 //! Deadlines, as in mailman: a command line must arrive whole within `command_timeout` (a
-//! byte does not restart the clock), a read in DATA may wait `data_timeout`, the session ends
-//! after `session_timeout`. On shutdown a session waiting for a command gets `421`.
+//! byte does not restart the clock), a read in DATA may wait `data_timeout`, a report must
+//! arrive at `min_data_rate` octets per second after a grace of `data_timeout`, the session
+//! ends after `session_timeout`; a client cut by one gets `421 4.4.2`. On shutdown a session
+//! waiting for a command gets `421`. STARTTLS when `tls` is set (the session starts over
+//! after the handshake, RFC 3207 §4.2).
 //!
 //! Not here: the SMTP protocol ([`mailman::smtp`]), what a report means ([`super::report`]).
 
@@ -12,20 +16,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hedwig_queue::emit::Emitters;
+use mailman::drive::{drive, Bounds, Handler};
+pub use mailman::drive::{SessionEnd, Stream};
 use mailman::server::ClientSlots;
-use mailman::smtp::{reply::reply, Action, Session};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use mailman::smtp::{reply::reply, Message, RecipientCheck, Reply, Session};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
+use super::metrics::BounceMetrics;
 use super::report::{judge, Verdict};
 use super::BounceSettings;
-
-/// Bytes read at once.
-const READ_CHUNK: usize = 16 * 1024;
 
 /// What the sessions share.
 pub struct Listener {
@@ -34,6 +38,48 @@ pub struct Listener {
     pub events: Emitters,
     /// The events tubes' servers, in the order tried.
     pub servers: Vec<String>,
+    pub metrics: BounceMetrics,
+    bounds: Bounds,
+}
+
+impl Listener {
+    /// The listener for `settings`; `tls` is the STARTTLS configuration (from
+    /// `settings.tls`, loaded by the caller, which also watches it for reloads).
+    pub fn new(
+        mut settings: BounceSettings,
+        events: Emitters,
+        servers: Vec<String>,
+        metrics: BounceMetrics,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Listener {
+        settings.session.starttls = tls.is_some();
+        // Count the recipients the token check refuses.
+        if let Some(check) = settings.session.recipient_check.take() {
+            let counter = metrics.recipients_refused.clone();
+            settings.session.recipient_check = Some(RecipientCheck(Arc::new(move |address| {
+                let verdict = (check.0)(address);
+                if verdict.is_err() {
+                    counter.inc();
+                }
+                verdict
+            })));
+        }
+        let bounds = Bounds {
+            hostname: settings.hostname.clone(),
+            command_timeout: settings.command_timeout,
+            data_timeout: settings.data_timeout,
+            min_data_rate: settings.min_data_rate,
+            session_timeout: settings.session_timeout,
+            tls,
+        };
+        Listener {
+            settings,
+            events,
+            servers,
+            metrics,
+            bounds,
+        }
+    }
 }
 
 /// Accepts connections on `listener` until `shutdown`; sessions run in `tracker`.
@@ -60,6 +106,7 @@ pub async fn run(
         let host = &shared.settings.hostname;
         let Some(slot) = per_client.take(peer.ip()) else {
             tracing::warn!(client = %peer, "bounce listener: max_connections_per_client reached");
+            shared.metrics.session("refused_per_client");
             refuse(
                 &tracker,
                 socket,
@@ -72,6 +119,7 @@ pub async fn run(
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             tracing::warn!(client = %peer, "bounce listener: max_connections reached");
+            shared.metrics.session("refused_max_connections");
             refuse(
                 &tracker,
                 socket,
@@ -86,7 +134,7 @@ pub async fn run(
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
             let _ = socket.set_nodelay(true);
-            let result = serve(&shared, socket, peer, &shutdown).await;
+            let result = serve(&shared, Box::new(socket), peer, &shutdown).await;
             drop((permit, slot));
             if let Err(why) = result {
                 tracing::debug!(client = %peer, %why, "bounce listener: session ended");
@@ -102,123 +150,61 @@ fn refuse(tracker: &TaskTracker, mut socket: TcpStream, text: String) {
     });
 }
 
-/// Why a session ended other than by QUIT.
-#[derive(Debug, thiserror::Error)]
-pub enum SessionEnd {
-    #[error("client closed the connection")]
-    Disconnected,
-    #[error("timeout")]
-    Timeout,
-    #[error("I/O: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("shutting down")]
-    Shutdown,
-}
+/// The bounce listener's side of mailman's I/O loop: a finished message is judged and
+/// recorded.
+struct Taker<'a>(&'a Listener);
 
-async fn write<S: AsyncWrite + Unpin>(
-    stream: &mut S,
-    out: &mut Vec<u8>,
-    timeout: Duration,
-) -> Result<(), SessionEnd> {
-    if out.is_empty() {
-        return Ok(());
+impl Handler for Taker<'_> {
+    async fn message(&self, message: Message) -> Reply {
+        take(self.0, &message).await
     }
-    let result = tokio::time::timeout(timeout, async {
-        stream.write_all(out).await?;
-        stream.flush().await
-    })
-    .await;
-    out.clear();
-    result
-        .map_err(|_| SessionEnd::Timeout)?
-        .map_err(SessionEnd::Io)
+
+    fn tls_started(&self, peer: SocketAddr) {
+        self.0.metrics.starttls.inc();
+        tracing::debug!(client = %peer, "bounce listener: STARTTLS done");
+    }
 }
 
-/// Runs one session over `stream` until QUIT, an error, a timeout or shutdown.
-pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+/// Runs one session over `stream` until QUIT, an error, a deadline or shutdown, and counts
+/// its outcome.
+pub async fn serve(
     shared: &Listener,
-    mut stream: S,
+    stream: Box<dyn Stream>,
     peer: SocketAddr,
     shutdown: &CancellationToken,
 ) -> Result<(), SessionEnd> {
-    let settings = &shared.settings;
-    let host = &settings.hostname;
-    let mut session = Session::new(settings.session.clone(), peer.ip());
-    let mut out = session.greeting().into_bytes();
-    let mut buf = vec![0u8; READ_CHUNK];
-    let session_end = Instant::now() + settings.session_timeout;
-    let mut line_deadline = Instant::now() + settings.command_timeout;
-    let mut lines_at_deadline = u64::MAX;
-    loop {
-        match session.next() {
-            Action::Reply(r) => out.extend_from_slice(r.as_bytes()),
-            Action::NeedMore => {
-                write(&mut stream, &mut out, settings.command_timeout).await?;
-                let in_data = session.in_data();
-                let now = Instant::now();
-                let deadline = if in_data {
-                    now + settings.data_timeout
-                } else {
-                    if !session.mid_line() || session.lines_read() != lines_at_deadline {
-                        line_deadline = now + settings.command_timeout;
-                        lines_at_deadline = session.lines_read();
-                    }
-                    line_deadline
-                }
-                .min(session_end);
-                let read = tokio::time::timeout_at(deadline, stream.read(&mut buf));
-                let result = if in_data {
-                    Some(read.await)
-                } else {
-                    tokio::select! {
-                        r = read => Some(r),
-                        _ = shutdown.cancelled() => None,
-                    }
-                };
-                let Some(result) = result else {
-                    out.extend_from_slice(
-                        reply(421, &format!("4.3.2 {host} shutting down")).as_bytes(),
-                    );
-                    let _ = write(&mut stream, &mut out, Duration::from_secs(5)).await;
-                    return Err(SessionEnd::Shutdown);
-                };
-                match result {
-                    Err(_) => {
-                        out.extend_from_slice(
-                            reply(421, &format!("4.4.2 {host} timeout, closing")).as_bytes(),
-                        );
-                        let _ = write(&mut stream, &mut out, Duration::from_secs(5)).await;
-                        tracing::info!(client = %peer, in_data, "bounce listener: timeout, closing");
-                        return Err(SessionEnd::Timeout);
-                    }
-                    Ok(Err(e)) => return Err(SessionEnd::Io(e)),
-                    Ok(Ok(0)) => return Err(SessionEnd::Disconnected),
-                    Ok(Ok(n)) => session.receive(&buf[..n]),
-                }
-            }
-            Action::Message(message) => {
-                let answer = take(shared, &message.rcpt_to, &message.body, peer).await;
-                if let Action::Reply(r) = session.message_done(answer) {
-                    out.extend_from_slice(r.as_bytes());
-                }
-            }
-            // STARTTLS is not offered: the session never asks for it.
-            Action::StartTls => return Err(SessionEnd::Disconnected),
-            Action::Close => {
-                write(&mut stream, &mut out, settings.command_timeout).await?;
-                let _ = tokio::time::timeout(Duration::from_secs(5), stream.shutdown()).await;
-                return Ok(());
-            }
-        }
-    }
+    let session = Session::new(shared.settings.session.clone(), peer.ip());
+    let result = drive(
+        &Taker(shared),
+        &shared.bounds,
+        session,
+        stream,
+        peer,
+        shutdown,
+    )
+    .instrument(tracing::info_span!("bounce_listener"))
+    .await;
+    shared.metrics.session(match &result {
+        Ok(()) => "quit",
+        Err(end) => end.label(),
+    });
+    result
 }
 
 /// Judges one received message, records its events, and says the reply.
-async fn take(shared: &Listener, rcpt_to: &[String], body: &[u8], peer: SocketAddr) -> String {
+async fn take(shared: &Listener, message: &Message) -> Reply {
     let settings = &shared.settings;
+    let peer = message.client;
     let now = hedwig_queue::event::now_millis();
-    match judge(&settings.key, &settings.domains, rcpt_to, body, now) {
-        Verdict::Refuse(code, text) => {
+    match judge(
+        &settings.key,
+        &settings.domains,
+        &message.rcpt_to,
+        &message.body,
+        now,
+    ) {
+        Verdict::Refuse(code, text, why) => {
+            shared.metrics.message(why.label());
             tracing::info!(client = %peer, code, "bounce listener: refused: {text}");
             reply(code, &text)
         }
@@ -233,14 +219,25 @@ async fn take(shared: &Listener, rcpt_to: &[String], body: &[u8], peer: SocketAd
                 }
             }
             if events.is_empty() {
+                shared.metrics.message("nothing_to_record");
                 return reply(250, &format!("2.0.0 noted, nothing to record ({note})"));
             }
+            let complaint = events.iter().any(|e| {
+                matches!(&e.what, hedwig_queue::event::What::Recipient(r)
+                    if r.outcome == hedwig_queue::event::Outcome::Complained)
+            });
             for server in &shared.servers {
                 if shared.events.record(server, events.clone()).await {
+                    shared.metrics.message(if complaint {
+                        "complaint_recorded"
+                    } else {
+                        "bounce_recorded"
+                    });
                     return reply(250, &format!("2.0.0 recorded: {note}"));
                 }
             }
             // Kept in the emitters' backlog; the sender's retry is recorded once (same ids).
+            shared.metrics.message("deferred");
             reply(451, "4.3.0 cannot record the report now, try again later")
         }
     }
@@ -264,12 +261,14 @@ mod tests {
             data_timeout: timeout,
             ..Default::default()
         };
-        Listener {
-            settings: config.check(false).unwrap(),
-            // No beanstalkd: nothing can be recorded (a report would get 451).
-            events: Emitters::default(),
-            servers: Vec::new(),
-        }
+        // No beanstalkd: nothing can be recorded (a report would get 451).
+        Listener::new(
+            config.check(false).unwrap(),
+            Emitters::default(),
+            Vec::new(),
+            BounceMetrics::default(),
+            None,
+        )
     }
 
     /// Runs a session over an in-memory stream, writes `input` and collects what the listener
@@ -279,7 +278,7 @@ mod tests {
         let peer: SocketAddr = "127.0.170.49:4000".parse().unwrap();
         let session = tokio::spawn(async move {
             let token = CancellationToken::new();
-            let _ = serve(&shared, server, peer, &token).await;
+            let _ = serve(&shared, Box::new(server), peer, &token).await;
         });
         let (r, mut w) = tokio::io::split(client);
         w.write_all(input).await.unwrap();
@@ -354,7 +353,7 @@ mod tests {
         let peer: SocketAddr = "127.0.170.49:4000".parse().unwrap();
         let session = tokio::spawn(async move {
             let token = CancellationToken::new();
-            serve(&shared, server, peer, &token).await
+            serve(&shared, Box::new(server), peer, &token).await
         });
         let (r, mut w) = tokio::io::split(client);
         let mut r = BufReader::new(r);

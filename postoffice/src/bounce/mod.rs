@@ -7,15 +7,18 @@
 //! Layout:
 //! - [`config`]: the `bounce_listener:` settings, checked once.
 //! - [`report`]: what one received message means: the events, or the refusal (no I/O).
-//! - [`listener`]: accepting connections (caps, per-client caps) and driving mailman's SMTP
+//! - [`listener`]: accepting connections (caps, per-client caps) and running mailman's SMTP
 //!   session ([`mailman::smtp::Session`], with a [`mailman::smtp::RecipientCheck`] that takes
-//!   only valid tokens) with a deadline on every read and write.
+//!   only valid tokens) through mailman's I/O loop ([`mailman::drive`]: deadlines,
+//!   `min_data_rate`, STARTTLS), so both SMTP listeners share one session core.
+//! - [`metrics`]: sessions by outcome and messages by result on `/metrics`.
 //!
 //! Not here: making the tokens (the worker's `verp:` setting), suppression of complained
 //! addresses (a consumer of the `complained` event).
 
 pub mod config;
 pub mod listener;
+pub mod metrics;
 pub mod report;
 
 pub use config::{BounceListenerConfig, BounceSettings};

@@ -24,8 +24,29 @@ use sha2::{Digest, Sha256};
 pub enum Verdict {
     /// Record these events (possibly none), then answer `250`.
     Record { events: Vec<Event>, note: String },
-    /// Refuse the message with this code and text.
-    Refuse(u16, String),
+    /// Refuse the message with this code and text, for this reason.
+    Refuse(u16, String, Refusal),
+}
+
+/// Why a message was refused (a metrics label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// None of its recipients is a valid token of ours.
+    UnknownToken,
+    /// Not a DSN or ARF report (an auto-reply, a person writing back).
+    NotAReport,
+    /// A report that cannot be read.
+    BadReport,
+}
+
+impl Refusal {
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::UnknownToken => "refused_unknown_token",
+            Refusal::NotAReport => "refused_not_a_report",
+            Refusal::BadReport => "refused_bad_report",
+        }
+    }
 }
 
 /// The verdict on `body` sent to `rcpt_to` (addresses the session already checked), at
@@ -42,7 +63,11 @@ pub fn judge(
         .filter_map(|r| key.verify_address(r, domains))
         .collect();
     if verps.is_empty() {
-        return Verdict::Refuse(550, "5.1.1 no such bounce address here".into());
+        return Verdict::Refuse(
+            550,
+            "5.1.1 no such bounce address here".into(),
+            Refusal::UnknownToken,
+        );
     }
     let report = match parse(body) {
         Ok(r) => r,
@@ -53,9 +78,10 @@ pub fn judge(
                     "5.6.0 only delivery status notifications (RFC 3464) and feedback reports \
                      (RFC 5965) are taken here: {e}"
                 ),
+                Refusal::NotAReport,
             )
         }
-        Err(e) => return Verdict::Refuse(550, format!("5.6.0 {e}")),
+        Err(e) => return Verdict::Refuse(550, format!("5.6.0 {e}"), Refusal::BadReport),
     };
     let digest = Sha256::digest(body);
     let mut events = Vec::new();
@@ -242,7 +268,7 @@ mod tests {
             7,
         );
         assert!(
-            matches!(v, Verdict::Refuse(550, ref t) if t.starts_with("5.6.0")),
+            matches!(v, Verdict::Refuse(550, ref t, _) if t.starts_with("5.6.0")),
             "{v:?}"
         );
         let v = judge(
@@ -253,7 +279,7 @@ mod tests {
             7,
         );
         assert!(
-            matches!(v, Verdict::Refuse(550, ref t) if t.starts_with("5.1.1")),
+            matches!(v, Verdict::Refuse(550, ref t, Refusal::UnknownToken) if t.starts_with("5.1.1")),
             "{v:?}"
         );
     }

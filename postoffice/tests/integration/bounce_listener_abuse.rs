@@ -151,7 +151,8 @@ async fn abusive_clients_get_protocol_replies_and_bounded_sessions() {
     assert!(c.send("QUIT").await.starts_with("221 "));
 
     // A client dribbling its DATA (a byte every 400 ms, each read within data_timeout) is
-    // cut at session_timeout with 421.
+    // cut with 421: by min_data_rate (its default, 500 octets/s, after the 1 s data_timeout),
+    // at the latest at session_timeout.
     let (mut c, _) = Client::connect(addr).await;
     let started = Instant::now();
     c.send("HELO slow.example.org").await;
@@ -183,7 +184,7 @@ async fn abusive_clients_get_protocol_replies_and_bounded_sessions() {
     assert!(cut.starts_with("421 "), "{cut:?}");
     assert!(
         started.elapsed() < Duration::from_secs(10),
-        "cut at the 4 s session timeout, not later: {:?}",
+        "cut by the rate or the 4 s session timeout, not later: {:?}",
         started.elapsed()
     );
 

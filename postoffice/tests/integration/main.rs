@@ -15,6 +15,7 @@ mod admin_two_servers;
 mod app_and_lanes;
 mod bad_input;
 mod bounce_listener_abuse;
+mod bounce_listener_tls;
 mod browser;
 mod concurrency;
 mod console_actions;
