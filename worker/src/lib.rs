@@ -142,6 +142,7 @@ pub fn build(config: Config) -> Result<Parts, RunError> {
                 beanstalkd: config.beanstalkd.clone(),
                 outbound_tube: tubes.outbound().to_string(),
                 metrics: metrics.clone(),
+                allow_private_addresses: config.mta_sts.allow_private_addresses,
                 dkim_domains: config
                     .dkim
                     .keys

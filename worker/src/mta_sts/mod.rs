@@ -23,6 +23,7 @@
 pub mod policy;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -57,6 +58,11 @@ pub struct MtaStsConfig {
     /// cached policy, if any, stays in force meanwhile).
     #[serde(with = "humantime_serde")]
     pub retry_fetch_after: Duration,
+    /// Let policy hosts (and TLS-RPT `https:` report addresses) resolve to non-public
+    /// addresses: loopback, private (RFC 1918, ULA), link-local, shared (100.64/10) and the
+    /// like. Off: a recipient domain's DNS cannot make the worker open HTTPS connections into
+    /// the networks it runs in (SSRF). On for an internal mail system, and in tests.
+    pub allow_private_addresses: bool,
 }
 
 impl Default for MtaStsConfig {
@@ -66,6 +72,7 @@ impl Default for MtaStsConfig {
             state_dir: None,
             fetch_timeout: Duration::from_secs(10),
             retry_fetch_after: Duration::from_secs(300),
+            allow_private_addresses: false,
         }
     }
 }
@@ -119,19 +126,77 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Resolves the policy host through the worker's resolver (not the system's), so the policy
 /// comes from where the TXT and MX records say, and tests can point it at a local server.
-pub(crate) struct Resolver(pub(crate) Dns);
+/// Unless `allow_private`, only public addresses ([`is_public`]) are returned: a name with
+/// none fails to resolve.
+pub(crate) struct Resolver {
+    pub(crate) dns: Dns,
+    pub(crate) allow_private: bool,
+}
 
 impl reqwest::dns::Resolve for Resolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let dns = self.0.clone();
+        let dns = self.dns.clone();
+        let allow_private = self.allow_private;
         let host = name.as_str().to_string();
         Box::pin(async move {
-            let addrs = dns.addresses(&host).await.map_err(|e| e.to_string())?;
+            let mut addrs = dns.addresses(&host).await.map_err(|e| e.to_string())?;
+            if !allow_private {
+                addrs.retain(|ip| is_public(*ip));
+                if addrs.is_empty() {
+                    return Err(format!(
+                        "{host} resolves to no public address (mta_sts.allow_private_addresses)"
+                    )
+                    .into());
+                }
+            }
             // The connector puts the URL's port in.
             let addrs: reqwest::dns::Addrs =
                 Box::new(addrs.into_iter().map(|ip| std::net::SocketAddr::new(ip, 0)));
             Ok(addrs)
         })
+    }
+}
+
+/// Whether `ip` is on the public internet: not unspecified, loopback, private (RFC 1918,
+/// RFC 4193 ULA), link-local, shared (RFC 6598 100.64/10), benchmarking (198.18/15),
+/// documentation, multicast, broadcast or reserved (240/4), nor an IPv4-mapped or NAT64 form
+/// of one of those.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_unspecified()
+                || v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || a == 0
+                || a >= 240
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (18..20).contains(&b))
+                || (a == 192 && b == 0 && v4.octets()[2] == 0))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            // 64:ff9b::/96 (NAT64) carries an IPv4 address in its last 32 bits.
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                let o = v6.octets();
+                return is_public(IpAddr::V4(std::net::Ipv4Addr::new(
+                    o[12], o[13], o[14], o[15],
+                )));
+            }
+            !(v6.is_unspecified()
+                || v6.is_loopback()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00 // ULA fc00::/7
+                || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
+                || (s[0] == 0x2001 && s[1] == 0x0db8)) // documentation
+        }
     }
 }
 
@@ -141,7 +206,10 @@ impl MtaSts {
         let tls = crate::smtp::tls::verified_config(ca_file)?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
-            .dns_resolver(Arc::new(Resolver(dns.clone())))
+            .dns_resolver(Arc::new(Resolver {
+                dns: dns.clone(),
+                allow_private: config.allow_private_addresses,
+            }))
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .https_only(true)
@@ -521,6 +589,43 @@ pub fn classify(e: &Error) -> ResultType {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn public_addresses() {
+        let public = |s: &str| is_public(s.parse().unwrap());
+        for ip in [
+            "8.8.8.8",
+            "192.0.3.1",
+            "100.63.0.1",
+            "2a00:1450::1",
+            "64:ff9b::808:808",
+        ] {
+            assert!(public(ip), "{ip}");
+        }
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.17.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "240.0.0.1",
+            "198.18.0.1",
+            "192.0.2.1",
+            "::1",
+            "::",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "64:ff9b::a00:1",
+            "2001:db8::1",
+            "ff02::1",
+        ] {
+            assert!(!public(ip), "{ip}");
+        }
+    }
 
     #[test]
     fn tls_failures_are_classified() {

@@ -214,6 +214,8 @@ pub struct TlsRpt {
     outbound_tube: String,
     /// Whether `mailto:` reports can be DKIM-signed (a key for the sender's domain).
     signed: bool,
+    /// `mta_sts.allow_private_addresses`.
+    allow_private: bool,
     dns: Dns,
     http: reqwest::Client,
     file: Option<PathBuf>,
@@ -274,6 +276,8 @@ pub struct Setup<'a> {
     pub beanstalkd: Vec<String>,
     pub outbound_tube: String,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// `mta_sts.allow_private_addresses`: `https:` report addresses may be non-public.
+    pub allow_private_addresses: bool,
     /// The domains the worker has DKIM keys for (`dkim.keys`): `mailto:` reports go only
     /// when the sender's domain is one (RFC 8460 §3: receivers ignore unsigned reports).
     pub dkim_domains: Vec<String>,
@@ -287,7 +291,10 @@ impl TlsRpt {
         let tls = crate::smtp::tls::verified_config(setup.ca_file)?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
-            .dns_resolver(Arc::new(crate::mta_sts::Resolver(setup.dns.clone())))
+            .dns_resolver(Arc::new(crate::mta_sts::Resolver {
+                dns: setup.dns.clone(),
+                allow_private: setup.allow_private_addresses,
+            }))
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .https_only(true)
@@ -352,6 +359,7 @@ impl TlsRpt {
             beanstalkd: setup.beanstalkd,
             outbound_tube: setup.outbound_tube,
             signed,
+            allow_private: setup.allow_private_addresses,
             dns: setup.dns,
             http,
             file,
@@ -560,6 +568,22 @@ impl TlsRpt {
 
     /// POSTs the report, [`HTTP_ATTEMPTS`] times at most (1 s, 4 s between tries).
     async fn post(&self, url: &str, gzip: &[u8]) -> Result<(), String> {
+        // An IP address in the URL is not resolved (so not filtered by the resolver): the
+        // same rule here. A report domain's DNS must not point the worker inside its networks.
+        if !self.allow_private {
+            let host = reqwest::Url::parse(url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_default();
+            let literal = host.trim_start_matches('[').trim_end_matches(']');
+            if let Ok(ip) = literal.parse::<std::net::IpAddr>() {
+                if !crate::mta_sts::is_public(ip) {
+                    return Err(format!(
+                        "{url}: not a public address (mta_sts.allow_private_addresses)"
+                    ));
+                }
+            }
+        }
         let mut last = String::new();
         for attempt in 0..HTTP_ATTEMPTS {
             if attempt > 0 {

@@ -263,7 +263,8 @@ async fn enforce_testing_and_the_cache() {
     config.ipv6 = false;
     config.tls.ca_file = Some(ca.path().to_path_buf());
     config.mta_sts.state_dir = Some(state.path().to_path_buf());
-    // MTA-STS wins over `tls: none` for a domain with an enforce policy.
+    config.mta_sts.allow_private_addresses = true; // the policy server is on loopback
+                                                   // MTA-STS wins over `tls: none` for a domain with an enforce policy.
     config
         .tls
         .domains
@@ -325,6 +326,23 @@ async fn enforce_testing_and_the_cache() {
     let out = common::deliver(&r, "nostarttls.test", &["b@nostarttls.test"]).await;
     assert_eq!(out[0].1.status, Status::Delivered, "{:?}", out[0].1);
     assert_eq!(plain.received().len(), 1);
+
+    // By default a policy host must resolve to a public address (no SSRF into the worker's
+    // networks through a recipient domain's DNS): the loopback policy server is not asked,
+    // there is no policy, and the mail goes as the domain's `tls: none` says.
+    let mut public_only = config.clone();
+    public_only.mta_sts.allow_private_addresses = false;
+    public_only.mta_sts.state_dir = None;
+    let p = common::deliverer(public_only);
+    let hits = server.hits.load(Ordering::SeqCst);
+    let out = common::deliver(&p, "nostarttls.test", &["c@nostarttls.test"]).await;
+    assert_eq!(out[0].1.status, Status::Delivered, "{:?}", out[0].1);
+    assert_eq!(plain.received().len(), 2);
+    assert_eq!(
+        server.hits.load(Ordering::SeqCst),
+        hits,
+        "policy host not asked"
+    );
 
     // The cache: the policy is fetched once...
     let out = common::deliver(&d, "cached.test", &["a@cached.test"]).await;

@@ -180,6 +180,8 @@ fn tls_rpt_config(config: &mut worker::Config) {
     config.tls_rpt.interval = Duration::from_secs(2);
     config.tls_rpt.max_delay = Duration::ZERO;
     config.tls_rpt.flush_interval = Duration::from_millis(200);
+    // The policy and report servers are on loopback.
+    config.mta_sts.allow_private_addresses = true;
 }
 
 /// Two sessions with verified TLS and one with a certificate for the wrong name: the report
