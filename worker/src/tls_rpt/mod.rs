@@ -48,6 +48,9 @@ pub const MAX_POLICIES: usize = 8;
 pub const MAX_PERIODS: usize = 7;
 /// Tries of an `https:` report.
 pub const HTTP_ATTEMPTS: u32 = 3;
+/// Most `rua` addresses of one domain a report goes to (real records list one or two; a
+/// record of many would make one domain's report hold up the others').
+const MAX_RUAS: usize = 4;
 /// A compressed report larger than this is not sent (a bounded one is far smaller).
 const MAX_REPORT_BYTES: usize = 1024 * 1024;
 
@@ -190,6 +193,9 @@ pub enum Sent {
     Failed,
     /// The domain publishes no usable `_smtp._tls` record.
     NoRua,
+    /// The `_smtp._tls` lookup failed for now (SERVFAIL, timeout): the counts stay and the
+    /// report is tried again at the next round.
+    DnsLater,
 }
 
 impl Sent {
@@ -198,6 +204,7 @@ impl Sent {
             Sent::Sent => "sent",
             Sent::Failed => "failed",
             Sent::NoRua => "no-rua",
+            Sent::DnsLater => "dns-later",
         }
     }
 }
@@ -486,6 +493,9 @@ impl TlsRpt {
             };
             let status = self.send(start, &domain, &policies).await;
             self.metrics.tls_rpt_report(status.as_str());
+            if status == Sent::DnsLater {
+                continue;
+            }
             let mut counts = lock(&self.counts);
             if let Some(domains) = counts.periods.get_mut(&start) {
                 domains.remove(&domain);
@@ -503,8 +513,13 @@ impl TlsRpt {
         let ruas = match self.dns.txt(&format!("_smtp._tls.{domain}")).await {
             Ok(records) => report::parse_txt(records.iter().map(String::as_str)),
             Err(e) => {
-                tracing::info!(domain, "tls-rpt: no _smtp._tls record: {e}");
-                None
+                // Temporary (NXDOMAIN and no record are an empty answer): the day's counts
+                // are kept for the next round rather than dropped.
+                tracing::info!(
+                    domain,
+                    "tls-rpt: _smtp._tls lookup failed, trying later: {e}"
+                );
+                return Sent::DnsLater;
             }
         };
         let Some(ruas) = ruas else {
@@ -542,7 +557,7 @@ impl TlsRpt {
         };
         let file_name = report::file_name(&self.submitter, &meta, &unique);
         let mut status = Sent::Failed;
-        for rua in ruas.iter().take(8) {
+        for rua in ruas.iter().take(MAX_RUAS) {
             let result = match rua {
                 Rua::Https(url) => self.post(url, &gzip).await,
                 Rua::Mailto(to) if !self.signed => Err(format!(
