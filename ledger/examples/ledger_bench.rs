@@ -44,6 +44,7 @@ fn events_of(i: u64) -> [Event; 3] {
             list_id: None,
             source_ip: None,
             pool: None,
+            sender_domain: None,
         }),
     };
     [

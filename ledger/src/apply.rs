@@ -342,6 +342,7 @@ mod tests {
                 list_id: None,
                 source_ip: None,
                 pool: None,
+                sender_domain: None,
             }),
         }
     }

@@ -260,6 +260,7 @@ pub(crate) fn auto(
     let mut add = |queue_id: &str,
                    recipient: &str,
                    list_id: Option<String>,
+                   named_domain: Option<&str>,
                    (reason, source): (&'static str, Source),
                    at: u64,
                    code: Option<u16>,
@@ -271,7 +272,15 @@ pub(crate) fn auto(
         if message.kind != "message" {
             return;
         }
-        let Some(sender_domain) = message.sender.as_deref().and_then(domain_of) else {
+        // The message's sender domain; for an unsubscribe of a message the ledger no longer
+        // has (pruned: retention is shorter than a link's validity), the token's.
+        let Some(sender_domain) = message
+            .sender
+            .as_deref()
+            .and_then(domain_of)
+            .or_else(|| named_domain.map(address_key))
+            .filter(|d| !d.is_empty())
+        else {
             return;
         };
         let scope = if policy.global {
@@ -312,14 +321,18 @@ pub(crate) fn auto(
                 entry_reason(policy, r.outcome, r.code, r.dsn.as_deref(), &r.reply)
             {
                 // Only an unsubscribe is scoped to a list (the token's `List-Id:`).
-                let list = match r.outcome {
-                    Outcome::Unsubscribed => r.list_id.as_deref().and_then(list_key),
-                    _ => None,
+                let (list, named_domain) = match r.outcome {
+                    Outcome::Unsubscribed => (
+                        r.list_id.as_deref().and_then(list_key),
+                        r.sender_domain.as_deref(),
+                    ),
+                    _ => (None, None),
                 };
                 add(
                     &event.queue_id,
                     &r.recipient,
                     list,
+                    named_domain,
                     reason,
                     event.at,
                     r.code,
@@ -343,6 +356,7 @@ pub(crate) fn auto(
                 add(
                     queue_id,
                     &row.recipient,
+                    None,
                     None,
                     reason,
                     row.updated_at,

@@ -663,6 +663,7 @@ mod tests {
                 list_id: None,
                 source_ip: None,
                 pool: None,
+                sender_domain: None,
             })
         };
         assert_eq!(event_type(&r(Outcome::Sent)), Some("delivered"));
@@ -701,6 +702,7 @@ mod tests {
                 list_id: list_id.map(str::to_owned),
                 pool: None,
                 source_ip: None,
+                sender_domain: None,
             }),
         };
         let json = |e: &Event| {

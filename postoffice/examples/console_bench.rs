@@ -94,6 +94,7 @@ fn timeline(now: u64) -> Vec<Event> {
             list_id: None,
             source_ip: None,
             pool: None,
+            sender_domain: None,
         }),
     };
     vec![

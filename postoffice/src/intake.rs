@@ -554,6 +554,7 @@ fn with_suppressed(
                 list_id: None,
                 source_ip: None,
                 pool: None,
+                sender_domain: None,
             }),
         );
         event.at = queued_at + 1;
@@ -590,6 +591,7 @@ fn held_events(envelope: &Envelope, queued_at: u64) -> Vec<Event> {
                     source_ip: None,
                     pool: None,
                     list_id: None,
+                    sender_domain: None,
                 }),
             );
             event.at = queued_at + 1;

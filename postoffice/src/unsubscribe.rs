@@ -91,6 +91,7 @@ pub fn event(what: &Unsubscribe, at_millis: u64) -> Event {
             list_id: (!what.list_id.is_empty()).then(|| what.list_id.clone()),
             source_ip: None,
             pool: None,
+            sender_domain: Some(what.sender_domain.clone()),
         }),
     }
 }

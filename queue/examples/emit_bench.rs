@@ -30,6 +30,7 @@ fn event(i: usize) -> Event {
             list_id: None,
             source_ip: None,
             pool: None,
+            sender_domain: None,
         }),
     )
 }

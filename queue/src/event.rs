@@ -179,6 +179,11 @@ pub struct RecipientEvent {
     /// from, when the message had one; the suppression entry then holds for that list only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub list_id: Option<String>,
+    /// For an `unsubscribed` outcome: the sender domain the token names. The suppression's
+    /// scope comes from the message's `queued` event; this is it when the ledger no longer
+    /// has that message (retention is shorter than a link's validity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_domain: Option<String>,
 }
 
 /// The outcome of an attempt or an operator action, for one recipient.
@@ -360,6 +365,7 @@ mod tests {
             list_id: None,
             source_ip: None,
             pool: None,
+            sender_domain: None,
         })
     }
 

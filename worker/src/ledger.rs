@@ -66,6 +66,7 @@ fn recipient_event(recipient: String, outcome: &Outcome, attempt: u32) -> Recipi
         list_id: None,
         source_ip: outcome.source.map(|ip| ip.to_string()),
         pool: outcome.pool.clone(),
+        sender_domain: None,
     }
 }
 
@@ -165,6 +166,7 @@ pub fn held_events(job: &Job, held_tube: &str) -> Vec<Event> {
                     list_id: None,
                     source_ip: None,
                     pool: None,
+                    sender_domain: None,
                 }),
             )
         })

@@ -89,6 +89,7 @@ pub fn outcome(queue_id: &str, at: u64, recipient: &str, outcome: Outcome, attem
             list_id: None,
             source_ip: None,
             pool: None,
+            sender_domain: None,
         }),
     }
 }

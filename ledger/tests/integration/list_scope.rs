@@ -33,6 +33,7 @@ fn unsubscribed(queue_id: &str, at: u64, recipient: &str, list_id: Option<&str>)
             list_id: list_id.map(str::to_owned),
             pool: None,
             source_ip: None,
+            sender_domain: None,
         }),
     }
 }
@@ -333,6 +334,33 @@ async fn an_unsubscribe_from_a_list_suppresses_that_list_and_filters_tell_them_a
                 .await
                 .unwrap(),
             0
+        );
+    }
+}
+
+/// An unsubscribe for a message the ledger no longer has (pruned: retention, 30 days by
+/// default, is shorter than a link's validity, 90 days) still suppresses: the event names
+/// the token's sender domain, which is the scope when no `queued` event is there. Without
+/// it (an older post office's event) nothing can be scoped and nothing is added.
+#[tokio::test]
+async fn an_unsubscribe_for_a_pruned_message_uses_the_tokens_sender_domain() {
+    let stores = Stores::start(Ipv4Addr::new(127, 0, 230, 22)).await;
+    for (name, store) in stores.each() {
+        let t = 2_000_000;
+        let mut named = unsubscribed("GONE1", t, "Carol@Z.test", Some("weekly.news.test"));
+        if let What::Recipient(r) = &mut named.what {
+            r.sender_domain = Some("News.test".into());
+        }
+        let unnamed = unsubscribed("GONE2", t, "dave@z.test", None);
+        store.write(&[named, unnamed]).await.unwrap();
+        let all = SuppressionFilter {
+            limit: Some(1000),
+            ..Default::default()
+        };
+        assert_eq!(
+            find(store, all).await,
+            [entry("news.test", Some("weekly.news.test"), "carol@z.test")],
+            "{name}"
         );
     }
 }

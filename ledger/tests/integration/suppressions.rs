@@ -41,6 +41,7 @@ fn failure(
             list_id: None,
             source_ip: None,
             pool: None,
+            sender_domain: None,
         }),
     }
 }

@@ -176,6 +176,7 @@ impl Target {
                         list_id: None,
                         source_ip: None,
                         pool: None,
+                        sender_domain: None,
                     }),
                 )
             })

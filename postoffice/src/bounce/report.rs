@@ -163,6 +163,7 @@ pub fn judge(
                 list_id: None,
                 source_ip: None,
                 pool: None,
+                sender_domain: None,
             }),
         });
     }

@@ -81,6 +81,7 @@ pub fn attempt(
             list_id: None,
             source_ip: None,
             pool: None,
+            sender_domain: None,
         }),
     }
 }

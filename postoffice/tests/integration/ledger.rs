@@ -65,6 +65,7 @@ fn attempt(queue_id: &str, at: u64, recipient: &str, outcome: Outcome, code: u16
             list_id: None,
             source_ip: None,
             pool: None,
+            sender_domain: None,
         }),
     }
 }

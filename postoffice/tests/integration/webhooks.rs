@@ -65,6 +65,7 @@ fn sent(queue_id: &str, at: u64) -> Event {
             list_id: None,
             source_ip: None,
             pool: None,
+            sender_domain: None,
         }),
     }
 }

@@ -26,6 +26,7 @@ fn event(queue_id: &str, recipient: &str) -> Event {
             list_id: None,
             source_ip: None,
             pool: None,
+            sender_domain: None,
         }),
     )
 }
