@@ -382,7 +382,7 @@ impl MtaSts {
             .get(&url)
             .send()
             .await
-            .map_err(|e| fetch_error(format!("{url}: {}", error_chain(&e))))?;
+            .map_err(|e| (classify_fetch(&e), format!("{url}: {}", error_chain(&e))))?;
         // §3.3: only a 200 counts; a redirect is not followed.
         if response.status() != reqwest::StatusCode::OK {
             return Err(fetch_error(format!("{url}: HTTP {}", response.status())));
@@ -559,6 +559,30 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// The RFC 8460 result type of a failed policy fetch: `sts-webpki-invalid` when the policy
+/// host's certificate failed verification (a rustls `InvalidCertificate` somewhere in the
+/// chain; an `io::Error`'s `source()` skips its inner error, so that is looked into: reqwest
+/// hands on an `io::Error` inside an `io::Error`),
+/// else `sts-policy-fetch-error`.
+fn classify_fetch(e: &(dyn std::error::Error + 'static)) -> ResultType {
+    let mut next = Some(e);
+    for _ in 0..12 {
+        let Some(e) = next else {
+            break;
+        };
+        if let Some(rustls::Error::InvalidCertificate(_)) = e.downcast_ref::<rustls::Error>() {
+            return ResultType::StsWebpkiInvalid;
+        }
+        next = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    ResultType::StsPolicyFetchError
+}
+
 /// The RFC 8460 result type of a failed TLS step at an MX host under a policy.
 pub fn classify(e: &Error) -> ResultType {
     let text = match e {
@@ -663,6 +687,32 @@ mod tests {
             classify(&tls("handshake failed: received fatal alert")),
             ResultType::ValidationFailure
         );
+    }
+
+    #[test]
+    fn fetch_failures_are_classified() {
+        // As reqwest hands them on: the rustls error inside an io::Error inside its own.
+        #[derive(Debug, thiserror::Error)]
+        #[error("error sending request")]
+        struct Outer(#[source] std::io::Error);
+        let bad_cert = Outer(std::io::Error::other(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName),
+        )));
+        assert_eq!(classify_fetch(&bad_cert), ResultType::StsWebpkiInvalid);
+        assert_eq!(
+            classify_fetch(&rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer
+            )),
+            ResultType::StsWebpkiInvalid
+        );
+        let refused = Outer(std::io::ErrorKind::ConnectionRefused.into());
+        assert_eq!(classify_fetch(&refused), ResultType::StsPolicyFetchError);
+        let alert = Outer(std::io::Error::other(rustls::Error::AlertReceived(
+            rustls::AlertDescription::HandshakeFailure,
+        )));
+        assert_eq!(classify_fetch(&alert), ResultType::StsPolicyFetchError);
+        assert_eq!(ResultType::StsWebpkiInvalid.as_str(), "sts-webpki-invalid");
     }
 
     #[test]
