@@ -14,7 +14,9 @@
 //! are used only over STARTTLS with a certificate valid for the MX name (as `tls: required`,
 //! whatever `tls` says for the domain); a failure defers with [`Error::MtaSts`] naming the
 //! rule. Under `testing`, the same checks run, a failure is logged, and the mail goes as
-//! without a policy (the domain's own `tls` mode).
+//! without a policy (the domain's own `tls` mode); the failure is remembered per MX address
+//! for a while ([`crate::mta_sts::TESTING_FAILURE_MEMORY`]), and meanwhile sessions there go
+//! straight to that mode and reuse its idle connections.
 //!
 //! Recipients arrive parsed (they were when the job was decoded) and go out in their wire form
 //! (A-label domains unless SMTPUTF8 is needed); outcomes come back keyed by the recipient.
@@ -317,8 +319,25 @@ impl Deliverer {
                     continue;
                 }
             };
+            let fallback = self.config.tls.mode(domain);
             for ip in addrs {
                 let relay = format!("{}[{}]:{}", host.name, ip, port);
+                // Verified TLS failed here a short while ago under a `testing` policy: the
+                // session goes straight to the domain's own mode, and reuses its idle
+                // connections (which are pooled under that mode).
+                let known_failure = match (sts_host, &self.mta_sts) {
+                    (Some(c), Some(sts))
+                        if c.policy.mode == Mode::Testing && fallback != TlsMode::Required =>
+                    {
+                        sts.testing_failure(&host.name, SocketAddr::new(ip, port))
+                    }
+                    _ => None,
+                };
+                let mode = if known_failure.is_some() {
+                    fallback
+                } else {
+                    mode
+                };
                 if let Some(pool) = pool.filter(|p| !p.reaches(ip)) {
                     let family = if ip.is_ipv4() { "IPv4" } else { "IPv6" };
                     note(
@@ -371,13 +390,21 @@ impl Deliverer {
                     match opened {
                         Ok(session) => {
                             let used_tls = session.tls;
-                            if let (Some(c), TlsMode::Required) = (sts_host, tls) {
-                                let place = Place {
-                                    mx_host: Some(&host.name),
-                                    receiving_ip: Some(ip),
-                                    sending_ip: source,
-                                };
-                                self.sts_result(domain, c, ResultType::Success, place);
+                            let place = Place {
+                                mx_host: Some(&host.name),
+                                receiving_ip: Some(ip),
+                                sending_ip: source,
+                            };
+                            match (sts_host, tls, known_failure) {
+                                (Some(c), TlsMode::Required, _) => {
+                                    self.sts_result(domain, c, ResultType::Success, place)
+                                }
+                                // One result per session: this one did not meet the policy
+                                // for the reason found when verified TLS was last tried.
+                                (Some(c), _, Some(result)) => {
+                                    self.sts_result(domain, c, result, place)
+                                }
+                                _ => {}
                             }
                             match self.transact(session, &tx, false).await {
                                 Sent::Done(results, session) => {
@@ -416,18 +443,21 @@ impl Deliverer {
                             );
                             if let (Some(c), TlsMode::Required, true) = (sts_host, tls, tls_failed)
                             {
-                                let fallback = self.config.tls.mode(domain);
                                 let place = Place {
                                     mx_host: Some(&host.name),
                                     receiving_ip: Some(ip),
                                     sending_ip: source,
                                 };
                                 match self.sts_tls_failed(domain, c, e, fallback, &relay, place) {
-                                    Some(e) => {
+                                    (_, Some(e)) => {
                                         note(e, Some(relay.clone()));
                                         continue 'hosts;
                                     }
-                                    None => {
+                                    (result, None) => {
+                                        if let Some(sts) = &self.mta_sts {
+                                            let addr = SocketAddr::new(ip, port);
+                                            sts.note_testing_failure(&host.name, addr, result, c);
+                                        }
                                         tls = fallback;
                                         pool_key.tls = fallback;
                                         continue;
@@ -479,10 +509,10 @@ impl Deliverer {
         }
     }
 
-    /// TLS failed at a host the policy lists (verified TLS was asked): the error to note
-    /// (`enforce`; under `testing`, the TLS error itself when the domain's own mode is
-    /// `required`), or `None` when the mail may go on in the domain's `fallback` mode
-    /// (`testing`; the failure is logged).
+    /// TLS failed at a host the policy lists (verified TLS was asked): its result type, and
+    /// the error to note (`enforce`; under `testing`, the TLS error itself when the domain's
+    /// own mode is `required`), or `None` when the mail may go on in the domain's `fallback`
+    /// mode (`testing`; the failure is logged).
     fn sts_tls_failed(
         &self,
         domain: &str,
@@ -491,7 +521,7 @@ impl Deliverer {
         fallback: TlsMode,
         relay: &str,
         place: Place<'_>,
-    ) -> Option<Error> {
+    ) -> (ResultType, Option<Error>) {
         let result = crate::mta_sts::classify(&e);
         self.sts_result(domain, policy, result, place);
         let failed = Error::MtaSts {
@@ -500,7 +530,7 @@ impl Deliverer {
             detail: e.to_string(),
         };
         if policy.policy.mode == Mode::Enforce {
-            return Some(failed);
+            return (result, Some(failed));
         }
         tracing::warn!(
             domain,
@@ -508,7 +538,7 @@ impl Deliverer {
             "{failed}; mode testing: going on as without a policy"
         );
         // The domain's own `tls: required` still stands.
-        (fallback == TlsMode::Required).then_some(e)
+        (result, (fallback == TlsMode::Required).then_some(e))
     }
 
     /// Connects (`from` an IP pool's address, when given), reads the greeting, says EHLO (the

@@ -266,6 +266,13 @@ impl Metrics {
             .inc();
     }
 
+    /// MTA-STS checks counted with `result` (for tests and logs).
+    pub fn mta_sts_results(&self, result: &'static str) -> u64 {
+        self.mta_sts_results
+            .get(&ResultLabel { result })
+            .map_or(0, |c| c.get())
+    }
+
     /// One TLS-RPT report (a domain's, for a period) ended in `status`.
     pub fn tls_rpt_report(&self, status: &'static str) {
         self.tls_rpt_reports

@@ -23,7 +23,7 @@
 pub mod policy;
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -41,6 +41,16 @@ pub const MAX_POLICY_BYTES: usize = 64 * 1024;
 /// Domains remembered in memory (and in-flight / failure records); beyond this, expired
 /// entries are dropped first (bounded memory).
 const MAX_DOMAINS: usize = 100_000;
+
+/// How long verified TLS that failed at an MX host (name and address) under a `testing`
+/// policy is remembered (at most the policy's remaining life): meanwhile sessions there go
+/// straight to the domain's own `tls` mode, and reuse its idle connections, instead of
+/// failing a verified handshake first for every message.
+pub const TESTING_FAILURE_MEMORY: Duration = Duration::from_secs(300);
+
+/// MX addresses remembered as failing verified TLS; beyond this, expired entries are
+/// dropped, and when none is, the new one is not remembered (bounded memory).
+const MAX_TESTING_FAILURES: usize = 10_000;
 
 /// The `mta_sts` config section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -107,6 +117,9 @@ pub struct MtaSts {
     fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Per domain: the id whose fetch failed, and until when it is not tried again.
     failed: Mutex<HashMap<String, (String, Instant)>>,
+    /// Per MX host and address: the result of verified TLS that failed there under a
+    /// `testing` policy, and until when it is taken as known ([`TESTING_FAILURE_MEMORY`]).
+    testing_failures: Mutex<HashMap<(String, SocketAddr), (ResultType, Instant)>>,
     /// TLS-RPT counters (`tls_rpt.enabled`).
     reports: Option<Arc<crate::tls_rpt::TlsRpt>>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
@@ -235,6 +248,7 @@ impl MtaSts {
             cache: Mutex::new(cache),
             fetching: Mutex::new(HashMap::new()),
             failed: Mutex::new(HashMap::new()),
+            testing_failures: Mutex::new(HashMap::new()),
             reports: None,
             metrics: None,
         })
@@ -288,6 +302,48 @@ impl MtaSts {
         }
         if let Some(r) = &self.reports {
             r.record(domain, policy, result, place);
+        }
+    }
+
+    /// Verified TLS failed at `host` (`addr`) under `policy` (mode `testing`) with `result`:
+    /// remembered for [`TESTING_FAILURE_MEMORY`], at most the policy's remaining life.
+    pub fn note_testing_failure(
+        &self,
+        host: &str,
+        addr: SocketAddr,
+        result: ResultType,
+        policy: &Cached,
+    ) {
+        let left = policy
+            .expires
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        let now = Instant::now();
+        let mut failures = lock(&self.testing_failures);
+        if failures.len() >= MAX_TESTING_FAILURES {
+            failures.retain(|_, (_, until)| *until > now);
+            if failures.len() >= MAX_TESTING_FAILURES {
+                return;
+            }
+        }
+        failures.insert(
+            (host.to_string(), addr),
+            (result, now + left.min(TESTING_FAILURE_MEMORY)),
+        );
+    }
+
+    /// The result of verified TLS that failed at `host` (`addr`) under a `testing` policy a
+    /// short while ago ([`MtaSts::note_testing_failure`]), if it is still taken as known.
+    pub fn testing_failure(&self, host: &str, addr: SocketAddr) -> Option<ResultType> {
+        let mut failures = lock(&self.testing_failures);
+        let key = (host.to_string(), addr);
+        match failures.get(&key) {
+            Some((result, until)) if Instant::now() < *until => Some(*result),
+            Some(_) => {
+                failures.remove(&key);
+                None
+            }
+            None => None,
         }
     }
 
@@ -382,7 +438,7 @@ impl MtaSts {
             .get(&url)
             .send()
             .await
-            .map_err(|e| fetch_error(format!("{url}: {}", error_chain(&e))))?;
+            .map_err(|e| (classify_fetch(&e), format!("{url}: {}", error_chain(&e))))?;
         // §3.3: only a 200 counts; a redirect is not followed.
         if response.status() != reqwest::StatusCode::OK {
             return Err(fetch_error(format!("{url}: HTTP {}", response.status())));
@@ -559,6 +615,30 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// The RFC 8460 result type of a failed policy fetch: `sts-webpki-invalid` when the policy
+/// host's certificate failed verification (a rustls `InvalidCertificate` somewhere in the
+/// chain; an `io::Error`'s `source()` skips its inner error, so that is looked into: reqwest
+/// hands on an `io::Error` inside an `io::Error`),
+/// else `sts-policy-fetch-error`.
+fn classify_fetch(e: &(dyn std::error::Error + 'static)) -> ResultType {
+    let mut next = Some(e);
+    for _ in 0..12 {
+        let Some(e) = next else {
+            break;
+        };
+        if let Some(rustls::Error::InvalidCertificate(_)) = e.downcast_ref::<rustls::Error>() {
+            return ResultType::StsWebpkiInvalid;
+        }
+        next = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    ResultType::StsPolicyFetchError
+}
+
 /// The RFC 8460 result type of a failed TLS step at an MX host under a policy.
 pub fn classify(e: &Error) -> ResultType {
     let text = match e {
@@ -663,6 +743,60 @@ mod tests {
             classify(&tls("handshake failed: received fatal alert")),
             ResultType::ValidationFailure
         );
+    }
+
+    #[test]
+    fn fetch_failures_are_classified() {
+        // As reqwest hands them on: the rustls error inside an io::Error inside its own.
+        #[derive(Debug, thiserror::Error)]
+        #[error("error sending request")]
+        struct Outer(#[source] std::io::Error);
+        let bad_cert = Outer(std::io::Error::other(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName),
+        )));
+        assert_eq!(classify_fetch(&bad_cert), ResultType::StsWebpkiInvalid);
+        assert_eq!(
+            classify_fetch(&rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer
+            )),
+            ResultType::StsWebpkiInvalid
+        );
+        let refused = Outer(std::io::ErrorKind::ConnectionRefused.into());
+        assert_eq!(classify_fetch(&refused), ResultType::StsPolicyFetchError);
+        let alert = Outer(std::io::Error::other(rustls::Error::AlertReceived(
+            rustls::AlertDescription::HandshakeFailure,
+        )));
+        assert_eq!(classify_fetch(&alert), ResultType::StsPolicyFetchError);
+        assert_eq!(ResultType::StsWebpkiInvalid.as_str(), "sts-webpki-invalid");
+    }
+
+    #[tokio::test]
+    async fn testing_failures_are_remembered_within_the_policy_life() {
+        let ns = ["127.0.0.1:53".parse().unwrap()];
+        let dns = Dns::new(&ns, Duration::from_secs(1), false).unwrap();
+        let sts = MtaSts::new(&MtaStsConfig::default(), dns, None).unwrap();
+        let text = "version: STSv1\nmode: testing\nmx: mx.a.test\nmax_age: 86400\n";
+        let cached = |expires| Cached {
+            id: "1".into(),
+            policy: policy::parse_policy(text.as_bytes()).unwrap(),
+            fetched: SystemTime::now(),
+            expires,
+        };
+        let live = cached(SystemTime::now() + Duration::from_secs(3600));
+        let (a, b): (SocketAddr, SocketAddr) = (
+            "192.0.2.1:25".parse().unwrap(),
+            "192.0.2.2:25".parse().unwrap(),
+        );
+        let mismatch = ResultType::CertificateHostMismatch;
+        sts.note_testing_failure("mx.a.test", a, mismatch, &live);
+        assert_eq!(sts.testing_failure("mx.a.test", a), Some(mismatch));
+        assert_eq!(sts.testing_failure("mx.a.test", b), None, "per address");
+        assert_eq!(sts.testing_failure("mx.b.test", a), None, "per host name");
+        // A policy at the end of its life: not remembered beyond it.
+        let ending = cached(SystemTime::now());
+        sts.note_testing_failure("mx.a.test", b, mismatch, &ending);
+        assert_eq!(sts.testing_failure("mx.a.test", b), None);
     }
 
     #[test]

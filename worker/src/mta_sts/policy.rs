@@ -252,6 +252,8 @@ pub enum ResultType {
     ValidationFailure,
     /// §4.3.2.2: the policy could not be fetched.
     StsPolicyFetchError,
+    /// §4.3.2.2: the policy host's HTTPS certificate failed PKIX validation.
+    StsWebpkiInvalid,
     /// §4.3.2.2: the policy was fetched and did not parse.
     StsPolicyInvalid,
 }
@@ -267,6 +269,7 @@ impl ResultType {
             ResultType::CertificateExpired => "certificate-expired",
             ResultType::CertificateNotTrusted => "certificate-not-trusted",
             ResultType::StsPolicyFetchError => "sts-policy-fetch-error",
+            ResultType::StsWebpkiInvalid => "sts-webpki-invalid",
             ResultType::StsPolicyInvalid => "sts-policy-invalid",
         }
     }
@@ -282,6 +285,7 @@ impl ResultType {
             ResultType::CertificateNotTrusted => "certificate not trusted",
             ResultType::ValidationFailure => "TLS failed",
             ResultType::StsPolicyFetchError => "policy fetch failed",
+            ResultType::StsWebpkiInvalid => "policy host certificate invalid",
             ResultType::StsPolicyInvalid => "policy invalid",
         }
     }

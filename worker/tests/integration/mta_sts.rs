@@ -4,7 +4,9 @@
 //! no STARTTLS, a certificate for the wrong name, an MX the policy does not list are deferred;
 //! the right certificate delivers. `testing` delivers. A policy host that went down leaves the
 //! cached policy in force, also in a new worker (restart) reading the state directory.
-//! Addresses: 127.0.210.0/24.
+//! A policy host whose certificate does not name it is `sts-webpki-invalid`; under `testing`,
+//! an MX whose certificate fails is tried with verified TLS once, its fallback connection
+//! reused. Addresses: 127.0.210.0/24.
 
 use crate::common;
 
@@ -33,7 +35,15 @@ struct PolicyServer {
 
 impl PolicyServer {
     async fn start(cert: &TestCert, policies: Arc<Mutex<HashMap<String, String>>>) -> Self {
-        let addr: SocketAddr = format!("{POLICY_IP}:443").parse().unwrap();
+        Self::start_on(POLICY_IP, cert, policies).await
+    }
+
+    async fn start_on(
+        ip: &str,
+        cert: &TestCert,
+        policies: Arc<Mutex<HashMap<String, String>>>,
+    ) -> Self {
+        let addr: SocketAddr = format!("{ip}:443").parse().unwrap();
         let listener = bind_retrying(addr).await;
         let acceptor = tokio_rustls::TlsAcceptor::from(cert.server_config());
         let hits = Arc::new(AtomicUsize::new(0));
@@ -396,4 +406,77 @@ async fn enforce_testing_and_the_cache() {
     let o = common::deliverer(off);
     let out = common::deliver(&o, "nostarttls.test", &["c@nostarttls.test"]).await;
     assert_eq!(out[0].1.status, Status::Delivered, "{:?}", out[0].1);
+}
+
+/// RFC 8460 §4.3.2.2: a policy host whose certificate does not name it is counted as
+/// `sts-webpki-invalid` (not `sts-policy-fetch-error`); there is no policy, so the mail goes
+/// as without one.
+#[tokio::test]
+async fn policy_host_certificate_for_another_name() {
+    let ip = "127.0.210.130";
+    let cert = TestCert::new(&["mta-sts.other.test"]);
+    let policies = Arc::new(Mutex::new(HashMap::from([(
+        "mta-sts.badpki.test".to_string(),
+        policy("enforce", &["mx.badpki.test"]),
+    )])));
+    let _server = PolicyServer::start_on(ip, &cert, policies).await;
+    let zone = Zone::new()
+        .txt("_mta-sts.badpki.test", "v=STSv1; id=1;")
+        .a("mta-sts.badpki.test", ip)
+        .mx("badpki.test", 10, "mx.badpki.test")
+        .a("mx.badpki.test", "127.0.210.131");
+    let dns = DnsServer::start(zone).await;
+    let mx = common::mx("127.0.210.131", Behaviour::new()).await;
+    let ca = pem(&[&cert]);
+    let mut config = common::config("127.0.0.1:11300", dns.addr());
+    config.ipv6 = false;
+    config.tls.ca_file = Some(ca.path().to_path_buf());
+    config.mta_sts.allow_private_addresses = true;
+    let d = common::deliverer(config);
+
+    let out = common::deliver(&d, "badpki.test", &["a@badpki.test"]).await;
+    assert_eq!(out[0].1.status, Status::Delivered, "{:?}", out[0].1);
+    assert_eq!(mx.received().len(), 1);
+    assert_eq!(d.metrics.mta_sts_results("sts-webpki-invalid"), 1);
+    assert_eq!(d.metrics.mta_sts_results("sts-policy-fetch-error"), 0);
+}
+
+/// `testing`: an MX whose certificate does not name it fails verified TLS once; the session
+/// falls back to the domain's mode (opportunistic) and is pooled as such, and the next
+/// message reuses it instead of failing a verified handshake again (one failure counted,
+/// per session, not per message).
+#[tokio::test]
+async fn testing_reuses_the_fallback_connection() {
+    let ip = "127.0.210.132";
+    let cert = TestCert::new(&["mta-sts.reuse.test"]);
+    let policies = Arc::new(Mutex::new(HashMap::from([(
+        "mta-sts.reuse.test".to_string(),
+        policy("testing", &["mx.reuse.test"]),
+    )])));
+    let _server = PolicyServer::start_on(ip, &cert, policies).await;
+    let zone = Zone::new()
+        .txt("_mta-sts.reuse.test", "v=STSv1; id=1;")
+        .a("mta-sts.reuse.test", ip)
+        .mx("reuse.test", 10, "mx.reuse.test")
+        .a("mx.reuse.test", "127.0.210.133");
+    let dns = DnsServer::start(zone).await;
+    // The testkit's default certificate names the IP address, not mx.reuse.test.
+    let mx = common::mx("127.0.210.133", Behaviour::new().starttls()).await;
+    let ca = pem(&[&cert, mx.cert()]);
+    let mut config = common::config("127.0.0.1:11300", dns.addr());
+    config.ipv6 = false;
+    config.tls.ca_file = Some(ca.path().to_path_buf());
+    config.mta_sts.allow_private_addresses = true;
+    let d = common::deliverer(config);
+
+    for to in ["a@reuse.test", "b@reuse.test"] {
+        let out = common::deliver(&d, "reuse.test", &[to]).await;
+        assert_eq!(out[0].1.status, Status::Delivered, "{:?}", out[0].1);
+    }
+    let received = mx.received();
+    assert_eq!(received.len(), 2);
+    assert!(received.iter().all(|r| r.tls), "opportunistic TLS");
+    // The failed verified handshake and the fallback session; the second message reused it.
+    assert_eq!(mx.connections(), 2);
+    assert_eq!(d.metrics.mta_sts_results("certificate-host-mismatch"), 1);
 }
