@@ -19,7 +19,8 @@ pub const MAX_LIST_ID: usize = 256;
 /// The id of the first `List-Id:` field of `message` (raw bytes, header block first), as
 /// written.
 pub fn of(message: &[u8]) -> Option<String> {
-    parse(&field(crate::summary::header_block(message), b"list-id")?)
+    use crate::summary::{field, header_block};
+    parse(&field(header_block(message), b"list-id")?)
 }
 
 /// The list id in a `List-Id:` field's value: the first `<…>` outside quoted strings and
@@ -70,29 +71,6 @@ pub fn valid(id: &str) -> bool {
                     '(' | ')' | '<' | '>' | '[' | ']' | ':' | ';' | '@' | '\\' | ',' | '"'
                 )
         })
-}
-
-/// The value of the first field named `name` (lowercase) in `block`, unfolded (lossy UTF-8).
-fn field(block: &[u8], name: &[u8]) -> Option<String> {
-    let mut value: Option<Vec<u8>> = None;
-    for line in block.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if let Some(v) = value.as_mut() {
-            if line.first().is_some_and(|&b| b == b' ' || b == b'\t') {
-                v.push(b' ');
-                v.extend_from_slice(line);
-                continue;
-            }
-            break;
-        }
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
-        if line[..colon].trim_ascii_end().eq_ignore_ascii_case(name) {
-            value = Some(line[colon + 1..].to_vec());
-        }
-    }
-    value.map(|v| String::from_utf8_lossy(&v).into_owned())
 }
 
 #[cfg(test)]

@@ -47,7 +47,7 @@ impl Summary {
     /// Reads the header block of `message` (raw bytes, header block first).
     pub fn of(message: &[u8]) -> Summary {
         let block = header_block(message);
-        let edge_client = top_received(block).and_then(|field| mailman_client(&field));
+        let edge_client = field(block, b"received").and_then(|f| mailman_client(&f));
         let parsed = mail_parser::MessageParser::new().parse_headers(block);
         let message_id = parsed
             .as_ref()
@@ -91,8 +91,10 @@ pub fn header_block(message: &[u8]) -> &[u8] {
     scan
 }
 
-/// The value of the first `Received:` field of `block`, unfolded (lossy UTF-8).
-fn top_received(block: &[u8]) -> Option<String> {
+/// The value of the first field named `name` (any case) in the header `block`, unfolded
+/// (lossy UTF-8). A plain byte scan, for the one or two fields intake reads without parsing
+/// the whole header.
+pub fn field(block: &[u8], name: &[u8]) -> Option<String> {
     let mut value: Option<Vec<u8>> = None;
     for line in block.split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -107,8 +109,7 @@ fn top_received(block: &[u8]) -> Option<String> {
         let Some(colon) = line.iter().position(|&b| b == b':') else {
             continue;
         };
-        let name = line[..colon].trim_ascii_end();
-        if name.eq_ignore_ascii_case(b"received") {
+        if line[..colon].trim_ascii_end().eq_ignore_ascii_case(name) {
             value = Some(line[colon + 1..].to_vec());
         }
     }

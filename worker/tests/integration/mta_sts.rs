@@ -176,13 +176,15 @@ fn zone(cached_id: &str) -> Zone {
         "127.0.210.13",
     );
     let zone = publish(zone, "testing.test", "1", "mx.testing.test", "127.0.210.14");
-    publish(
+    let zone = publish(
         zone,
         "cached.test",
         cached_id,
         "mx.cached.test",
         "127.0.210.15",
-    )
+    );
+    // The MX without STARTTLS: an `enforce` policy, were it taken, would defer its mail.
+    publish(zone, "huge.test", "1", "mx.huge.test", "127.0.210.10")
 }
 
 fn deferred_by(out: &[(hedwig_core::address::Recipient, Outcome)], rule: &str) {
@@ -208,6 +210,7 @@ async fn enforce_testing_and_the_cache() {
         "notlisted.test",
         "testing.test",
         "cached.test",
+        "huge.test",
     ];
     let names: Vec<String> = domains.iter().map(|d| format!("mta-sts.{d}")).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -238,6 +241,16 @@ async fn enforce_testing_and_the_cache() {
             policy("enforce", &["mx.cached.test"]),
         ),
     ])));
+    // An attacker's policy host: a valid `enforce` policy followed by a megabyte of lines of
+    // an unknown key (which the parser would skip): read no further than 64 KiB, refused.
+    let mut huge = policy("enforce", &["mx.huge.test"]);
+    while huge.len() < 1 << 20 {
+        huge.push_str(&format!("x-padding: {}\r\n", "a".repeat(1000)));
+    }
+    policies
+        .lock()
+        .unwrap()
+        .insert("mta-sts.huge.test".to_string(), huge);
     let server = PolicyServer::start(&policy_cert, policies.clone()).await;
 
     let dns = DnsServer::start(zone("1")).await;
@@ -353,6 +366,12 @@ async fn enforce_testing_and_the_cache() {
         hits,
         "policy host not asked"
     );
+
+    // A policy larger than 64 KiB is refused as it streams in: no policy, so the mail goes
+    // as without one (in clear to the MX without STARTTLS), not deferred by it.
+    let out = common::deliver(&d, "huge.test", &["a@huge.test"]).await;
+    assert_eq!(out[0].1.status, Status::Delivered, "{:?}", out[0].1);
+    assert_eq!(plain.received().len(), 3);
 
     // The cache: the policy is fetched once...
     let out = common::deliver(&d, "cached.test", &["a@cached.test"]).await;
