@@ -16,7 +16,10 @@ fn check(id: &str) {
     assert!(list_id::valid(id), "{id:?} returned but not valid");
     // Lowercasing may lengthen an id past the limit (then it is no list on either side).
     let key = list_id::key(id);
-    assert!(key.len() > list_id::MAX_LIST_ID || list_id::valid(&key), "{id:?}: key {key:?}");
+    assert!(
+        key.len() > list_id::MAX_LIST_ID || list_id::valid(&key),
+        "{id:?}: key {key:?}"
+    );
     assert_eq!(list_id::parse(&format!("<{id}>")).as_deref(), Some(id));
     let message = format!("List-Id: Some list <{id}>\r\n\r\nbody");
     assert_eq!(list_id::of(message.as_bytes()).as_deref(), Some(id));

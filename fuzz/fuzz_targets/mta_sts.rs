@@ -22,7 +22,11 @@ fuzz_target!(|data: &[u8]| {
             text.push_str(&format!("mx: {mx}\n"));
         }
         text.push_str(&format!("max_age: {}\n", policy.max_age.as_secs()));
-        assert_eq!(parse_policy(text.as_bytes()).as_ref(), Ok(&policy), "{text}");
+        assert_eq!(
+            parse_policy(text.as_bytes()).as_ref(),
+            Ok(&policy),
+            "{text}"
+        );
     }
     let text = String::from_utf8_lossy(data);
     if let Some(id) = parse_txt(text.split('\n')) {

@@ -2,17 +2,19 @@
 //! body, by Content-Type) into `hedwig_core::wire::Submission`, then what intake does with it
 //! before queueing: the addresses, the fqdn, the message bytes and the job encoding.
 //!
-//! Input: the first byte's low bit picks JSON (1) or form (0); the rest is the body. Checked:
+//! Input: the first byte picks the form: bit 1 set, raw (`application/vnd.hedwig.raw`); else
+//! its low bit JSON (1) or form (0); the rest is the body. Checked:
 //! - no panic;
 //! - a decoded submission survives re-encoding: `to_form` posted again, and the same fields as
-//!   a JSON body, decode to the same submission;
+//!   a JSON body, and as a raw body, decode to the same submission (a raw one's message taken
+//!   as `Email::new` would carry it);
 //! - a parsed mailbox prints without control characters (no SMTP command injection through an
 //!   address) and parses again to itself; a normalized fqdn normalizes to itself;
 //! - the message bytes survive `Email::new` / `into_message` and the job body encoding.
 #![no_main]
 
 use hedwig_core::address::{parse_reverse_path, Mailbox, Recipient};
-use hedwig_core::wire::{Email, Submission};
+use hedwig_core::wire::{Email, RawHeader, Submission};
 use hedwig_queue::job::{decode_parts, encode_parts, Envelope};
 use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use libfuzzer_sys::fuzz_target;
@@ -35,17 +37,47 @@ fuzz_target!(|data: &[u8]| {
     let Some((&first, body)) = data.split_first() else {
         return;
     };
-    let json = first & 1 == 1;
     let mut headers = HeaderMap::new();
-    let content_type = if json {
+    let content_type = if first & 2 == 2 {
+        hedwig_core::wire::RAW_CONTENT_TYPE
+    } else if first & 1 == 1 {
         "application/json"
     } else {
         "application/x-www-form-urlencoded"
     };
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    let Ok(submission) = postoffice::intake::parse(&headers, body, false) else {
+    let form = if first & 2 == 2 {
+        postoffice::intake::PostForm::Raw
+    } else {
+        postoffice::intake::PostForm::Classic
+    };
+    let Ok(mut submission) = postoffice::intake::parse(&headers, body, false, form) else {
         return;
     };
+    if submission.email.raw.is_some() {
+        // The same submission as a raw body again, then in the form other senders use.
+        let Email {
+            mailfrom, rcpttos, ..
+        } = submission.email.clone();
+        let message = submission
+            .email
+            .clone()
+            .into_message()
+            .expect("raw message");
+        let raw = RawHeader {
+            fqdn: Some(submission.fqdn.clone()),
+            key: Some(submission.key.clone()),
+            mailfrom: mailfrom.clone(),
+            rcpttos: rcpttos.clone(),
+            id: submission.id.clone(),
+            app: submission.app.clone(),
+            fixups: submission.fixups.clone(),
+        }
+        .encode(&[&message]);
+        let again = Submission::from_raw_with(&raw, true).expect("raw re-encoding decodes");
+        assert_eq!(again, submission, "raw round trip");
+        submission.email = Email::new(mailfrom, rcpttos, message);
+    }
 
     // Re-encoding as a sender would.
     let form = serde_urlencoded::to_string(submission.to_form()).expect("form encodes");

@@ -19,6 +19,16 @@
 //! `message-id`, `from`, `to`, `bcc`), so that the ledger can show them. Post offices from
 //! before it ignore the field; a post without it has none.
 
+//! Extension (issue 18): the raw form, `POST /raw` ([`RAW_ENDPOINT`]; content type
+//! [`RAW_CONTENT_TYPE`]): one line of JSON ([`RawHeader`]: every field above but `email`,
+//! with the envelope's `mailfrom` and `rcpttos` beside them), `\n`, then the message bytes
+//! exactly, unescaped: the same framing as a job in beanstalkd. No escaping on either side,
+//! no base64 for 8-bit messages, and the post office takes the message out of the body without
+//! decoding it. A path of its own, never `/`: a post office from before it would read a raw
+//! body at `/` as a form, whose fields the message's own text could then supply; at `/raw`
+//! it answers 404 without reading the body, and mailman posts the JSON form instead (see
+//! `mailman::post`).
+
 use base64::Engine as _;
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -45,6 +55,54 @@ pub enum WireError {
     FixupsJson(#[source] serde_json::Error),
     #[error("\"data_b64\" is not valid base64: {0}")]
     Base64(#[source] base64::DecodeError),
+    #[error("the raw body has no header line (no \\n)")]
+    RawNoHeader,
+    #[error("the raw body's header line is not valid JSON: {0}")]
+    RawHeader(#[source] serde_json::Error),
+}
+
+/// The content type of the raw form (see the module docs).
+pub const RAW_CONTENT_TYPE: &str = "application/vnd.hedwig.raw";
+
+/// The endpoint of the raw form, relative to the post office's URL (and, with its `/`, the
+/// path its signatures name).
+pub const RAW_ENDPOINT: &str = "/raw";
+
+/// The header line of the raw form: the fields of the other forms, but the message, which
+/// follows the line as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RawHeader {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fqdn: Option<String>,
+    #[serde(alias = "secret", default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Envelope sender; empty is the null sender `<>`.
+    #[serde(default)]
+    pub mailfrom: String,
+    /// Envelope recipients.
+    #[serde(deserialize_with = "one_or_many", default)]
+    pub rcpttos: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<App>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fixups: Vec<String>,
+}
+
+impl RawHeader {
+    /// The raw form's body: this header's JSON line, `\n`, then `message` as it is. `message`
+    /// is given in parts (a spool file's slices, say) so that nothing is copied twice.
+    pub fn encode(&self, message: &[&[u8]]) -> Vec<u8> {
+        let mut body = serde_json::to_vec(self)
+            .unwrap_or_else(|_| unreachable!("RawHeader has only strings and lists"));
+        body.reserve(message.iter().map(|p| p.len()).sum::<usize>() + 1);
+        body.push(b'\n');
+        for part in message {
+            body.extend_from_slice(part);
+        }
+        body
+    }
 }
 
 /// The `email` field: the SMTP envelope and the RFC 5322 message.
@@ -62,6 +120,10 @@ pub struct Email {
     /// The message, base64 (standard alphabet), when it is not valid UTF-8.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_b64: Option<String>,
+    /// The message as it came in the raw form. Never serialized: [`Submission::to_form`]
+    /// moves it to `data` or `data_b64` first.
+    #[serde(skip)]
+    pub raw: Option<Vec<u8>>,
 }
 
 impl Email {
@@ -79,11 +141,24 @@ impl Email {
             rcpttos,
             data,
             data_b64,
+            raw: None,
+        }
+    }
+
+    /// This email with a raw message moved to `data` or `data_b64`, so that it serializes
+    /// whole.
+    pub fn portable(&self) -> Email {
+        match &self.raw {
+            Some(raw) => Email::new(self.mailfrom.clone(), self.rcpttos.clone(), raw.clone()),
+            None => self.clone(),
         }
     }
 
     /// The message bytes, exactly as the sender had them.
     pub fn into_message(self) -> Result<Vec<u8>, WireError> {
+        if let Some(raw) = self.raw {
+            return Ok(raw);
+        }
         match (self.data, self.data_b64) {
             (Some(text), None) => Ok(text.into_bytes()),
             (None, Some(b64)) => base64::engine::general_purpose::STANDARD
@@ -217,6 +292,24 @@ impl Submission {
             .map(|s| s.with_app(fields.app).with_fixups(fields.fixups))
     }
 
+    /// Reads a raw-form body ([`RAW_CONTENT_TYPE`]), with `key_required` as for
+    /// [`Submission::from_form_with`]. The message is copied out of `body` once, never
+    /// decoded.
+    pub fn from_raw_with(body: &[u8], key_required: bool) -> Result<Self, WireError> {
+        let split = memchr::memchr(b'\n', body).ok_or(WireError::RawNoHeader)?;
+        let header: RawHeader =
+            serde_json::from_slice(&body[..split]).map_err(WireError::RawHeader)?;
+        let email = Email {
+            mailfrom: header.mailfrom,
+            rcpttos: header.rcpttos,
+            data: None,
+            data_b64: None,
+            raw: Some(body[split + 1..].to_vec()),
+        };
+        Self::assemble(header.fqdn, header.key, email, header.id, key_required)
+            .map(|s| s.with_app(header.app).with_fixups(header.fixups))
+    }
+
     fn assemble(
         fqdn: Option<String>,
         key: Option<String>,
@@ -256,7 +349,7 @@ impl Submission {
             ("key", self.key.clone()),
             (
                 "email",
-                serde_json::to_string(&self.email)
+                serde_json::to_string(&self.email.portable())
                     .unwrap_or_else(|_| unreachable!("Email has only strings")),
             ),
         ];
@@ -302,6 +395,70 @@ mod tests {
 
     fn form(pairs: &[(&str, &str)]) -> Vec<u8> {
         serde_urlencoded::to_string(pairs).unwrap().into_bytes()
+    }
+
+    #[test]
+    fn raw_form_round_trip_keeps_bytes_exact() {
+        let message =
+            b"Subject: \xff\xfe 8-bit\r\n\r\nline\nbare lf \"q\" \\\r\n\x00end\r\n".to_vec();
+        let header = RawHeader {
+            fqdn: Some("web1.example.com".into()),
+            key: None,
+            mailfrom: "a@example.com".into(),
+            rcpttos: vec!["b@example.org".into(), "c@example.org".into()],
+            id: Some("m1".into()),
+            app: Some(App {
+                name: "web".into(),
+                source: AppSource::Container,
+                image: None,
+                compose_project: None,
+                compose_service: None,
+                lane: None,
+            }),
+            fixups: vec!["date".into()],
+        };
+        let body = header.encode(&[&message[..5], &message[5..]]);
+        // The key is not required of a signed post, and required of an unsigned one.
+        assert!(matches!(
+            Submission::from_raw_with(&body, true),
+            Err(WireError::MissingField("key"))
+        ));
+        let s = Submission::from_raw_with(&body, false).unwrap();
+        assert_eq!(s.fqdn, "web1.example.com");
+        assert_eq!(s.id.as_deref(), Some("m1"));
+        assert_eq!(s.app.as_ref().map(|a| a.name.as_str()), Some("web"));
+        assert_eq!(s.fixups, ["date"]);
+        assert_eq!(s.email.rcpttos, ["b@example.org", "c@example.org"]);
+        assert_eq!(s.email.clone().into_message().unwrap(), message);
+        // Re-encoded as a form (the raw message moved to data_b64), it is the same message.
+        let form = serde_urlencoded::to_string(s.to_form()).unwrap();
+        let again = Submission::from_form_with(form.as_bytes(), false).unwrap();
+        assert_eq!(again.email.into_message().unwrap(), message);
+        // An old client's names and a single recipient, as in the other forms.
+        let body = b"{\"fqdn\":\"h\",\"secret\":\"k\",\"mailfrom\":\"\",\"rcpttos\":\"x@y\"}\n";
+        let s = Submission::from_raw_with(body, true).unwrap();
+        assert_eq!((s.key.as_str(), s.email.rcpttos.len()), ("k", 1));
+        assert_eq!(s.email.into_message().unwrap(), b"");
+    }
+
+    #[test]
+    fn raw_form_refusals() {
+        assert!(matches!(
+            Submission::from_raw_with(b"{\"fqdn\":\"h\"}", false),
+            Err(WireError::RawNoHeader)
+        ));
+        assert!(matches!(
+            Submission::from_raw_with(b"{not json\nSubject: x\r\n", false),
+            Err(WireError::RawHeader(_))
+        ));
+        assert!(matches!(
+            Submission::from_raw_with(b"{\"mailfrom\":\"a@b\"}\nx", false),
+            Err(WireError::MissingField("fqdn"))
+        ));
+        assert!(matches!(
+            Submission::from_raw_with(b"\xff\xfe\nx", false),
+            Err(WireError::RawHeader(_))
+        ));
     }
 
     #[test]

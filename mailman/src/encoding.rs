@@ -42,6 +42,7 @@ pub fn compact_email(mail_from: String, rcpt_to: Vec<String>, message: Vec<u8>) 
             rcpttos: rcpt_to,
             data: None,
             data_b64: Some(base64::engine::general_purpose::STANDARD.encode(&message)),
+            raw: None,
         },
     }
 }

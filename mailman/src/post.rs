@@ -1,13 +1,24 @@
-//! Posting a message to the postoffice (the wire protocol in README.md, "Wire protocol", as its
-//! JSON body, [`hedwig_core::wire`]),
-//! with failover over the configured URLs, and the one place that decides what an answer means.
+//! Posting a message to the postoffice (the wire protocol in README.md, "Wire protocol",
+//! [`hedwig_core::wire`]), with failover over the configured URLs, and the one place that
+//! decides what an answer means.
+//!
+//! Messages go in the raw form to `POST /raw` ([`hedwig_core::wire::RAW_ENDPOINT`]: a JSON
+//! header line, then the message bytes as they are), which costs neither side an escaping
+//! pass. A post office older than that form has no such path and answers 404 without
+//! reading the body (405 or 415 from a proxy in front of it mean the same); the same message
+//! is then posted at once in the JSON form to `/`, and for [`RAW_REFUSED_FOR`] every post
+//! goes as JSON (logged once per switch), so a fleet keeps working while mailmen are upgraded
+//! before their post office. The raw body never goes to `/`: an old post office would read
+//! it there as a form, and the message's own text could supply its fields.
 //!
 //! This module does not retry or touch the spool; [`crate::handoff`] and
 //! [`crate::retry`] act on the [`Verdict`].
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use hedwig_core::wire::{Accepted, App, Email, Rejected};
+use hedwig_core::wire::{Accepted, App, Email, RawHeader, Rejected, RAW_CONTENT_TYPE};
 
 use crate::config::redact_url;
 
@@ -151,6 +162,27 @@ fn older_than_signing(verdict: Verdict) -> Verdict {
     }
 }
 
+/// How long mailman posts JSON after a post office refused the raw form, before trying it
+/// again (the post office may have been upgraded meanwhile).
+pub const RAW_REFUSED_FOR: Duration = Duration::from_secs(600);
+
+/// Whether `verdict` says that `/raw` is not there (a post office older than the raw form:
+/// 404; a proxy that passes only the old path or content type: 405, 415), never anything
+/// about the message: none of these depends on the body.
+fn refuses_raw(verdict: &Verdict) -> bool {
+    matches!(
+        verdict,
+        Verdict::Retry(RetryReason::Unexpected(404 | 405 | 415, _))
+    )
+}
+
+/// The form of a post's body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    Raw,
+    Json,
+}
+
 /// Posts messages to the postoffice URLs, in order.
 ///
 /// Posts are signed (see [`hedwig_core::signing`]): the post office authenticates them from the
@@ -164,6 +196,9 @@ pub struct Poster {
     fqdn: String,
     key: String,
     signed: bool,
+    /// Until when (unix seconds) posts go as JSON because a post office refused the raw
+    /// form; 0: raw. Shared by the clones.
+    raw_refused_until: Arc<AtomicU64>,
 }
 
 impl Poster {
@@ -193,7 +228,71 @@ impl Poster {
             fqdn,
             key,
             signed,
+            raw_refused_until: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// The form the next post takes.
+    fn form(&self) -> Form {
+        if hedwig_core::unix_now() < self.raw_refused_until.load(Ordering::Relaxed) {
+            Form::Json
+        } else {
+            Form::Raw
+        }
+    }
+
+    /// The URL of `form` at the post office at `url`.
+    fn target(form: Form, url: &reqwest::Url) -> Option<reqwest::Url> {
+        match form {
+            Form::Json => Some(url.clone()),
+            Form::Raw => url
+                .join(hedwig_core::wire::RAW_ENDPOINT.trim_start_matches('/'))
+                .ok(),
+        }
+    }
+
+    /// The body of `message` in `form`, and its content type.
+    fn body(
+        &self,
+        form: Form,
+        header: &crate::spool::SpoolHeader,
+        message: &[u8],
+    ) -> Result<(bytes::Bytes, &'static str), String> {
+        let key = (!self.signed).then(|| self.key.clone());
+        match form {
+            Form::Raw => {
+                let raw = RawHeader {
+                    fqdn: Some(self.fqdn.clone()),
+                    key,
+                    mailfrom: header.mail_from.clone(),
+                    rcpttos: header.rcpt_to.clone(),
+                    id: Some(header.id.clone()),
+                    app: header.app.clone(),
+                    fixups: header.fixups.clone(),
+                };
+                Ok((raw.encode(&[message]).into(), RAW_CONTENT_TYPE))
+            }
+            // The JSON form of the protocol: one escaping pass over the message instead of
+            // JSON plus percent-encoding.
+            Form::Json => {
+                let body = Body {
+                    fqdn: &self.fqdn,
+                    key: key.as_deref(),
+                    // the smaller of JSON and base64 (issue 11 F8)
+                    email: crate::encoding::compact_email(
+                        header.mail_from.clone(),
+                        header.rcpt_to.clone(),
+                        message.to_vec(),
+                    ),
+                    id: &header.id,
+                    app: header.app.as_ref(),
+                    fixups: &header.fixups,
+                };
+                serde_json::to_vec(&body)
+                    .map(|b| (b.into(), "application/json"))
+                    .map_err(|e| e.to_string())
+            }
+        }
     }
 
     /// The signing headers for `body` to `endpoint` (`/` or `/check`), none when unsigned.
@@ -227,28 +326,42 @@ impl Poster {
         message: Vec<u8>,
         timeout: Duration,
     ) -> Verdict {
-        // The JSON form of the protocol: one escaping pass over the message instead of JSON
-        // plus percent-encoding, so less CPU and memory for the same fields.
-        let body = Body {
-            fqdn: &self.fqdn,
-            key: (!self.signed).then_some(self.key.as_str()),
-            // the smaller of JSON and base64 (issue 11 F8)
-            email: crate::encoding::compact_email(
-                header.mail_from.clone(),
-                header.rcpt_to.clone(),
-                message,
-            ),
-            id: &header.id,
-            app: header.app.as_ref(),
-            fixups: &header.fixups,
-        };
-        let body = match serde_json::to_vec(&body) {
-            Ok(b) => bytes::Bytes::from(b),
-            Err(e) => return Verdict::Retry(RetryReason::Unexpected(0, e.to_string())),
+        let mut form = self.form();
+        let mut body = match self.body(form, header, &message) {
+            Ok(b) => b,
+            Err(e) => return Verdict::Retry(RetryReason::Unexpected(0, e)),
         };
         let mut last = Verdict::Retry(RetryReason::Unreachable("no postoffice URL".into()));
         for url in &self.urls {
-            let verdict = self.post_once(url, body.clone(), timeout).await;
+            let mut verdict = match Self::target(form, url) {
+                Some(target) => self.post_once(form, &target, body.clone(), timeout).await,
+                // No raw URL can be made of this one: as if it had no /raw.
+                None => Verdict::Retry(RetryReason::Unexpected(404, "no /raw URL".into())),
+            };
+            if form == Form::Raw && refuses_raw(&verdict) {
+                // A post office older than the raw form: the same message again as JSON,
+                // and JSON for a while (to every URL: they are upgraded together or not).
+                let now = hedwig_core::unix_now();
+                // Logged by the post that switches (concurrent ones find it switched).
+                if self
+                    .raw_refused_until
+                    .swap(now + RAW_REFUSED_FOR.as_secs(), Ordering::Relaxed)
+                    <= now
+                {
+                    tracing::warn!(
+                        url = %redact_url(url),
+                        "the post office does not take the raw form (it is older than \
+                         mailman): posting JSON for {} minutes; upgrade the post office",
+                        RAW_REFUSED_FOR.as_secs() / 60
+                    );
+                }
+                form = Form::Json;
+                body = match self.body(form, header, &message) {
+                    Ok(b) => b,
+                    Err(e) => return Verdict::Retry(RetryReason::Unexpected(0, e)),
+                };
+                verdict = self.post_once(form, url, body.clone(), timeout).await;
+            }
             match &verdict {
                 Verdict::Retry(RetryReason::Timeout | RetryReason::Interrupted(_)) => {
                     return verdict
@@ -269,17 +382,22 @@ impl Poster {
 
     async fn post_once(
         &self,
+        form: Form,
         url: &reqwest::Url,
-        body: bytes::Bytes,
+        (body, content_type): (bytes::Bytes, &'static str),
         timeout: Duration,
     ) -> Verdict {
+        let endpoint = match form {
+            Form::Raw => hedwig_core::wire::RAW_ENDPOINT,
+            Form::Json => "/",
+        };
         // Signed at each attempt: the date is the attempt's, inside the replay window.
         let mut request = self
             .client
             .post(url.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::CONTENT_TYPE, content_type)
             .timeout(timeout);
-        for (name, value) in self.signature("/", &body) {
+        for (name, value) in self.signature(endpoint, &body) {
             request = request.header(name, value);
         }
         let request = request.body(body);
@@ -451,6 +569,19 @@ mod tests {
             classify(404, b""),
             Verdict::Retry(RetryReason::Unexpected(404, _))
         ));
+    }
+
+    #[test]
+    fn only_answers_that_say_nothing_of_the_message_mean_no_raw_form() {
+        for status in [404, 405, 415] {
+            assert!(refuses_raw(&classify(status, b"")), "{status}");
+        }
+        // What an old post office's form parser says of a body: about the message, so never
+        // a reason to post it again in another form (and raw bodies never go to `/`).
+        let body = br#"{"error": "field \"email\" is missing"}"#;
+        for status in [200, 400, 401, 403, 413, 429, 500, 503] {
+            assert!(!refuses_raw(&classify(status, body)), "{status}");
+        }
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The router: `POST /` (intake), `POST /check` (key check), `POST /status` (a host's own
+//! The router: `POST /` and `POST /raw` (intake, [`crate::intake::PostForm`]), `POST /check`
+//! (key check), `POST /status` (a host's own
 //! message's timeline, [`crate::status`]), `GET /health`, `GET /metrics`.
 
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use crate::state::AppState;
 pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", post(submit))
+        .route(hedwig_core::wire::RAW_ENDPOINT, post(submit_raw))
         .route("/check", post(check))
         .route("/status", post(status))
         .route(
@@ -33,28 +35,44 @@ pub fn app(state: Arc<AppState>) -> Router {
 }
 
 async fn submit(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    intake(state, request, crate::intake::PostForm::Classic).await
+}
+
+async fn submit_raw(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    intake(state, request, crate::intake::PostForm::Raw).await
+}
+
+async fn intake(state: Arc<AppState>, request: Request, form: crate::intake::PostForm) -> Response {
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
     let conn = request.extensions().get::<Arc<Conn>>().cloned();
     let (parts, body) = request.into_parts();
-    let response =
-        match crate::intake::submit(&state, peer, conn.as_ref(), &parts.headers, body).await {
-            Ok(accepted) => (StatusCode::OK, Json(accepted)).into_response(),
-            Err(reject) => {
-                tracing::warn!(
-                    client = %peer.map(|p| p.ip().to_string()).unwrap_or_default(),
-                    host = reject.host.as_deref().unwrap_or("-"),
-                    message_id = reject.message_id.as_deref().unwrap_or("-"),
-                    status = reject.status.as_u16(),
-                    reason = %reject.message,
-                    outcome = "rejected",
-                    "post refused"
-                );
-                reject.into_response()
-            }
-        };
+    let response = match crate::intake::submit(
+        &state,
+        peer,
+        conn.as_ref(),
+        &parts.headers,
+        body,
+        form,
+    )
+    .await
+    {
+        Ok(accepted) => (StatusCode::OK, Json(accepted)).into_response(),
+        Err(reject) => {
+            tracing::warn!(
+                client = %peer.map(|p| p.ip().to_string()).unwrap_or_default(),
+                host = reject.host.as_deref().unwrap_or("-"),
+                message_id = reject.message_id.as_deref().unwrap_or("-"),
+                status = reject.status.as_u16(),
+                reason = %reject.message,
+                outcome = "rejected",
+                "post refused"
+            );
+            reject.into_response()
+        }
+    };
     state.metrics.status(response.status().as_u16());
     response
 }

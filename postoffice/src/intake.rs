@@ -30,20 +30,50 @@ use crate::state::AppState;
 /// Most recipients in one post.
 pub const MAX_RECIPIENTS: usize = 1000;
 
-/// Reads a submission from a form or JSON body; `signed`: the key is not in the body.
-pub fn parse(headers: &HeaderMap, body: &[u8], signed: bool) -> Result<Submission, Reject> {
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            ct.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("application/json")
-        });
-    let parsed = if is_json {
-        Submission::from_json_with(body, !signed)
-    } else {
-        Submission::from_form_with(body, !signed)
+/// The two intake endpoints and the forms of body they take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PostForm {
+    /// `POST /`: a form or JSON body, by its content type (form when none), as every mailman
+    /// and the original hedwig clients post.
+    Classic,
+    /// `POST /raw` (issue 18): the raw form ([`hedwig_core::wire::RAW_CONTENT_TYPE`]), whatever
+    /// the content type says. A path of its own, so that a raw body never reaches a post
+    /// office older than the form: that one answers 404 without reading it, where its `/`
+    /// would read the message's text as form fields.
+    Raw,
+}
+
+impl PostForm {
+    /// The endpoint's path, as signatures name it.
+    pub fn endpoint(self) -> &'static str {
+        match self {
+            PostForm::Classic => "/",
+            PostForm::Raw => hedwig_core::wire::RAW_ENDPOINT,
+        }
+    }
+}
+
+/// Reads a submission from a body of `form`; `signed`: the key is not in the body.
+pub fn parse(
+    headers: &HeaderMap,
+    body: &[u8],
+    signed: bool,
+    form: PostForm,
+) -> Result<Submission, Reject> {
+    let is_json = || {
+        headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| {
+                ct.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("application/json")
+            })
+    };
+    let parsed = match form {
+        PostForm::Raw => Submission::from_raw_with(body, !signed),
+        PostForm::Classic if is_json() => Submission::from_json_with(body, !signed),
+        PostForm::Classic => Submission::from_form_with(body, !signed),
     };
     parsed.map_err(|e| Reject::bad_request(e.to_string()))
 }
@@ -97,7 +127,7 @@ fn key_valid(state: &AppState, fqdn: &str, key: &str) -> bool {
         .any(|secret| hedwig_core::key::verify_key(secret, fqdn, key))
 }
 
-/// Handles one post end to end. A signed post is authenticated from its headers before its
+/// Handles one post (to the endpoint of `form`) end to end. A signed post is authenticated from its headers before its
 /// body is read, and is read under the full budgets; an unsigned one (an old client with the
 /// key in the body) is read only within the small unauthenticated share, or refused at once.
 pub async fn submit(
@@ -106,9 +136,10 @@ pub async fn submit(
     conn: Option<&Arc<Conn>>,
     headers: &HeaderMap,
     body: Body,
+    form: PostForm,
 ) -> Result<Accepted, Reject> {
     if let Some(signed) = signed_headers(headers)? {
-        let fqdn = authenticate_signed(state, &signed, "/")
+        let fqdn = authenticate_signed(state, &signed, form.endpoint())
             .map_err(|r| r.about(signed.host.clone(), None))?;
         if let Some(conn) = conn {
             conn.authenticated();
@@ -141,7 +172,7 @@ pub async fn submit(
             .about(fqdn, None));
         }
         let submission =
-            parse(headers, &body.bytes, true).map_err(|r| r.about(fqdn.clone(), None))?;
+            parse(headers, &body.bytes, true, form).map_err(|r| r.about(fqdn.clone(), None))?;
         let _budget = body.into_permits();
         let message_id = submission.id.clone();
         if !submission.fqdn.is_empty()
@@ -178,7 +209,7 @@ pub async fn submit(
         },
     )
     .await?;
-    let submission = parse(headers, &body.bytes, false)?;
+    let submission = parse(headers, &body.bytes, false, form)?;
     let _budget = body.into_permits();
     // From here on a refusal names the claimed host and message id in the log.
     let (claimed, message_id) = (submission.fqdn.clone(), submission.id.clone());

@@ -33,6 +33,7 @@ mod ledger;
 mod lockout;
 mod queue_outage;
 mod rate_counts_recipients;
+mod raw_form;
 mod security;
 mod shared_dedupe;
 mod signed_posts;

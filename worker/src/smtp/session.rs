@@ -456,14 +456,24 @@ fn expect(reply: Reply, class: u16, phase: Phase) -> Result<Reply, Error> {
 
 /// RFC 5321 §4.5.2: a `.` starting a line gets another `.`; the message is ended with CRLF
 /// (added if missing) and `.` CRLF. Everything else passes byte for byte.
+///
+/// Copies whole lines at a time (a `\n` search, then one copy up to it): the byte-by-byte
+/// loop this replaced was 14 % of the worker's CPU on 100 KB messages (bench/profile).
 pub fn dot_stuff(message: &[u8], out: &mut Vec<u8>) {
-    let mut line_start = true;
-    for &b in message {
-        if line_start && b == b'.' {
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', message)
+        .map(|i| i + 1)
+        .chain([message.len()])
+    {
+        let line = &message[start..end];
+        if line.first() == Some(&b'.') {
             out.push(b'.');
         }
-        out.push(b);
-        line_start = b == b'\n';
+        out.extend_from_slice(line);
+        start = end;
+        if start == message.len() {
+            break;
+        }
     }
     if !message.is_empty() && !message.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");
@@ -488,6 +498,43 @@ mod tests {
             data_init: s,
             data_block: s,
             data_done: s,
+        }
+    }
+
+    /// The definition, a byte at a time: what `dot_stuff` must equal.
+    fn dot_stuff_bytewise(message: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut line_start = true;
+        for &b in message {
+            if line_start && b == b'.' {
+                out.push(b'.');
+            }
+            out.push(b);
+            line_start = b == b'\n';
+        }
+        if !message.is_empty() && !message.ends_with(b"\r\n") {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
+        out
+    }
+
+    #[test]
+    fn dot_stuffing_equals_the_bytewise_definition() {
+        // Every message of up to 6 bytes over an alphabet of the bytes that matter.
+        let alphabet = [b'.', b'\r', b'\n', b'a'];
+        let mut out = Vec::new();
+        for len in 0..=6u32 {
+            for mut code in 0..4usize.pow(len) {
+                let mut message = Vec::new();
+                for _ in 0..len {
+                    message.push(alphabet[code % 4]);
+                    code /= 4;
+                }
+                out.clear();
+                dot_stuff(&message, &mut out);
+                assert_eq!(out, dot_stuff_bytewise(&message), "{message:?}");
+            }
         }
     }
 

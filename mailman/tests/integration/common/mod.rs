@@ -107,6 +107,12 @@ pub struct StandInState {
     pub unsigned: usize,
     /// message id → queue id, for the ones answered 200.
     pub queued: HashMap<String, String>,
+    /// Behave as a post office older than the raw form: `POST /raw` is answered 404, as
+    /// axum answers a path it has no route for (counted in `raw_refused`, not in `posts`).
+    pub no_raw: bool,
+    pub raw_refused: usize,
+    /// Posts that came in the raw form (of those in `posts`).
+    pub raw_posts: usize,
 }
 
 /// A stand-in postoffice: answers every post with the configured status.
@@ -129,6 +135,7 @@ impl StandIn {
         }));
         let app = Router::new()
             .route("/", post(answer))
+            .route("/raw", post(answer_raw))
             .route("/check", post(check))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
@@ -191,18 +198,46 @@ fn signed_by_testkey(headers: &axum::http::HeaderMap, body: &[u8], endpoint: &st
 }
 
 async fn answer(
-    State(state): State<Arc<Mutex<StandInState>>>,
+    state: State<Arc<Mutex<StandInState>>>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> (StatusCode, String) {
+    take(state, headers, body, false).await
+}
+
+async fn answer_raw(
+    state: State<Arc<Mutex<StandInState>>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> (StatusCode, String) {
+    if state.lock().unwrap().no_raw {
+        state.lock().unwrap().raw_refused += 1;
+        return (StatusCode::NOT_FOUND, String::new());
+    }
+    take(state, headers, body, true).await
+}
+
+async fn take(
+    State(state): State<Arc<Mutex<StandInState>>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+    raw: bool,
+) -> (StatusCode, String) {
     let delay = state.lock().unwrap().delay;
     tokio::time::sleep(delay).await;
-    let signed = signed_by_testkey(&headers, &body, "/");
+    let signed = signed_by_testkey(&headers, &body, if raw { "/raw" } else { "/" });
     // Lenient: tests whose mailman has another key are counted as unsigned, not refused.
-    let sub = Submission::from_json_with(&body, false).expect("mailman sends a valid JSON body");
+    let sub = if raw {
+        Submission::from_raw_with(&body, false).expect("mailman sends a valid raw body")
+    } else {
+        Submission::from_json_with(&body, false).expect("mailman sends a valid JSON body")
+    };
     let mut st = state.lock().unwrap();
     if !signed {
         st.unsigned += 1;
+    }
+    if raw {
+        st.raw_posts += 1;
     }
     st.posts.push(sub.clone());
     let status = st.status;
