@@ -331,6 +331,10 @@ impl Poster {
             Ok(b) => b,
             Err(e) => return Verdict::Retry(RetryReason::Unexpected(0, e)),
         };
+        // The body holds the message (the raw form as its tail): one copy in memory for the
+        // length of the post, not two. The JSON form, if it is needed, is made from the tail.
+        let len = message.len();
+        drop(message);
         let mut last = Verdict::Retry(RetryReason::Unreachable("no postoffice URL".into()));
         for url in &self.urls {
             let mut verdict = match Self::target(form, url) {
@@ -355,8 +359,9 @@ impl Poster {
                         RAW_REFUSED_FOR.as_secs() / 60
                     );
                 }
+                let message = &body.0[body.0.len().saturating_sub(len)..];
                 form = Form::Json;
-                body = match self.body(form, header, &message) {
+                body = match self.body(form, header, message) {
                     Ok(b) => b,
                     Err(e) => return Verdict::Retry(RetryReason::Unexpected(0, e)),
                 };

@@ -57,8 +57,12 @@ async fn a_post_office_older_than_the_raw_form_gets_json_at_once() {
         assert_eq!(st.raw_refused, 1, "one raw post refused, then JSON only");
         assert_eq!((st.posts.len(), st.raw_posts), (3, 0));
         for p in &st.posts {
-            // After mailman's Received: header, the client's bytes.
-            assert!(p.email.clone().into_message().unwrap().ends_with(BODY));
+            // mailman's Received: header, then the client's bytes, and nothing else (the
+            // JSON form is made from the tail of the raw body).
+            let posted = p.email.clone().into_message().unwrap();
+            assert!(posted.starts_with(b"Received: from "), "{posted:?}");
+            assert!(posted.ends_with(BODY));
+            assert_eq!(posted.windows(9).filter(|w| w == b"Received:").count(), 1);
         }
     }
     assert!(wait_spooled(dir.path(), 0, Duration::from_secs(5)).await);
