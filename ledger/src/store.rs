@@ -70,6 +70,9 @@ pub struct Store {
     /// Webhook endpoints the writer fills the outbox for (none by default; see
     /// [`Store::with_webhooks`]).
     pub(crate) webhooks: std::sync::Arc<Vec<crate::webhook::Route>>,
+    /// Woken when a write of this process put rows in the webhook outbox, so that a
+    /// dispatcher in the same process sends them at once instead of at its next poll.
+    pub(crate) outbox_filled: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// The advisory lock key writers and the pruner take on PostgreSQL ("hedwig13").
@@ -118,6 +121,7 @@ impl Store {
             backend,
             auto: AutoPolicy::default(),
             webhooks: Default::default(),
+            outbox_filled: Default::default(),
         };
         if backend == Backend::Sqlite && options.migrate {
             // Persistent in the file: readers never block the writer nor the other way (set
@@ -305,8 +309,12 @@ impl Store {
         let late: HashSet<String> = late.into_iter().collect();
         let suppressions = suppress::auto(&self.auto, &apply, &new, &late);
         suppress::upsert(&mut tx, &suppressions, suppress::Merge::Auto, now_ms()).await?;
-        crate::webhook::enqueue(self.backend, &mut tx, &self.webhooks, &new, &apply).await?;
+        let outbox =
+            crate::webhook::enqueue(self.backend, &mut tx, &self.webhooks, &new, &apply).await?;
         tx.commit().await?;
+        if outbox > 0 {
+            self.outbox_filled.notify_waiters();
+        }
         Ok(new.len())
     }
 }

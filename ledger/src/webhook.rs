@@ -380,6 +380,13 @@ impl Store {
         self
     }
 
+    /// Wakes when a write of this process (this store or a clone of it) has put rows in the
+    /// webhook outbox; a dispatcher waits on it between polls. Writes of other processes
+    /// (another post office on the same PostgreSQL) do not wake it: it still polls.
+    pub fn outbox_filled(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.outbox_filled.clone()
+    }
+
     /// Claims up to `limit` due rows of `endpoint` for `owner` until `lease_until` (Unix ms):
     /// no other claim takes them before then, unless they are marked first.
     pub async fn claim_webhooks(

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use beanstalk::{Client, Job};
-use hedwig_queue::event::{Batch, Event};
+use hedwig_queue::event::{Batch, Event, QUEUED_ID_PREFIX};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -127,6 +127,7 @@ async fn serve(
     let mut client: Option<Client> = None;
     let mut queue_down = false;
     let mut backoff = config.backoff;
+    let mut recent = Recent::new(RECENT_IDS);
     while !shutdown.is_cancelled() {
         let c = match client.as_mut() {
             Some(c) => c,
@@ -174,11 +175,14 @@ async fn serve(
         }
         let mut ids = Vec::with_capacity(jobs.len());
         let mut events: Vec<Event> = Vec::new();
+        let mut skipped = 0u64;
         for job in jobs {
             match Batch::decode(&job.body) {
                 Ok(batch) => {
                     ids.push(job.id);
-                    events.extend(batch.events);
+                    let (before, all) = (events.len(), batch.events.len());
+                    events.extend(batch.events.into_iter().filter(|e| !recent.contains(&e.id)));
+                    skipped += (all - (events.len() - before)) as u64;
                 }
                 Err(e) => {
                     tracing::error!(server, job = job.id, error = %e, "ledger writer: burying an events job that cannot be read");
@@ -197,9 +201,11 @@ async fn serve(
                     .events_written
                     .fetch_add(new as u64, Ordering::Relaxed);
                 stats.events_duplicate.fetch_add(
-                    (events.len() - new.min(events.len())) as u64,
+                    (events.len() - new.min(events.len())) as u64 + skipped,
                     Ordering::Relaxed,
                 );
+                // In the store now, whether new or not: a later copy is skipped.
+                recent.remember(events.iter().map(|e| e.id.as_str()));
                 if stats.store_down.swap(false, Ordering::Relaxed) {
                     tracing::info!(
                         "ledger writer: store available again; writing the events that waited"
@@ -278,6 +284,51 @@ async fn gather(
     Ok(jobs)
 }
 
+/// Ids of `queued` events a writer task remembers having stored.
+const RECENT_IDS: usize = 65_536;
+
+/// The ids of the submitted messages' `queued` events (`queued-<queue id>`) this task stored
+/// last, at most `capacity` (the oldest forgotten first). Every such event comes twice, from
+/// the post office and again from the worker's first attempt (docs/ledger.md), usually
+/// seconds apart: the second copy is dropped here instead of being encoded, bound and
+/// refused by the store's `ON CONFLICT` (which keeps the first copy anyway). Other ids are
+/// unique and not kept. An id forgotten, or a copy that reaches another writer, goes to the
+/// store as before: this only saves work.
+struct Recent {
+    capacity: usize,
+    order: std::collections::VecDeque<String>,
+    ids: std::collections::HashSet<String>,
+}
+
+impl Recent {
+    fn new(capacity: usize) -> Recent {
+        Recent {
+            capacity,
+            order: std::collections::VecDeque::with_capacity(capacity),
+            ids: std::collections::HashSet::with_capacity(capacity),
+        }
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        id.starts_with(QUEUED_ID_PREFIX) && self.ids.contains(id)
+    }
+
+    fn remember<'a>(&mut self, ids: impl Iterator<Item = &'a str>) {
+        for id in ids.filter(|id| id.starts_with(QUEUED_ID_PREFIX)) {
+            if self.ids.contains(id) {
+                continue;
+            }
+            if self.order.len() == self.capacity {
+                if let Some(old) = self.order.pop_front() {
+                    self.ids.remove(&old);
+                }
+            }
+            self.order.push_back(id.to_owned());
+            self.ids.insert(id.to_owned());
+        }
+    }
+}
+
 /// Events in a job, counted from its body (`"kind":` appears once per event).
 fn estimate(job: &Job) -> usize {
     let needle = b"\"kind\":";
@@ -286,4 +337,22 @@ fn estimate(job: &Job) -> usize {
         .filter(|w| *w == needle)
         .count()
         .max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_keeps_the_last_queued_ids_only() {
+        let mut recent = Recent::new(2);
+        recent.remember(["queued-A", "0123abcd", "queued-B"].into_iter());
+        assert!(recent.contains("queued-A") && recent.contains("queued-B"));
+        // Random ids are never kept: each comes once.
+        assert!(!recent.contains("0123abcd"));
+        recent.remember(["queued-B", "queued-C"].into_iter());
+        assert!(!recent.contains("queued-A"), "the oldest is forgotten");
+        assert!(recent.contains("queued-B") && recent.contains("queued-C"));
+        assert_eq!((recent.order.len(), recent.ids.len()), (2, 2));
+    }
 }

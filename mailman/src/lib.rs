@@ -3,8 +3,10 @@
 //!
 //! Layout:
 //! - [`smtp`]: the SMTP session state machine, DATA receiver and replies; no I/O.
-//! - [`server`]: the tokio listener: connection caps, the client's app, and mailman's side of
-//!   a session.
+//! - [`server`]: the tokio listener: which clients are welcome, the client's app, and mailman's
+//!   side of a session.
+//! - [`accept`]: the accept loop and its connection caps (in all, per client address), shared
+//!   with the post office's bounce listener.
 //! - [`drive`]: the I/O loop of an SMTP session (deadlines, `min_data_rate`, STARTTLS), shared
 //!   with the post office's bounce listener.
 //! - [`auth`]: SMTP AUTH's credentials file, password checks and the slowing of guessers.
@@ -27,6 +29,7 @@
 //! [`start`] binds everything and returns the bound addresses; [`Running::wait`] returns after
 //! the shutdown token is cancelled and sessions have finished (or `shutdown_timeout` passed).
 
+pub mod accept;
 pub mod auth;
 pub mod bounce;
 pub mod config;
@@ -197,15 +200,16 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Ru
         )
     });
     let tracker = TaskTracker::new();
-    let limit = Arc::new(Semaphore::new(core.settings.max_connections));
-    let per_client = server::ClientSlots::new(core.settings.max_connections_per_client);
+    let caps = accept::Caps::new(
+        core.settings.max_connections,
+        core.settings.max_connections_per_client,
+    );
     let mut accepts = Vec::new();
     for l in listeners {
         accepts.push(tokio::spawn(server::accept_loop(
             core.clone(),
             l,
-            limit.clone(),
-            per_client.clone(),
+            caps.clone(),
             tracker.clone(),
             shutdown.clone(),
         )));

@@ -183,6 +183,16 @@ enum Form {
     Json,
 }
 
+impl Form {
+    /// The path a post of this form goes to, as its signature names it.
+    fn endpoint(self) -> &'static str {
+        match self {
+            Form::Raw => hedwig_core::wire::RAW_ENDPOINT,
+            Form::Json => "/",
+        }
+    }
+}
+
 /// Posts messages to the postoffice URLs, in order.
 ///
 /// Posts are signed (see [`hedwig_core::signing`]): the post office authenticates them from the
@@ -193,6 +203,8 @@ enum Form {
 pub struct Poster {
     client: reqwest::Client,
     urls: Vec<reqwest::Url>,
+    /// Each of `urls` joined with `raw` (the raw form's endpoint); `None` when it cannot be.
+    raw_urls: Vec<Option<reqwest::Url>>,
     fqdn: String,
     key: String,
     signed: bool,
@@ -222,9 +234,14 @@ impl Poster {
             .pool_idle_timeout(Duration::from_secs(45))
             .user_agent(concat!("hedwig-mailman/", env!("CARGO_PKG_VERSION")))
             .build()?;
+        let raw_urls = urls
+            .iter()
+            .map(|url| url.join(Form::Raw.endpoint().trim_start_matches('/')).ok())
+            .collect();
         Ok(Poster {
             client,
             urls,
+            raw_urls,
             fqdn,
             key,
             signed,
@@ -241,13 +258,11 @@ impl Poster {
         }
     }
 
-    /// The URL of `form` at the post office at `url`.
-    fn target(form: Form, url: &reqwest::Url) -> Option<reqwest::Url> {
+    /// The URL of `form` at the `i`th post office.
+    fn target(&self, form: Form, i: usize) -> Option<&reqwest::Url> {
         match form {
-            Form::Json => Some(url.clone()),
-            Form::Raw => url
-                .join(hedwig_core::wire::RAW_ENDPOINT.trim_start_matches('/'))
-                .ok(),
+            Form::Json => self.urls.get(i),
+            Form::Raw => self.raw_urls.get(i).and_then(Option::as_ref),
         }
     }
 
@@ -336,9 +351,9 @@ impl Poster {
         let len = message.len();
         drop(message);
         let mut last = Verdict::Retry(RetryReason::Unreachable("no postoffice URL".into()));
-        for url in &self.urls {
-            let mut verdict = match Self::target(form, url) {
-                Some(target) => self.post_once(form, &target, body.clone(), timeout).await,
+        for (i, url) in self.urls.iter().enumerate() {
+            let mut verdict = match self.target(form, i) {
+                Some(target) => self.post_once(form, target, body.clone(), timeout).await,
                 // No raw URL can be made of this one: as if it had no /raw.
                 None => Verdict::Retry(RetryReason::Unexpected(404, "no /raw URL".into())),
             };
@@ -392,10 +407,7 @@ impl Poster {
         (body, content_type): (bytes::Bytes, &'static str),
         timeout: Duration,
     ) -> Verdict {
-        let endpoint = match form {
-            Form::Raw => hedwig_core::wire::RAW_ENDPOINT,
-            Form::Json => "/",
-        };
+        let endpoint = form.endpoint();
         // Signed at each attempt: the date is the attempt's, inside the replay window.
         let mut request = self
             .client

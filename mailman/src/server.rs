@@ -7,7 +7,8 @@
 //! by the I/O loop both SMTP listeners share, [`crate::drive`].
 //!
 //! A client address over `max_connections_per_client` gets `421 4.7.0` before it can take one
-//! of the `max_connections` slots, so it cannot lock its neighbours out.
+//! of the `max_connections` slots, so it cannot lock its neighbours out; the loop and the caps
+//! are [`crate::accept`]'s, shared with the post office's bounce listener.
 //!
 //! The session logic is [`crate::smtp::Session`], the I/O loop [`crate::drive`]; this module
 //! hands finished messages to [`crate::handoff`] and SMTP AUTH credentials to
@@ -15,18 +16,15 @@
 //! in the middle of DATA may finish (bounded by `shutdown_timeout` in
 //! [`crate::Running::wait`]).
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::accept::{Caps, Gate, Refused};
 use crate::drive::{drive, Bounds};
 pub use crate::drive::{SessionEnd, Stream};
 use crate::handoff::{hand_off, Core};
@@ -49,135 +47,72 @@ pub fn session_config(core: &Core) -> SessionConfig {
     }
 }
 
-/// Open sessions per client address, shared by every listener.
-pub struct ClientSlots {
-    limit: usize,
-    open: std::sync::Mutex<HashMap<IpAddr, usize>>,
+/// mailman's side of the shared accept loop ([`crate::accept`]): clients outside
+/// `allowed_networks` get `554`, refusals are logged and counted, sessions are counted.
+struct Listener {
+    core: Arc<Core>,
+    config: Arc<SessionConfig>,
+    per_client_limit: usize,
 }
 
-/// One client's slot; given back on drop.
-pub struct ClientSlot {
-    slots: Arc<ClientSlots>,
-    ip: IpAddr,
-}
-
-impl ClientSlots {
-    /// At most `limit` sessions per address.
-    pub fn new(limit: usize) -> Arc<ClientSlots> {
-        Arc::new(ClientSlots {
-            limit,
-            open: std::sync::Mutex::new(HashMap::new()),
-        })
+impl Gate for Listener {
+    fn welcome(&self, peer: SocketAddr) -> bool {
+        self.core.settings.allowed(peer.ip())
     }
 
-    /// A slot for `ip`, or `None` when it has `limit` open already.
-    pub fn take(self: &Arc<Self>, ip: IpAddr) -> Option<ClientSlot> {
-        // An IPv4 client on a dual-stack socket counts as its IPv4 address.
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
-        let mut open = self.open.lock().ok()?;
-        let n = open.entry(ip).or_insert(0);
-        if *n >= self.limit {
-            return None;
-        }
-        *n += 1;
-        Some(ClientSlot {
-            slots: self.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for ClientSlot {
-    fn drop(&mut self) {
-        if let Ok(mut open) = self.slots.open.lock() {
-            if let Some(n) = open.get_mut(&self.ip) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    open.remove(&self.ip);
-                }
+    fn refused(&self, peer: SocketAddr, why: Refused) -> reply::Reply {
+        let (core, fqdn) = (&self.core, &self.core.settings.fqdn);
+        match why {
+            Refused::Unwelcome => {
+                core.metrics.connections_denied.inc();
+                tracing::warn!(client = %peer, "connection from a client outside allowed_networks refused");
+                reply::access_denied(fqdn)
+            }
+            Refused::PerClient => {
+                core.metrics.connections_over_client_limit.inc();
+                tracing::warn!(client = %peer, limit = self.per_client_limit, "max_connections_per_client reached, connection refused");
+                reply::too_many_from_client(fqdn)
+            }
+            Refused::Full => {
+                core.metrics.connections_over_limit.inc();
+                tracing::warn!(client = %peer, "max_connections reached, connection refused");
+                reply::too_many_connections(fqdn)
             }
         }
     }
+
+    async fn serve(
+        self: Arc<Self>,
+        socket: TcpStream,
+        peer: SocketAddr,
+        shutdown: CancellationToken,
+    ) {
+        let core = &self.core;
+        core.metrics.connections_total.inc();
+        core.metrics.connections_open.inc();
+        let result = serve(core, &self.config, Box::new(socket), peer, &shutdown).await;
+        core.metrics.connections_open.dec();
+        if let Err(why) = result {
+            tracing::debug!(client = %peer, %why, "session ended");
+        }
+    }
 }
 
-/// Sends a refused connection its `text` (a `421` or `554` greeting), given 5 s at most, in a
-/// tracked task, and closes it.
-fn refuse(tracker: &TaskTracker, mut socket: TcpStream, text: String) {
-    tracker.spawn(async move {
-        let _ =
-            tokio::time::timeout(Duration::from_secs(5), socket.write_all(text.as_bytes())).await;
-    });
-}
-
-/// Accepts connections on `listener` until `shutdown`.
+/// Accepts connections on `listener` until `shutdown`, under `caps` (shared by every SMTP
+/// listener of this mailman).
 pub async fn accept_loop(
     core: Arc<Core>,
     listener: TcpListener,
-    limit: Arc<Semaphore>,
-    per_client: Arc<ClientSlots>,
+    caps: Caps,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 ) {
-    let config = Arc::new(session_config(&core));
-    loop {
-        let (socket, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(err) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(%err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = socket.set_nodelay(true);
-        let core = core.clone();
-        let config = config.clone();
-        let shutdown = shutdown.clone();
-        if !core.settings.allowed(peer.ip()) {
-            core.metrics.connections_denied.inc();
-            tracing::warn!(client = %peer, "connection from a client outside allowed_networks refused");
-            refuse(&tracker, socket, reply::access_denied(&core.settings.fqdn));
-            continue;
-        }
-        // The per-address cap first, so that one client over it never holds a global slot.
-        let Some(client_slot) = per_client.take(peer.ip()) else {
-            core.metrics.connections_over_client_limit.inc();
-            tracing::warn!(client = %peer, limit = per_client.limit, "max_connections_per_client reached, connection refused");
-            refuse(
-                &tracker,
-                socket,
-                reply::too_many_from_client(&core.settings.fqdn),
-            );
-            continue;
-        };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            core.metrics.connections_over_limit.inc();
-            tracing::warn!(client = %peer, "max_connections reached, connection refused");
-            refuse(
-                &tracker,
-                socket,
-                reply::too_many_connections(&core.settings.fqdn),
-            );
-            continue;
-        };
-        tracker.spawn(async move {
-            core.metrics.connections_total.inc();
-            core.metrics.connections_open.inc();
-            let result = serve(&core, &config, Box::new(socket), peer, &shutdown).await;
-            core.metrics.connections_open.dec();
-            drop(permit);
-            drop(client_slot);
-            if let Err(why) = result {
-                tracing::debug!(client = %peer, %why, "session ended");
-            }
-        });
-    }
+    let gate = Arc::new(Listener {
+        config: Arc::new(session_config(&core)),
+        per_client_limit: caps.per_client.limit(),
+        core,
+    });
+    crate::accept::accept_loop(gate, listener, caps, tracker, shutdown).await
 }
 
 /// Runs one session over `stream` until QUIT, an error, a timeout or shutdown.

@@ -328,6 +328,9 @@ pub struct Settings {
     pub unsubscribe: Option<hedwig_core::unsubscribe::UnsubscribeKey>,
 }
 
+/// Room for the raw form's header line ([`hedwig_core::wire::RawHeader`]) in a raw body.
+pub const RAW_HEADER_ALLOWANCE: usize = 1024 * 1024;
+
 impl Config {
     /// Checks what can be checked without the network and parses it once; every problem, one
     /// per entry, naming its key.
@@ -521,6 +524,16 @@ impl Config {
             .as_usize()
             .saturating_mul(3)
             .saturating_add(64 * 1024)
+    }
+
+    /// Largest body of the raw form (`POST /raw`): the message as it is, after a header line
+    /// of at most [`RAW_HEADER_ALLOWANCE`] (1,000 recipients of 254 octets, JSON-quoted, fit).
+    /// Never more than [`Config::body_limit`].
+    pub fn raw_body_limit(&self) -> usize {
+        self.max_message_size
+            .as_usize()
+            .saturating_add(RAW_HEADER_ALLOWANCE)
+            .min(self.body_limit())
     }
 
     /// The tube names, from `tube_prefix` (or the old `tube`); the error names the key.

@@ -44,6 +44,14 @@ pub enum PostForm {
 }
 
 impl PostForm {
+    /// The largest body read for this form.
+    fn body_limit(self, state: &AppState) -> usize {
+        match self {
+            PostForm::Classic => state.body_limit,
+            PostForm::Raw => state.raw_body_limit,
+        }
+    }
+
     /// The endpoint's path, as signatures name it.
     pub fn endpoint(self) -> &'static str {
         match self {
@@ -153,7 +161,7 @@ pub async fn submit(
         let body = crate::body::read(
             headers,
             body,
-            state.body_limit,
+            form.body_limit(state),
             state.config.request_timeout,
             Budget::Authenticated {
                 total: &state.bytes_in_flight,
@@ -201,7 +209,7 @@ pub async fn submit(
     let body = crate::body::read(
         headers,
         body,
-        state.body_limit,
+        form.body_limit(state),
         state.config.request_timeout,
         Budget::Unauthenticated {
             total: &state.bytes_in_flight,

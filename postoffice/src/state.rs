@@ -35,6 +35,8 @@ pub struct AppState {
     pub shell: hedwig_service::ops::Shell,
     /// Largest HTTP body: the message limit, with room for form and JSON escaping.
     pub body_limit: usize,
+    /// Largest body of the raw form ([`Config::raw_body_limit`]).
+    pub raw_body_limit: usize,
     /// Signed (and authenticated) requests handled at once: `max_concurrent_requests`.
     pub requests: Arc<Semaphore>,
     /// Unsigned requests whose bodies are read at once: `max_unauthenticated_requests`.
@@ -60,6 +62,7 @@ impl AppState {
         ledger: &LedgerSettings,
     ) -> AppState {
         let body_limit = config.body_limit();
+        let raw_body_limit = config.raw_body_limit();
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Metrics::register(&mut registry);
         let shared = ledger.shared_dedupe.then(|| {
@@ -83,6 +86,7 @@ impl AppState {
             metrics,
             shell: hedwig_service::ops::Shell::new(registry),
             body_limit,
+            raw_body_limit,
             requests: Arc::new(Semaphore::new(config.max_concurrent_requests)),
             unauthenticated_requests: Arc::new(Semaphore::new(config.max_unauthenticated_requests)),
             bytes_in_flight: Arc::new(Semaphore::new(budget(config.max_bytes_in_flight.0))),

@@ -302,8 +302,11 @@ pub fn now_millis() -> u64 {
 /// so a post office killed between its put and its events put (or an events put that never
 /// reached beanstalkd) still leaves the message on record, and the store keeps one copy.
 pub fn queued_event_id(queue_id: &str) -> String {
-    format!("queued-{queue_id}")
+    format!("{QUEUED_ID_PREFIX}{queue_id}")
 }
+
+/// What every [`queued_event_id`] starts with (no random id does: those are hex digits).
+pub const QUEUED_ID_PREFIX: &str = "queued-";
 
 /// The `queued` event of a submitted message, from its job as the post office put it (`at`:
 /// Unix milliseconds when it was queued; `held`: it went to the held tube).

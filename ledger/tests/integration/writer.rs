@@ -354,3 +354,71 @@ async fn a_full_disk_stops_the_writer_and_it_resumes_losing_nothing() {
     store.close().await;
     drop(disk);
 }
+
+/// The post office's `queued` event and the worker's copy of it (same id, `queued-<queue
+/// id>`, another time) in separate jobs: the store keeps the first, the writer counts the
+/// second as a duplicate whether its own memory or the store's `ON CONFLICT` caught it, and
+/// the worker's `sent` beside the copy is written.
+#[tokio::test]
+async fn the_workers_copy_of_a_queued_event_changes_nothing() {
+    let stores = Stores::start(Ipv4Addr::new(127, 0, 130, 28)).await;
+    let b = Beanstalkd::start_on(Ipv4Addr::new(127, 0, 130, 29));
+    for (name, store) in stores.each() {
+        let id = format!("DUP-{name}");
+        let mut first = queued(&id, T0, "web1", "a@b.test", &["c@d.test"]);
+        first.id = hedwig_queue::event::queued_event_id(&id);
+        let mut copy = queued(&id, T0 + 5_000, "web-copy", "a@b.test", &["c@d.test"]);
+        copy.id = first.id.clone();
+        let sent = outcome(&id, T0 + 6_000, "c@d.test", Outcome::Sent, 1);
+        let (stats, shutdown, task) = start(store, config(vec![b.url()]));
+        let mut c = Client::connect(b.url()).await.unwrap();
+        c.use_tube(TUBE).await.unwrap();
+        let put = |events| Batch::new(events).encode();
+        c.put(
+            &put(vec![first]),
+            1024,
+            Duration::ZERO,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+        assert!(
+            eventually(Duration::from_secs(30), || async {
+                stats.events_written.load(Ordering::Relaxed) == 1
+            })
+            .await,
+            "{name}: the post office's event written"
+        );
+        c.put(
+            &put(vec![copy, sent]),
+            1024,
+            Duration::ZERO,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+        assert!(
+            eventually(Duration::from_secs(30), || async {
+                jobs(&b.url()).await == (0, 0) && stats.events_written.load(Ordering::Relaxed) == 2
+            })
+            .await,
+            "{name}: {:?}, {} written",
+            jobs(&b.url()).await,
+            stats.events_written.load(Ordering::Relaxed)
+        );
+        assert_eq!(stats.events_duplicate.load(Ordering::Relaxed), 1, "{name}");
+        let t = store.timeline(&id).await.unwrap().expect("on record");
+        assert_eq!(
+            t.message.host.as_deref(),
+            Some("web1"),
+            "{name}: the first copy kept"
+        );
+        assert_eq!(
+            t.message.status,
+            hedwig_ledger::MessageStatus::Sent,
+            "{name}"
+        );
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+}

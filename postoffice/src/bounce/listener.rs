@@ -1,6 +1,7 @@
-//! The bounce listener's connections: accept, cap (all sessions, and per client address),
-//! and run mailman's SMTP session over the socket through mailman's I/O loop
-//! ([`mailman::drive`]), the one mailman's own listener uses.
+//! The bounce listener's connections: accepted and capped (all sessions, and per client
+//! address) by mailman's accept loop ([`mailman::accept`]), each running mailman's SMTP session
+//! over the socket through mailman's I/O loop ([`mailman::drive`]): the same two loops
+//! mailman's own listener uses, with this listener's [`Gate`] and [`Handler`].
 //!
 //! Deadlines, as in mailman: a command line must arrive whole within `command_timeout` (a
 //! byte does not restart the clock), a read in DATA may wait `data_timeout`, a report must
@@ -13,16 +14,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use hedwig_queue::emit::Emitters;
+use mailman::accept::{accept_loop, Caps, Gate, Refused};
 use mailman::drive::{drive, Bounds, Handler};
 pub use mailman::drive::{SessionEnd, Stream};
-use mailman::server::ClientSlots;
 use mailman::smtp::{reply::reply, Message, RecipientCheck, Reply, Session};
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -82,6 +80,37 @@ impl Listener {
     }
 }
 
+/// The bounce listener's side of mailman's accept loop ([`mailman::accept`]): every address
+/// is welcome (the MX of a bounce domain takes mail from anyone), refusals are counted.
+impl Gate for Listener {
+    fn refused(&self, peer: SocketAddr, why: Refused) -> Reply {
+        let host = &self.settings.hostname;
+        match why {
+            Refused::PerClient => {
+                tracing::warn!(client = %peer, "bounce listener: max_connections_per_client reached");
+                self.metrics.session("refused_per_client");
+                mailman::smtp::reply::too_many_from_client(host)
+            }
+            Refused::Full | Refused::Unwelcome => {
+                tracing::warn!(client = %peer, "bounce listener: max_connections reached");
+                self.metrics.session("refused_max_connections");
+                mailman::smtp::reply::too_many_connections(host)
+            }
+        }
+    }
+
+    async fn serve(
+        self: Arc<Self>,
+        socket: TcpStream,
+        peer: SocketAddr,
+        shutdown: CancellationToken,
+    ) {
+        if let Err(why) = serve(&self, Box::new(socket), peer, &shutdown).await {
+            tracing::debug!(client = %peer, %why, "bounce listener: session ended");
+        }
+    }
+}
+
 /// Accepts connections on `listener` until `shutdown`; sessions run in `tracker`.
 pub async fn run(
     shared: Arc<Listener>,
@@ -89,65 +118,11 @@ pub async fn run(
     tracker: TaskTracker,
     shutdown: CancellationToken,
 ) {
-    let limit = Arc::new(Semaphore::new(shared.settings.max_connections));
-    let per_client = ClientSlots::new(shared.settings.max_connections_per_client);
-    loop {
-        let (socket, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(err) => {
-                    tracing::warn!(%err, "bounce listener: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let host = &shared.settings.hostname;
-        let Some(slot) = per_client.take(peer.ip()) else {
-            tracing::warn!(client = %peer, "bounce listener: max_connections_per_client reached");
-            shared.metrics.session("refused_per_client");
-            refuse(
-                &tracker,
-                socket,
-                reply(
-                    421,
-                    &format!("4.7.0 {host} too many connections from your address"),
-                ),
-            );
-            continue;
-        };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tracing::warn!(client = %peer, "bounce listener: max_connections reached");
-            shared.metrics.session("refused_max_connections");
-            refuse(
-                &tracker,
-                socket,
-                reply(
-                    421,
-                    &format!("4.7.0 {host} too many connections, try later"),
-                ),
-            );
-            continue;
-        };
-        let shared = shared.clone();
-        let shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            let _ = socket.set_nodelay(true);
-            let result = serve(&shared, Box::new(socket), peer, &shutdown).await;
-            drop((permit, slot));
-            if let Err(why) = result {
-                tracing::debug!(client = %peer, %why, "bounce listener: session ended");
-            }
-        });
-    }
-}
-
-fn refuse(tracker: &TaskTracker, mut socket: TcpStream, text: String) {
-    tracker.spawn(async move {
-        let _ =
-            tokio::time::timeout(Duration::from_secs(5), socket.write_all(text.as_bytes())).await;
-    });
+    let caps = Caps::new(
+        shared.settings.max_connections,
+        shared.settings.max_connections_per_client,
+    );
+    accept_loop(shared, listener, caps, tracker, shutdown).await
 }
 
 /// The bounce listener's side of mailman's I/O loop: a finished message is judged and
@@ -246,7 +221,8 @@ async fn take(shared: &Listener, message: &Message) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncBufReadExt, BufReader};
+    use std::time::Duration;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
     const SECRET: &str = "a bounce listener secret, long enough";
     const QID: &str = "018F2A3B4C5D0123456789AB";
