@@ -288,6 +288,15 @@ pub(crate) async fn enqueue(
     Ok(rows.len())
 }
 
+/// The `n`th (1-based) statement parameter: `$n` on PostgreSQL, `?` on SQLite (where every
+/// parameter of the statement must then be `?`, see `store::placeholders`).
+fn param(backend: Backend, n: usize) -> String {
+    match backend {
+        Backend::Sqlite => "?".to_owned(),
+        Backend::Postgres => format!("${n}"),
+    }
+}
+
 /// A row claimed for sending.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claimed {
@@ -470,7 +479,47 @@ impl Store {
         }
         let mut tx = self.pool.begin().await?;
         let mut total = 0;
+        // The answered rows (nearly all of them) in one statement per chunk: the same
+        // change, each with its own code and time.
+        let done: Vec<(&String, u64, u16)> = results
+            .iter()
+            .filter_map(|(id, now, result)| match result {
+                SendResult::Done { code } => Some((id, *now, *code)),
+                SendResult::Retry { .. } => None,
+            })
+            .collect();
+        for chunk in done.chunks(200) {
+            // VALUES columns are column1, column2, ... on both SQLite and PostgreSQL.
+            let sql = format!(
+                "UPDATE webhook_outbox SET status = 'done', attempts = attempts + 1, \
+                 last_code = v.code, last_error = NULL, last_at = v.at, next_at = v.at, \
+                 done_at = v.at, lease_owner = NULL, lease_until = NULL \
+                 FROM (SELECT column1 AS event_id, column2 AS code, column3 AS at \
+                       FROM (VALUES {}) AS answered) AS v \
+                 WHERE webhook_outbox.endpoint = {} AND webhook_outbox.event_id = v.event_id \
+                 AND webhook_outbox.lease_owner = {}",
+                crate::store::placeholders(self.backend, chunk.len(), 3),
+                param(self.backend, chunk.len() * 3 + 1),
+                param(self.backend, chunk.len() * 3 + 2),
+            );
+            let mut q = sqlx::query(&sql).persistent(false);
+            for (event_id, now, code) in chunk {
+                q = q
+                    .bind((*event_id).clone())
+                    .bind(i64::from(*code))
+                    .bind(i(*now));
+            }
+            total += q
+                .bind(endpoint.to_owned())
+                .bind(owner.to_owned())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
         for (event_id, now, result) in results {
+            if matches!(result, SendResult::Done { .. }) {
+                continue;
+            }
             let now = *now;
             let (status, code, error, next_at, done_at) = match result {
                 SendResult::Done { code } => ("done", Some(*code), None, now, Some(now)),

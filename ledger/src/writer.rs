@@ -224,6 +224,10 @@ async fn serve(
                 }
             }
             Err(e) => {
+                // A store that fails may come back without what it acknowledged (a
+                // PostgreSQL failover to a replica behind): from now on every copy goes to
+                // the store again.
+                recent.clear();
                 stats.store_errors.fetch_add(1, Ordering::Relaxed);
                 if !stats.store_down.swap(true, Ordering::Relaxed) {
                     tracing::error!(error = %e, "ledger writer: cannot write to the ledger store; events wait in beanstalkd and are retried with backoff");
@@ -284,7 +288,7 @@ async fn gather(
     Ok(jobs)
 }
 
-/// Ids of `queued` events a writer task remembers having stored.
+/// Ids of `queued` events a writer task remembers having stored (about 5 MB at most).
 const RECENT_IDS: usize = 65_536;
 
 /// The ids of the submitted messages' `queued` events (`queued-<queue id>`) this task stored
@@ -296,8 +300,8 @@ const RECENT_IDS: usize = 65_536;
 /// store as before: this only saves work.
 struct Recent {
     capacity: usize,
-    order: std::collections::VecDeque<String>,
-    ids: std::collections::HashSet<String>,
+    order: std::collections::VecDeque<Arc<str>>,
+    ids: std::collections::HashSet<Arc<str>>,
 }
 
 impl Recent {
@@ -307,6 +311,11 @@ impl Recent {
             order: std::collections::VecDeque::with_capacity(capacity),
             ids: std::collections::HashSet::with_capacity(capacity),
         }
+    }
+
+    fn clear(&mut self) {
+        self.order.clear();
+        self.ids.clear();
     }
 
     fn contains(&self, id: &str) -> bool {
@@ -323,8 +332,9 @@ impl Recent {
                     self.ids.remove(&old);
                 }
             }
-            self.order.push_back(id.to_owned());
-            self.ids.insert(id.to_owned());
+            let id: Arc<str> = Arc::from(id);
+            self.order.push_back(id.clone());
+            self.ids.insert(id);
         }
     }
 }

@@ -45,6 +45,9 @@ pub enum Refused {
 
 /// What one listener supplies to [`accept_loop`].
 pub trait Gate: Send + Sync + 'static {
+    /// The listener's name in log lines.
+    fn name(&self) -> &'static str;
+
     /// Whether `peer` may open a session at all; asked before any slot is taken.
     fn welcome(&self, peer: SocketAddr) -> bool {
         let _ = peer;
@@ -108,7 +111,7 @@ pub async fn accept_loop<G: Gate>(
                 Ok(a) => a,
                 Err(err) => {
                     let local = listener.local_addr().ok();
-                    tracing::warn!(%err, listener = ?local, "accept failed");
+                    tracing::warn!(%err, address = ?local, "{}: accept failed", gate.name());
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
@@ -214,6 +217,10 @@ mod tests {
     }
 
     impl Gate for Test {
+        fn name(&self) -> &'static str {
+            "test listener"
+        }
+
         fn welcome(&self, peer: SocketAddr) -> bool {
             peer.ip() != IpAddr::from([127, 0, 0, 66])
         }

@@ -56,6 +56,10 @@ struct Listener {
 }
 
 impl Gate for Listener {
+    fn name(&self) -> &'static str {
+        "SMTP listener"
+    }
+
     fn welcome(&self, peer: SocketAddr) -> bool {
         self.core.settings.allowed(peer.ip())
     }

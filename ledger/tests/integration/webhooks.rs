@@ -299,3 +299,77 @@ async fn an_old_database_gets_the_outbox() {
         .unwrap();
     assert_eq!(store.webhook_counts().await.unwrap()[0].pending, 1);
 }
+
+/// A lot's results recorded in one call: each answered row gets its own code and time (one
+/// statement for all of them), a retried row its own next try, and a row that is no longer
+/// this owner's is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lots_results_are_recorded_row_by_row_in_one_call() {
+    let stores = Stores::start(Ipv4Addr::new(127, 0, 150, 12)).await;
+    for (name, store) in stores.each() {
+        let store = store.clone().with_webhooks(routes());
+        let t = 1_797_000_000_000;
+        let events: Vec<_> = (0..5)
+            .map(|i| outcome(&format!("L{i}"), t + i, "a@x.test", Outcome::Sent, 1))
+            .collect();
+        store.write(&events).await.unwrap();
+        let claimed = store
+            .claim_webhooks("all", "me", t + 10, t + 60_000, 100)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 5, "{name}");
+        let id = |i: usize| claimed[i].event_id.clone();
+        let results = vec![
+            (id(0), t + 20, SendResult::Done { code: 200 }),
+            (id(1), t + 21, SendResult::Done { code: 204 }),
+            (
+                id(2),
+                t + 22,
+                SendResult::Retry {
+                    code: Some(503),
+                    error: "HTTP 503".into(),
+                    next_at: t + 5_000,
+                    give_up: false,
+                },
+            ),
+            (id(3), t + 23, SendResult::Done { code: 202 }),
+        ];
+        // Another owner's call records nothing.
+        assert_eq!(
+            store.finish_webhooks("all", "you", &results).await.unwrap(),
+            0,
+            "{name}"
+        );
+        assert_eq!(
+            store.finish_webhooks("all", "me", &results).await.unwrap(),
+            4,
+            "{name}"
+        );
+        let rows = store
+            .webhook_deliveries(Some("all"), None, 10)
+            .await
+            .unwrap();
+        let row = |i: usize| {
+            rows.iter()
+                .find(|r| r.event_id == id(i))
+                .unwrap_or_else(|| panic!("{name}: row {i}"))
+        };
+        for (i, code, at) in [(0, 200, t + 20), (1, 204, t + 21), (3, 202, t + 23)] {
+            let r = row(i);
+            assert_eq!(r.status, "done", "{name} {i}");
+            assert_eq!(r.last_code, Some(code), "{name} {i}");
+            assert_eq!((r.last_at, r.done_at), (Some(at), Some(at)), "{name} {i}");
+            assert_eq!(r.attempts, 1, "{name} {i}");
+        }
+        let r = row(2);
+        assert_eq!(
+            (r.status.as_str(), r.last_code),
+            ("pending", Some(503)),
+            "{name}"
+        );
+        assert_eq!((r.next_at, r.done_at), (t + 5_000, None), "{name}");
+        // The fifth, unrecorded, is still leased to "me": not due for another claim yet.
+        let r = row(4);
+        assert_eq!((r.status.as_str(), r.attempts), ("pending", 0), "{name}");
+    }
+}

@@ -83,6 +83,10 @@ impl Listener {
 /// The bounce listener's side of mailman's accept loop ([`mailman::accept`]): every address
 /// is welcome (the MX of a bounce domain takes mail from anyone), refusals are counted.
 impl Gate for Listener {
+    fn name(&self) -> &'static str {
+        "bounce listener"
+    }
+
     fn refused(&self, peer: SocketAddr, why: Refused) -> Reply {
         let host = &self.settings.hostname;
         match why {
@@ -91,6 +95,7 @@ impl Gate for Listener {
                 self.metrics.session("refused_per_client");
                 mailman::smtp::reply::too_many_from_client(host)
             }
+            // No address is unwelcome here (no `welcome`): Unwelcome cannot happen.
             Refused::Full | Refused::Unwelcome => {
                 tracing::warn!(client = %peer, "bounce listener: max_connections reached");
                 self.metrics.session("refused_max_connections");

@@ -175,7 +175,9 @@ async fn serve(
         for row in claimed {
             let permit = tokio::select! {
                 permit = gate.clone().acquire_owned() => permit,
-                _ = shutdown.cancelled() => return,
+                // The rows not handed out yet keep their lease (sent again later); the
+                // collection below records the sends that finished.
+                _ = shutdown.cancelled() => break,
             };
             let Ok(permit) = permit else {
                 break;
@@ -217,8 +219,14 @@ async fn serve(
                     None => break,
                 },
                 // Sends in flight are dropped: their leases run out and they are sent again
-                // (by this post office after a restart, or another one): at least once.
+                // (by this post office after a restart, or another one): at least once. The
+                // ones that finished are recorded, so that answered rows are not sent again.
                 _ = shutdown.cancelled() => {
+                    while let Some(done) = sends.try_join_next() {
+                        if let Ok((_, result)) = done {
+                            results.push(result);
+                        }
+                    }
                     record(&store, &endpoint.name, &owner, &mut results).await;
                     return;
                 }
