@@ -112,9 +112,9 @@ impl Store {
                         sqlx::Executor::execute(&mut *conn, "PRAGMA synchronous = FULL").await?;
                         // Pages read through a memory map (no read() and copy per page) and a
                         // page cache of 32 MiB per connection instead of 2: the writer, the
-                        // webhook outbox and the API read back what was just written, and
-                        // with the defaults a third of the post office's CPU went to
-                        // re-reading pages from the kernel (issue 13 / 14 benchmarks).
+                        // webhook outbox and the API read back what was just written, and a
+                        // profile with the defaults showed SQLite reading those pages back
+                        // from the kernel (read(), copy_to_iter) on every claim and mark.
                         sqlx::Executor::execute(
                             &mut *conn,
                             "PRAGMA mmap_size = 268435456; PRAGMA cache_size = -32768",

@@ -308,8 +308,8 @@ impl Recent {
     fn new(capacity: usize) -> Recent {
         Recent {
             capacity,
-            order: std::collections::VecDeque::with_capacity(capacity),
-            ids: std::collections::HashSet::with_capacity(capacity),
+            order: std::collections::VecDeque::new(),
+            ids: std::collections::HashSet::new(),
         }
     }
 

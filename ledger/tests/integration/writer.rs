@@ -355,6 +355,14 @@ async fn a_full_disk_stops_the_writer_and_it_resumes_losing_nothing() {
     drop(disk);
 }
 
+/// Puts `events` as one job into the events tube `c` uses.
+async fn put_events(c: &mut Client, events: Vec<hedwig_queue::event::Event>) {
+    let body = Batch::new(events).encode();
+    c.put(&body, 1024, Duration::ZERO, Duration::from_secs(60))
+        .await
+        .unwrap();
+}
+
 /// The post office's `queued` event and the worker's copy of it (same id, `queued-<queue
 /// id>`, another time) in separate jobs: the store keeps the first, the writer counts the
 /// second as a duplicate whether its own memory or the store's `ON CONFLICT` caught it, and
@@ -373,15 +381,7 @@ async fn the_workers_copy_of_a_queued_event_changes_nothing() {
         let (stats, shutdown, task) = start(store, config(vec![b.url()]));
         let mut c = Client::connect(b.url()).await.unwrap();
         c.use_tube(TUBE).await.unwrap();
-        let put = |events| Batch::new(events).encode();
-        c.put(
-            &put(vec![first]),
-            1024,
-            Duration::ZERO,
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap();
+        put_events(&mut c, vec![first]).await;
         assert!(
             eventually(Duration::from_secs(30), || async {
                 stats.events_written.load(Ordering::Relaxed) == 1
@@ -389,14 +389,7 @@ async fn the_workers_copy_of_a_queued_event_changes_nothing() {
             .await,
             "{name}: the post office's event written"
         );
-        c.put(
-            &put(vec![copy, sent]),
-            1024,
-            Duration::ZERO,
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap();
+        put_events(&mut c, vec![copy, sent]).await;
         assert!(
             eventually(Duration::from_secs(30), || async {
                 jobs(&b.url()).await == (0, 0) && stats.events_written.load(Ordering::Relaxed) == 2

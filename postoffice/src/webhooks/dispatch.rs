@@ -130,8 +130,11 @@ async fn serve(
     tracing::info!(endpoint = %endpoint.name, url = %endpoint.url, "webhooks: dispatcher started");
     let outbox_filled = store.outbox_filled();
     let mut filled = std::pin::pin!(outbox_filled.clone().notified_owned());
-    filled.as_mut().enable();
     while !shutdown.is_cancelled() {
+        // Registered before the claim, so that a write committed after the claim's read
+        // wakes the wait below instead of slipping past it.
+        filled.set(outbox_filled.clone().notified_owned());
+        filled.as_mut().enable();
         let now = now_ms();
         let claimed = match store
             .claim_webhooks(
@@ -157,19 +160,13 @@ async fn serve(
             }
         };
         if claimed.is_empty() {
-            // Registered before the claim, so a write committed after the claim's read
-            // wakes this wait instead of slipping past it.
             tokio::select! {
                 _ = filled.as_mut() => {}
                 _ = tokio::time::sleep(POLL) => {}
                 _ = shutdown.cancelled() => break,
             }
-            filled.set(outbox_filled.clone().notified_owned());
-            filled.as_mut().enable();
             continue;
         }
-        filled.set(outbox_filled.clone().notified_owned());
-        filled.as_mut().enable();
         let gate = Arc::new(tokio::sync::Semaphore::new(endpoint.concurrency));
         let mut sends = tokio::task::JoinSet::new();
         for row in claimed {
