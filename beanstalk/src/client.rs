@@ -14,10 +14,21 @@ use tokio::net::TcpStream;
 
 use crate::conn::Connection;
 use crate::error::{Error, Result};
-use crate::proto::{validate_tube, Command, Job, Reply, DEFAULT_MAX_BODY, DEFAULT_MAX_LINE};
+use crate::proto::{
+    validate_tube, Command, Failure, Job, Reply, DEFAULT_MAX_BODY, DEFAULT_MAX_LINE,
+};
 use crate::stats::{parse_list, Stats};
 
 const DEFAULT_TUBE: &str = "default";
+
+/// The jobs [`Client::reserve_ready`] took.
+#[derive(Debug, Default)]
+pub struct Ready {
+    /// The jobs reserved, in the order beanstalkd gave them.
+    pub jobs: Vec<Job>,
+    /// beanstalkd answered `DEADLINE_SOON` to at least one of the reserves.
+    pub deadline_soon: bool,
+}
 
 /// Connection settings. `Config::default()` suits hedwig.
 #[derive(Debug, Clone)]
@@ -202,6 +213,35 @@ impl Client {
         result
     }
 
+    /// Sends `cmds` in one write and returns their replies in order, error replies included
+    /// (each caller decides what a failure means for its command), with the configured I/O
+    /// timeout for the whole exchange. A connection error spoils all of them, as in `call`.
+    async fn call_many(&mut self, cmds: &[Command<'_>]) -> Result<Vec<Reply>> {
+        let healthy = !self.in_flight && self.conn.as_ref().is_some_and(|c| c.looks_alive());
+        if !healthy {
+            self.reconnect().await?;
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(Error::Protocol("no connection after reconnect".into()));
+        };
+        self.in_flight = true;
+        let result = match self.config.io_timeout {
+            Some(limit) => tokio::time::timeout(limit, conn.pipeline(cmds))
+                .await
+                .unwrap_or(Err(Error::Timeout(limit))),
+            None => conn.pipeline(cmds).await,
+        };
+        self.in_flight = false;
+        if let Err(e) = &result {
+            if e.is_connection_error() {
+                let command = cmds.first().map_or("-", |c| c.name());
+                tracing::warn!(addr = %self.addr, command, count = cmds.len(), error = %e, "dropping beanstalkd connection");
+                self.conn = None;
+            }
+        }
+        result
+    }
+
     /// A non-reserve command with the configured I/O timeout, mapped through `want`.
     async fn simple<T>(
         &mut self,
@@ -315,6 +355,27 @@ impl Client {
         self.expect("reserve-with-timeout", reply, reserved)
     }
 
+    /// Takes up to `max` jobs that are ready now, in one round trip: `max` pipelined
+    /// `reserve-with-timeout 0` commands (each answers a job, or `TIMED_OUT` once the watched
+    /// tubes are empty). For a consumer that drains many small jobs, such as the ledger
+    /// writer, this replaces a round trip per job. [`Ready::deadline_soon`] tells that
+    /// beanstalkd answered `DEADLINE_SOON` to one of them: a job this connection holds is
+    /// about to time out.
+    pub async fn reserve_ready(&mut self, max: usize) -> Result<Ready> {
+        let cmds = vec![Command::ReserveWithTimeout(0); max];
+        let mut ready = Ready::default();
+        for reply in self.call_many(&cmds).await? {
+            match reply {
+                Reply::Reserved(job) => ready.jobs.push(job),
+                Reply::Failure(Failure::TimedOut) => {}
+                Reply::Failure(Failure::DeadlineSoon) => ready.deadline_soon = true,
+                Reply::Failure(f) => return Err(Error::from(f)),
+                other => return self.expect("reserve-with-timeout", other, |_| None),
+            }
+        }
+        Ok(ready)
+    }
+
     /// `reserve-job`: reserves the job `id` whatever its state (`NOT_FOUND` if it does not
     /// exist or is reserved by someone else).
     pub async fn reserve_job(&mut self, id: u64) -> Result<Job> {
@@ -327,6 +388,22 @@ impl Client {
             (r == Reply::Deleted).then_some(())
         })
         .await
+    }
+
+    /// `delete` of every id in `ids`, pipelined in one round trip: one result per id, in
+    /// order (`Err(Error::NotFound)` for a job that is gone or reserved by another
+    /// connection). The outer `Err` is a connection error: then none is known to be deleted.
+    pub async fn delete_all(&mut self, ids: &[u64]) -> Result<Vec<Result<()>>> {
+        let cmds: Vec<Command<'_>> = ids.iter().map(|&id| Command::Delete(id)).collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for reply in self.call_many(&cmds).await? {
+            out.push(match reply {
+                Reply::Deleted => Ok(()),
+                Reply::Failure(f) => Err(Error::from(f)),
+                other => return self.expect("delete", other, |_| None),
+            });
+        }
+        Ok(out)
     }
 
     /// `release`: puts a job reserved by this connection back, ready after `delay`.

@@ -61,6 +61,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.read_reply().await
     }
 
+    /// Sends several body-less commands in one write and reads their replies, in order
+    /// (beanstalkd answers a connection's commands one after the other). The caller bounds
+    /// how many: every reply is held until the last has arrived, and the commands must fit
+    /// in the socket buffers while the replies wait unread (a few hundred short commands).
+    pub(crate) async fn pipeline(&mut self, cmds: &[Command<'_>]) -> Result<Vec<Reply>, Error> {
+        self.wbuf.clear();
+        for cmd in cmds {
+            cmd.encode(&mut self.wbuf);
+        }
+        self.stream.write_all(&self.wbuf).await?;
+        self.stream.flush().await?;
+        let mut replies = Vec::with_capacity(cmds.len());
+        for _ in cmds {
+            replies.push(self.read_reply().await?);
+        }
+        Ok(replies)
+    }
+
     async fn read_reply(&mut self) -> Result<Reply, Error> {
         loop {
             match decode(&mut self.rbuf, self.max_line, self.max_body)? {

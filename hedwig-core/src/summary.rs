@@ -48,7 +48,10 @@ impl Summary {
     pub fn of(message: &[u8]) -> Summary {
         let block = header_block(message);
         let edge_client = field(block, b"received").and_then(|f| mailman_client(&f));
-        let parsed = mail_parser::MessageParser::new().parse_headers(block);
+        // Only the two fields wanted are handed to the parser (a few hundred bytes instead
+        // of the whole block: a third of the post office's parsing per message).
+        let wanted = only_fields(block, &[b"message-id", b"subject"]);
+        let parsed = mail_parser::MessageParser::new().parse_headers(&wanted[..]);
         let message_id = parsed
             .as_ref()
             .and_then(|m| m.message_id())
@@ -65,6 +68,38 @@ impl Summary {
             edge_client,
         }
     }
+}
+
+/// The lines of `block` that make up the fields named in `names` (lowercase), each with its
+/// continuation lines, in their order in `block`. A field name is what precedes the first
+/// `:` of a line that does not start with white space, compared without its trailing white
+/// space and case; a line that is neither a field nor a continuation ends the one before.
+fn only_fields(block: &[u8], names: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut keep = false;
+    let mut rest = block;
+    while !rest.is_empty() {
+        let end = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(rest.len(), |i| i + 1);
+        let (line, tail) = rest.split_at(end);
+        rest = tail;
+        if line.first().is_some_and(|&b| b == b' ' || b == b'\t') {
+            if keep {
+                out.extend_from_slice(line);
+            }
+            continue;
+        }
+        keep = line.iter().position(|&b| b == b':').is_some_and(|colon| {
+            let name = line[..colon].trim_ascii_end();
+            names.iter().any(|n| name.eq_ignore_ascii_case(n))
+        });
+        if keep {
+            out.extend_from_slice(line);
+        }
+    }
+    out
 }
 
 /// The header block: up to and including the line before the first empty line, within the
@@ -237,6 +272,54 @@ mod tests {
             Summary::of(many.as_bytes()).edge_client,
             Some("172.17.0.5".parse().unwrap())
         );
+    }
+
+    /// What `Summary::of` found before it parsed only the two fields: the whole block
+    /// through mail-parser.
+    fn parsed_whole(message: &[u8]) -> (Option<String>, Option<String>) {
+        let parsed = mail_parser::MessageParser::new().parse_headers(header_block(message));
+        let message_id = parsed
+            .as_ref()
+            .and_then(|m| m.message_id())
+            .map(one_line)
+            .map(|id| id.trim().to_owned())
+            .filter(|id| !id.is_empty() && id.len() <= MAX_MESSAGE_ID);
+        let subject = parsed
+            .as_ref()
+            .and_then(|m| m.subject())
+            .map(|s| cut(one_line(s).trim(), MAX_SUBJECT));
+        (message_id, subject)
+    }
+
+    #[test]
+    fn only_the_two_fields_parsed_give_what_the_whole_block_gave() {
+        let blocks: &[&[u8]] = &[
+            b"Subject: plain\r\nMessage-ID: <a@b>\r\n\r\nbody",
+            b"From: x@y\r\nSubject: =?UTF-8?B?w6lsw6g=?= and =?ISO-8859-1?Q?caf=E9?=\r\n\r\n",
+            b"Subject: folded\r\n  over\r\n\tthree lines\r\nTo: z@w\r\n\r\n",
+            b"Subject: first\r\nSubject: second\r\nMessage-ID: <1@x>\r\nMessage-Id: <2@x>\r\n\r\n",
+            b"subject: lower\r\nMESSAGE-ID:<nospace@x>\r\n\r\n",
+            b"Subject : space before colon\r\nMessage-ID :  <sp@x>  \r\n\r\n",
+            b"Subject: bare\nMessage-ID: <lf@x>\n\nbody",
+            b"X-A: 1\r\n folded X-A\r\nSubject: after a folded field\r\n\r\n",
+            b"garbage line without colon\r\nSubject: after garbage\r\n\r\n",
+            b" leading continuation\r\nSubject: s\r\n\r\n",
+            b"Subject:\r\nMessage-ID:\r\n\r\n",
+            b"Subject: no end of line",
+            b"Message-ID: <a@b> (comment)\r\nSubject: =?utf-8?q?broken?=?=\r\n\r\n",
+            b"Subject: \xff\xfe\x80 bad\r\nMessage-ID: <\xff@x>\r\n\r\n",
+            b"Subject-Extra: not it\r\nX-Subject: nor this\r\nSubject: this\r\n\r\n",
+            b"Message-ID: <a@b>\r\n <folded-continuation@c>\r\n\r\n",
+        ];
+        for block in blocks {
+            let s = Summary::of(block);
+            assert_eq!(
+                (s.message_id, s.subject),
+                parsed_whole(block),
+                "{}",
+                String::from_utf8_lossy(block)
+            );
+        }
     }
 
     #[test]

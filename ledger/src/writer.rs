@@ -215,11 +215,21 @@ async fn serve(
                     stall.notify_one();
                     std::future::pending::<()>().await;
                 }
-                for id in ids {
-                    // A failed delete leaves the job to come back after its time-to-run:
-                    // written again, it changes nothing.
-                    if let Err(e) = c.delete(id).await {
-                        tracing::warn!(server, job = id, error = %e, "ledger writer: cannot delete a written job");
+                // A failed delete leaves the job to come back after its time-to-run:
+                // written again, it changes nothing.
+                for chunk in ids.chunks(PIPELINE) {
+                    match c.delete_all(chunk).await {
+                        Ok(results) => {
+                            for (id, result) in chunk.iter().zip(results) {
+                                if let Err(e) = result {
+                                    tracing::warn!(server, job = id, error = %e, "ledger writer: cannot delete a written job");
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(server, jobs = chunk.len(), error = %e, "ledger writer: cannot delete written jobs");
+                            break;
+                        }
                     }
                 }
             }
@@ -252,7 +262,8 @@ async fn connect(server: &str, tube: &str) -> beanstalk::Result<Client> {
 }
 
 /// Reserves jobs for one batch: waits up to a second for the first, then takes what becomes
-/// ready until `max_events` events or `max_wait` (polling every 10 ms).
+/// ready until `max_events` events or `max_wait` (polling every 10 ms), up to [`PIPELINE`]
+/// jobs per round trip.
 async fn gather(
     c: &mut Client,
     config: &WriterConfig,
@@ -269,24 +280,32 @@ async fn gather(
     // at least 60 bytes, and a batch carries at least one.
     let mut events = estimate(&jobs[0]);
     while events < config.max_events {
-        match c.reserve_with_timeout(Duration::ZERO).await {
-            Ok(job) => {
-                events += estimate(&job);
-                jobs.push(job);
+        // Each job holds at least one event: never more jobs than events still wanted.
+        let want = (config.max_events - events).min(PIPELINE);
+        // An error drops the connection: the jobs held so far go back to the ready queue.
+        let ready = c.reserve_ready(want).await?;
+        let drained = ready.jobs.len() < want;
+        for job in ready.jobs {
+            events += estimate(&job);
+            jobs.push(job);
+        }
+        if ready.deadline_soon {
+            break;
+        }
+        if drained {
+            let left = config.max_wait.saturating_sub(started.elapsed());
+            if left.is_zero() || !pause(left.min(Duration::from_millis(10)), shutdown).await {
+                break;
             }
-            Err(beanstalk::Error::TimedOut) => {
-                let left = config.max_wait.saturating_sub(started.elapsed());
-                if left.is_zero() || !pause(left.min(Duration::from_millis(10)), shutdown).await {
-                    break;
-                }
-            }
-            Err(beanstalk::Error::DeadlineSoon) => break,
-            // The jobs held so far go back to the ready queue with the connection.
-            Err(e) => return Err(e),
         }
     }
     Ok(jobs)
 }
+
+/// Most commands sent to beanstalkd in one write (`reserve-with-timeout 0` while gathering,
+/// `delete` after a commit): one round trip instead of one per job, small enough for the
+/// socket buffers to hold the commands while the replies wait to be read.
+const PIPELINE: usize = 64;
 
 /// Ids of `queued` events a writer task remembers having stored (about 5 MB at most).
 const RECENT_IDS: usize = 65_536;

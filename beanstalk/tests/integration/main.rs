@@ -6,6 +6,7 @@ mod common;
 
 mod bad_server;
 mod job_too_big;
+mod pipelined;
 mod pool_concurrency;
 mod release_bury_kick;
 mod restart;

@@ -142,6 +142,39 @@ async fn events_from_two_servers_reach_the_store_and_bad_jobs_are_buried() {
 }
 
 #[tokio::test]
+async fn a_batch_of_many_jobs_is_gathered_and_deleted_in_pipelines() {
+    // 300 jobs waiting before the writer starts: more than one pipeline of reserves and of
+    // deletes (64 each), fewer events than one batch holds, so one transaction takes them.
+    let stores = Stores::start(Ipv4Addr::new(127, 0, 130, 30)).await;
+    let b = Beanstalkd::start_on(Ipv4Addr::new(127, 0, 130, 31));
+    for (name, store) in stores.each() {
+        let offset = if name == "sqlite" { 0 } else { 1000 };
+        let total = put_batches(&b.url(), offset, 300).await;
+        let mut big = config(vec![b.url()]);
+        big.max_events = 1000;
+        big.max_wait = Duration::from_millis(500);
+        let (stats, shutdown, task) = start(store, big);
+        assert!(
+            eventually(Duration::from_secs(30), || async {
+                count(store).await == total && jobs(&b.url()).await == (0, 0)
+            })
+            .await,
+            "{name}: {} of {total} events, jobs left {:?}",
+            count(store).await,
+            jobs(&b.url()).await
+        );
+        assert_eq!(stats.events_written.load(Ordering::Relaxed), total);
+        assert_eq!(
+            stats.batches.load(Ordering::Relaxed),
+            1,
+            "{name}: all 300 jobs in one batch"
+        );
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+}
+
+#[tokio::test]
 async fn a_writer_stopped_after_its_commit_duplicates_nothing() {
     let stores = Stores::start(Ipv4Addr::new(127, 0, 130, 23)).await;
     let b = Beanstalkd::start_on(Ipv4Addr::new(127, 0, 130, 24));
