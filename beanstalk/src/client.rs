@@ -21,6 +21,11 @@ use crate::stats::{parse_list, Stats};
 
 const DEFAULT_TUBE: &str = "default";
 
+/// Most commands [`Client::reserve_ready`] and [`Client::delete_all`] send in one write:
+/// they must fit in the socket buffers while their replies wait unread (a `delete` is about
+/// 16 bytes, its reply 9).
+pub const MAX_PIPELINE: usize = 256;
+
 /// The jobs [`Client::reserve_ready`] took.
 #[derive(Debug, Default)]
 pub struct Ready {
@@ -232,6 +237,17 @@ impl Client {
             None => conn.pipeline(cmds).await,
         };
         self.in_flight = false;
+        // A reply that means the server lost track of the commands (`BAD_FORMAT`,
+        // `UNKNOWN_COMMAND`, `EXPECTED_CRLF`) spoils the connection, as in `call`.
+        let result = result.and_then(|replies| {
+            match replies.iter().find_map(|r| match r {
+                Reply::Failure(f) if Error::from(*f).is_connection_error() => Some(*f),
+                _ => None,
+            }) {
+                Some(f) => Err(Error::from(f)),
+                None => Ok(replies),
+            }
+        });
         if let Err(e) = &result {
             if e.is_connection_error() {
                 let command = cmds.first().map_or("-", |c| c.name());
@@ -361,16 +377,24 @@ impl Client {
     /// writer, this replaces a round trip per job. [`Ready::deadline_soon`] tells that
     /// beanstalkd answered `DEADLINE_SOON` to one of them: a job this connection holds is
     /// about to time out.
+    /// At most [`MAX_PIPELINE`] are asked for in one call.
     pub async fn reserve_ready(&mut self, max: usize) -> Result<Ready> {
-        let cmds = vec![Command::ReserveWithTimeout(0); max];
+        let cmds = vec![Command::ReserveWithTimeout(0); max.min(MAX_PIPELINE)];
         let mut ready = Ready::default();
         for reply in self.call_many(&cmds).await? {
             match reply {
                 Reply::Reserved(job) => ready.jobs.push(job),
                 Reply::Failure(Failure::TimedOut) => {}
                 Reply::Failure(Failure::DeadlineSoon) => ready.deadline_soon = true,
-                Reply::Failure(f) => return Err(Error::from(f)),
-                other => return self.expect("reserve-with-timeout", other, |_| None),
+                other => {
+                    // The jobs reserved so far go back to the ready queue with the
+                    // connection, instead of waiting out their time-to-run.
+                    self.conn = None;
+                    return match other {
+                        Reply::Failure(f) => Err(Error::from(f)),
+                        other => expect("reserve-with-timeout", other, |_| None),
+                    };
+                }
             }
         }
         Ok(ready)
@@ -393,15 +417,18 @@ impl Client {
     /// `delete` of every id in `ids`, pipelined in one round trip: one result per id, in
     /// order (`Err(Error::NotFound)` for a job that is gone or reserved by another
     /// connection). The outer `Err` is a connection error: then none is known to be deleted.
+    /// Sent [`MAX_PIPELINE`] at a time.
     pub async fn delete_all(&mut self, ids: &[u64]) -> Result<Vec<Result<()>>> {
-        let cmds: Vec<Command<'_>> = ids.iter().map(|&id| Command::Delete(id)).collect();
         let mut out = Vec::with_capacity(ids.len());
-        for reply in self.call_many(&cmds).await? {
-            out.push(match reply {
-                Reply::Deleted => Ok(()),
-                Reply::Failure(f) => Err(Error::from(f)),
-                other => return self.expect("delete", other, |_| None),
-            });
+        for chunk in ids.chunks(MAX_PIPELINE) {
+            let cmds: Vec<Command<'_>> = chunk.iter().map(|&id| Command::Delete(id)).collect();
+            for reply in self.call_many(&cmds).await? {
+                out.push(match reply {
+                    Reply::Deleted => Ok(()),
+                    Reply::Failure(f) => Err(Error::from(f)),
+                    other => return self.expect("delete", other, |_| None),
+                });
+            }
         }
         Ok(out)
     }

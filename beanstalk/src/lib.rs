@@ -38,7 +38,7 @@ pub mod pool;
 pub mod proto;
 pub mod stats;
 
-pub use client::{Client, Config, Ready};
+pub use client::{Client, Config, Ready, MAX_PIPELINE};
 pub use error::{Error, Result};
 pub use pool::{Pool, PooledClient};
 pub use proto::Job;

@@ -23,6 +23,18 @@
 //! Not here: the ledger events (the `hedwig-queue` crate's `event` module).
 
 use std::net::IpAddr;
+use std::sync::LazyLock;
+
+use mail_parser::{HeaderName, MessageParser};
+
+/// A parser that decodes `Message-ID:` and `Subject:` as the default one does and skips the
+/// values of every other field.
+static PARSER: LazyLock<MessageParser> = LazyLock::new(|| {
+    MessageParser::new()
+        .header_id(HeaderName::MessageId)
+        .header_text(HeaderName::Subject)
+        .default_header_ignore()
+});
 
 /// At most this many bytes of a message are read for its header block.
 pub const MAX_HEADER: usize = 64 * 1024;
@@ -48,10 +60,9 @@ impl Summary {
     pub fn of(message: &[u8]) -> Summary {
         let block = header_block(message);
         let edge_client = field(block, b"received").and_then(|f| mailman_client(&f));
-        // Only the two fields wanted are handed to the parser (a few hundred bytes instead
-        // of the whole block: a third of the post office's parsing per message).
-        let wanted = only_fields(block, &[b"message-id", b"subject"]);
-        let parsed = mail_parser::MessageParser::new().parse_headers(&wanted[..]);
+        // The parser splits the whole block into fields as mail-parser always does, but decodes
+        // only the two wanted: the values of the others are skipped, not decoded.
+        let parsed = PARSER.parse_headers(block);
         let message_id = parsed
             .as_ref()
             .and_then(|m| m.message_id())
@@ -68,38 +79,6 @@ impl Summary {
             edge_client,
         }
     }
-}
-
-/// The lines of `block` that make up the fields named in `names` (lowercase), each with its
-/// continuation lines, in their order in `block`. A field name is what precedes the first
-/// `:` of a line that does not start with white space, compared without its trailing white
-/// space and case; a line that is neither a field nor a continuation ends the one before.
-fn only_fields(block: &[u8], names: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut keep = false;
-    let mut rest = block;
-    while !rest.is_empty() {
-        let end = rest
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(rest.len(), |i| i + 1);
-        let (line, tail) = rest.split_at(end);
-        rest = tail;
-        if line.first().is_some_and(|&b| b == b' ' || b == b'\t') {
-            if keep {
-                out.extend_from_slice(line);
-            }
-            continue;
-        }
-        keep = line.iter().position(|&b| b == b':').is_some_and(|colon| {
-            let name = line[..colon].trim_ascii_end();
-            names.iter().any(|n| name.eq_ignore_ascii_case(n))
-        });
-        if keep {
-            out.extend_from_slice(line);
-        }
-    }
-    out
 }
 
 /// The header block: up to and including the line before the first empty line, within the
@@ -292,7 +271,7 @@ mod tests {
     }
 
     #[test]
-    fn only_the_two_fields_parsed_give_what_the_whole_block_gave() {
+    fn skipping_the_other_fields_gives_what_parsing_them_gave() {
         let blocks: &[&[u8]] = &[
             b"Subject: plain\r\nMessage-ID: <a@b>\r\n\r\nbody",
             b"From: x@y\r\nSubject: =?UTF-8?B?w6lsw6g=?= and =?ISO-8859-1?Q?caf=E9?=\r\n\r\n",
@@ -310,6 +289,14 @@ mod tests {
             b"Subject: \xff\xfe\x80 bad\r\nMessage-ID: <\xff@x>\r\n\r\n",
             b"Subject-Extra: not it\r\nX-Subject: nor this\r\nSubject: this\r\n\r\n",
             b"Message-ID: <a@b>\r\n <folded-continuation@c>\r\n\r\n",
+            b"Sub ject: inner space\r\n\r\n",
+            b":Subject: leading colon\r\n\r\n",
+            b"\rSubject: after a lone CR\r\n\r\n",
+            b" Subject: leading blank\r\n\r\n",
+            b"nocolon\r\n Subject: blank after a colon-less line\r\n\r\n",
+            b"From: \"a, b\" <x@y>, (c) z@w\r\nTo: undisclosed-recipients:;\r\nDate: bad\r\nSubject: s\r\n\r\n",
+            b"Content-Type: multipart/mixed; boundary=\"b\"\r\nReceived: from x by y; bad\r\nMessage-ID: <m@x>\r\n\r\n",
+            b"Subject: cr only\rMessage-ID: <cr@x>\r\r",
         ];
         for block in blocks {
             let s = Summary::of(block);

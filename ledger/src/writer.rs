@@ -285,9 +285,20 @@ async fn gather(
         // An error drops the connection: the jobs held so far go back to the ready queue.
         let ready = c.reserve_ready(want).await?;
         let drained = ready.jobs.len() < want;
+        let mut surplus = Vec::new();
         for job in ready.jobs {
+            if events >= config.max_events {
+                // Jobs of many events (the emitters pack up to 1,000 in one) filled the
+                // batch before this one: it goes back, so a batch exceeds `max_events` by at
+                // most its last job, as when jobs were taken one at a time.
+                surplus.push(job.id);
+                continue;
+            }
             events += estimate(&job);
             jobs.push(job);
+        }
+        for id in surplus {
+            c.release(id, PRIORITY, Duration::ZERO).await?;
         }
         if ready.deadline_soon {
             break;

@@ -32,6 +32,7 @@
 //! A spool without these files (an older mailman's) lists its messages with no attempts
 //! known; a `.state` without its `.msg` is deleted at start.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -140,6 +141,10 @@ pub struct Spool {
     used: Arc<AtomicU64>,
     commits: mpsc::UnboundedSender<Commit>,
     free: std::sync::Mutex<Vec<PathBuf>>,
+    /// Ids whose message has a `<id>.state` file (a failed post was recorded): only these
+    /// have one to delete with the message. Most messages never have one, and an unlink of a
+    /// missing name still costs a locked directory lookup per message.
+    states: std::sync::Mutex<HashSet<String>>,
 }
 
 impl Spool {
@@ -156,6 +161,7 @@ impl Spool {
         private(&dir.join("rejected"), 0o700)?;
         let mut found = Vec::new();
         let mut free = Vec::new();
+        let mut states = HashSet::new();
         let mut used = 0u64;
         let mut widened = 0usize;
         for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
@@ -175,6 +181,11 @@ impl Spool {
                 }
                 Some("state") if !path.with_extension("msg").exists() => {
                     let _ = std::fs::remove_file(&path);
+                }
+                Some("state") => {
+                    if let Some(id) = path.file_stem().and_then(|s| s.to_str()) {
+                        states.insert(id.to_owned());
+                    }
                 }
                 Some("free") | Some("tmp") => {
                     tracing::info!(path = %path.display(), "removing an uncommitted spool file");
@@ -219,6 +230,7 @@ impl Spool {
                 used: Arc::new(AtomicU64::new(used)),
                 commits: tx,
                 free: std::sync::Mutex::new(free),
+                states: std::sync::Mutex::new(states),
             },
             found,
         ))
@@ -310,7 +322,10 @@ impl Spool {
     /// Deletes a message once the postoffice holds it (or refused it while the client waited).
     /// Small files are kept as `.free` for the next message.
     pub fn remove(&self, id: &str) {
-        let _ = std::fs::remove_file(self.path(id, "state"));
+        // A poisoned lock: unlink anyway, as if the message had a record.
+        if self.states.lock().map_or(true, |mut s| s.remove(id)) {
+            let _ = std::fs::remove_file(self.path(id, "state"));
+        }
         let path = self.path(id, "msg");
         let len = match std::fs::metadata(&path) {
             Ok(m) => m.len(),
@@ -351,6 +366,9 @@ impl Spool {
     /// failure to write it is logged, never fatal: the message itself is safe.
     pub fn note_attempt(&self, id: &str, why: &str) {
         let path = self.path(id, "state");
+        if let Ok(mut states) = self.states.lock() {
+            states.insert(id.to_owned());
+        }
         let mut record = read_record(&path).unwrap_or_default();
         record.attempts = record.attempts.saturating_add(1);
         record.last_attempt_at = hedwig_core::unix_now();
@@ -387,6 +405,9 @@ impl Spool {
     pub fn set_aside(&self, id: &str) {
         let path = self.path(id, "msg");
         let to = self.dir.join("rejected").join(format!("{id}.msg"));
+        if let Ok(mut states) = self.states.lock() {
+            states.remove(id);
+        }
         let _ = std::fs::rename(
             self.path(id, "state"),
             self.dir.join("rejected").join(format!("{id}.state")),
@@ -609,6 +630,30 @@ mod tests {
         assert_eq!(read_file(&new).unwrap().header, with);
         let line = serde_json::to_string(&header("X", 1, 1)).unwrap();
         assert!(!line.contains("fixups"), "{line}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_posts_record_goes_with_its_message_also_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = |id: &str| dir.path().join(format!("{id}.state"));
+        let (spool, _) = Spool::open(dir.path(), 1 << 20).unwrap();
+        for id in ["A", "B", "C"] {
+            spool.store(&header(id, 1, 1), &[b"x"]).await.unwrap();
+        }
+        spool.note_attempt("A", "503 from the post office");
+        spool.note_attempt("B", "connection refused");
+        assert!(state("A").exists() && state("B").exists());
+        spool.remove("A");
+        assert!(!state("A").exists(), "removed with its message");
+        // C never had a record: its removal touches no .state name.
+        spool.remove("C");
+        drop(spool);
+        // After a restart the record found on disk still goes with its message.
+        let (spool, found) = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(read_record(&state("B")).unwrap().attempts, 1);
+        spool.remove("B");
+        assert!(!state("B").exists());
     }
 
     #[tokio::test]

@@ -91,12 +91,46 @@ async fn reserve_ready_reports_deadline_soon() {
     assert!(ready.deadline_soon, "{ready:?}");
 }
 
+/// A server that answers only the first of the pipelined commands and closes, then (on
+/// the next connection) answers nothing: the cut exchange is one connection error, and a
+/// pipeline cancelled half-way leaves the connection to be replaced, not reused out of step.
 #[tokio::test]
-async fn a_pipeline_to_a_dead_server_is_one_connection_error() {
-    let server = common::start();
-    let mut c = Client::connect(server.url()).await.unwrap();
-    let id = c.put(b"x", 10, Duration::ZERO, TTR).await.unwrap();
-    drop(server);
-    let err = c.delete_all(&[id, id + 1]).await.unwrap_err();
+async fn a_pipeline_cut_or_cancelled_half_way_drops_its_connection() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            let mut buf = [0u8; 1024];
+            let _ = socket.read(&mut buf).await;
+            if n == 0 {
+                let _ = socket.write_all(b"DELETED\r\n").await;
+                drop(socket);
+            } else {
+                held.push(socket); // silent from here on
+            }
+        }
+    });
+    let mut c = Client::connect(addr.to_string()).await.unwrap();
+    let err = c.delete_all(&[1, 2, 3]).await.unwrap_err();
     assert!(err.is_connection_error(), "{err}");
+    // Cancelled while waiting for the replies (a second connection)...
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), c.delete_all(&[4, 5]))
+            .await
+            .is_err()
+    );
+    // ...so the next call opens a third instead of reading the old replies as its own.
+    let _ = tokio::time::timeout(Duration::from_millis(200), c.reserve_ready(2)).await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
 }

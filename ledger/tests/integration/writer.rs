@@ -175,6 +175,50 @@ async fn a_batch_of_many_jobs_is_gathered_and_deleted_in_pipelines() {
 }
 
 #[tokio::test]
+async fn jobs_of_many_events_keep_a_batch_near_max_events() {
+    // Six jobs of 20 events, max_events 50: the first batch takes three (20 + 20 + 20, over
+    // by its last job only) and gives the three it reserved beyond back; the second takes
+    // those. One batch of all 120 would mean the reserved surplus was kept.
+    let stores = Stores::start(Ipv4Addr::new(127, 0, 130, 32)).await;
+    let b = Beanstalkd::start_on(Ipv4Addr::new(127, 0, 130, 33));
+    for (name, store) in stores.each() {
+        let offset = if name == "sqlite" { 0 } else { 1000 };
+        let mut c = Client::connect(b.url()).await.unwrap();
+        c.use_tube(TUBE).await.unwrap();
+        for j in 0..6 {
+            let id = format!("M{}", offset + j);
+            let mut events = vec![queued(&id, T0, "web1", "a@b.test", &["c@d.test"])];
+            for k in 1..20 {
+                events.push(outcome(
+                    &id,
+                    T0 + k,
+                    "c@d.test",
+                    Outcome::Deferred,
+                    k as u32,
+                ));
+            }
+            let body = Batch::new(events).encode();
+            c.put(&body, 1024, Duration::ZERO, Duration::from_secs(60))
+                .await
+                .unwrap();
+        }
+        let (stats, shutdown, task) = start(store, config(vec![b.url()]));
+        assert!(
+            eventually(Duration::from_secs(30), || async {
+                count(store).await == 120 && jobs(&b.url()).await == (0, 0)
+            })
+            .await,
+            "{name}: {} events, jobs left {:?}",
+            count(store).await,
+            jobs(&b.url()).await
+        );
+        assert_eq!(stats.batches.load(Ordering::Relaxed), 2, "{name}");
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+}
+
+#[tokio::test]
 async fn a_writer_stopped_after_its_commit_duplicates_nothing() {
     let stores = Stores::start(Ipv4Addr::new(127, 0, 130, 23)).await;
     let b = Beanstalkd::start_on(Ipv4Addr::new(127, 0, 130, 24));
