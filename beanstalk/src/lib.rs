@@ -20,7 +20,8 @@
 //! - [`stats`]: the YAML replies of `stats*` and `list-tubes*`.
 //! - `conn`: buffered request/reply I/O on one stream (generic, tested in memory).
 //! - [`client`]: [`Client`], one connection: every command, timeouts, reconnect on the
-//!   next call after a connection error.
+//!   next call after a connection error; `reserve_ready` and `delete_all` pipeline many
+//!   commands in one write for consumers of many small jobs.
 //! - [`pool`]: [`Pool`], bounded shared clients for concurrent `put`s.
 //! - [`error`]: [`Error`], one variant per beanstalkd error reply, and
 //!   [`Error::is_connection_error`].
