@@ -62,23 +62,28 @@ impl Summary {
         let edge_client = field(block, b"received").and_then(|f| mailman_client(&f));
         // The parser splits the whole block into fields as mail-parser always does, but decodes
         // only the two wanted: the values of the others are skipped, not decoded.
-        let parsed = PARSER.parse_headers(block);
-        let message_id = parsed
-            .as_ref()
-            .and_then(|m| m.message_id())
-            .map(one_line)
-            .map(|id| id.trim().to_owned())
-            .filter(|id| !id.is_empty() && id.len() <= MAX_MESSAGE_ID);
-        let subject = parsed
-            .as_ref()
-            .and_then(|m| m.subject())
-            .map(|s| cut(one_line(s).trim(), MAX_SUBJECT));
+        let (message_id, subject) = id_and_subject(PARSER.parse_headers(block).as_ref());
         Summary {
             message_id,
             subject,
             edge_client,
         }
     }
+}
+
+/// The Message-ID and Subject of a parsed header block, as the ledger keeps them: on one line,
+/// trimmed, the id only when not empty and at most [`MAX_MESSAGE_ID`] bytes, the subject cut
+/// at [`MAX_SUBJECT`].
+fn id_and_subject(parsed: Option<&mail_parser::Message<'_>>) -> (Option<String>, Option<String>) {
+    let message_id = parsed
+        .and_then(|m| m.message_id())
+        .map(one_line)
+        .map(|id| id.trim().to_owned())
+        .filter(|id| !id.is_empty() && id.len() <= MAX_MESSAGE_ID);
+    let subject = parsed
+        .and_then(|m| m.subject())
+        .map(|s| cut(one_line(s).trim(), MAX_SUBJECT));
+    (message_id, subject)
 }
 
 /// The header block: up to and including the line before the first empty line, within the
@@ -256,18 +261,11 @@ mod tests {
     /// What `Summary::of` found before it parsed only the two fields: the whole block
     /// through mail-parser.
     fn parsed_whole(message: &[u8]) -> (Option<String>, Option<String>) {
-        let parsed = mail_parser::MessageParser::new().parse_headers(header_block(message));
-        let message_id = parsed
-            .as_ref()
-            .and_then(|m| m.message_id())
-            .map(one_line)
-            .map(|id| id.trim().to_owned())
-            .filter(|id| !id.is_empty() && id.len() <= MAX_MESSAGE_ID);
-        let subject = parsed
-            .as_ref()
-            .and_then(|m| m.subject())
-            .map(|s| cut(one_line(s).trim(), MAX_SUBJECT));
-        (message_id, subject)
+        id_and_subject(
+            mail_parser::MessageParser::new()
+                .parse_headers(header_block(message))
+                .as_ref(),
+        )
     }
 
     #[test]
