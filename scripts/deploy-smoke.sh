@@ -112,10 +112,8 @@ if [ "$build" = 1 ]; then
         sed 's/^/  | /' "$tmp/secrets.log"
         fail "no planted secret in git or in any image layer"
     fi
-    step "beanstalkd and app images"
-    docker build -q --force-rm -t hedwig-beanstalkd:latest deploy/beanstalkd >/dev/null
-    docker build -q --force-rm -f deploy/app/Dockerfile -t hedwig-app:latest deploy >/dev/null
-    docker build -q --force-rm -t hedwig-smoke-net:latest deploy/test >/dev/null
+    step "beanstalkd, app and test network images"
+    scripts/smoke-images.sh >"$tmp/images.log" 2>&1 || { tail -40 "$tmp/images.log"; exit 1; }
 fi
 
 step "image"
